@@ -1,0 +1,79 @@
+-- keyward core schema (PostgreSQL). Times are Unix seconds. Never edit an applied migration.
+
+-- Master-key canary and other singletons.
+CREATE TABLE keyward_meta (
+    name   TEXT PRIMARY KEY NOT NULL,
+    key_id TEXT NOT NULL,
+    value  BYTEA NOT NULL
+);
+
+-- Bumped by every change to published keys; other processes poll it.
+CREATE TABLE keyward_state (
+    id         BIGINT PRIMARY KEY CHECK (id = 1),
+    generation BIGINT NOT NULL
+);
+INSERT INTO keyward_state (id, generation) VALUES (1, 0);
+
+-- Only hashes of tokens are stored.
+CREATE TABLE admin_tokens (
+    id         TEXT PRIMARY KEY NOT NULL,
+    token_hash BYTEA NOT NULL UNIQUE,
+    role       TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE keysets (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       TEXT NOT NULL,
+    algorithm  TEXT NOT NULL,
+    rsa_bits   BIGINT,
+    created_at BIGINT NOT NULL,
+    deleted_at BIGINT
+);
+-- A name is unique among live key sets; deleted ones keep their rows (and kids).
+CREATE UNIQUE INDEX keysets_live_name ON keysets (name) WHERE deleted_at IS NULL;
+
+-- Rows are never deleted: the primary key keeps every kid taken forever.
+CREATE TABLE keys (
+    kid           TEXT PRIMARY KEY NOT NULL,
+    keyset_id     BIGINT NOT NULL REFERENCES keysets (id),
+    algorithm     TEXT NOT NULL,
+    state         TEXT NOT NULL
+        CHECK (state IN ('pending', 'active', 'retired', 'expired', 'revoked')),
+    public_jwk    TEXT NOT NULL,
+    -- AES-256-GCM sealed PKCS#8; NULL once the key can no longer sign.
+    private_key   BYTEA,
+    master_key_id TEXT,
+    created_at    BIGINT NOT NULL,
+    activated_at  BIGINT,
+    retired_at    BIGINT,
+    expires_at    BIGINT,
+    CHECK (state NOT IN ('active', 'pending') OR (private_key IS NOT NULL AND master_key_id IS NOT NULL))
+);
+-- The schema itself forbids two active keys in one key set.
+CREATE UNIQUE INDEX keys_one_active ON keys (keyset_id) WHERE state = 'active';
+CREATE INDEX keys_by_keyset ON keys (keyset_id, state);
+
+CREATE TABLE clients (
+    id             TEXT PRIMARY KEY NOT NULL,
+    display_name   TEXT NOT NULL,
+    discovery_uri  TEXT NOT NULL,
+    callback_url   TEXT NOT NULL,
+    scopes         TEXT NOT NULL,
+    auth_method    TEXT NOT NULL,
+    labels         TEXT NOT NULL,
+    secret_version BIGINT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL
+);
+
+CREATE TABLE client_secrets (
+    client_id     TEXT NOT NULL REFERENCES clients (id),
+    version       BIGINT NOT NULL,
+    -- AES-256-GCM sealed secret, bound to (client_id, version).
+    secret        BYTEA NOT NULL,
+    master_key_id TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    valid_until   BIGINT,
+    PRIMARY KEY (client_id, version)
+);

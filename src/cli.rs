@@ -1,0 +1,759 @@
+//! The `keyward` command line: `serve`, `migrate`, and the admin commands, which
+//! are gRPC clients of a running server.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use tonic::{
+    Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    config::{DEFAULT_DATA_DIR, ServeArgs},
+    grpc::pb::{self, clients_client::ClientsClient, key_sets_client::KeySetsClient},
+    model::{self, format_time},
+};
+
+/// keyward: signing keys and OIDC client secrets for OpenMetadata.
+#[derive(Parser, Debug)]
+#[command(name = "keyward", version, about)]
+pub struct Cli {
+    /// Data directory (database, master.key, admin.token) [default: ./keyward-data]
+    #[arg(long, env = "KEYWARD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC endpoint of a running keyward (admin commands)
+    #[arg(
+        long,
+        env = "KEYWARD_ENDPOINT",
+        global = true,
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// Admin token (admin commands)
+    #[arg(long, env = "KEYWARD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the admin token [default: <data-dir>/admin.token when present]
+    #[arg(long, env = "KEYWARD_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Output format of admin commands
+    #[arg(long, value_enum, global = true, default_value = "table")]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (gRPC + HTTP JWKS).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(ServeArgs),
+    /// Manage key sets.
+    #[command(subcommand)]
+    Keyset(KeysetCmd),
+    /// Inspect keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Sign a JWT with a key set's active key; prints the compact token.
+    Sign {
+        /// Key set name.
+        #[arg(long)]
+        keyset: String,
+        /// Claims as a JSON object.
+        #[arg(long)]
+        claims: String,
+        /// Lifetime, e.g. 15m, 1h, 1d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Manage OIDC clients and their secrets.
+    #[command(subcommand)]
+    Client(ClientCmd),
+}
+
+/// `keyward keyset …`
+#[derive(Subcommand, Debug)]
+pub enum KeysetCmd {
+    /// Create a key set and its first active key.
+    Create {
+        /// Name: a-z, 0-9 and '-', up to 63 characters.
+        name: String,
+        /// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA.
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+        /// RSA modulus size: 2048, 3072 or 4096 (RSA algorithms only).
+        #[arg(long)]
+        rsa_bits: Option<u32>,
+    },
+    /// List key sets.
+    List,
+    /// Show a key set.
+    Get {
+        /// Key set name.
+        name: String,
+    },
+    /// Delete a key set (its kids stay reserved).
+    Delete {
+        /// Key set name.
+        name: String,
+    },
+    /// Rotate now: a new key signs, the current one retires (still published).
+    Rotate {
+        /// Key set name.
+        name: String,
+    },
+}
+
+/// `keyward keys …`
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// List a key set's keys.
+    List {
+        /// Key set name.
+        keyset: String,
+    },
+}
+
+/// `keyward client …`
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Create a client (secret generated unless --secret-stdin) or update its metadata.
+    Put {
+        /// Client id.
+        id: String,
+        /// Read the secret from standard input (create only).
+        #[arg(long)]
+        secret_stdin: bool,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// OIDC discovery URI.
+        #[arg(long)]
+        discovery_uri: Option<String>,
+        /// Callback URL.
+        #[arg(long)]
+        callback_url: Option<String>,
+        /// Scope (repeatable); replaces the stored scopes.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// client_secret_basic or client_secret_post.
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// Label KEY=VALUE (repeatable); replaces the stored labels.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Show a client's metadata (never its secret).
+    Get {
+        /// Client id.
+        id: String,
+    },
+    /// Print a client's secret.
+    Secret {
+        /// Client id.
+        id: String,
+        /// A given version instead of the current one.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// List clients.
+    List,
+    /// Make a new secret current; the previous one stays valid for --grace.
+    Rotate {
+        /// Client id.
+        id: String,
+        /// How long the previous secret keeps verifying.
+        #[arg(long, default_value = "48h")]
+        grace: String,
+        /// Read the new secret from standard input instead of generating one.
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// Delete a client and all its secrets.
+    Delete {
+        /// Client id.
+        id: String,
+    },
+    /// Check a secret read from standard input; exit 0 when valid, 1 when not.
+    Verify {
+        /// Client id.
+        id: String,
+        /// Read the secret from standard input.
+        #[arg(long, required = true)]
+        secret_stdin: bool,
+    },
+}
+
+/// A CLI failure: the one line printed on stderr, and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// The line for stderr.
+    pub message: String,
+    /// The process exit code.
+    pub code: i32,
+}
+
+impl CliError {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().replace('\n', " ");
+        Self {
+            message: format!("{}: {message}", code_name(status.code())),
+            code: 1,
+        }
+    }
+}
+
+impl From<crate::Error> for CliError {
+    fn from(err: crate::Error) -> Self {
+        tonic::Status::from(err).into()
+    }
+}
+
+/// The canonical upper-case name of a gRPC code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// An authenticated connection to a running keyward.
+struct Admin {
+    channel: Channel,
+    bearer: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Admin {
+    fn connect(cli: &Cli) -> Result<Self, CliError> {
+        let token = resolve_token(cli)?;
+        let bearer = format!("Bearer {token}").parse().map_err(|_| {
+            CliError::usage("the admin token holds characters not allowed in a header")
+        })?;
+        let channel = Endpoint::from_shared(cli.endpoint.clone())
+            .map_err(|e| CliError::usage(format!("invalid --endpoint {:?}: {e}", cli.endpoint)))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self { channel, bearer })
+    }
+
+    fn req<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        request
+    }
+
+    fn keysets(&self) -> KeySetsClient<Channel> {
+        KeySetsClient::new(self.channel.clone())
+    }
+
+    fn clients(&self) -> ClientsClient<Channel> {
+        ClientsClient::new(self.channel.clone())
+    }
+}
+
+fn resolve_token(cli: &Cli) -> Result<String, CliError> {
+    if let Some(token) = cli.token.as_ref().filter(|t| !t.is_empty()) {
+        return Ok(token.trim().to_string());
+    }
+    let default_file = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+        .join("admin.token");
+    let file = match &cli.token_file {
+        Some(file) => file.clone(),
+        None if default_file.exists() => default_file,
+        None => {
+            return Err(CliError::usage(format!(
+                "no admin token: pass --token, set KEYWARD_TOKEN, or --token-file (looked for {})",
+                default_file.display()
+            )));
+        }
+    };
+    read_token_file(&file)
+}
+
+fn read_token_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| CliError::usage(format!("cannot read token file {}: {e}", path.display())))
+}
+
+fn read_stdin_secret() -> Result<String, CliError> {
+    let mut secret = String::new();
+    std::io::stdin()
+        .read_to_string(&mut secret)
+        .map_err(|e| CliError::usage(format!("cannot read the secret from stdin: {e}")))?;
+    let trimmed = secret.trim_end_matches(['\n', '\r']).to_string();
+    zeroize::Zeroize::zeroize(&mut secret);
+    if trimmed.is_empty() {
+        return Err(CliError::usage("the secret read from stdin is empty"));
+    }
+    Ok(trimmed)
+}
+
+fn seconds(field: &'static str, text: &str) -> Result<u64, CliError> {
+    Ok(model::parse_duration(field, text)?.as_secs())
+}
+
+/// Runs an admin command; prints its result on stdout.
+pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
+    let admin = Admin::connect(cli)?;
+    let out = cli.output;
+    match &cli.command {
+        Command::Serve(_) | Command::Migrate(_) => Ok(()),
+        Command::Keyset(cmd) => keyset(&admin, out, cmd).await,
+        Command::Keys(KeysCmd::List { keyset }) => {
+            let keys = admin
+                .keysets()
+                .list_keys(admin.req(pb::ListKeysRequest {
+                    keyset: keyset.clone(),
+                }))
+                .await?
+                .into_inner()
+                .keys;
+            print_keys(out, &keys);
+            Ok(())
+        }
+        Command::Sign {
+            keyset,
+            claims,
+            ttl,
+        } => {
+            let signed = admin
+                .keysets()
+                .sign_jwt(admin.req(pb::SignJwtRequest {
+                    keyset: keyset.clone(),
+                    claims_json: claims.clone(),
+                    ttl_seconds: Some(seconds("ttl", ttl)?),
+                }))
+                .await?
+                .into_inner();
+            match out {
+                Output::Table => println!("{}", signed.jwt),
+                Output::Json => println!(
+                    "{}",
+                    json!({ "jwt": signed.jwt, "kid": signed.kid, "expires_at": format_time(signed.expires_at) })
+                ),
+            }
+            Ok(())
+        }
+        Command::Client(cmd) => client(&admin, out, cmd).await,
+    }
+}
+
+async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliError> {
+    let mut api = admin.keysets();
+    match cmd {
+        KeysetCmd::Create {
+            name,
+            alg,
+            rsa_bits,
+        } => {
+            let set = api
+                .create_key_set(admin.req(pb::CreateKeySetRequest {
+                    name: name.clone(),
+                    algorithm: alg.clone(),
+                    rsa_bits: rsa_bits.unwrap_or(0),
+                }))
+                .await?
+                .into_inner();
+            print_keysets(out, &[set]);
+        }
+        KeysetCmd::List => {
+            let sets = api
+                .list_key_sets(admin.req(pb::ListKeySetsRequest {}))
+                .await?
+                .into_inner()
+                .key_sets;
+            print_keysets(out, &sets);
+        }
+        KeysetCmd::Get { name } => {
+            let set = api
+                .get_key_set(admin.req(pb::GetKeySetRequest { name: name.clone() }))
+                .await?
+                .into_inner();
+            print_keysets(out, &[set]);
+        }
+        KeysetCmd::Delete { name } => {
+            api.delete_key_set(admin.req(pb::DeleteKeySetRequest { name: name.clone() }))
+                .await?;
+            print_done(out, &format!("deleted key set {name}"));
+        }
+        KeysetCmd::Rotate { name } => {
+            let r = api
+                .rotate_key_set(admin.req(pb::RotateKeySetRequest { name: name.clone() }))
+                .await?
+                .into_inner();
+            let keys: Vec<_> = r.activated.into_iter().chain(r.retired).collect();
+            print_keys(out, &keys);
+        }
+    }
+    Ok(())
+}
+
+async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliError> {
+    let mut api = admin.clients();
+    match cmd {
+        ClientCmd::Put {
+            id,
+            secret_stdin,
+            display_name,
+            discovery_uri,
+            callback_url,
+            scopes,
+            auth_method,
+            labels,
+        } => {
+            let labels = if labels.is_empty() {
+                None
+            } else {
+                let mut values = std::collections::HashMap::new();
+                for label in labels {
+                    let (k, v) = label.split_once('=').ok_or_else(|| {
+                        CliError::usage(format!("--label {label:?}: write it as KEY=VALUE"))
+                    })?;
+                    values.insert(k.to_string(), v.to_string());
+                }
+                Some(pb::Labels { values })
+            };
+            let secret = if *secret_stdin {
+                Some(read_stdin_secret()?)
+            } else {
+                None
+            };
+            let r = api
+                .put_client(admin.req(pb::PutClientRequest {
+                    id: id.clone(),
+                    display_name: display_name.clone(),
+                    discovery_uri: discovery_uri.clone(),
+                    callback_url: callback_url.clone(),
+                    scopes: (!scopes.is_empty()).then(|| pb::StringList {
+                        values: scopes.clone(),
+                    }),
+                    auth_method: auth_method.clone(),
+                    labels,
+                    secret,
+                }))
+                .await?
+                .into_inner();
+            let client = r.client.unwrap_or_default();
+            match out {
+                Output::Json => {
+                    let mut v = client_json(&client);
+                    v["created"] = r.created.into();
+                    if !r.generated_secret.is_empty() {
+                        v["generated_secret"] = r.generated_secret.into();
+                    }
+                    println!("{v}");
+                }
+                Output::Table => {
+                    print_clients(out, &[client]);
+                    if !r.generated_secret.is_empty() {
+                        eprintln!(
+                            "generated secret (shown once; `keyward client secret {id}` reads it back):"
+                        );
+                        println!("{}", r.generated_secret);
+                    }
+                }
+            }
+        }
+        ClientCmd::Get { id } => {
+            let c = api
+                .get_client(admin.req(pb::GetClientRequest { id: id.clone() }))
+                .await?
+                .into_inner();
+            print_clients(out, &[c]);
+        }
+        ClientCmd::Secret { id, version } => {
+            let s = api
+                .get_client_secret(admin.req(pb::GetClientSecretRequest {
+                    id: id.clone(),
+                    version: *version,
+                }))
+                .await?
+                .into_inner();
+            match out {
+                Output::Table => println!("{}", s.secret),
+                Output::Json => println!(
+                    "{}",
+                    json!({ "secret": s.secret, "version": s.version, "valid_until": format_time(s.valid_until) })
+                ),
+            }
+        }
+        ClientCmd::List => {
+            let clients = api
+                .list_clients(admin.req(pb::ListClientsRequest {}))
+                .await?
+                .into_inner()
+                .clients;
+            print_clients(out, &clients);
+        }
+        ClientCmd::Rotate {
+            id,
+            grace,
+            secret_stdin,
+        } => {
+            let secret = if *secret_stdin {
+                Some(read_stdin_secret()?)
+            } else {
+                None
+            };
+            let r = api
+                .rotate_client_secret(admin.req(pb::RotateClientSecretRequest {
+                    id: id.clone(),
+                    grace_seconds: Some(seconds("grace", grace)?),
+                    secret,
+                }))
+                .await?
+                .into_inner();
+            match out {
+                Output::Json => {
+                    let mut v = json!({ "id": id, "version": r.version, "previous_valid_until": format_time(r.previous_valid_until) });
+                    if !r.generated_secret.is_empty() {
+                        v["generated_secret"] = r.generated_secret.into();
+                    }
+                    println!("{v}");
+                }
+                Output::Table => {
+                    eprintln!(
+                        "client {id}: secret version {} is current; the previous one verifies until {}",
+                        r.version,
+                        format_time(r.previous_valid_until)
+                    );
+                    if !r.generated_secret.is_empty() {
+                        println!("{}", r.generated_secret);
+                    }
+                }
+            }
+        }
+        ClientCmd::Delete { id } => {
+            api.delete_client(admin.req(pb::DeleteClientRequest { id: id.clone() }))
+                .await?;
+            print_done(out, &format!("deleted client {id}"));
+        }
+        ClientCmd::Verify { id, .. } => {
+            let secret = read_stdin_secret()?;
+            let r = api
+                .verify_client_secret(admin.req(pb::VerifyClientSecretRequest {
+                    id: id.clone(),
+                    secret,
+                }))
+                .await?
+                .into_inner();
+            match out {
+                Output::Json => println!("{}", json!({ "valid": r.valid, "version": r.version })),
+                Output::Table if r.valid => println!("valid (version {})", r.version),
+                Output::Table => println!("invalid"),
+            }
+            if !r.valid {
+                return Err(CliError {
+                    message: format!("secret for client {id} is not valid"),
+                    code: 1,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_done(out: Output, message: &str) {
+    match out {
+        Output::Table => println!("{message}"),
+        Output::Json => println!("{}", json!({ "ok": true, "message": message })),
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::KeyState::try_from(state) {
+        Ok(pb::KeyState::Pending) => "pending",
+        Ok(pb::KeyState::Active) => "active",
+        Ok(pb::KeyState::Retired) => "retired",
+        Ok(pb::KeyState::Expired) => "expired",
+        Ok(pb::KeyState::Revoked) => "revoked",
+        _ => "unknown",
+    }
+}
+
+fn print_keysets(out: Output, sets: &[pb::KeySet]) {
+    let rows = sets.iter().map(|s| {
+        json!({
+            "name": s.name,
+            "algorithm": s.algorithm,
+            "rsa_bits": s.rsa_bits,
+            "active_kid": s.active_kid,
+            "published_keys": s.published_keys,
+            "created_at": format_time(s.created_at),
+        })
+    });
+    print_rows(
+        out,
+        rows.collect(),
+        &[
+            "name",
+            "algorithm",
+            "rsa_bits",
+            "active_kid",
+            "published_keys",
+            "created_at",
+        ],
+    );
+}
+
+fn print_keys(out: Output, keys: &[pb::Key]) {
+    let rows = keys.iter().map(|k| {
+        json!({
+            "kid": k.kid,
+            "keyset": k.keyset,
+            "algorithm": k.algorithm,
+            "state": state_name(k.state),
+            "created": format_time(k.created_at),
+            "activated": format_time(k.activated_at),
+            "retired": format_time(k.retired_at),
+            "expires": format_time(k.expires_at),
+        })
+    });
+    print_rows(
+        out,
+        rows.collect(),
+        &[
+            "kid",
+            "state",
+            "algorithm",
+            "created",
+            "activated",
+            "retired",
+            "expires",
+        ],
+    );
+}
+
+fn client_json(c: &pb::Client) -> Value {
+    json!({
+        "id": c.id,
+        "display_name": c.display_name,
+        "discovery_uri": c.discovery_uri,
+        "callback_url": c.callback_url,
+        "scopes": c.scopes,
+        "auth_method": c.auth_method,
+        "labels": c.labels,
+        "secret_version": c.secret_version,
+        "created_at": format_time(c.created_at),
+        "updated_at": format_time(c.updated_at),
+    })
+}
+
+fn print_clients(out: Output, clients: &[pb::Client]) {
+    print_rows(
+        out,
+        clients.iter().map(client_json).collect(),
+        &[
+            "id",
+            "display_name",
+            "auth_method",
+            "scopes",
+            "secret_version",
+            "updated_at",
+        ],
+    );
+}
+
+/// Prints rows as aligned columns (`columns` in order) or as JSON (one object
+/// for a single row, an array otherwise).
+fn print_rows(out: Output, rows: Vec<Value>, columns: &[&str]) {
+    if out == Output::Json {
+        let shown = match <[Value; 1]>::try_from(rows) {
+            Ok([one]) => one,
+            Err(rows) => Value::Array(rows),
+        };
+        println!("{shown}");
+        return;
+    }
+    let cell = |v: &Value| match v {
+        Value::String(s) if s.is_empty() => "-".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    };
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
+    for row in table {
+        println!("{}", line(row));
+    }
+}

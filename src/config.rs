@@ -1,0 +1,270 @@
+//! Server settings, layered: defaults < TOML file (`--config`) < `KEYWARD_*`
+//! environment < flags. Clap resolves flags over environment; the file fills
+//! what both left unset.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::{Error, Result, secret::SecretString};
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./keyward-data";
+/// Default gRPC listen address.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default JWKS `Cache-Control: max-age`, seconds.
+pub const DEFAULT_JWKS_MAX_AGE: u64 = 300;
+
+/// `keyward serve` / `keyward migrate` flags (each also an environment variable).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Database URL; a postgres:// URL selects PostgreSQL [default: sqlite://<data-dir>/keyward.db]
+    #[arg(long, env = "KEYWARD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// gRPC listen address [default: 127.0.0.1:50051]
+    #[arg(long, env = "KEYWARD_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP (JWKS) listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "KEYWARD_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// File holding the master key (base64 of 32 bytes). KEYWARD_MASTER_KEY may
+    /// hold the key itself instead.
+    #[arg(long, env = "KEYWARD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Key set served at /.well-known/jwks.json [default: default]
+    #[arg(long, env = "KEYWARD_DEFAULT_KEYSET")]
+    pub default_keyset: Option<String>,
+    /// JWKS Cache-Control max-age in seconds [default: 300]
+    #[arg(long, env = "KEYWARD_JWKS_MAX_AGE")]
+    pub jwks_max_age: Option<u64>,
+    /// Optional TOML file with the same settings (snake_case keys)
+    #[arg(long, env = "KEYWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    master_key_file: Option<PathBuf>,
+    default_keyset: Option<String>,
+    jwks_max_age: Option<u64>,
+}
+
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// Not configured: generated in the data directory (SQLite only).
+    Unset,
+    /// A file holding the base64 key.
+    File(PathBuf),
+    /// The base64 key itself (`KEYWARD_MASTER_KEY`).
+    Inline(SecretString),
+}
+
+impl fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unset => f.write_str("Unset"),
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Inline(_) => f.write_str("Inline([redacted])"),
+        }
+    }
+}
+
+/// Resolved server settings.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Holds `keyward.db`, `master.key` and `admin.token`.
+    pub data_dir: PathBuf,
+    /// Database URL (may hold a password: `Debug` redacts it).
+    pub database_url: String,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// Master key source.
+    pub master_key: MasterKeySource,
+    /// Key set served at `/.well-known/jwks.json`.
+    pub default_keyset: String,
+    /// JWKS `Cache-Control: max-age`, seconds.
+    pub jwks_max_age: u64,
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("master_key", &self.master_key)
+            .field("default_keyset", &self.default_keyset)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://user:[redacted]@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl ServeConfig {
+    /// Settings with every default, for `data_dir`.
+    pub fn with_defaults(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            database_url: default_database_url(&data_dir),
+            data_dir,
+            grpc_addr: parse_default(DEFAULT_GRPC_ADDR),
+            http_addr: parse_default(DEFAULT_HTTP_ADDR),
+            master_key: MasterKeySource::Unset,
+            default_keyset: "default".into(),
+            jwks_max_age: DEFAULT_JWKS_MAX_AGE,
+        }
+    }
+
+    /// Resolves flags and environment (`args`, `data_dir`) over the TOML file
+    /// over defaults. `master_key_env` is `KEYWARD_MASTER_KEY`.
+    pub fn resolve(
+        data_dir: Option<PathBuf>,
+        args: &ServeArgs,
+        master_key_env: Option<String>,
+    ) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let defaults = Self::with_defaults(&data_dir);
+        let master_key = match (
+            args.master_key_file.clone(),
+            master_key_env.filter(|k| !k.trim().is_empty()),
+            file.master_key_file,
+        ) {
+            (Some(path), _, _) => MasterKeySource::File(path),
+            (None, Some(inline), _) => MasterKeySource::Inline(SecretString::new(inline)),
+            (None, None, Some(path)) => MasterKeySource::File(path),
+            (None, None, None) => MasterKeySource::Unset,
+        };
+        let config = Self {
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or(defaults.database_url),
+            grpc_addr: args
+                .grpc_addr
+                .or(file.grpc_addr)
+                .unwrap_or(defaults.grpc_addr),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(defaults.http_addr),
+            master_key,
+            default_keyset: args
+                .default_keyset
+                .clone()
+                .or(file.default_keyset)
+                .unwrap_or(defaults.default_keyset),
+            jwks_max_age: args
+                .jwks_max_age
+                .or(file.jwks_max_age)
+                .unwrap_or(defaults.jwks_max_age),
+            data_dir,
+        };
+        crate::model::validate_keyset_name(&config.default_keyset)
+            .map_err(|_| Error::invalid("default_keyset", "must be a valid key set name"))?;
+        Ok(config)
+    }
+
+    /// Whether the database is SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    addr.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("keyward.db").display())
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text)
+        .map_err(|e| Error::invalid("config", format!("{}: {}", path.display(), e.message())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_flags_over_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keyward.toml");
+        std::fs::write(
+            &file,
+            "grpc_addr = \"127.0.0.1:6000\"\nhttp_addr = \"127.0.0.1:6001\"\njwks_max_age = 60\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            http_addr: Some("127.0.0.1:7001".parse().unwrap()),
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(Some(dir.clone()), &args, None).unwrap();
+        assert_eq!(c.grpc_addr.port(), 6000, "file over default");
+        assert_eq!(c.http_addr.port(), 7001, "flag over file");
+        assert_eq!(c.jwks_max_age, 60);
+        assert_eq!(c.default_keyset, "default");
+        assert!(c.database_url.ends_with("keyward.db") && c.is_sqlite());
+
+        std::fs::write(&file, "grcp_addr = \"x\"\n").unwrap();
+        let err = ServeConfig::resolve(None, &args, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grcp_addr"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let mut c = ServeConfig::with_defaults("/tmp/x");
+        c.database_url = "postgres://app:s3cret@db:5432/keyward".into();
+        c.master_key = MasterKeySource::Inline(SecretString::new("AAAAsecretkey".into()));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("AAAAsecretkey"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Signing keys: generation, loading from PKCS#8, public JWKs and RFC 7638 kids.
+//!
+//! Every private key is held as PKCS#8 DER. RSA keys are generated with the `rsa`
+//! crate (ring cannot generate them); EC and Ed25519 keys with ring. All signing
+//! is done by ring.
+
+use std::{fmt, str::FromStr};
+
+use ring::{
+    rand::SystemRandom,
+    signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair},
+};
+use serde_json::{Map, Value, json};
+
+use super::{b64url, random::RingRng, sha256};
+use crate::secret::SecretBytes;
+
+/// A JWS signing algorithm keyward can hold keys for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    Rs384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    Rs512,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
+    /// RSASSA-PSS with SHA-384.
+    Ps384,
+    /// RSASSA-PSS with SHA-512.
+    Ps512,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// ECDSA P-384 with SHA-384.
+    Es384,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the docs list them.
+    pub const ALL: [Self; 9] = [
+        Self::Rs256,
+        Self::Rs384,
+        Self::Rs512,
+        Self::Ps256,
+        Self::Ps384,
+        Self::Ps512,
+        Self::Es256,
+        Self::Es384,
+        Self::EdDsa,
+    ];
+
+    /// The JOSE name (`alg`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Rs384 => "RS384",
+            Self::Rs512 => "RS512",
+            Self::Ps256 => "PS256",
+            Self::Ps384 => "PS384",
+            Self::Ps512 => "PS512",
+            Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    /// Whether keys for this algorithm are RSA keys.
+    pub fn is_rsa(self) -> bool {
+        matches!(
+            self,
+            Self::Rs256 | Self::Rs384 | Self::Rs512 | Self::Ps256 | Self::Ps384 | Self::Ps512
+        )
+    }
+
+    fn rsa_padding(self) -> Option<&'static dyn signature::RsaEncoding> {
+        Some(match self {
+            Self::Rs256 => &signature::RSA_PKCS1_SHA256,
+            Self::Rs384 => &signature::RSA_PKCS1_SHA384,
+            Self::Rs512 => &signature::RSA_PKCS1_SHA512,
+            Self::Ps256 => &signature::RSA_PSS_SHA256,
+            Self::Ps384 => &signature::RSA_PSS_SHA384,
+            Self::Ps512 => &signature::RSA_PSS_SHA512,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name is not one of [`Algorithm::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("unsupported algorithm")]
+pub struct UnknownAlgorithm;
+
+impl FromStr for Algorithm {
+    type Err = UnknownAlgorithm;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or(UnknownAlgorithm)
+    }
+}
+
+/// A key failed to generate or load.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+/// A freshly generated key: its private PKCS#8 and its public half.
+pub struct GeneratedKey {
+    /// PKCS#8 DER of the private key.
+    pub pkcs8: SecretBytes,
+    /// The loaded key, ready to sign.
+    pub key: SigningKey,
+}
+
+/// Generates a key for `alg`. RSA generation is CPU-heavy (hundreds of
+/// milliseconds to seconds): call it from `spawn_blocking`.
+pub fn generate(alg: Algorithm, rsa_bits: u32) -> Result<GeneratedKey, KeyError> {
+    let rng = SystemRandom::new();
+    let pkcs8 = match alg {
+        _ if alg.is_rsa() => {
+            use rsa::pkcs8::EncodePrivateKey as _;
+            let private = rsa::RsaPrivateKey::new(&mut RingRng, rsa_bits as usize)
+                .map_err(|e| KeyError(format!("RSA key generation failed: {e}")))?;
+            let der = private
+                .to_pkcs8_der()
+                .map_err(|e| KeyError(format!("RSA key encoding failed: {e}")))?;
+            SecretBytes::new(der.as_bytes().to_vec())
+        }
+        Algorithm::Es256 | Algorithm::Es384 => {
+            let doc = EcdsaKeyPair::generate_pkcs8(ecdsa_alg(alg), &rng)
+                .map_err(|_| KeyError("ECDSA key generation failed".into()))?;
+            SecretBytes::new(doc.as_ref().to_vec())
+        }
+        _ => {
+            let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| KeyError("Ed25519 key generation failed".into()))?;
+            SecretBytes::new(doc.as_ref().to_vec())
+        }
+    };
+    let key = SigningKey::from_pkcs8(alg, pkcs8.expose())?;
+    Ok(GeneratedKey { pkcs8, key })
+}
+
+fn ecdsa_alg(alg: Algorithm) -> &'static signature::EcdsaSigningAlgorithm {
+    if alg == Algorithm::Es384 {
+        &signature::ECDSA_P384_SHA384_FIXED_SIGNING
+    } else {
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING
+    }
+}
+
+enum Inner {
+    Rsa(RsaKeyPair),
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// A private key loaded for signing. `Debug` shows only the algorithm and kid.
+pub struct SigningKey {
+    alg: Algorithm,
+    inner: Inner,
+    jwk: PublicJwk,
+    kid: String,
+}
+
+impl SigningKey {
+    /// Loads a PKCS#8 DER private key for `alg`.
+    pub fn from_pkcs8(alg: Algorithm, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let rejected = |e: ring::error::KeyRejected| KeyError(format!("key rejected: {e}"));
+        let (inner, jwk) = if alg.is_rsa() {
+            let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+            let parts = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+            let jwk = PublicJwk::Rsa {
+                n: b64url(&parts.n),
+                e: b64url(&parts.e),
+            };
+            (Inner::Rsa(pair), jwk)
+        } else if matches!(alg, Algorithm::Es256 | Algorithm::Es384) {
+            let pair = EcdsaKeyPair::from_pkcs8(ecdsa_alg(alg), pkcs8, &SystemRandom::new())
+                .map_err(rejected)?;
+            // Uncompressed point: 0x04 ‖ X ‖ Y.
+            let point = pair.public_key().as_ref();
+            let half = (point.len() - 1) / 2;
+            let jwk = PublicJwk::Ec {
+                crv: if alg == Algorithm::Es384 {
+                    "P-384"
+                } else {
+                    "P-256"
+                },
+                x: b64url(&point[1..=half]),
+                y: b64url(&point[1 + half..]),
+            };
+            (Inner::Ecdsa(pair), jwk)
+        } else {
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(rejected)?;
+            let jwk = PublicJwk::Okp {
+                x: b64url(pair.public_key().as_ref()),
+            };
+            (Inner::Ed25519(pair), jwk)
+        };
+        let kid = jwk.thumbprint();
+        Ok(Self {
+            alg,
+            inner,
+            jwk,
+            kid,
+        })
+    }
+
+    /// The algorithm this key signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// RFC 7638 SHA-256 thumbprint of the public key, base64url.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half.
+    pub fn public_jwk(&self) -> &PublicJwk {
+        &self.jwk
+    }
+
+    /// RSA modulus size in bits; `None` for other key types.
+    pub fn rsa_bits(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Rsa(pair) => u32::try_from(pair.public().modulus_len() * 8).ok(),
+            _ => None,
+        }
+    }
+
+    /// Signs `message` (the JWS signing input).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let rng = SystemRandom::new();
+        let failed = |_| KeyError("signing failed".into());
+        match &self.inner {
+            Inner::Rsa(pair) => {
+                let padding = self
+                    .alg
+                    .rsa_padding()
+                    .ok_or_else(|| KeyError("not an RSA algorithm".into()))?;
+                let mut sig = vec![0u8; pair.public().modulus_len()];
+                pair.sign(padding, &rng, message, &mut sig)
+                    .map_err(failed)?;
+                Ok(sig)
+            }
+            Inner::Ecdsa(pair) => Ok(pair.sign(&rng, message).map_err(failed)?.as_ref().to_vec()),
+            Inner::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public half of a key, in JWK terms (members base64url without padding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicJwk {
+    /// `kty: RSA`.
+    Rsa {
+        /// Modulus.
+        n: String,
+        /// Public exponent.
+        e: String,
+    },
+    /// `kty: EC`.
+    Ec {
+        /// `P-256` or `P-384`.
+        crv: &'static str,
+        /// X coordinate.
+        x: String,
+        /// Y coordinate.
+        y: String,
+    },
+    /// `kty: OKP`, Ed25519.
+    Okp {
+        /// The public key.
+        x: String,
+    },
+}
+
+impl PublicJwk {
+    /// The required members in lexicographic order, as RFC 7638 hashes them.
+    fn required_members(&self) -> Map<String, Value> {
+        let value = match self {
+            Self::Rsa { n, e } => json!({ "e": e, "kty": "RSA", "n": n }),
+            Self::Ec { crv, x, y } => json!({ "crv": crv, "kty": "EC", "x": x, "y": y }),
+            Self::Okp { x } => json!({ "crv": "Ed25519", "kty": "OKP", "x": x }),
+        };
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// RFC 7638 JWK SHA-256 thumbprint, base64url.
+    pub fn thumbprint(&self) -> String {
+        // serde_json's Map is ordered by key and its compact form has no
+        // whitespace: exactly RFC 7638's canonical form.
+        let canonical = Value::Object(self.required_members()).to_string();
+        b64url(&sha256(canonical.as_bytes()))
+    }
+
+    /// The JWK as published: required members plus `kid`, `use` and `alg`.
+    pub fn to_published(&self, kid: &str, alg: Algorithm) -> Map<String, Value> {
+        let mut map = self.required_members();
+        map.insert("kid".into(), kid.into());
+        map.insert("use".into(), "sig".into());
+        map.insert("alg".into(), alg.as_str().into());
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        // The example key of RFC 7638 §3.1.
+        let jwk = PublicJwk::Rsa {
+            n: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw".into(),
+            e: "AQAB".into(),
+        };
+        assert_eq!(
+            jwk.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn every_algorithm_generates_loads_and_signs() {
+        for alg in Algorithm::ALL {
+            let generated = generate(alg, 2048).unwrap();
+            let reloaded = SigningKey::from_pkcs8(alg, generated.pkcs8.expose()).unwrap();
+            assert_eq!(reloaded.kid(), generated.key.kid(), "{alg}");
+            assert_eq!(reloaded.public_jwk(), generated.key.public_jwk());
+            assert!(!reloaded.sign(b"message").unwrap().is_empty());
+            assert_eq!(alg.as_str().parse::<Algorithm>().unwrap(), alg);
+            assert!(!format!("{reloaded:?}").contains("Rsa("));
+        }
+        assert!("HS256".parse::<Algorithm>().is_err());
+    }
+}

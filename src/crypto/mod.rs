@@ -1,0 +1,34 @@
+//! Pure cryptography: no I/O, no clock.
+//!
+//! - [`aead`]: AES-256-GCM sealing of secrets under the master key, bound to the
+//!   row they belong to.
+//! - [`keys`]: signing-key generation, loading, public JWKs and RFC 7638 kids.
+//! - [`jwt`]: compact JWS signing.
+//! - [`random`]: the one source of randomness, `ring::rand::SystemRandom`.
+
+pub mod aead;
+pub mod jwt;
+pub mod keys;
+pub mod random;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
+/// base64url without padding, as JOSE wants it.
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Compares two secrets in constant time by comparing their SHA-256 digests, so
+/// neither content nor length leaks through timing.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    sha256(a).ct_eq(&sha256(b)).into()
+}

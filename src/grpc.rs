@@ -1,0 +1,372 @@
+//! The gRPC transport: `keyward.v1.KeySets` and `keyward.v1.Clients` over the
+//! [`Keyward`] service, behind the bearer-token [`Authenticator`].
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use tonic::{Request, Response, Status, service::Interceptor};
+
+use crate::{
+    Error,
+    crypto::{secrets_equal, sha256},
+    secret::SecretString,
+    service::{Client, ClientPatch, KeySetInfo, Keyward},
+    store::KeyRow,
+};
+
+/// Generated protobuf types and gRPC stubs for `keyward.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("keyward.v1");
+
+    /// Encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("keyward_descriptor");
+}
+
+use pb::{
+    clients_server::{Clients, ClientsServer},
+    key_sets_server::{KeySets, KeySetsServer},
+};
+
+/// Who a request acts as. Handlers that need finer roles read it from the
+/// request extensions; today every token is an admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// Full access.
+    Admin,
+}
+
+/// Checks `authorization: Bearer <token>` against the stored token hashes, in
+/// constant time, and records the [`Principal`] in the request extensions.
+#[derive(Clone)]
+pub struct Authenticator {
+    hashes: Arc<Vec<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("tokens", &self.hashes.len())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator accepting the tokens whose SHA-256 hashes are given.
+    pub fn new(hashes: Vec<[u8; 32]>) -> Self {
+        Self {
+            hashes: Arc::new(hashes),
+        }
+    }
+
+    fn principal(&self, presented: &str) -> Option<Principal> {
+        let hash = sha256(presented.as_bytes());
+        // Compare against every stored hash without stopping early.
+        let matched = self
+            .hashes
+            .iter()
+            .fold(false, |found, stored| found | secrets_equal(stored, &hash));
+        matched.then_some(Principal::Admin)
+    }
+}
+
+impl Interceptor for Authenticator {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = token else {
+            return Err(Status::unauthenticated(
+                "missing `authorization: Bearer <token>` metadata",
+            ));
+        };
+        let principal = self
+            .principal(token)
+            .ok_or_else(|| Status::unauthenticated("invalid token"))?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+/// The gRPC services, sharing one [`Keyward`].
+#[derive(Debug, Clone)]
+pub struct Api {
+    svc: Arc<Keyward>,
+}
+
+impl Api {
+    /// Wraps the service.
+    pub fn new(svc: Arc<Keyward>) -> Self {
+        Self { svc }
+    }
+
+    /// `keyward.v1.KeySets`, behind `auth`.
+    pub fn key_sets(
+        &self,
+        auth: Authenticator,
+    ) -> tonic::service::interceptor::InterceptedService<KeySetsServer<Self>, Authenticator> {
+        KeySetsServer::with_interceptor(self.clone(), auth)
+    }
+
+    /// `keyward.v1.Clients`, behind `auth`.
+    pub fn clients(
+        &self,
+        auth: Authenticator,
+    ) -> tonic::service::interceptor::InterceptedService<ClientsServer<Self>, Authenticator> {
+        ClientsServer::with_interceptor(self.clone(), auth)
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn ok<T>(value: T) -> Reply<T> {
+    Ok(Response::new(value))
+}
+
+fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
+    pb::KeySet {
+        name: info.row.name,
+        algorithm: info.row.algorithm,
+        rsa_bits: info
+            .row
+            .rsa_bits
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(0),
+        created_at: info.row.created_at,
+        active_kid: info.active_kid.unwrap_or_default(),
+        published_keys: info.published_keys,
+    }
+}
+
+/// Converts a stored key to its wire form.
+pub fn key_pb(row: KeyRow) -> pb::Key {
+    let state = match row.state.as_str() {
+        "pending" => pb::KeyState::Pending,
+        "active" => pb::KeyState::Active,
+        "retired" => pb::KeyState::Retired,
+        "expired" => pb::KeyState::Expired,
+        "revoked" => pb::KeyState::Revoked,
+        _ => pb::KeyState::Unspecified,
+    };
+    pb::Key {
+        kid: row.kid,
+        keyset: row.keyset,
+        algorithm: row.algorithm,
+        state: state.into(),
+        created_at: row.created_at,
+        activated_at: row.activated_at.unwrap_or(0),
+        retired_at: row.retired_at.unwrap_or(0),
+        expires_at: row.expires_at.unwrap_or(0),
+        public_jwk_json: row.public_jwk,
+    }
+}
+
+fn client_pb(c: Client) -> pb::Client {
+    pb::Client {
+        id: c.id,
+        display_name: c.display_name,
+        discovery_uri: c.discovery_uri,
+        callback_url: c.callback_url,
+        scopes: c.scopes,
+        auth_method: c.auth_method.as_str().to_string(),
+        labels: c.labels.into_iter().collect(),
+        secret_version: u32::try_from(c.secret_version).unwrap_or(u32::MAX),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}
+
+fn version_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+#[tonic::async_trait]
+impl KeySets for Api {
+    async fn create_key_set(&self, req: Request<pb::CreateKeySetRequest>) -> Reply<pb::KeySet> {
+        let r = req.into_inner();
+        let info = self
+            .svc
+            .create_keyset(&r.name, &r.algorithm, r.rsa_bits)
+            .await?;
+        ok(keyset_pb(info))
+    }
+
+    async fn get_key_set(&self, req: Request<pb::GetKeySetRequest>) -> Reply<pb::KeySet> {
+        ok(keyset_pb(
+            self.svc.get_keyset(&req.into_inner().name).await?,
+        ))
+    }
+
+    async fn list_key_sets(
+        &self,
+        _req: Request<pb::ListKeySetsRequest>,
+    ) -> Reply<pb::ListKeySetsResponse> {
+        let key_sets = self
+            .svc
+            .list_keysets()
+            .await?
+            .into_iter()
+            .map(keyset_pb)
+            .collect();
+        ok(pb::ListKeySetsResponse { key_sets })
+    }
+
+    async fn delete_key_set(
+        &self,
+        req: Request<pb::DeleteKeySetRequest>,
+    ) -> Reply<pb::DeleteKeySetResponse> {
+        self.svc.delete_keyset(&req.into_inner().name).await?;
+        ok(pb::DeleteKeySetResponse {})
+    }
+
+    async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
+        let keys = self
+            .svc
+            .list_keys(&req.into_inner().keyset)
+            .await?
+            .into_iter()
+            .map(key_pb)
+            .collect();
+        ok(pb::ListKeysResponse { keys })
+    }
+
+    async fn rotate_key_set(
+        &self,
+        req: Request<pb::RotateKeySetRequest>,
+    ) -> Reply<pb::RotateKeySetResponse> {
+        let (activated, retired) = self.svc.rotate_keyset(&req.into_inner().name).await?;
+        ok(pb::RotateKeySetResponse {
+            activated: Some(key_pb(activated)),
+            retired: Some(key_pb(retired)),
+        })
+    }
+
+    async fn sign_jwt(&self, req: Request<pb::SignJwtRequest>) -> Reply<pb::SignJwtResponse> {
+        let r = req.into_inner();
+        let signed = self
+            .svc
+            .sign_jwt(&r.keyset, &r.claims_json, r.ttl_seconds)
+            .await?;
+        ok(pb::SignJwtResponse {
+            jwt: signed.jwt,
+            kid: signed.kid,
+            expires_at: signed.expires_at,
+        })
+    }
+
+    async fn get_jwks(&self, req: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
+        let name = req.into_inner().keyset;
+        crate::model::validate_keyset_name(&name)?;
+        let doc = self.svc.jwks(&name)?;
+        ok(pb::GetJwksResponse {
+            jwks_json: doc.body.clone(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Clients for Api {
+    async fn put_client(&self, req: Request<pb::PutClientRequest>) -> Reply<pb::PutClientResponse> {
+        let r = req.into_inner();
+        let patch = ClientPatch {
+            display_name: r.display_name,
+            discovery_uri: r.discovery_uri,
+            callback_url: r.callback_url,
+            scopes: r.scopes.map(|s| s.values),
+            auth_method: r.auth_method,
+            labels: r
+                .labels
+                .map(|l| l.values.into_iter().collect::<BTreeMap<_, _>>()),
+            secret: r.secret.map(SecretString::new),
+        };
+        let outcome = self.svc.put_client(&r.id, patch).await?;
+        ok(pb::PutClientResponse {
+            client: Some(client_pb(outcome.client)),
+            created: outcome.created,
+            generated_secret: outcome
+                .generated_secret
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn get_client(&self, req: Request<pb::GetClientRequest>) -> Reply<pb::Client> {
+        ok(client_pb(self.svc.get_client(&req.into_inner().id).await?))
+    }
+
+    async fn get_client_secret(
+        &self,
+        req: Request<pb::GetClientSecretRequest>,
+    ) -> Reply<pb::GetClientSecretResponse> {
+        let r = req.into_inner();
+        if r.version == Some(0) {
+            return Err(Error::invalid("version", "versions start at 1").into());
+        }
+        let s = self
+            .svc
+            .get_client_secret(&r.id, r.version.map(i64::from))
+            .await?;
+        ok(pb::GetClientSecretResponse {
+            secret: s.secret.expose().to_string(),
+            version: version_u32(s.version),
+            valid_until: s.valid_until.unwrap_or(0),
+        })
+    }
+
+    async fn list_clients(
+        &self,
+        _req: Request<pb::ListClientsRequest>,
+    ) -> Reply<pb::ListClientsResponse> {
+        let clients = self
+            .svc
+            .list_clients()
+            .await?
+            .into_iter()
+            .map(client_pb)
+            .collect();
+        ok(pb::ListClientsResponse { clients })
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        req: Request<pb::RotateClientSecretRequest>,
+    ) -> Reply<pb::RotateClientSecretResponse> {
+        let r = req.into_inner();
+        let rotated = self
+            .svc
+            .rotate_client_secret(&r.id, r.grace_seconds, r.secret.map(SecretString::new))
+            .await?;
+        ok(pb::RotateClientSecretResponse {
+            version: version_u32(rotated.version),
+            generated_secret: rotated
+                .generated_secret
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+            previous_valid_until: rotated.previous_valid_until,
+        })
+    }
+
+    async fn delete_client(
+        &self,
+        req: Request<pb::DeleteClientRequest>,
+    ) -> Reply<pb::DeleteClientResponse> {
+        self.svc.delete_client(&req.into_inner().id).await?;
+        ok(pb::DeleteClientResponse {})
+    }
+
+    async fn verify_client_secret(
+        &self,
+        req: Request<pb::VerifyClientSecretRequest>,
+    ) -> Reply<pb::VerifyClientSecretResponse> {
+        let r = req.into_inner();
+        let presented = SecretString::new(r.secret);
+        let matched = self.svc.verify_client_secret(&r.id, &presented).await?;
+        ok(pb::VerifyClientSecretResponse {
+            valid: matched.is_some(),
+            version: matched.map_or(0, version_u32),
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! The JWKS snapshot: every live key set's JWKS, rendered once per change and
+//! served from memory. Local writes refresh it at once; [`watch`] polls the
+//! database's generation counter so changes made by other keyward processes on
+//! the same database show within the poll interval.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    Result,
+    crypto::{b64url, sha256},
+    store::Store,
+};
+
+/// One key set's JWKS, ready to send.
+#[derive(Debug)]
+pub struct JwksDoc {
+    /// `{"keys":[…]}`.
+    pub body: String,
+    /// Strong ETag, quoted.
+    pub etag: String,
+}
+
+impl JwksDoc {
+    fn render(keys: Vec<Value>) -> Self {
+        let mut doc = Map::new();
+        doc.insert("keys".into(), Value::Array(keys));
+        let body = Value::Object(doc).to_string();
+        let etag = format!("\"{}\"", b64url(&sha256(body.as_bytes())));
+        Self { body, etag }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    generation: Option<i64>,
+    sets: HashMap<String, Arc<JwksDoc>>,
+}
+
+/// The in-memory JWKS of every live key set.
+#[derive(Debug, Default)]
+pub struct JwksCache {
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serialises refreshes so an older read never overwrites a newer one.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl JwksCache {
+    /// The JWKS of `keyset`, or `None` when no such live key set exists.
+    pub fn get(&self, keyset: &str) -> Option<Arc<JwksDoc>> {
+        let snapshot = match self.snapshot.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        snapshot.sets.get(keyset).cloned()
+    }
+
+    /// The database generation the snapshot was built from.
+    fn generation(&self) -> Option<i64> {
+        match self.snapshot.read() {
+            Ok(guard) => guard.generation,
+            Err(poisoned) => poisoned.into_inner().generation,
+        }
+    }
+
+    /// Rebuilds the snapshot from the database.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        // Read the generation first: a change landing between the reads leaves
+        // an older generation with newer keys, and the next poll reloads again.
+        let generation = store.generation().await?;
+        let keysets = store.list_keysets().await?;
+        let keys = store.published_keys().await?;
+
+        let mut grouped: HashMap<String, Vec<Value>> = keysets
+            .into_iter()
+            .map(|set| (set.name, Vec::new()))
+            .collect();
+        for key in keys {
+            let jwk: Value = serde_json::from_str(&key.public_jwk)
+                .map_err(|e| crate::Error::internal(format!("stored JWK of {}: {e}", key.kid)))?;
+            if let Some(list) = grouped.get_mut(&key.keyset) {
+                list.push(jwk);
+            }
+        }
+        let sets = grouped
+            .into_iter()
+            .map(|(name, keys)| (name, Arc::new(JwksDoc::render(keys))))
+            .collect();
+        let fresh = Arc::new(Snapshot {
+            generation: Some(generation),
+            sets,
+        });
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// Refreshes when the database generation moved since the last refresh.
+    pub async fn refresh_if_changed(&self, store: &dyn Store) -> Result<bool> {
+        let current = store.generation().await?;
+        if self.generation() == Some(current) {
+            return Ok(false);
+        }
+        self.refresh(store).await?;
+        Ok(true)
+    }
+}
+
+/// Polls for changes made by other processes every `interval` until
+/// `shutdown` flips to true. Failures are logged and retried; the last good
+/// snapshot keeps being served meanwhile.
+pub async fn watch(
+    cache: Arc<JwksCache>,
+    store: Arc<dyn Store>,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                match cache.refresh_if_changed(store.as_ref()).await {
+                    Ok(true) => tracing::debug!("JWKS snapshot reloaded after a change elsewhere"),
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(error = %err, "JWKS refresh failed; serving the last snapshot"),
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! keyward: a key and secret service for OpenMetadata.
+//!
+//! It keeps JWT signing keys and OIDC client secrets in a database, encrypted at
+//! rest, hands them to servers over gRPC and publishes the public keys as a JWKS
+//! over HTTP.
+//!
+//! The layout follows the layers, from pure to I/O:
+//!
+//! - [`crypto`]: pure cryptography — AES-256-GCM sealing under the master key,
+//!   signing-key generation, JWK thumbprints and JWT signing. No I/O, no clock.
+//! - [`model`]: validated names, algorithms, durations and key states.
+//! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL
+//!   implementations. Knows SQL, knows nothing of transports.
+//! - [`service`]: the application layer. Every operation the gRPC API, the HTTP
+//!   API and the CLI offer is a method of [`service::Keyward`]; it takes time from
+//!   an injectable [`clock::Clock`].
+//! - [`jwks`]: the in-memory JWKS snapshot served on the hot path.
+//! - [`grpc`] and [`http`]: thin transports over the service; no SQL.
+//! - [`server`]: start-up (master key, migrations, bootstrap) and the lifecycle of
+//!   both listeners until shutdown.
+//! - [`cli`] and [`config`]: the `keyward` command line and its layered settings.
+//!
+//! Errors are one type, [`Error`], mapped once to gRPC codes and HTTP statuses.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod jwks;
+pub mod model;
+pub mod secret;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use error::Error;
+
+/// keyward's result type: every fallible operation fails with the one domain
+/// [`Error`], so the gRPC and HTTP layers map failures in exactly one place.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

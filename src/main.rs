@@ -1,0 +1,95 @@
+//! The `keyward` binary: parses the command line and hands off to the library.
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::Parser as _;
+use keyward::{
+    cli::{Cli, CliError, Command},
+    clock::SystemClock,
+    config::ServeConfig,
+    server,
+};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Migrate(_));
+    let default_level = if serving { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("KEYWARD_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match &cli.command {
+        Command::Serve(args) => serve(&cli, args).await,
+        Command::Migrate(args) => migrate(&cli, args).await,
+        _ => keyward::cli::run_admin(&cli).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", err.message);
+            ExitCode::from(u8::try_from(err.code).unwrap_or(1))
+        }
+    }
+}
+
+fn config(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<ServeConfig, CliError> {
+    Ok(ServeConfig::resolve(
+        cli.data_dir.clone(),
+        args,
+        std::env::var("KEYWARD_MASTER_KEY").ok(),
+    )?)
+}
+
+async fn migrate(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliError> {
+    let config = config(cli, args)?;
+    server::migrate_only(&config).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliError> {
+    let config = config(cli, args)?;
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError {
+                message: format!("cannot listen on {addr}: {e}"),
+                code: 1,
+            })
+    };
+    let grpc = bind(config.grpc_addr).await?;
+    let http = bind(config.http_addr).await?;
+    let app = server::prepare(config, Arc::new(SystemClock)).await?;
+    server::serve(app, grpc, http, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

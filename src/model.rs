@@ -1,0 +1,249 @@
+//! Validated domain values: names, ids, key states, auth methods, durations.
+//! Pure: every check returns a precise [`Error::InvalidArgument`].
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use crate::{Error, Result};
+
+pub use crate::crypto::keys::Algorithm;
+
+/// RSA modulus sizes keyward generates.
+pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
+
+/// Checks a key set name: `^[a-z0-9][a-z0-9-]{0,62}$`.
+pub fn validate_keyset_name(name: &str) -> Result<()> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            "a key set name is 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit",
+        ))
+    }
+}
+
+/// Checks a client id: `^[A-Za-z0-9._:-]{1,128}$`.
+pub fn validate_client_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "id",
+            "a client id is 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
+        ))
+    }
+}
+
+/// Parses an algorithm name; empty means the default, RS256.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm> {
+    if name.is_empty() {
+        return Ok(Algorithm::Rs256);
+    }
+    name.parse().map_err(|_| {
+        let allowed: Vec<_> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
+        Error::invalid(
+            "algorithm",
+            format!(
+                "{name:?} is not supported; use one of {}",
+                allowed.join(", ")
+            ),
+        )
+    })
+}
+
+/// Resolves the RSA size for `alg`: 2048 by default for RSA, none for others.
+pub fn resolve_rsa_bits(alg: Algorithm, requested: u32) -> Result<Option<u32>> {
+    match (alg.is_rsa(), requested) {
+        (true, 0) => Ok(Some(2048)),
+        (true, bits) if RSA_BITS.contains(&bits) => Ok(Some(bits)),
+        (true, bits) => Err(Error::invalid(
+            "rsa_bits",
+            format!("{bits} is not supported; use 2048, 3072 or 4096"),
+        )),
+        (false, 0) => Ok(None),
+        (false, _) => Err(Error::invalid(
+            "rsa_bits",
+            format!("only RSA algorithms take a key size, not {alg}"),
+        )),
+    }
+}
+
+/// The lifecycle state of a signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Published, not yet signing.
+    Pending,
+    /// Signs; exactly one per key set.
+    Active,
+    /// Published for verification only; private material destroyed.
+    Retired,
+    /// Unpublished; kept for history.
+    Expired,
+    /// Withdrawn at once; never published or used again.
+    Revoked,
+}
+
+impl KeyState {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Whether keys in this state appear in the JWKS.
+    pub fn is_published(self) -> bool {
+        matches!(self, Self::Pending | Self::Active | Self::Retired)
+    }
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "active" => Self::Active,
+            "retired" => Self::Retired,
+            "expired" => Self::Expired,
+            "revoked" => Self::Revoked,
+            other => return Err(Error::internal(format!("unknown key state {other:?}"))),
+        })
+    }
+}
+
+/// How an OIDC client authenticates at a token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// HTTP Basic (the OAuth 2.0 default).
+    ClientSecretBasic,
+    /// Form fields `client_id` and `client_secret`.
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    /// The OIDC name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    /// Parses an OIDC name; empty means the default, `client_secret_basic`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "" | "client_secret_basic" => Ok(Self::ClientSecretBasic),
+            "client_secret_post" => Ok(Self::ClientSecretPost),
+            other => Err(Error::invalid(
+                "auth_method",
+                format!(
+                    "{other:?} is not supported; use client_secret_basic or client_secret_post"
+                ),
+            )),
+        }
+    }
+}
+
+/// Parses a duration such as `90s`, `15m`, `12h`, `30d` or `1h30m`; a bare
+/// number is seconds. `field` names the flag or field in the error.
+pub fn parse_duration(field: &'static str, text: &str) -> Result<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|_| {
+        Error::invalid(
+            field,
+            format!("{text:?} is not a duration; write it like 90s, 15m, 12h or 30d"),
+        )
+    })
+}
+
+/// Formats Unix seconds as RFC 3339 UTC, or `-` for "not set" (0).
+pub fn format_time(unix: i64) -> String {
+    match u64::try_from(unix) {
+        Ok(secs) if secs > 0 => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string()
+        }
+        _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyset_names() {
+        for ok in ["a", "default", "om-prod-1", "0", &"a".repeat(63)] {
+            assert!(validate_keyset_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "A", "a_b", "a.b", "ä", &"a".repeat(64)] {
+            assert!(validate_keyset_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_ids() {
+        for ok in ["a", "open-metadata", "svc:ingest_1.x", &"Z".repeat(128)] {
+            assert!(validate_client_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(129)] {
+            assert!(validate_client_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rsa_bits_rules() {
+        assert_eq!(resolve_rsa_bits(Algorithm::Rs256, 0).unwrap(), Some(2048));
+        assert_eq!(
+            resolve_rsa_bits(Algorithm::Ps512, 4096).unwrap(),
+            Some(4096)
+        );
+        assert!(resolve_rsa_bits(Algorithm::Rs256, 1024).is_err());
+        assert!(resolve_rsa_bits(Algorithm::Es256, 2048).is_err());
+        assert_eq!(resolve_rsa_bits(Algorithm::EdDsa, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("ttl", "90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("ttl", "15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("ttl", "48h").unwrap().as_secs(), 172_800);
+        assert_eq!(parse_duration("ttl", "30d").unwrap().as_secs(), 2_592_000);
+        assert_eq!(parse_duration("ttl", "1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("ttl", "300").unwrap().as_secs(), 300);
+        let err = parse_duration("ttl", "soon").unwrap_err().to_string();
+        assert!(err.contains("ttl") && err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "-");
+        assert_eq!(format_time(86_400), "1970-01-02T00:00:00Z");
+    }
+}

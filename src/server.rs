@@ -1,0 +1,313 @@
+//! Start-up and lifecycle: resolve the master key, check it against the
+//! database's canary before writing anything, migrate, bootstrap the first admin
+//! token and default key set, then serve gRPC and HTTP until shutdown.
+
+use std::{future::Future, io::Write as _, path::Path, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    Error, Result,
+    clock::Clock,
+    config::{MasterKeySource, ServeConfig},
+    crypto::{
+        aead::{MasterKey, RowId},
+        b64url, random, sha256,
+    },
+    grpc::{self, Authenticator},
+    http::{self, HttpState},
+    jwks::{self, JwksCache},
+    secret::SecretBytes,
+    service::Keyward,
+    store::{self, Store},
+};
+
+const CANARY_ROW: RowId<'static> = RowId {
+    table: "keyward_meta",
+    id: "canary",
+    version: 1,
+};
+const CANARY_PLAINTEXT: &[u8] = b"keyward master key canary";
+
+/// How often each process polls the database for changes made elsewhere.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A prepared server: database migrated, master key verified, bootstrap done.
+#[derive(Debug)]
+pub struct App {
+    /// The settings it was prepared with.
+    pub config: ServeConfig,
+    /// The application layer.
+    pub svc: Arc<Keyward>,
+    /// Token check for gRPC.
+    pub auth: Authenticator,
+}
+
+/// Opens the database and migrates it, without touching keys. `keyward migrate`.
+pub async fn migrate_only(config: &ServeConfig) -> Result<()> {
+    ensure_data_dir(config)?;
+    let store = store::open(&config.database_url).await?;
+    store.migrate().await
+}
+
+fn ensure_data_dir(config: &ServeConfig) -> Result<()> {
+    if config.is_sqlite() || !config.data_dir.exists() {
+        create_private_dir(&config.data_dir)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (mode 0700 on Unix) if missing.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| Error::FailedPrecondition(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// Writes `contents` to `path` atomically (temp file + rename), mode 0600.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let fail = |e: std::io::Error| {
+        Error::FailedPrecondition(format!("cannot write {}: {e}", path.display()))
+    };
+    let tmp = path.with_extension(format!("tmp-{}", b64url(&random::bytes::<6>())));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let result = options
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(contents)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(fail)
+}
+
+/// Resolves the master key. A missing key is generated only for SQLite and
+/// only when the database holds no encrypted data yet.
+fn resolve_master_key(config: &ServeConfig, has_data: bool) -> Result<MasterKey> {
+    let invalid =
+        |what: String, reason: String| Error::FailedPrecondition(format!("{what}: {reason}"));
+    match &config.master_key {
+        MasterKeySource::Inline(text) => MasterKey::from_base64(text.expose())
+            .map_err(|r| invalid("KEYWARD_MASTER_KEY".into(), r)),
+        MasterKeySource::File(path) => read_key_file(path),
+        MasterKeySource::Unset if !config.is_sqlite() => Err(Error::FailedPrecondition(
+            "PostgreSQL needs a configured master key: set KEYWARD_MASTER_KEY (base64 of 32 bytes) \
+             or --master-key-file; generate one with `head -c 32 /dev/urandom | base64`"
+                .into(),
+        )),
+        MasterKeySource::Unset => {
+            let path = config.data_dir.join("master.key");
+            if path.exists() {
+                return read_key_file(&path);
+            }
+            if has_data {
+                return Err(Error::FailedPrecondition(format!(
+                    "the database holds encrypted data but no master key is configured and {} \
+                     does not exist; configure the key it was created with",
+                    path.display()
+                )));
+            }
+            let text = MasterKey::generate_base64();
+            let mut contents = text.expose().to_vec();
+            contents.push(b'\n');
+            write_private_file(&path, &contents)?;
+            zeroize::Zeroize::zeroize(&mut contents);
+            tracing::warn!(
+                path = %path.display(),
+                "!!! GENERATED A MASTER KEY FOR DEVELOPMENT: it sits next to the database it \
+                 protects. For production, keep the key elsewhere (KEYWARD_MASTER_KEY or \
+                 --master-key-file) and back it up: without it nothing stored can be read. !!!"
+            );
+            MasterKey::from_base64(std::str::from_utf8(text.expose()).unwrap_or_default())
+                .map_err(|r| invalid(path.display().to_string(), r))
+        }
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<MasterKey> {
+    let raw = SecretBytes::new(std::fs::read(path).map_err(|e| {
+        Error::FailedPrecondition(format!("cannot read master key {}: {e}", path.display()))
+    })?);
+    let parsed = match std::str::from_utf8(raw.expose()) {
+        Ok(text) => MasterKey::from_base64(text),
+        Err(_) => MasterKey::from_bytes(&raw),
+    };
+    parsed.or_else(|e| {
+        // A file of exactly 32 raw bytes is accepted too.
+        MasterKey::from_bytes(&raw)
+            .map_err(|_| Error::FailedPrecondition(format!("master key {}: {e}", path.display())))
+    })
+}
+
+/// Prepares a server: everything short of binding sockets.
+pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> {
+    ensure_data_dir(&config)?;
+    let store: Arc<dyn Store> = Arc::from(store::open(&config.database_url).await?);
+
+    // Check the key before anything is written, migrations included.
+    let canary = store.read_canary().await?;
+    let master = resolve_master_key(&config, canary.is_some())?;
+    if let Some((stored_id, sealed)) = &canary
+        && master.open(&CANARY_ROW, sealed).is_err()
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "wrong master key: this database was sealed with master key id {stored_id}, \
+             the configured key has id {}; refusing to start (nothing was written)",
+            master.id()
+        )));
+    }
+    store.migrate().await?;
+    if canary.is_none() {
+        store
+            .write_canary(master.id(), &master.seal(&CANARY_ROW, CANARY_PLAINTEXT))
+            .await?;
+    }
+    let master = Arc::new(master);
+
+    let jwks = Arc::new(JwksCache::default());
+    let svc = Arc::new(Keyward::new(
+        Arc::clone(&store),
+        master,
+        Arc::clone(&clock),
+        Arc::clone(&jwks),
+    ));
+    if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
+        // First start of this database: give it a default key set to serve.
+        match svc.create_keyset(&config.default_keyset, "RS256", 0).await {
+            Ok(_) | Err(Error::AlreadyExists(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    jwks.refresh(store.as_ref()).await?;
+    let hashes = store
+        .admin_token_hashes()
+        .await?
+        .into_iter()
+        .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+        .collect();
+    Ok(App {
+        config,
+        svc,
+        auth: Authenticator::new(hashes),
+    })
+}
+
+/// On an empty database, creates the admin token and writes it once to
+/// `<data-dir>/admin.token`. Returns whether this process did so.
+async fn bootstrap_admin_token(config: &ServeConfig, store: &dyn Store, now: i64) -> Result<bool> {
+    if !store.admin_token_hashes().await?.is_empty() {
+        return Ok(false);
+    }
+    let token = format!("kw_{}", b64url(&random::bytes::<32>()));
+    let path = config.data_dir.join("admin.token");
+    // Write the file before storing the hash: a token stored but never written
+    // would lock everyone out.
+    create_private_dir(&config.data_dir)?;
+    let staged = path.with_extension("staged");
+    write_private_file(&staged, format!("{token}\n").as_bytes())?;
+    let won = store
+        .insert_first_admin_token(&sha256(token.as_bytes()), now)
+        .await;
+    let won = match won {
+        Ok(won) => won,
+        Err(err) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(err);
+        }
+    };
+    if won {
+        std::fs::rename(&staged, &path).map_err(|e| {
+            Error::FailedPrecondition(format!("cannot write {}: {e}", path.display()))
+        })?;
+        tracing::warn!(path = %path.display(), "created the first admin token; it is shown nowhere else");
+    } else {
+        let _ = std::fs::remove_file(&staged);
+    }
+    Ok(won)
+}
+
+/// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then
+/// stops accepting, lets in-flight requests finish and returns.
+pub async fn serve(
+    app: App,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let watcher = tokio::spawn(jwks::watch(
+        Arc::clone(app.svc.jwks_cache()),
+        Arc::clone(app.svc.store()),
+        WATCH_INTERVAL,
+        stop_rx.clone(),
+    ));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<grpc::pb::key_sets_server::KeySetsServer<grpc::Api>>()
+        .await;
+    health_reporter
+        .set_serving::<grpc::pb::clients_server::ClientsServer<grpc::Api>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(Error::internal)?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(Error::internal)?;
+    let api = grpc::Api::new(Arc::clone(&app.svc));
+    let grpc_addr = grpc.local_addr().map_err(Error::internal)?;
+    let http_addr = http.local_addr().map_err(Error::internal)?;
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(api.key_sets(app.auth.clone()))
+        .add_service(api.clients(app.auth.clone()))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            wait(stop_rx.clone()),
+        );
+
+    let router = http::router(HttpState {
+        svc: Arc::clone(&app.svc),
+        default_keyset: Arc::from(app.config.default_keyset.as_str()),
+        jwks_max_age: app.config.jwks_max_age,
+    });
+    let http_server = axum::serve(http, router).with_graceful_shutdown(wait(stop_rx.clone()));
+
+    tracing::info!(
+        grpc = %grpc_addr,
+        http = %http_addr,
+        backend = app.svc.store().backend(),
+        "keyward serving"
+    );
+    let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
+    watcher.abort();
+    grpc_result.map_err(Error::internal)?;
+    http_result.map_err(Error::internal)?;
+    tracing::info!("keyward stopped");
+    Ok(())
+}

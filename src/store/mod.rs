@@ -1,0 +1,222 @@
+//! Persistence: the [`Store`] trait and its SQLite and PostgreSQL
+//! implementations ([`SqliteStore`], [`PgStore`]).
+//!
+//! The store knows SQL and nothing of transports or cryptography: it moves
+//! sealed bytes it cannot read. Every write that changes what the JWKS publishes
+//! bumps one generation counter in the same transaction, which is how other
+//! keyward processes on the same database notice the change.
+
+mod sql;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+pub use sql::{PgStore, SqliteStore};
+
+use crate::{Error, Result};
+
+/// A live key set.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeySetRow {
+    /// Surrogate id; names can be reused after deletion, ids cannot.
+    pub id: i64,
+    /// The key set's name.
+    pub name: String,
+    /// JOSE algorithm name.
+    pub algorithm: String,
+    /// RSA modulus size, for RSA algorithms.
+    pub rsa_bits: Option<i64>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// A signing key's public record (never its private material).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    /// RFC 7638 thumbprint; unique forever.
+    pub kid: String,
+    /// Owning key set's id.
+    pub keyset_id: i64,
+    /// Owning key set's name.
+    pub keyset: String,
+    /// JOSE algorithm name.
+    pub algorithm: String,
+    /// Lifecycle state name.
+    pub state: String,
+    /// The published JWK, as JSON.
+    pub public_jwk: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// When it started signing.
+    pub activated_at: Option<i64>,
+    /// When it stopped signing.
+    pub retired_at: Option<i64>,
+    /// When it leaves the JWKS.
+    pub expires_at: Option<i64>,
+}
+
+/// The sealed private half of a key, as stored.
+#[derive(Clone, sqlx::FromRow)]
+pub struct SealedKey {
+    /// The key's kid.
+    pub kid: String,
+    /// PKCS#8 DER sealed under the master key for row `keys/<kid>/1`.
+    pub private_key: Vec<u8>,
+    /// Id of the master key that sealed it.
+    pub master_key_id: String,
+}
+
+/// A key about to be inserted.
+pub struct NewKey {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// JOSE algorithm name.
+    pub algorithm: String,
+    /// Published JWK as JSON.
+    pub public_jwk: String,
+    /// Sealed PKCS#8.
+    pub private_key: Vec<u8>,
+    /// Id of the master key that sealed it.
+    pub master_key_id: String,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// An OIDC client's metadata.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClientRow {
+    /// Client id.
+    pub id: String,
+    /// Human-readable name.
+    pub display_name: String,
+    /// OIDC discovery URI of the provider this client belongs to.
+    pub discovery_uri: String,
+    /// Redirect/callback URL.
+    pub callback_url: String,
+    /// Scopes, as a JSON array.
+    pub scopes: String,
+    /// Token endpoint auth method.
+    pub auth_method: String,
+    /// Labels, as a JSON object.
+    pub labels: String,
+    /// Current secret version.
+    pub secret_version: i64,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last update time.
+    pub updated_at: i64,
+}
+
+/// One version of a client secret, sealed.
+#[derive(Clone, sqlx::FromRow)]
+pub struct SecretRow {
+    /// Owning client.
+    pub client_id: String,
+    /// Version, from 1.
+    pub version: i64,
+    /// Secret sealed for row `client_secrets/<client_id>/<version>`.
+    pub secret: Vec<u8>,
+    /// Id of the master key that sealed it.
+    pub master_key_id: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// End of the grace period once superseded; `None` while current.
+    pub valid_until: Option<i64>,
+}
+
+/// keyward's persistence. One implementation per database backend.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+    /// The master-key canary `(key id, sealed)`, read without writing anything;
+    /// `None` on a fresh (even unmigrated) database.
+    async fn read_canary(&self) -> Result<Option<(String, Vec<u8>)>>;
+    /// Stores the canary unless one exists; returns whether it wrote.
+    async fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool>;
+    /// Stores the first admin token's hash unless an admin token exists; returns
+    /// whether it wrote (exactly one of several racing processes does).
+    async fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool>;
+    /// Hashes of every admin token.
+    async fn admin_token_hashes(&self) -> Result<Vec<Vec<u8>>>;
+    /// The counter bumped by every change to published keys.
+    async fn generation(&self) -> Result<i64>;
+
+    /// Creates a key set with `first_key` active. `AlreadyExists` on a taken name.
+    async fn insert_keyset(
+        &self,
+        name: &str,
+        algorithm: &str,
+        rsa_bits: Option<i64>,
+        now: i64,
+        first_key: &NewKey,
+    ) -> Result<KeySetRow>;
+    /// A live key set by name.
+    async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>>;
+    /// Every live key set, by name.
+    async fn list_keysets(&self) -> Result<Vec<KeySetRow>>;
+    /// Deletes a key set: its keys become expired and lose their private
+    /// material; their kids stay taken. Returns whether it existed.
+    async fn delete_keyset(&self, name: &str, now: i64) -> Result<bool>;
+    /// A key set's keys, oldest first.
+    async fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>>;
+    /// The sealed private half of a key set's active key.
+    async fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>>;
+    /// Retires `active_kid` (destroying its private material) and activates
+    /// `new_key`, in one transaction conditional on `active_kid` still being
+    /// active. Returns `false`, changing nothing, when another rotation won.
+    async fn rotate_keyset(
+        &self,
+        keyset_id: i64,
+        active_kid: &str,
+        new_key: &NewKey,
+        now: i64,
+    ) -> Result<bool>;
+    /// Every published key of every live key set.
+    async fn published_keys(&self) -> Result<Vec<KeyRow>>;
+
+    /// Creates a client with its first secret. `AlreadyExists` on a taken id.
+    async fn insert_client(&self, client: &ClientRow, secret: &SecretRow) -> Result<()>;
+    /// Updates a client's metadata (not its secret version). Returns whether it existed.
+    async fn update_client(&self, client: &ClientRow) -> Result<bool>;
+    /// A client by id.
+    async fn get_client(&self, id: &str) -> Result<Option<ClientRow>>;
+    /// Every client, by id.
+    async fn list_clients(&self) -> Result<Vec<ClientRow>>;
+    /// Deletes a client and all its secrets. Returns whether it existed.
+    async fn delete_client(&self, id: &str) -> Result<bool>;
+    /// A client's secret versions, newest first.
+    async fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
+    /// Adds `new` as the current secret, in one transaction conditional on the
+    /// current version being `new.version - 1`: the previous version stays valid
+    /// until `previous_valid_until`, versions whose grace has ended are deleted.
+    /// Returns `false`, changing nothing, when another rotation won.
+    async fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
+}
+
+/// Opens the store a database URL names: `sqlite:` or `postgres:`/`postgresql:`.
+pub async fn open(url: &str) -> Result<Box<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Box::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Box::new(PgStore::connect(url).await?))
+    } else {
+        Err(Error::invalid(
+            "database_url",
+            "use a sqlite:// or postgres:// URL",
+        ))
+    }
+}
+
+/// Maps a unique-constraint violation to `AlreadyExists(message)`, anything
+/// else through the usual conversion.
+fn unique_as_exists(err: sqlx::Error, message: impl FnOnce() -> String) -> Error {
+    match err.as_database_error() {
+        Some(db) if db.is_unique_violation() => Error::AlreadyExists(message()),
+        _ => err.into(),
+    }
+}

@@ -1,0 +1,529 @@
+//! The SQL behind [`Store`], for SQLite and PostgreSQL.
+//!
+//! Both backends run the same statements (`$1` placeholders work on both), so
+//! the trait is implemented once, by a macro instantiated per backend. What
+//! differs lives in the per-backend blocks: connection setup, migrations, how a
+//! write transaction starts, and how to ask whether a table exists.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+};
+use tracing::instrument;
+
+use super::{ClientRow, KeyRow, KeySetRow, NewKey, SealedKey, SecretRow, Store, unique_as_exists};
+use crate::{Error, Result};
+
+const KEY_COLUMNS: &str = "k.kid, k.keyset_id, s.name AS keyset, k.algorithm, k.state, \
+     k.public_jwk, k.created_at, k.activated_at, k.retired_at, k.expires_at \
+     FROM keys k JOIN keysets s ON s.id = k.keyset_id";
+
+/// The SQLite backend: one file, WAL journal, write transactions that take the
+/// write lock up front so concurrent writers queue instead of failing.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database a `sqlite:` URL names.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid("database_url", e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                Error::FailedPrecondition(format!("cannot open the SQLite database: {e}"))
+            })?;
+        Ok(Self { pool })
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        // IMMEDIATE takes the write lock now: a deferred transaction that later
+        // upgrades can fail with SQLITE_BUSY regardless of busy_timeout.
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn run_migrations(&self) -> Result<()> {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(Error::internal)
+    }
+
+    const TABLE_EXISTS: &'static str =
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+}
+
+/// The PostgreSQL backend, for several keyward replicas on one database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to the database a `postgres:` URL names.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid("database_url", e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("cannot connect to PostgreSQL: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+        // READ COMMITTED is enough: every contended write is a conditional UPDATE
+        // whose row lock serialises the racers, and losers see zero rows.
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn run_migrations(&self) -> Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(Error::internal)
+    }
+
+    const TABLE_EXISTS: &'static str = "SELECT count(*) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = $1";
+}
+
+macro_rules! impl_store {
+    ($store:ty, $backend:literal, $tx:ident) => {
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            #[instrument(skip_all)]
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|_| Error::Unavailable)?;
+                Ok(())
+            }
+
+            #[instrument(skip_all)]
+            async fn migrate(&self) -> Result<()> {
+                self.run_migrations().await
+            }
+
+            #[instrument(skip_all)]
+            async fn read_canary(&self) -> Result<Option<(String, Vec<u8>)>> {
+                let tables: i64 = sqlx::query_scalar(Self::TABLE_EXISTS)
+                    .bind("keyward_meta")
+                    .fetch_one(&self.pool)
+                    .await?;
+                if tables == 0 {
+                    return Ok(None);
+                }
+                Ok(
+                    sqlx::query_as("SELECT key_id, value FROM keyward_meta WHERE name = 'canary'")
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            #[instrument(skip_all)]
+            async fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO keyward_meta (name, key_id, value) VALUES ('canary', $1, $2) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(key_id)
+                .bind(sealed)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[instrument(skip_all)]
+            async fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO admin_tokens (id, token_hash, role, created_at) \
+                     SELECT 'bootstrap', $1, 'admin', $2 \
+                     WHERE NOT EXISTS (SELECT 1 FROM admin_tokens) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[instrument(skip_all)]
+            async fn admin_token_hashes(&self) -> Result<Vec<Vec<u8>>> {
+                Ok(sqlx::query_scalar("SELECT token_hash FROM admin_tokens")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            #[instrument(skip_all)]
+            async fn generation(&self) -> Result<i64> {
+                Ok(
+                    sqlx::query_scalar("SELECT generation FROM keyward_state WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
+            }
+
+            #[instrument(skip_all, fields(keyset = name))]
+            async fn insert_keyset(
+                &self,
+                name: &str,
+                algorithm: &str,
+                rsa_bits: Option<i64>,
+                now: i64,
+                first_key: &NewKey,
+            ) -> Result<KeySetRow> {
+                let mut tx = self.begin_write().await?;
+                let row: KeySetRow = sqlx::query_as(
+                    "INSERT INTO keysets (name, algorithm, rsa_bits, created_at) \
+                     VALUES ($1, $2, $3, $4) \
+                     RETURNING id, name, algorithm, rsa_bits, created_at",
+                )
+                .bind(name)
+                .bind(algorithm)
+                .bind(rsa_bits)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| unique_as_exists(e, || format!("key set {name:?} already exists")))?;
+                $tx::insert_key(&mut tx, row.id, first_key, now).await?;
+                $tx::bump_generation(&mut tx).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            #[instrument(skip_all, fields(keyset = name))]
+            async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, name, algorithm, rsa_bits, created_at FROM keysets \
+                     WHERE name = $1 AND deleted_at IS NULL",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all)]
+            async fn list_keysets(&self) -> Result<Vec<KeySetRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, name, algorithm, rsa_bits, created_at FROM keysets \
+                     WHERE deleted_at IS NULL ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all, fields(keyset = name))]
+            async fn delete_keyset(&self, name: &str, now: i64) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let id: Option<i64> = sqlx::query_scalar(
+                    "UPDATE keysets SET deleted_at = $1 \
+                     WHERE name = $2 AND deleted_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = id else {
+                    return Ok(false);
+                };
+                sqlx::query(
+                    "UPDATE keys SET \
+                     state = CASE WHEN state = 'revoked' THEN state ELSE 'expired' END, \
+                     private_key = NULL, master_key_id = NULL, \
+                     expires_at = COALESCE(expires_at, $1) \
+                     WHERE keyset_id = $2",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                $tx::bump_generation(&mut tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            #[instrument(skip_all)]
+            async fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>> {
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} WHERE k.keyset_id = $1 ORDER BY k.created_at, k.kid"
+                )))
+                .bind(keyset_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all)]
+            async fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>> {
+                Ok(sqlx::query_as(
+                    "SELECT kid, private_key, master_key_id FROM keys \
+                     WHERE keyset_id = $1 AND state = 'active' \
+                     AND private_key IS NOT NULL AND master_key_id IS NOT NULL",
+                )
+                .bind(keyset_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all, fields(kid = active_kid))]
+            async fn rotate_keyset(
+                &self,
+                keyset_id: i64,
+                active_kid: &str,
+                new_key: &NewKey,
+                now: i64,
+            ) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let retired = sqlx::query(
+                    "UPDATE keys SET state = 'retired', retired_at = $1, \
+                     private_key = NULL, master_key_id = NULL \
+                     WHERE kid = $2 AND keyset_id = $3 AND state = 'active'",
+                )
+                .bind(now)
+                .bind(active_kid)
+                .bind(keyset_id)
+                .execute(&mut *tx)
+                .await?;
+                if retired.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                $tx::insert_key(&mut tx, keyset_id, new_key, now).await?;
+                $tx::bump_generation(&mut tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            #[instrument(skip_all)]
+            async fn published_keys(&self) -> Result<Vec<KeyRow>> {
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} WHERE s.deleted_at IS NULL \
+                     AND k.state IN ('pending', 'active', 'retired') \
+                     ORDER BY s.name, k.created_at, k.kid"
+                )))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all, fields(client = client.id))]
+            async fn insert_client(&self, client: &ClientRow, secret: &SecretRow) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO clients (id, display_name, discovery_uri, callback_url, scopes, \
+                     auth_method, labels, secret_version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&client.id)
+                .bind(&client.display_name)
+                .bind(&client.discovery_uri)
+                .bind(&client.callback_url)
+                .bind(&client.scopes)
+                .bind(&client.auth_method)
+                .bind(&client.labels)
+                .bind(client.secret_version)
+                .bind(client.created_at)
+                .bind(client.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    unique_as_exists(e, || format!("client {:?} already exists", client.id))
+                })?;
+                $tx::insert_secret(&mut tx, secret).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            #[instrument(skip_all, fields(client = client.id))]
+            async fn update_client(&self, client: &ClientRow) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE clients SET display_name = $1, discovery_uri = $2, \
+                     callback_url = $3, scopes = $4, auth_method = $5, labels = $6, \
+                     updated_at = $7 WHERE id = $8",
+                )
+                .bind(&client.display_name)
+                .bind(&client.discovery_uri)
+                .bind(&client.callback_url)
+                .bind(&client.scopes)
+                .bind(&client.auth_method)
+                .bind(&client.labels)
+                .bind(client.updated_at)
+                .bind(&client.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[instrument(skip_all, fields(client = id))]
+            async fn get_client(&self, id: &str) -> Result<Option<ClientRow>> {
+                Ok(sqlx::query_as("SELECT * FROM clients WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            #[instrument(skip_all)]
+            async fn list_clients(&self) -> Result<Vec<ClientRow>> {
+                Ok(sqlx::query_as("SELECT * FROM clients ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            #[instrument(skip_all, fields(client = id))]
+            async fn delete_client(&self, id: &str) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM client_secrets WHERE client_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query("DELETE FROM clients WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[instrument(skip_all, fields(client = id))]
+            async fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM client_secrets WHERE client_id = $1 ORDER BY version DESC",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all, fields(client = new.client_id, version = new.version))]
+            async fn add_client_secret(
+                &self,
+                new: &SecretRow,
+                previous_valid_until: i64,
+            ) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let bumped = sqlx::query(
+                    "UPDATE clients SET secret_version = $1, updated_at = $2 \
+                     WHERE id = $3 AND secret_version = $4",
+                )
+                .bind(new.version)
+                .bind(new.created_at)
+                .bind(&new.client_id)
+                .bind(new.version - 1)
+                .execute(&mut *tx)
+                .await?;
+                if bumped.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "DELETE FROM client_secrets WHERE client_id = $1 \
+                     AND valid_until IS NOT NULL AND valid_until <= $2",
+                )
+                .bind(&new.client_id)
+                .bind(new.created_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE client_secrets SET valid_until = $1 \
+                     WHERE client_id = $2 AND version = $3",
+                )
+                .bind(previous_valid_until)
+                .bind(&new.client_id)
+                .bind(new.version - 1)
+                .execute(&mut *tx)
+                .await?;
+                $tx::insert_secret(&mut tx, new).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+    };
+}
+
+impl_store!(SqliteStore, "sqlite", sqlite_tx);
+impl_store!(PgStore, "postgres", pg_tx);
+
+/// Statements shared by several transactions, generic over the backend through
+/// a second small macro (sqlx's executor bounds are verbose to spell generically).
+macro_rules! tx_helpers {
+    ($db:ty, $insert_key:ident, $insert_secret:ident, $bump:ident) => {
+        pub(super) async fn $insert_key(
+            tx: &mut Transaction<'static, $db>,
+            keyset_id: i64,
+            key: &NewKey,
+            now: i64,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO keys (kid, keyset_id, algorithm, state, public_jwk, private_key, \
+                 master_key_id, created_at, activated_at) \
+                 VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8)",
+            )
+            .bind(&key.kid)
+            .bind(keyset_id)
+            .bind(&key.algorithm)
+            .bind(&key.public_jwk)
+            .bind(&key.private_key)
+            .bind(&key.master_key_id)
+            .bind(key.created_at)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| unique_as_exists(e, || format!("kid {:?} is already taken", key.kid)))?;
+            Ok(())
+        }
+
+        pub(super) async fn $insert_secret(
+            tx: &mut Transaction<'static, $db>,
+            s: &SecretRow,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO client_secrets (client_id, version, secret, master_key_id, \
+                 created_at, valid_until) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&s.client_id)
+            .bind(s.version)
+            .bind(&s.secret)
+            .bind(&s.master_key_id)
+            .bind(s.created_at)
+            .bind(s.valid_until)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn $bump(tx: &mut Transaction<'static, $db>) -> Result<()> {
+            sqlx::query("UPDATE keyward_state SET generation = generation + 1 WHERE id = 1")
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    };
+}
+
+mod sqlite_tx {
+    use super::*;
+    tx_helpers!(Sqlite, insert_key, insert_secret, bump_generation);
+}
+
+mod pg_tx {
+    use super::*;
+    tx_helpers!(Postgres, insert_key, insert_secret, bump_generation);
+}
