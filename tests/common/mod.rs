@@ -1,0 +1,397 @@
+//! Test harness: a fresh database per test (SQLite file, or a new PostgreSQL
+//! database when `KEYWARD_TEST_DATABASE_URL` is set), the real server on
+//! `127.0.0.1:0`, the generated gRPC clients and a plain HTTP client.
+
+#![allow(dead_code, missing_docs)]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
+use keyward::{
+    clock::{Clock, ManualClock, SystemClock},
+    config::{MasterKeySource, ServeConfig},
+    crypto::aead::MasterKey,
+    grpc::pb::{clients_client::ClientsClient, key_sets_client::KeySetsClient},
+    secret::SecretString,
+    server,
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A fresh, private database plus the data directory its servers share.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pub master_key: MasterKeySource,
+    pub dir: tempfile::TempDir,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh database, or `None` (after saying so) when PostgreSQL is not configured.
+    pub async fn new(backend: Backend) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => Some(Self {
+                backend,
+                url: format!("sqlite://{}", dir.path().join("keyward.db").display()),
+                master_key: MasterKeySource::Unset,
+                dir,
+                pg_admin: None,
+            }),
+            Backend::Postgres => {
+                let Ok(base) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
+                    eprintln!(
+                        "SKIPPED on PostgreSQL: KEYWARD_TEST_DATABASE_URL is not set \
+                         (.ci/run sets it; e.g. postgres://postgres@127.0.0.1:5432/test)"
+                    );
+                    return None;
+                };
+                let name = format!(
+                    "keyward_test_{}",
+                    hex(&keyward::crypto::random::bytes::<8>())
+                );
+                pg_exec(&base, &format!("CREATE DATABASE {name}")).await;
+                let key = MasterKey::generate_base64();
+                Some(Self {
+                    backend,
+                    url: replace_db_name(&base, &name),
+                    master_key: MasterKeySource::Inline(SecretString::new(
+                        String::from_utf8(key.expose().to_vec()).expect("base64"),
+                    )),
+                    dir,
+                    pg_admin: Some((base, name)),
+                })
+            }
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> ServeConfig {
+        let mut config = ServeConfig::with_defaults(self.dir.path());
+        config.database_url = self.url.clone();
+        config.master_key = self.master_key.clone();
+        config
+    }
+
+    /// A raw connection pool on the test database, for tampering.
+    pub async fn raw(&self) -> RawDb {
+        match self.backend {
+            Backend::Sqlite => RawDb::Sqlite(
+                sqlx::SqlitePool::connect(&self.url)
+                    .await
+                    .expect("raw sqlite"),
+            ),
+            Backend::Postgres => {
+                RawDb::Postgres(sqlx::PgPool::connect(&self.url).await.expect("raw pg"))
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, name)) = self.pg_admin.take() {
+            // Drop runs outside any runtime guarantee: use a private one.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(pg_exec(
+                        &base,
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    ));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+pub enum RawDb {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl RawDb {
+    pub async fn exec(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Self::Sqlite(p) => {
+                sqlx::query(sql).execute(p).await.expect("raw sqlite exec");
+            }
+            Self::Postgres(p) => {
+                sqlx::query(sql).execute(p).await.expect("raw pg exec");
+            }
+        }
+    }
+
+    /// A textual dump of every table, to compare before and after.
+    pub async fn dump(&self) -> String {
+        let tables = [
+            "keyward_meta",
+            "keyward_state",
+            "admin_tokens",
+            "keysets",
+            "keys",
+            "clients",
+            "client_secrets",
+            "_sqlx_migrations",
+        ];
+        let mut out = String::new();
+        for t in tables {
+            let sql = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}"));
+            let n: i64 = match self {
+                Self::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect("count"),
+                Self::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect("count"),
+            };
+            out.push_str(&format!("{t}={n};"));
+        }
+        let sql = "SELECT kid || ':' || state || ':' || COALESCE(master_key_id, '') FROM keys ORDER BY kid";
+        let rows: Vec<String> = match self {
+            Self::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await.expect("keys"),
+            Self::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await.expect("keys"),
+        };
+        out.push_str(&rows.join(","));
+        out
+    }
+}
+
+async fn pg_exec(url: &str, sql: &str) {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .expect("KEYWARD_TEST_DATABASE_URL must point at a reachable PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&pool)
+        .await
+        .expect("admin statement");
+    pool.close().await;
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(pub Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type KeySets = KeySetsClient<InterceptedService<Channel, Bearer>>;
+pub type Clients = ClientsClient<InterceptedService<Channel, Bearer>>;
+
+/// A running in-process server.
+pub struct TestServer {
+    pub grpc_url: String,
+    pub http_url: String,
+    pub token: String,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<keyward::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(db: &TestDb) -> Self {
+        Self::start_with(db, db.config(), Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(db: &TestDb, clock: ManualClock) -> Self {
+        Self::start_with(db, db.config(), Arc::new(clock)).await
+    }
+
+    pub async fn start_with(db: &TestDb, config: ServeConfig, clock: Arc<dyn Clock>) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let grpc_url = format!("http://{}", grpc.local_addr().expect("addr"));
+        let http_url = format!("http://{}", http.local_addr().expect("addr"));
+        let app = server::prepare(config, clock).await.expect("server prepares");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::serve(app, grpc, http, async {
+            let _ = rx.await;
+        }));
+        let token = std::fs::read_to_string(db.data_dir().join("admin.token"))
+            .expect("admin.token written on first start")
+            .trim()
+            .to_string();
+        let channel = Endpoint::from_shared(grpc_url.clone())
+            .expect("endpoint")
+            .connect_lazy();
+        Self {
+            grpc_url,
+            http_url,
+            token,
+            channel,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    fn bearer(&self) -> Bearer {
+        Bearer(Some(
+            format!("Bearer {}", self.token).parse().expect("ascii"),
+        ))
+    }
+
+    pub fn keysets(&self) -> KeySets {
+        KeySetsClient::with_interceptor(self.channel.clone(), self.bearer())
+    }
+
+    pub fn clients(&self) -> Clients {
+        ClientsClient::with_interceptor(self.channel.clone(), self.bearer())
+    }
+
+    pub fn keysets_with(&self, header: Option<&str>) -> KeySets {
+        let b = Bearer(header.map(|h| h.parse().expect("ascii")));
+        KeySetsClient::with_interceptor(self.channel.clone(), b)
+    }
+
+    /// GET `path` with extra headers: (status, headers, body).
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get(&format!("{}{}", self.http_url, path), headers).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("JSON body")
+    }
+}
+
+pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut req = hyper::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Empty::new()).expect("request"))
+        .await
+        .expect("HTTP request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).expect("utf-8 body"),
+    }
+}
+
+/// A clock near real time (so independent JWT libraries accept `exp`).
+pub fn manual_clock_now() -> ManualClock {
+    ManualClock::new(SystemClock.now())
+}
+
+pub fn path_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+pub fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect()
+}
