@@ -39,17 +39,26 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Start-up failures are not gRPC replies: print just the message.
+fn startup(err: keyward::Error) -> CliError {
+    CliError {
+        message: err.to_string(),
+        code: 1,
+    }
+}
+
 fn config(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<ServeConfig, CliError> {
-    Ok(ServeConfig::resolve(
+    ServeConfig::resolve(
         cli.data_dir.clone(),
         args,
         std::env::var("KEYWARD_MASTER_KEY").ok(),
-    )?)
+    )
+    .map_err(startup)
 }
 
 async fn migrate(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliError> {
     let config = config(cli, args)?;
-    server::migrate_only(&config).await?;
+    server::migrate_only(&config).await.map_err(startup)?;
     tracing::info!("migrations applied");
     Ok(())
 }
@@ -66,8 +75,12 @@ async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliEr
     };
     let grpc = bind(config.grpc_addr).await?;
     let http = bind(config.http_addr).await?;
-    let app = server::prepare(config, Arc::new(SystemClock)).await?;
-    server::serve(app, grpc, http, shutdown_signal()).await?;
+    let app = server::prepare(config, Arc::new(SystemClock))
+        .await
+        .map_err(startup)?;
+    server::serve(app, grpc, http, shutdown_signal())
+        .await
+        .map_err(startup)?;
     Ok(())
 }
 

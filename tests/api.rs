@@ -1,6 +1,8 @@
 //! End-to-end behaviour through the real gRPC and HTTP interfaces, on SQLite and
 //! on PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::{collections::HashMap, time::Duration};
@@ -42,12 +44,19 @@ fn verify(token: &str, jwks: &Value) -> Value {
 }
 
 async fn jwks_of(server: &TestServer, keyset: &str) -> Value {
-    let r = server.get(&format!("/keysets/{keyset}/jwks.json"), &[]).await;
+    let r = server
+        .get(&format!("/keysets/{keyset}/jwks.json"), &[])
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()
 }
 
-async fn sign(server: &TestServer, keyset: &str, claims: Value, ttl: Option<u64>) -> pb::SignJwtResponse {
+async fn sign(
+    server: &TestServer,
+    keyset: &str,
+    claims: Value,
+    ttl: Option<u64>,
+) -> pb::SignJwtResponse {
     server
         .keysets()
         .sign_jwt(pb::SignJwtRequest {
@@ -79,16 +88,27 @@ fn code_of<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> 
 }
 
 async fn sign_and_verify_every_algorithm(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     for alg in ALGS {
         let name = format!("set-{}", alg.to_lowercase());
         let set = create(&server, &name, alg).await;
         assert_eq!(set.algorithm, alg);
         assert!(!set.active_kid.is_empty());
-        assert_eq!(set.rsa_bits, if alg.starts_with(['R', 'P']) { 2048 } else { 0 });
+        assert_eq!(
+            set.rsa_bits,
+            if alg.starts_with(['R', 'P']) { 2048 } else { 0 }
+        );
 
-        let signed = sign(&server, &name, json!({"sub": "alice", "roles": ["Admin"]}), Some(600)).await;
+        let signed = sign(
+            &server,
+            &name,
+            json!({"sub": "alice", "roles": ["Admin"]}),
+            Some(600),
+        )
+        .await;
         assert_eq!(signed.kid, set.active_kid);
         let header = jsonwebtoken::decode_header(&signed.jwt).unwrap();
         assert_eq!(header.alg, jwt_alg(alg));
@@ -107,28 +127,50 @@ async fn sign_and_verify_every_algorithm(backend: Backend) {
         assert_eq!(key["kty"], expected_kty);
         for member in ["n", "e", "x", "y"] {
             if let Some(v) = key[member].as_str() {
-                assert!(!v.contains('=') && !v.contains('+') && !v.contains('/'), "{member} is base64url unpadded");
+                assert!(
+                    !v.contains('=') && !v.contains('+') && !v.contains('/'),
+                    "{member} is base64url unpadded"
+                );
             }
         }
         let claims = verify(&signed.jwt, &jwks);
         assert_eq!(claims["sub"], "alice");
-        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            600
+        );
         assert_eq!(claims["exp"].as_i64().unwrap(), signed.expires_at);
     }
     server.stop().await;
 }
 
 async fn keyset_lifecycle_and_rotation(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     let mut ks = server.keysets();
 
     // First start created the default key set, served at the well-known path.
-    let listed = ks.list_key_sets(pb::ListKeySetsRequest {}).await.unwrap().into_inner();
-    assert_eq!(listed.key_sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["default"]);
+    let listed = ks
+        .list_key_sets(pb::ListKeySetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed
+            .key_sets
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["default"]
+    );
     let well_known = server.get("/.well-known/jwks.json", &[]).await;
     assert_eq!(well_known.status, 200);
-    assert_eq!(well_known.json()["keys"][0]["kid"], listed.key_sets[0].active_kid.as_str());
+    assert_eq!(
+        well_known.json()["keys"][0]["kid"],
+        listed.key_sets[0].active_kid.as_str()
+    );
 
     let set = create(&server, "om", "RS256").await;
     let old = sign(&server, "om", json!({"sub": "bot"}), None).await;
@@ -148,7 +190,12 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
 
     // The JWKS (refreshed at once) publishes both; old and new tokens verify.
     let jwks = jwks_of(&server, "om").await;
-    let kids: Vec<_> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
+    let kids: Vec<_> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(kids.len(), 2);
     assert!(kids.contains(&retired.kid) && kids.contains(&activated.kid));
     let new = sign(&server, "om", json!({"sub": "bot"}), None).await;
@@ -156,20 +203,45 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
     verify(&old.jwt, &jwks);
     verify(&new.jwt, &jwks);
 
-    let got = ks.get_key_set(pb::GetKeySetRequest { name: "om".into() }).await.unwrap().into_inner();
+    let got = ks
+        .get_key_set(pb::GetKeySetRequest { name: "om".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.active_kid, activated.kid);
     assert_eq!(got.published_keys, 2);
-    let keys = ks.list_keys(pb::ListKeysRequest { keyset: "om".into() }).await.unwrap().into_inner().keys;
+    let keys = ks
+        .list_keys(pb::ListKeysRequest {
+            keyset: "om".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
     assert_eq!(keys.len(), 2);
     assert!(keys.iter().all(|k| k.keyset == "om" && k.created_at > 0));
 
     // GetJwks over gRPC is the same document as HTTP.
-    let grpc_jwks = ks.get_jwks(pb::GetJwksRequest { keyset: "om".into() }).await.unwrap().into_inner();
-    assert_eq!(serde_json::from_str::<Value>(&grpc_jwks.jwks_json).unwrap(), jwks);
+    let grpc_jwks = ks
+        .get_jwks(pb::GetJwksRequest {
+            keyset: "om".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serde_json::from_str::<Value>(&grpc_jwks.jwks_json).unwrap(),
+        jwks
+    );
 
     // Delete: gone from gRPC and HTTP; the name can be reused with new kids.
-    ks.delete_key_set(pb::DeleteKeySetRequest { name: "om".into() }).await.unwrap();
-    let (code, _) = code_of(ks.get_key_set(pb::GetKeySetRequest { name: "om".into() }).await);
+    ks.delete_key_set(pb::DeleteKeySetRequest { name: "om".into() })
+        .await
+        .unwrap();
+    let (code, _) = code_of(
+        ks.get_key_set(pb::GetKeySetRequest { name: "om".into() })
+            .await,
+    );
     assert_eq!(code, Code::NotFound);
     let gone = server.get("/keysets/om/jwks.json", &[]).await;
     assert_eq!(gone.status, 404);
@@ -181,38 +253,62 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
 }
 
 async fn jwks_http_caching(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let mut config = db.config();
     config.jwks_max_age = 120;
     config.default_keyset = "main".into();
-    let server = TestServer::start_with(&db, config, std::sync::Arc::new(keyward::clock::SystemClock)).await;
+    let server = TestServer::start_with(
+        &db,
+        config,
+        std::sync::Arc::new(keyward::clock::SystemClock),
+    )
+    .await;
 
     let first = server.get("/.well-known/jwks.json", &[]).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.header("content-type"), "application/json");
     assert_eq!(first.header("cache-control"), "public, max-age=120");
     let etag = first.header("etag").to_string();
-    assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"), "{etag}");
-    assert_eq!(server.get("/keysets/main/jwks.json", &[]).await.body, first.body);
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"),
+        "{etag}"
+    );
+    assert_eq!(
+        server.get("/keysets/main/jwks.json", &[]).await.body,
+        first.body
+    );
 
-    let cached = server.get("/.well-known/jwks.json", &[("if-none-match", &etag)]).await;
+    let cached = server
+        .get("/.well-known/jwks.json", &[("if-none-match", &etag)])
+        .await;
     assert_eq!(cached.status, 304);
     assert!(cached.body.is_empty());
     assert_eq!(cached.header("etag"), etag);
-    let other = server.get("/.well-known/jwks.json", &[("if-none-match", "\"stale\"")]).await;
+    let other = server
+        .get("/.well-known/jwks.json", &[("if-none-match", "\"stale\"")])
+        .await;
     assert_eq!(other.status, 200);
 
     server
         .keysets()
-        .rotate_key_set(pb::RotateKeySetRequest { name: "main".into() })
+        .rotate_key_set(pb::RotateKeySetRequest {
+            name: "main".into(),
+        })
         .await
         .unwrap();
-    let after = server.get("/.well-known/jwks.json", &[("if-none-match", &etag)]).await;
+    let after = server
+        .get("/.well-known/jwks.json", &[("if-none-match", &etag)])
+        .await;
     assert_eq!(after.status, 200, "a rotation changes the ETag");
     assert_ne!(after.header("etag"), etag);
 
     let health = server.get("/healthz", &[]).await;
-    assert_eq!((health.status, health.json()["status"].as_str()), (200, Some("ok")));
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
     let ready = server.get("/readyz", &[]).await;
     assert_eq!(ready.status, 200);
     let bad = server.get("/keysets/Not_Valid/jwks.json", &[]).await;
@@ -223,7 +319,9 @@ async fn jwks_http_caching(backend: Backend) {
 }
 
 async fn clients_and_secrets(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let clock = common::manual_clock_now();
     let server = TestServer::start_with_clock(&db, clock.clone()).await;
     let mut cl = server.clients();
@@ -235,9 +333,13 @@ async fn clients_and_secrets(backend: Backend) {
             display_name: Some("OpenMetadata".into()),
             discovery_uri: Some("https://idp.example.com/.well-known/openid-configuration".into()),
             callback_url: Some("https://om.example.com/callback".into()),
-            scopes: Some(pb::StringList { values: vec!["openid".into(), "email".into(), "profile".into()] }),
+            scopes: Some(pb::StringList {
+                values: vec!["openid".into(), "email".into(), "profile".into()],
+            }),
             auth_method: Some("client_secret_post".into()),
-            labels: Some(pb::Labels { values: HashMap::from([("team".into(), "data".into())]) }),
+            labels: Some(pb::Labels {
+                values: HashMap::from([("team".into(), "data".into())]),
+            }),
             secret: None,
         })
         .await
@@ -251,15 +353,27 @@ async fn clients_and_secrets(backend: Backend) {
     assert_eq!(client.auth_method, "client_secret_post");
 
     // GetClient never carries the secret; GetClientSecret does.
-    let got = cl.get_client(pb::GetClientRequest { id: "openmetadata".into() }).await.unwrap().into_inner();
-    assert!(!format!("{got:?}").contains(&generated));
-    assert_eq!(got.scopes, ["openid", "email", "profile"]);
-    let secret = cl
-        .get_client_secret(pb::GetClientSecretRequest { id: "openmetadata".into(), version: None })
+    let got = cl
+        .get_client(pb::GetClientRequest {
+            id: "openmetadata".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((secret.secret.as_str(), secret.version), (generated.as_str(), 1));
+    assert!(!format!("{got:?}").contains(&generated));
+    assert_eq!(got.scopes, ["openid", "email", "profile"]);
+    let secret = cl
+        .get_client_secret(pb::GetClientSecretRequest {
+            id: "openmetadata".into(),
+            version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (secret.secret.as_str(), secret.version),
+        (generated.as_str(), 1)
+    );
 
     // Update metadata only: the secret stays; a secret on update is refused.
     let upd = cl
@@ -274,7 +388,11 @@ async fn clients_and_secrets(backend: Backend) {
     assert!(!upd.created && upd.generated_secret.is_empty());
     let upd = upd.client.unwrap();
     assert_eq!(upd.display_name, "OM prod");
-    assert_eq!(upd.scopes, ["openid", "email", "profile"], "unset fields are kept");
+    assert_eq!(
+        upd.scopes,
+        ["openid", "email", "profile"],
+        "unset fields are kept"
+    );
     let (code, msg) = code_of(
         cl.put_client(pb::PutClientRequest {
             id: "openmetadata".into(),
@@ -303,18 +421,30 @@ async fn clients_and_secrets(backend: Backend) {
         let mut cl = verifier.clone();
         let secret = secret.to_string();
         async move {
-            cl.verify_client_secret(pb::VerifyClientSecretRequest { id: "openmetadata".into(), secret })
-                .await
-                .unwrap()
-                .into_inner()
+            cl.verify_client_secret(pb::VerifyClientSecretRequest {
+                id: "openmetadata".into(),
+                secret,
+            })
+            .await
+            .unwrap()
+            .into_inner()
         }
     };
-    assert_eq!((verify(&generated).await.valid, verify(&generated).await.version), (true, 1));
+    assert_eq!(
+        (
+            verify(&generated).await.valid,
+            verify(&generated).await.version
+        ),
+        (true, 1)
+    );
     assert_eq!(verify(&new_secret).await.version, 2);
     assert!(!verify("wrong").await.valid);
     assert!(!verify(&format!("{generated}x")).await.valid);
     let v1 = cl
-        .get_client_secret(pb::GetClientSecretRequest { id: "openmetadata".into(), version: Some(1) })
+        .get_client_secret(pb::GetClientSecretRequest {
+            id: "openmetadata".into(),
+            version: Some(1),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -322,7 +452,10 @@ async fn clients_and_secrets(backend: Backend) {
     assert_eq!(v1.valid_until, rotated.previous_valid_until);
 
     clock.advance(3601);
-    assert!(!verify(&generated).await.valid, "previous secret fails after its grace");
+    assert!(
+        !verify(&generated).await.valid,
+        "previous secret fails after its grace"
+    );
     assert!(verify(&new_secret).await.valid);
 
     // A given secret on rotation; the default grace is 48 h.
@@ -341,7 +474,11 @@ async fn clients_and_secrets(backend: Backend) {
     assert!(verify(&new_secret).await.valid);
     // Version 1 ended its grace before this rotation, so it was deleted.
     let (code, _) = code_of(
-        cl.get_client_secret(pb::GetClientSecretRequest { id: "openmetadata".into(), version: Some(1) }).await,
+        cl.get_client_secret(pb::GetClientSecretRequest {
+            id: "openmetadata".into(),
+            version: Some(1),
+        })
+        .await,
     );
     assert_eq!(code, Code::NotFound);
 
@@ -356,14 +493,35 @@ async fn clients_and_secrets(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(put2.created && put2.generated_secret.is_empty());
-    let ids: Vec<_> = cl.list_clients(pb::ListClientsRequest {}).await.unwrap().into_inner().clients.into_iter().map(|c| c.id).collect();
+    let ids: Vec<_> = cl
+        .list_clients(pb::ListClientsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clients
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     assert_eq!(ids, ["openmetadata", "svc.ingest"]);
 
-    cl.delete_client(pb::DeleteClientRequest { id: "openmetadata".into() }).await.unwrap();
-    let (code, _) = code_of(cl.get_client(pb::GetClientRequest { id: "openmetadata".into() }).await);
+    cl.delete_client(pb::DeleteClientRequest {
+        id: "openmetadata".into(),
+    })
+    .await
+    .unwrap();
+    let (code, _) = code_of(
+        cl.get_client(pb::GetClientRequest {
+            id: "openmetadata".into(),
+        })
+        .await,
+    );
     assert_eq!(code, Code::NotFound);
     let (code, _) = code_of(
-        cl.verify_client_secret(pb::VerifyClientSecretRequest { id: "openmetadata".into(), secret: new_secret }).await,
+        cl.verify_client_secret(pb::VerifyClientSecretRequest {
+            id: "openmetadata".into(),
+            secret: new_secret,
+        })
+        .await,
     );
     assert_eq!(code, Code::NotFound);
     server.stop().await;
@@ -374,7 +532,9 @@ fn clock_now(clock: &keyward::clock::ManualClock) -> i64 {
 }
 
 async fn bad_input_gets_precise_codes(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     let mut ks = server.keysets();
     let mut cl = server.clients();
@@ -386,17 +546,97 @@ async fn bad_input_gets_precise_codes(backend: Backend) {
         rsa_bits: bits,
     };
     let cases: Vec<(&str, (Code, String), Code, &str)> = vec![
-        ("bad name", code_of(ks.create_key_set(create_req("Bad_Name", "", 0)).await), Code::InvalidArgument, "name"),
-        ("long name", code_of(ks.create_key_set(create_req(&"a".repeat(64), "", 0)).await), Code::InvalidArgument, "name"),
-        ("bad alg", code_of(ks.create_key_set(create_req("x", "HS256", 0)).await), Code::InvalidArgument, "algorithm"),
-        ("bad bits", code_of(ks.create_key_set(create_req("x", "RS256", 1024)).await), Code::InvalidArgument, "rsa_bits"),
-        ("bits on EC", code_of(ks.create_key_set(create_req("x", "ES256", 2048)).await), Code::InvalidArgument, "rsa_bits"),
-        ("duplicate", code_of(ks.create_key_set(create_req("ok", "ES256", 0)).await), Code::AlreadyExists, "ok"),
-        ("get unknown", code_of(ks.get_key_set(pb::GetKeySetRequest { name: "nope".into() }).await), Code::NotFound, "nope"),
-        ("delete unknown", code_of(ks.delete_key_set(pb::DeleteKeySetRequest { name: "nope".into() }).await), Code::NotFound, "nope"),
-        ("rotate unknown", code_of(ks.rotate_key_set(pb::RotateKeySetRequest { name: "nope".into() }).await), Code::NotFound, "nope"),
-        ("keys unknown", code_of(ks.list_keys(pb::ListKeysRequest { keyset: "nope".into() }).await), Code::NotFound, "nope"),
-        ("jwks unknown", code_of(ks.get_jwks(pb::GetJwksRequest { keyset: "nope".into() }).await), Code::NotFound, "nope"),
+        (
+            "bad name",
+            code_of(ks.create_key_set(create_req("Bad_Name", "", 0)).await),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "long name",
+            code_of(ks.create_key_set(create_req(&"a".repeat(64), "", 0)).await),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "bad alg",
+            code_of(ks.create_key_set(create_req("x", "HS256", 0)).await),
+            Code::InvalidArgument,
+            "algorithm",
+        ),
+        (
+            "bad bits",
+            code_of(ks.create_key_set(create_req("x", "RS256", 1024)).await),
+            Code::InvalidArgument,
+            "rsa_bits",
+        ),
+        (
+            "bits on EC",
+            code_of(ks.create_key_set(create_req("x", "ES256", 2048)).await),
+            Code::InvalidArgument,
+            "rsa_bits",
+        ),
+        (
+            "duplicate",
+            code_of(ks.create_key_set(create_req("ok", "ES256", 0)).await),
+            Code::AlreadyExists,
+            "ok",
+        ),
+        (
+            "get unknown",
+            code_of(
+                ks.get_key_set(pb::GetKeySetRequest {
+                    name: "nope".into(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "delete unknown",
+            code_of(
+                ks.delete_key_set(pb::DeleteKeySetRequest {
+                    name: "nope".into(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "rotate unknown",
+            code_of(
+                ks.rotate_key_set(pb::RotateKeySetRequest {
+                    name: "nope".into(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "keys unknown",
+            code_of(
+                ks.list_keys(pb::ListKeysRequest {
+                    keyset: "nope".into(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "jwks unknown",
+            code_of(
+                ks.get_jwks(pb::GetJwksRequest {
+                    keyset: "nope".into(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "nope",
+        ),
     ];
     let sign_req = |keyset: &str, claims: String, ttl: Option<u64>| pb::SignJwtRequest {
         keyset: keyset.into(),
@@ -405,47 +645,217 @@ async fn bad_input_gets_precise_codes(backend: Backend) {
     };
     let big = json!({ "pad": "x".repeat(17 * 1024) }).to_string();
     let more: Vec<(&str, (Code, String), Code, &str)> = vec![
-        ("claims not json", code_of(ks.sign_jwt(sign_req("ok", "{".into(), None)).await), Code::InvalidArgument, "claims_json"),
-        ("claims array", code_of(ks.sign_jwt(sign_req("ok", "[1]".into(), None)).await), Code::InvalidArgument, "JSON object"),
-        ("claims too big", code_of(ks.sign_jwt(sign_req("ok", big, None)).await), Code::InvalidArgument, "16384"),
-        ("claims exp", code_of(ks.sign_jwt(sign_req("ok", r#"{"exp":1}"#.into(), None)).await), Code::InvalidArgument, "exp"),
-        ("ttl zero", code_of(ks.sign_jwt(sign_req("ok", "{}".into(), Some(0))).await), Code::InvalidArgument, "ttl_seconds"),
-        ("sign unknown", code_of(ks.sign_jwt(sign_req("nope", "{}".into(), None)).await), Code::NotFound, "nope"),
-        ("client id", code_of(cl.get_client(pb::GetClientRequest { id: "a b".into() }).await), Code::InvalidArgument, "id"),
-        ("client id long", code_of(cl.put_client(pb::PutClientRequest { id: "a".repeat(129), ..Default::default() }).await), Code::InvalidArgument, "id"),
-        ("client unknown", code_of(cl.get_client(pb::GetClientRequest { id: "ghost".into() }).await), Code::NotFound, "ghost"),
-        ("secret unknown", code_of(cl.get_client_secret(pb::GetClientSecretRequest { id: "ghost".into(), version: None }).await), Code::NotFound, "ghost"),
-        ("rotate unknown", code_of(cl.rotate_client_secret(pb::RotateClientSecretRequest { id: "ghost".into(), ..Default::default() }).await), Code::NotFound, "ghost"),
-        ("delete unknown", code_of(cl.delete_client(pb::DeleteClientRequest { id: "ghost".into() }).await), Code::NotFound, "ghost"),
-        ("auth method", code_of(cl.put_client(pb::PutClientRequest { id: "c".into(), auth_method: Some("private_key_jwt".into()), ..Default::default() }).await), Code::InvalidArgument, "auth_method"),
-        ("bad url", code_of(cl.put_client(pb::PutClientRequest { id: "c".into(), callback_url: Some("javascript:alert(1)".into()), ..Default::default() }).await), Code::InvalidArgument, "callback_url"),
-        ("bad scope", code_of(cl.put_client(pb::PutClientRequest { id: "c".into(), scopes: Some(pb::StringList { values: vec!["has space".into()] }), ..Default::default() }).await), Code::InvalidArgument, "scopes"),
-        ("empty secret", code_of(cl.put_client(pb::PutClientRequest { id: "c".into(), secret: Some(String::new()), ..Default::default() }).await), Code::InvalidArgument, "secret"),
+        (
+            "claims not json",
+            code_of(ks.sign_jwt(sign_req("ok", "{".into(), None)).await),
+            Code::InvalidArgument,
+            "claims_json",
+        ),
+        (
+            "claims array",
+            code_of(ks.sign_jwt(sign_req("ok", "[1]".into(), None)).await),
+            Code::InvalidArgument,
+            "JSON object",
+        ),
+        (
+            "claims too big",
+            code_of(ks.sign_jwt(sign_req("ok", big, None)).await),
+            Code::InvalidArgument,
+            "16384",
+        ),
+        (
+            "claims exp",
+            code_of(
+                ks.sign_jwt(sign_req("ok", r#"{"exp":1}"#.into(), None))
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "exp",
+        ),
+        (
+            "ttl zero",
+            code_of(ks.sign_jwt(sign_req("ok", "{}".into(), Some(0))).await),
+            Code::InvalidArgument,
+            "ttl_seconds",
+        ),
+        (
+            "sign unknown",
+            code_of(ks.sign_jwt(sign_req("nope", "{}".into(), None)).await),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "client id",
+            code_of(
+                cl.get_client(pb::GetClientRequest { id: "a b".into() })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "id",
+        ),
+        (
+            "client id long",
+            code_of(
+                cl.put_client(pb::PutClientRequest {
+                    id: "a".repeat(129),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "id",
+        ),
+        (
+            "client unknown",
+            code_of(
+                cl.get_client(pb::GetClientRequest { id: "ghost".into() })
+                    .await,
+            ),
+            Code::NotFound,
+            "ghost",
+        ),
+        (
+            "secret unknown",
+            code_of(
+                cl.get_client_secret(pb::GetClientSecretRequest {
+                    id: "ghost".into(),
+                    version: None,
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "ghost",
+        ),
+        (
+            "rotate unknown",
+            code_of(
+                cl.rotate_client_secret(pb::RotateClientSecretRequest {
+                    id: "ghost".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "ghost",
+        ),
+        (
+            "delete unknown",
+            code_of(
+                cl.delete_client(pb::DeleteClientRequest { id: "ghost".into() })
+                    .await,
+            ),
+            Code::NotFound,
+            "ghost",
+        ),
+        (
+            "auth method",
+            code_of(
+                cl.put_client(pb::PutClientRequest {
+                    id: "c".into(),
+                    auth_method: Some("private_key_jwt".into()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "auth_method",
+        ),
+        (
+            "bad url",
+            code_of(
+                cl.put_client(pb::PutClientRequest {
+                    id: "c".into(),
+                    callback_url: Some("javascript:alert(1)".into()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "callback_url",
+        ),
+        (
+            "bad scope",
+            code_of(
+                cl.put_client(pb::PutClientRequest {
+                    id: "c".into(),
+                    scopes: Some(pb::StringList {
+                        values: vec!["has space".into()],
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "scopes",
+        ),
+        (
+            "empty secret",
+            code_of(
+                cl.put_client(pb::PutClientRequest {
+                    id: "c".into(),
+                    secret: Some(String::new()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "secret",
+        ),
     ];
     for (what, (code, message), want, mentions) in cases.into_iter().chain(more) {
         assert_eq!(code, want, "{what}: {message}");
-        assert!(message.contains(mentions), "{what}: {message:?} should mention {mentions:?}");
+        assert!(
+            message.contains(mentions),
+            "{what}: {message:?} should mention {mentions:?}"
+        );
     }
     // None of the refused client calls created anything.
-    let clients = cl.list_clients(pb::ListClientsRequest {}).await.unwrap().into_inner().clients;
+    let clients = cl
+        .list_clients(pb::ListClientsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clients;
     assert!(clients.is_empty(), "{clients:?}");
-    let (code, _) = code_of(cl.get_client_secret(pb::GetClientSecretRequest { id: "ghost".into(), version: Some(0) }).await);
+    let (code, _) = code_of(
+        cl.get_client_secret(pb::GetClientSecretRequest {
+            id: "ghost".into(),
+            version: Some(0),
+        })
+        .await,
+    );
     assert_eq!(code, Code::InvalidArgument);
     server.stop().await;
 }
 
 async fn authentication_and_public_services(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     assert!(server.token.starts_with("kw_") && server.token.len() == 46);
 
-    for header in [None, Some("Bearer wrong"), Some("Basic abc"), Some(&*format!("Bearer {}x", server.token))] {
-        let (code, _) = code_of(server.keysets_with(header).list_key_sets(pb::ListKeySetsRequest {}).await);
+    for header in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic abc"),
+        Some(&*format!("Bearer {}x", server.token)),
+    ] {
+        let (code, _) = code_of(
+            server
+                .keysets_with(header)
+                .list_key_sets(pb::ListKeySetsRequest {})
+                .await,
+        );
         assert_eq!(code, Code::Unauthenticated, "{header:?}");
     }
-    let ok = server.keysets_with(Some(&format!("Bearer {}", server.token))).list_key_sets(pb::ListKeySetsRequest {}).await;
+    let ok = server
+        .keysets_with(Some(&format!("Bearer {}", server.token)))
+        .list_key_sets(pb::ListKeySetsRequest {})
+        .await;
     assert!(ok.is_ok());
-    let mut unauth_clients = keyward::grpc::pb::clients_client::ClientsClient::new(server.channel.clone());
+    let mut unauth_clients =
+        keyward::grpc::pb::clients_client::ClientsClient::new(server.channel.clone());
     let (code, _) = code_of(unauth_clients.list_clients(pb::ListClientsRequest {}).await);
     assert_eq!(code, Code::Unauthenticated);
 
@@ -453,11 +863,17 @@ async fn authentication_and_public_services(backend: Backend) {
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
     for service in ["", "keyward.v1.KeySets", "keyward.v1.Clients"] {
         let r = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
     }
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -478,20 +894,30 @@ async fn authentication_and_public_services(backend: Backend) {
         panic!("unexpected reflection response");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["keyward.v1.KeySets", "keyward.v1.Clients", "grpc.health.v1.Health"] {
+    for want in [
+        "keyward.v1.KeySets",
+        "keyward.v1.Clients",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
     server.stop().await;
 }
 
 async fn restart_keeps_keys_and_secrets(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     let set = create(&server, "persist", "PS256").await;
     let token = sign(&server, "persist", json!({"sub": "x"}), None).await;
     server
         .clients()
-        .put_client(pb::PutClientRequest { id: "keep".into(), secret: Some("kept-secret".into()), ..Default::default() })
+        .put_client(pb::PutClientRequest {
+            id: "keep".into(),
+            secret: Some("kept-secret".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let jwks_before = jwks_of(&server, "persist").await;
@@ -503,25 +929,47 @@ async fn restart_keeps_keys_and_secrets(backend: Backend) {
     assert_eq!(jwks_of(&server, "persist").await, jwks_before);
     verify(&token.jwt, &jwks_before);
     let again = sign(&server, "persist", json!({"sub": "x"}), None).await;
-    assert_eq!(again.kid, set.active_kid, "the same key signs after a restart");
+    assert_eq!(
+        again.kid, set.active_kid,
+        "the same key signs after a restart"
+    );
     let secret = server
         .clients()
-        .get_client_secret(pb::GetClientSecretRequest { id: "keep".into(), version: None })
+        .get_client_secret(pb::GetClientSecretRequest {
+            id: "keep".into(),
+            version: None,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(secret.secret, "kept-secret");
-    let names: Vec<_> = server.keysets().list_key_sets(pb::ListKeySetsRequest {}).await.unwrap().into_inner().key_sets.into_iter().map(|s| s.name).collect();
+    let names: Vec<_> = server
+        .keysets()
+        .list_key_sets(pb::ListKeySetsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .key_sets
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(names, ["default", "persist"], "no second default key set");
     server.stop().await;
 }
 
 async fn moved_ciphertext_is_data_loss(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     let mut cl = server.clients();
     for id in ["alpha", "beta"] {
-        cl.put_client(pb::PutClientRequest { id: id.into(), ..Default::default() }).await.unwrap();
+        cl.put_client(pb::PutClientRequest {
+            id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
     create(&server, "src", "ES256").await;
     create(&server, "dst", "ES256").await;
@@ -538,26 +986,52 @@ async fn moved_ciphertext_is_data_loss(backend: Backend) {
     )
     .await;
 
-    let (code, message) = code_of(cl.get_client_secret(pb::GetClientSecretRequest { id: "beta".into(), version: None }).await);
+    let (code, message) = code_of(
+        cl.get_client_secret(pb::GetClientSecretRequest {
+            id: "beta".into(),
+            version: None,
+        })
+        .await,
+    );
     assert_eq!(code, Code::DataLoss);
-    assert_eq!(message, "stored data could not be decrypted", "generic message only");
-    let (code, _) = code_of(cl.verify_client_secret(pb::VerifyClientSecretRequest { id: "beta".into(), secret: "x".into() }).await);
+    assert_eq!(
+        message, "stored data could not be decrypted",
+        "generic message only"
+    );
+    let (code, _) = code_of(
+        cl.verify_client_secret(pb::VerifyClientSecretRequest {
+            id: "beta".into(),
+            secret: "x".into(),
+        })
+        .await,
+    );
     assert_eq!(code, Code::DataLoss);
     let (code, _) = code_of(
         server
             .keysets()
-            .sign_jwt(pb::SignJwtRequest { keyset: "dst".into(), claims_json: "{}".into(), ttl_seconds: None })
+            .sign_jwt(pb::SignJwtRequest {
+                keyset: "dst".into(),
+                claims_json: "{}".into(),
+                ttl_seconds: None,
+            })
             .await,
     );
     assert_eq!(code, Code::DataLoss);
     // Untouched rows still work.
-    cl.get_client_secret(pb::GetClientSecretRequest { id: "alpha".into(), version: None }).await.unwrap();
+    cl.get_client_secret(pb::GetClientSecretRequest {
+        id: "alpha".into(),
+        version: None,
+    })
+    .await
+    .unwrap();
     sign(&server, "src", json!({}), None).await;
     server.stop().await;
 }
 
 async fn wrong_master_key_refuses_and_writes_nothing(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     create(&server, "guarded", "EdDSA").await;
     server.stop().await;
@@ -566,9 +1040,9 @@ async fn wrong_master_key_refuses_and_writes_nothing(backend: Backend) {
 
     let mut config = db.config();
     let other = keyward::crypto::aead::MasterKey::generate_base64();
-    config.master_key = keyward::config::MasterKeySource::Inline(keyward::secret::SecretString::new(
-        String::from_utf8(other.expose().to_vec()).unwrap(),
-    ));
+    config.master_key = keyward::config::MasterKeySource::Inline(
+        keyward::secret::SecretString::new(String::from_utf8(other.expose().to_vec()).unwrap()),
+    );
     let err = keyward::server::prepare(config, std::sync::Arc::new(keyward::clock::SystemClock))
         .await
         .expect_err("a wrong master key must refuse");
@@ -587,9 +1061,12 @@ async fn wrong_master_key_refuses_and_writes_nothing(backend: Backend) {
         // The generated key file is what a restart without configuration uses;
         // with the file gone the database refuses rather than minting a new key.
         std::fs::remove_file(db.data_dir().join("master.key")).unwrap();
-        let err = keyward::server::prepare(db.config(), std::sync::Arc::new(keyward::clock::SystemClock))
-            .await
-            .expect_err("missing master key must refuse");
+        let err = keyward::server::prepare(
+            db.config(),
+            std::sync::Arc::new(keyward::clock::SystemClock),
+        )
+        .await
+        .expect_err("missing master key must refuse");
         assert!(err.to_string().contains("no master key"), "{err}");
         assert!(!db.data_dir().join("master.key").exists());
     }
@@ -597,13 +1074,17 @@ async fn wrong_master_key_refuses_and_writes_nothing(backend: Backend) {
 }
 
 async fn other_process_change_shows_within_two_seconds(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let a = TestServer::start(&db).await;
     let b = TestServer::start(&db).await;
     create(&a, "shared", "ES256").await;
     let rotated = a
         .keysets()
-        .rotate_key_set(pb::RotateKeySetRequest { name: "shared".into() })
+        .rotate_key_set(pb::RotateKeySetRequest {
+            name: "shared".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -614,7 +1095,10 @@ async fn other_process_change_shows_within_two_seconds(backend: Backend) {
         if r.status == 200 && r.body.contains(&want) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "server B did not see the rotation within 2 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server B did not see the rotation within 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // B signs with the key A activated: it reads the active key from the database.
@@ -624,14 +1108,19 @@ async fn other_process_change_shows_within_two_seconds(backend: Backend) {
 }
 
 async fn concurrent_manual_rotations_change_once_each(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     let server = TestServer::start(&db).await;
     create(&server, "race", "ES256").await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let mut ks = server.keysets();
         tasks.push(tokio::spawn(async move {
-            ks.rotate_key_set(pb::RotateKeySetRequest { name: "race".into() }).await
+            ks.rotate_key_set(pb::RotateKeySetRequest {
+                name: "race".into(),
+            })
+            .await
         }));
     }
     let mut won = 0;
@@ -641,10 +1130,25 @@ async fn concurrent_manual_rotations_change_once_each(backend: Backend) {
             Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
         }
     }
-    let keys = server.keysets().list_keys(pb::ListKeysRequest { keyset: "race".into() }).await.unwrap().into_inner().keys;
-    let active = keys.iter().filter(|k| k.state == pb::KeyState::Active as i32).count();
+    let keys = server
+        .keysets()
+        .list_keys(pb::ListKeysRequest {
+            keyset: "race".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let active = keys
+        .iter()
+        .filter(|k| k.state == pb::KeyState::Active as i32)
+        .count();
     assert_eq!(active, 1, "never two active keys");
-    assert_eq!(keys.len(), 1 + won, "each successful rotation added exactly one key");
+    assert_eq!(
+        keys.len(),
+        1 + won,
+        "each successful rotation added exactly one key"
+    );
     assert!(won >= 1);
     server.stop().await;
 }

@@ -77,6 +77,16 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::invalid("database_url", e.to_string()))?;
+        // One direct attempt first: the pool retries until its timeout and then
+        // reports only "timed out", hiding the actual cause (refused, auth, …).
+        sqlx::Connection::close(
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+                .await
+                .map_err(|e| {
+                    Error::FailedPrecondition(format!("cannot connect to PostgreSQL: {e}"))
+                })?,
+        )
+        .await?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))

@@ -272,7 +272,9 @@ impl TestServer {
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc_url = format!("http://{}", grpc.local_addr().expect("addr"));
         let http_url = format!("http://{}", http.local_addr().expect("addr"));
-        let app = server::prepare(config, clock).await.expect("server prepares");
+        let app = server::prepare(config, clock)
+            .await
+            .expect("server prepares");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(app, grpc, http, async {
             let _ = rx.await;
@@ -323,7 +325,9 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server stops cleanly");
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
     }
 }

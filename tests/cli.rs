@@ -1,0 +1,427 @@
+//! The `keyward` binary as an operator uses it: `serve` on the embedded SQLite
+//! default, the admin CLI against it, SIGTERM, a wrong master key, and what
+//! the database file holds.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+#[derive(Debug)]
+struct Serve {
+    child: Child,
+    grpc: String,
+    http: String,
+    log: mpsc::Receiver<String>,
+}
+
+/// Starts `keyward serve` on ports chosen by the OS and waits for its
+/// "keyward serving" line, which names them.
+fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> Result<Serve, String> {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(data_dir)
+    .env("KEYWARD_LOG", "info")
+    .env_remove("KEYWARD_MASTER_KEY")
+    .env_remove("KEYWARD_DATABASE_URL")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn keyward serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                if line.contains("keyward serving") {
+                    let field = |name: &str| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                            .map(str::to_string)
+                            .expect("address in the serving line")
+                    };
+                    return Ok(Serve {
+                        grpc: format!("http://{}", field("grpc")),
+                        http: format!("http://{}", field("http")),
+                        child,
+                        log: rx,
+                    });
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let status = child.wait().expect("wait");
+                return Err(format!("exited {status}: {}", seen.join("\n")));
+            }
+        }
+    }
+}
+
+impl Serve {
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.child.wait().expect("wait");
+        let log = self.log.try_iter().collect();
+        (status, log)
+    }
+}
+
+fn cli(data_dir: &Path, endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .env_remove("KEYWARD_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keyward");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("keyward output")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).expect("utf-8")
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_str(&stdout(o)).expect("JSON output")
+}
+
+fn db_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("data dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("keyward.db"))
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn operator_workflow_on_the_sqlite_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]).expect("serve starts on a fresh machine");
+    let ep = server.grpc.clone();
+
+    #[cfg(unix)]
+    for (file, mode) in [("master.key", 0o600), ("admin.token", 0o600)] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let m = std::fs::metadata(data.join(file))
+            .expect(file)
+            .permissions()
+            .mode();
+        assert_eq!(m & 0o777, mode, "{file}");
+    }
+    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin.token");
+    let token = token.trim();
+
+    // Key sets, with the token read from <data-dir>/admin.token.
+    let created = json_out(&cli(
+        &data,
+        &ep,
+        &[
+            "--output",
+            "json",
+            "keyset",
+            "create",
+            "om",
+            "--alg",
+            "RS256",
+            "--rsa-bits",
+            "3072",
+        ],
+        None,
+    ));
+    assert_eq!(created["name"], "om");
+    assert_eq!(created["rsa_bits"], 3072);
+    let kid = created["active_kid"].as_str().expect("kid").to_string();
+    let table = stdout(&cli(&data, &ep, &["keyset", "list"], None));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("default") && table.contains(&kid), "{table}");
+
+    let jwt = stdout(&cli(
+        &data,
+        &ep,
+        &[
+            "sign",
+            "--keyset",
+            "om",
+            "--claims",
+            r#"{"sub":"ingestion-bot"}"#,
+            "--ttl",
+            "15m",
+        ],
+        None,
+    ));
+    let jwt = jwt.trim();
+    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+
+    let rotated = json_out(&cli(
+        &data,
+        &ep,
+        &["--output", "json", "keyset", "rotate", "om"],
+        None,
+    ));
+    assert_eq!(rotated.as_array().expect("two keys").len(), 2);
+    let keys = json_out(&cli(
+        &data,
+        &ep,
+        &["--output", "json", "keys", "list", "om"],
+        None,
+    ));
+    let states: Vec<_> = keys
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["retired", "active"]);
+
+    // Clients: a given secret from stdin, a generated one printed once.
+    let put = cli(
+        &data,
+        &ep,
+        &[
+            "client",
+            "put",
+            "om-sso",
+            "--secret-stdin",
+            "--scope",
+            "openid",
+            "--scope",
+            "email",
+            "--callback-url",
+            "https://om.example.com/callback",
+        ],
+        Some("operator-chosen-secret-123\n"),
+    );
+    assert!(stdout(&put).contains("om-sso"));
+    let generated = json_out(&cli(
+        &data,
+        &ep,
+        &["--output", "json", "client", "put", "generated"],
+        None,
+    ));
+    let generated_secret = generated["generated_secret"]
+        .as_str()
+        .expect("generated secret")
+        .to_string();
+    assert_eq!(
+        stdout(&cli(&data, &ep, &["client", "secret", "om-sso"], None)).trim(),
+        "operator-chosen-secret-123"
+    );
+    let got = stdout(&cli(&data, &ep, &["client", "get", "om-sso"], None));
+    assert!(
+        !got.contains("operator-chosen-secret-123"),
+        "get never shows the secret"
+    );
+    let verified = cli(
+        &data,
+        &ep,
+        &["client", "verify", "om-sso", "--secret-stdin"],
+        Some("operator-chosen-secret-123\n"),
+    );
+    assert!(stdout(&verified).contains("valid (version 1)"));
+    let wrong = cli(
+        &data,
+        &ep,
+        &["client", "verify", "om-sso", "--secret-stdin"],
+        Some("nope\n"),
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    let rotated = json_out(&cli(
+        &data,
+        &ep,
+        &[
+            "--output", "json", "client", "rotate", "om-sso", "--grace", "1h",
+        ],
+        None,
+    ));
+    assert_eq!(rotated["version"], 2);
+    assert!(stdout(&cli(&data, &ep, &["client", "list"], None)).contains("generated"));
+
+    // Errors: non-zero exit, one line on stderr with the gRPC code and message.
+    let missing = cli(&data, &ep, &["keyset", "get", "ghost"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: NOT_FOUND: ") && err.contains("ghost"),
+        "{err}"
+    );
+    let bad = cli(&data, &ep, &["keyset", "create", "Bad!"], None);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).starts_with("error: INVALID_ARGUMENT: invalid name")
+    );
+    let unauth = cli(&data, &ep, &["--token", "kw_wrong", "keyset", "list"], None);
+    assert!(String::from_utf8_lossy(&unauth.stderr).starts_with("error: UNAUTHENTICATED"));
+    let bad_ttl = cli(
+        &data,
+        &ep,
+        &["sign", "--keyset", "om", "--claims", "{}", "--ttl", "soon"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&bad_ttl.stderr).contains("invalid ttl"));
+
+    let (status, log) = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    let log = log.join("\n");
+    for secret in [
+        token,
+        "operator-chosen-secret-123",
+        generated_secret.as_str(),
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+
+    // The database files hold no secret and no private key in clear.
+    let files = db_files(&data);
+    assert!(!files.is_empty());
+    let bytes: Vec<u8> = files
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
+    for secret in [
+        token,
+        "operator-chosen-secret-123",
+        generated_secret.as_str(),
+        jwt,
+    ] {
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "secret in clear in the database"
+        );
+    }
+    // PKCS#8 headers: version 0 + rsaEncryption, version 0 + ecPublicKey, version 1 + Ed25519.
+    let markers: [&[u8]; 3] = [
+        &[
+            0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+            0x01, 0x01,
+        ],
+        &[
+            0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+        ],
+        &[0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
+    ];
+    for marker in markers {
+        assert!(
+            !contains(&bytes, marker),
+            "an unencrypted PKCS#8 key is in the database"
+        );
+    }
+
+    // Restart on the same data dir: keys and secrets are still there.
+    let server = serve(&data, &[]).expect("restart");
+    let ep = server.grpc.clone();
+    assert_eq!(
+        stdout(&cli(
+            &data,
+            &ep,
+            &["client", "secret", "om-sso", "--version", "1"],
+            None
+        ))
+        .trim(),
+        "operator-chosen-secret-123"
+    );
+    let jwks = reqwest_like_get(&format!("{}/keysets/om/jwks.json", server.http));
+    assert!(
+        jwks.contains(&kid),
+        "the retired key is still published after restart"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    // A wrong master key refuses to start, with a clear message.
+    let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let refused =
+        serve(&data, &[("KEYWARD_MASTER_KEY", other)]).expect_err("wrong key must refuse");
+    assert!(refused.contains("wrong master key"), "{refused}");
+    assert!(!refused.contains("exit status: 0"), "{refused}");
+}
+
+/// A tiny blocking HTTP/1.0 GET, enough for a JWKS.
+fn reqwest_like_get(url: &str) -> String {
+    use std::io::Read as _;
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').expect("path");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn unreachable_database_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--database-url", "postgres://postgres@127.0.0.1:1/none"])
+        .env_remove("KEYWARD_MASTER_KEY")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot connect to PostgreSQL: "),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "the cause is named: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
