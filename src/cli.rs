@@ -18,6 +18,7 @@ use crate::{
     config::{DEFAULT_DATA_DIR, ServeArgs},
     grpc::pb::{self, clients_client::ClientsClient, key_sets_client::KeySetsClient},
     model::{self, format_time},
+    rotation::human,
 };
 
 /// keyward: signing keys and OIDC client secrets for OpenMetadata.
@@ -86,6 +87,50 @@ pub enum Command {
     /// Manage OIDC clients and their secrets.
     #[command(subcommand)]
     Client(ClientCmd),
+    /// Perform every key transition that is due (what cron or a timer runs).
+    Rotate {
+        /// Only this key set.
+        #[arg(long)]
+        keyset: Option<String>,
+        /// Show what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Rotation policy flags of `keyset create` and `keyset update`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct PolicyArgs {
+    /// Rotate every DURATION, e.g. 30d [default: 30d]
+    #[arg(long, value_name = "DURATION", conflicts_with = "schedule")]
+    pub rotate_every: Option<String>,
+    /// Rotate on a 5-field cron schedule (UTC), e.g. "0 3 1 * *"
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// How long a key is published before it signs [default: 1d]
+    #[arg(long, value_name = "DURATION")]
+    pub prepublish: Option<String>,
+    /// How long a key stays published after it stops signing [default: 1d]
+    #[arg(long, value_name = "DURATION")]
+    pub retain: Option<String>,
+    /// Longest token `sign` issues from this key set [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub max_token_ttl: Option<String>,
+}
+
+impl PolicyArgs {
+    fn to_pb(&self) -> Result<pb::RotationPolicy, CliError> {
+        let opt = |field: &'static str, v: &Option<String>| -> Result<Option<u64>, CliError> {
+            v.as_deref().map(|t| seconds(field, t)).transpose()
+        };
+        Ok(pb::RotationPolicy {
+            rotate_every_seconds: opt("rotate_every", &self.rotate_every)?,
+            schedule: self.schedule.clone(),
+            prepublish_seconds: opt("prepublish", &self.prepublish)?,
+            retain_seconds: opt("retain", &self.retain)?,
+            max_token_ttl_seconds: opt("max_token_ttl", &self.max_token_ttl)?,
+        })
+    }
 }
 
 /// `keyward keyset …`
@@ -101,6 +146,17 @@ pub enum KeysetCmd {
         /// RSA modulus size: 2048, 3072 or 4096 (RSA algorithms only).
         #[arg(long)]
         rsa_bits: Option<u32>,
+        /// Rotation policy.
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Change a key set's rotation policy.
+    Update {
+        /// Key set name.
+        name: String,
+        /// Rotation policy (unset flags keep their value).
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// List key sets.
     List,
@@ -114,7 +170,7 @@ pub enum KeysetCmd {
         /// Key set name.
         name: String,
     },
-    /// Rotate now: a new key signs, the current one retires (still published).
+    /// Emergency rotation now: the pending key signs, the active one retires (still published).
     Rotate {
         /// Key set name.
         name: String,
@@ -128,6 +184,11 @@ pub enum KeysCmd {
     List {
         /// Key set name.
         keyset: String,
+    },
+    /// Revoke a key: unpublished at once, never signs again.
+    Revoke {
+        /// The key's kid.
+        kid: String,
     },
 }
 
@@ -359,6 +420,32 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
             print_keys(out, &keys);
             Ok(())
         }
+        Command::Keys(KeysCmd::Revoke { kid }) => {
+            let r = admin
+                .keysets()
+                .revoke_key(admin.req(pb::RevokeKeyRequest { kid: kid.clone() }))
+                .await?
+                .into_inner();
+            print_transition(out, &r.events, &r.warnings, &r.keys);
+            Ok(())
+        }
+        Command::Rotate { keyset, dry_run } => {
+            let events = admin
+                .keysets()
+                .rotate_due(admin.req(pb::RotateDueRequest {
+                    keyset: keyset.clone(),
+                    dry_run: *dry_run,
+                }))
+                .await?
+                .into_inner()
+                .events;
+            if out == Output::Table && events.is_empty() {
+                println!("nothing due");
+            } else {
+                print_events(out, &events, *dry_run);
+            }
+            Ok(())
+        }
         Command::Sign {
             keyset,
             claims,
@@ -393,16 +480,28 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
             name,
             alg,
             rsa_bits,
+            policy,
         } => {
             let set = api
                 .create_key_set(admin.req(pb::CreateKeySetRequest {
                     name: name.clone(),
                     algorithm: alg.clone(),
                     rsa_bits: rsa_bits.unwrap_or(0),
+                    policy: Some(policy.to_pb()?),
                 }))
                 .await?
                 .into_inner();
-            print_keysets(out, &[set]);
+            print_keyset(out, &set);
+        }
+        KeysetCmd::Update { name, policy } => {
+            let set = api
+                .update_key_set(admin.req(pb::UpdateKeySetRequest {
+                    name: name.clone(),
+                    policy: Some(policy.to_pb()?),
+                }))
+                .await?
+                .into_inner();
+            print_keyset(out, &set);
         }
         KeysetCmd::List => {
             let sets = api
@@ -417,7 +516,7 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
                 .get_key_set(admin.req(pb::GetKeySetRequest { name: name.clone() }))
                 .await?
                 .into_inner();
-            print_keysets(out, &[set]);
+            print_keyset(out, &set);
         }
         KeysetCmd::Delete { name } => {
             api.delete_key_set(admin.req(pb::DeleteKeySetRequest { name: name.clone() }))
@@ -429,8 +528,7 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
                 .rotate_key_set(admin.req(pb::RotateKeySetRequest { name: name.clone() }))
                 .await?
                 .into_inner();
-            let keys: Vec<_> = r.activated.into_iter().chain(r.retired).collect();
-            print_keys(out, &keys);
+            print_transition(out, &r.events, &r.warnings, &r.keys);
         }
     }
     Ok(())
@@ -619,29 +717,74 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
+fn policy_text(s: &pb::KeySet) -> String {
+    if s.schedule.is_empty() {
+        format!("every {}", human(s.rotate_every_seconds))
+    } else {
+        format!("cron {}", s.schedule)
+    }
+}
+
+fn keyset_json(s: &pb::KeySet) -> Value {
+    json!({
+        "name": s.name,
+        "algorithm": s.algorithm,
+        "rsa_bits": s.rsa_bits,
+        "active_kid": s.active_kid,
+        "published_keys": s.published_keys,
+        "created_at": format_time(s.created_at),
+        "rotation": policy_text(s),
+        "rotate_every": (s.schedule.is_empty()).then(|| human(s.rotate_every_seconds)),
+        "schedule": (!s.schedule.is_empty()).then(|| s.schedule.clone()),
+        "prepublish": human(s.prepublish_seconds),
+        "retain": human(s.retain_seconds),
+        "max_token_ttl": human(s.max_token_ttl_seconds),
+        "next_rotation": format_time(s.next_rotation_at),
+        "jwks_max_age": human(s.jwks_max_age_seconds),
+    })
+}
+
 fn print_keysets(out: Output, sets: &[pb::KeySet]) {
-    let rows = sets.iter().map(|s| {
-        json!({
-            "name": s.name,
-            "algorithm": s.algorithm,
-            "rsa_bits": s.rsa_bits,
-            "active_kid": s.active_kid,
-            "published_keys": s.published_keys,
-            "created_at": format_time(s.created_at),
-        })
-    });
     print_rows(
         out,
-        rows.collect(),
+        sets.iter().map(keyset_json).collect(),
         &[
             "name",
             "algorithm",
-            "rsa_bits",
             "active_kid",
-            "published_keys",
-            "created_at",
+            "rotation",
+            "next_rotation",
         ],
     );
+}
+
+/// One key set, as `field: value` lines (or JSON).
+fn print_keyset(out: Output, set: &pb::KeySet) {
+    let v = keyset_json(set);
+    if out == Output::Json {
+        println!("{v}");
+        return;
+    }
+    for field in [
+        "name",
+        "algorithm",
+        "rsa_bits",
+        "active_kid",
+        "published_keys",
+        "created_at",
+        "rotation",
+        "prepublish",
+        "retain",
+        "max_token_ttl",
+        "next_rotation",
+        "jwks_max_age",
+    ] {
+        let value = match &v[field] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("{field:<15} {value}");
+    }
 }
 
 fn print_keys(out: Output, keys: &[pb::Key]) {
@@ -652,24 +795,53 @@ fn print_keys(out: Output, keys: &[pb::Key]) {
             "algorithm": k.algorithm,
             "state": state_name(k.state),
             "created": format_time(k.created_at),
-            "activated": format_time(k.activated_at),
-            "retired": format_time(k.retired_at),
+            "activates": format_time(k.activates_at),
+            "retires": format_time(k.retires_at),
             "expires": format_time(k.expires_at),
         })
     });
     print_rows(
         out,
         rows.collect(),
-        &[
-            "kid",
-            "state",
-            "algorithm",
-            "created",
-            "activated",
-            "retired",
-            "expires",
-        ],
+        &["kid", "state", "created", "activates", "retires", "expires"],
     );
+}
+
+fn print_events(out: Output, events: &[pb::RotationEvent], dry_run: bool) {
+    let rows = events
+        .iter()
+        .map(|e| {
+            json!({
+                "keyset": e.keyset,
+                "action": if dry_run { format!("would {}", e.action) } else { e.action.clone() },
+                "kid": e.kid,
+                "detail": e.detail,
+            })
+        })
+        .collect();
+    print_rows(out, rows, &["keyset", "action", "kid", "detail"]);
+}
+
+fn print_transition(
+    out: Output,
+    events: &[pb::RotationEvent],
+    warnings: &[String],
+    keys: &[pb::Key],
+) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    if out == Output::Json {
+        let v = json!({
+            "events": events.iter().map(|e| json!({"keyset": e.keyset, "action": e.action, "kid": e.kid, "detail": e.detail})).collect::<Vec<_>>(),
+            "warnings": warnings,
+        });
+        println!("{v}");
+        return;
+    }
+    print_events(out, events, false);
+    println!();
+    print_keys(out, keys);
 }
 
 fn client_json(c: &pb::Client) -> Value {
@@ -702,15 +874,10 @@ fn print_clients(out: Output, clients: &[pb::Client]) {
     );
 }
 
-/// Prints rows as aligned columns (`columns` in order) or as JSON (one object
-/// for a single row, an array otherwise).
+/// Prints rows as aligned columns (`columns` in order) or as a JSON array.
 fn print_rows(out: Output, rows: Vec<Value>, columns: &[&str]) {
     if out == Output::Json {
-        let shown = match <[Value; 1]>::try_from(rows) {
-            Ok([one]) => one,
-            Err(rows) => Value::Array(rows),
-        };
-        println!("{shown}");
+        println!("{}", Value::Array(rows));
         return;
     }
     let cell = |v: &Value| match v {

@@ -6,6 +6,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::Deserialize;
@@ -20,6 +21,8 @@ pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 /// Default JWKS `Cache-Control: max-age`, seconds.
 pub const DEFAULT_JWKS_MAX_AGE: u64 = 300;
+/// Default period of the built-in rotation sweep.
+pub const DEFAULT_ROTATION_INTERVAL: Duration = Duration::from_secs(30);
 
 /// `keyward serve` / `keyward migrate` flags (each also an environment variable).
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -43,6 +46,12 @@ pub struct ServeArgs {
     /// JWKS Cache-Control max-age in seconds [default: 300]
     #[arg(long, env = "KEYWARD_JWKS_MAX_AGE")]
     pub jwks_max_age: Option<u64>,
+    /// How often the built-in scheduler performs due rotations [default: 30s]
+    #[arg(long, env = "KEYWARD_ROTATION_INTERVAL")]
+    pub rotation_interval: Option<String>,
+    /// Turn the built-in scheduler off (when cron runs `keyward rotate`)
+    #[arg(long, env = "KEYWARD_NO_SCHEDULER")]
+    pub no_scheduler: bool,
     /// Optional TOML file with the same settings (snake_case keys)
     #[arg(long, env = "KEYWARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -59,6 +68,8 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     default_keyset: Option<String>,
     jwks_max_age: Option<u64>,
+    rotation_interval: Option<String>,
+    no_scheduler: Option<bool>,
 }
 
 /// Where the master key comes from.
@@ -99,6 +110,8 @@ pub struct ServeConfig {
     pub default_keyset: String,
     /// JWKS `Cache-Control: max-age`, seconds.
     pub jwks_max_age: u64,
+    /// Period of the built-in rotation sweep; `None` turns it off.
+    pub rotation_interval: Option<Duration>,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -111,6 +124,7 @@ impl fmt::Debug for ServeConfig {
             .field("master_key", &self.master_key)
             .field("default_keyset", &self.default_keyset)
             .field("jwks_max_age", &self.jwks_max_age)
+            .field("rotation_interval", &self.rotation_interval)
             .finish()
     }
 }
@@ -141,6 +155,7 @@ impl ServeConfig {
             master_key: MasterKeySource::Unset,
             default_keyset: "default".into(),
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
+            rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
         }
     }
 
@@ -193,8 +208,32 @@ impl ServeConfig {
                 .jwks_max_age
                 .or(file.jwks_max_age)
                 .unwrap_or(defaults.jwks_max_age),
+            rotation_interval: if args.no_scheduler || file.no_scheduler == Some(true) {
+                None
+            } else {
+                match args
+                    .rotation_interval
+                    .as_ref()
+                    .or(file.rotation_interval.as_ref())
+                {
+                    Some(text) => {
+                        let d = crate::model::parse_duration("rotation_interval", text)?;
+                        if d.is_zero() {
+                            return Err(Error::invalid(
+                                "rotation_interval",
+                                "must be at least 1s; use --no-scheduler to turn the scheduler off",
+                            ));
+                        }
+                        Some(d)
+                    }
+                    None => defaults.rotation_interval,
+                }
+            },
             data_dir,
         };
+        if config.jwks_max_age == 0 {
+            return Err(Error::invalid("jwks_max_age", "must be at least 1 second"));
+        }
         crate::model::validate_keyset_name(&config.default_keyset)
             .map_err(|_| Error::invalid("default_keyset", "must be a valid key set name"))?;
         Ok(config)

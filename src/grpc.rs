@@ -9,8 +9,9 @@ use crate::{
     Error,
     crypto::{secrets_equal, sha256},
     secret::SecretString,
-    service::{Client, ClientPatch, KeySetInfo, Keyward},
-    store::KeyRow,
+    service::{
+        Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PolicyInput, RotationEvent, Transition,
+    },
 };
 
 /// Generated protobuf types and gRPC stubs for `keyward.v1`.
@@ -127,22 +128,31 @@ fn ok<T>(value: T) -> Reply<T> {
 }
 
 fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
+    let row = info.row;
+    let secs = |v: i64| u64::try_from(v).unwrap_or(0);
     pb::KeySet {
-        name: info.row.name,
-        algorithm: info.row.algorithm,
-        rsa_bits: info
-            .row
+        name: row.name,
+        algorithm: row.algorithm,
+        rsa_bits: row
             .rsa_bits
             .and_then(|b| u32::try_from(b).ok())
             .unwrap_or(0),
-        created_at: info.row.created_at,
+        created_at: row.created_at,
         active_kid: info.active_kid.unwrap_or_default(),
         published_keys: info.published_keys,
+        rotate_every_seconds: row.rotate_every.map_or(0, secs),
+        schedule: row.schedule.unwrap_or_default(),
+        prepublish_seconds: secs(row.prepublish),
+        retain_seconds: secs(row.retain),
+        max_token_ttl_seconds: secs(row.max_token_ttl),
+        next_rotation_at: row.next_rotation_at,
+        jwks_max_age_seconds: info.jwks_max_age,
     }
 }
 
-/// Converts a stored key to its wire form.
-pub fn key_pb(row: KeyRow) -> pb::Key {
+/// Converts a key to its wire form.
+pub fn key_pb(info: KeyInfo) -> pb::Key {
+    let row = info.row;
     let state = match row.state.as_str() {
         "pending" => pb::KeyState::Pending,
         "active" => pb::KeyState::Active,
@@ -157,11 +167,40 @@ pub fn key_pb(row: KeyRow) -> pb::Key {
         algorithm: row.algorithm,
         state: state.into(),
         created_at: row.created_at,
-        activated_at: row.activated_at.unwrap_or(0),
-        retired_at: row.retired_at.unwrap_or(0),
-        expires_at: row.expires_at.unwrap_or(0),
+        activates_at: info.activates_at.unwrap_or(0),
+        retires_at: info.retires_at.unwrap_or(0),
+        expires_at: info.expires_at.unwrap_or(0),
         public_jwk_json: row.public_jwk,
+        revoked_at: row.revoked_at.unwrap_or(0),
     }
+}
+
+fn event_pb(e: RotationEvent) -> pb::RotationEvent {
+    pb::RotationEvent {
+        keyset: e.keyset,
+        action: e.action.to_string(),
+        kid: e.kid,
+        detail: e.detail,
+    }
+}
+
+fn policy_input(p: Option<pb::RotationPolicy>) -> PolicyInput {
+    let p = p.unwrap_or_default();
+    PolicyInput {
+        rotate_every: p.rotate_every_seconds,
+        schedule: p.schedule,
+        prepublish: p.prepublish_seconds,
+        retain: p.retain_seconds,
+        max_token_ttl: p.max_token_ttl_seconds,
+    }
+}
+
+fn transition_parts(t: Transition) -> (Vec<pb::RotationEvent>, Vec<String>, Vec<pb::Key>) {
+    (
+        t.events.into_iter().map(event_pb).collect(),
+        t.warnings,
+        t.keys.into_iter().map(key_pb).collect(),
+    )
 }
 
 fn client_pb(c: Client) -> pb::Client {
@@ -189,9 +228,40 @@ impl KeySets for Api {
         let r = req.into_inner();
         let info = self
             .svc
-            .create_keyset(&r.name, &r.algorithm, r.rsa_bits)
+            .create_keyset(&r.name, &r.algorithm, r.rsa_bits, &policy_input(r.policy))
             .await?;
         ok(keyset_pb(info))
+    }
+
+    async fn update_key_set(&self, req: Request<pb::UpdateKeySetRequest>) -> Reply<pb::KeySet> {
+        let r = req.into_inner();
+        let info = self
+            .svc
+            .update_keyset(&r.name, &policy_input(r.policy))
+            .await?;
+        ok(keyset_pb(info))
+    }
+
+    async fn rotate_due(&self, req: Request<pb::RotateDueRequest>) -> Reply<pb::RotateDueResponse> {
+        let r = req.into_inner();
+        let events = self
+            .svc
+            .rotate_due(r.keyset.as_deref(), r.dry_run)
+            .await?
+            .into_iter()
+            .map(event_pb)
+            .collect();
+        ok(pb::RotateDueResponse { events })
+    }
+
+    async fn revoke_key(&self, req: Request<pb::RevokeKeyRequest>) -> Reply<pb::RevokeKeyResponse> {
+        let (events, warnings, keys) =
+            transition_parts(self.svc.revoke_key(&req.into_inner().kid).await?);
+        ok(pb::RevokeKeyResponse {
+            events,
+            warnings,
+            keys,
+        })
     }
 
     async fn get_key_set(&self, req: Request<pb::GetKeySetRequest>) -> Reply<pb::KeySet> {
@@ -237,10 +307,12 @@ impl KeySets for Api {
         &self,
         req: Request<pb::RotateKeySetRequest>,
     ) -> Reply<pb::RotateKeySetResponse> {
-        let (activated, retired) = self.svc.rotate_keyset(&req.into_inner().name).await?;
+        let (events, warnings, keys) =
+            transition_parts(self.svc.rotate_keyset(&req.into_inner().name).await?);
         ok(pb::RotateKeySetResponse {
-            activated: Some(key_pb(activated)),
-            retired: Some(key_pb(retired)),
+            events,
+            warnings,
+            keys,
         })
     }
 

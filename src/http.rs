@@ -20,8 +20,6 @@ pub struct HttpState {
     pub svc: Arc<Keyward>,
     /// The key set `/.well-known/jwks.json` serves.
     pub default_keyset: Arc<str>,
-    /// `Cache-Control: max-age` of JWKS responses, seconds.
-    pub jwks_max_age: u64,
 }
 
 /// The HTTP routes.
@@ -56,7 +54,7 @@ fn jwks_response(state: &HttpState, name: &str, headers: &HeaderMap) -> Response
         Ok(doc) => doc,
         Err(err) => return err.into_response(),
     };
-    let cache_control = format!("public, max-age={}", state.jwks_max_age);
+    let cache_control = format!("public, max-age={}", doc.max_age);
     let not_modified = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

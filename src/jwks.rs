@@ -24,15 +24,21 @@ pub struct JwksDoc {
     pub body: String,
     /// Strong ETag, quoted.
     pub etag: String,
+    /// `Cache-Control: max-age`, seconds.
+    pub max_age: u64,
 }
 
 impl JwksDoc {
-    fn render(keys: Vec<Value>) -> Self {
+    fn render(keys: Vec<Value>, max_age: u64) -> Self {
         let mut doc = Map::new();
         doc.insert("keys".into(), Value::Array(keys));
         let body = Value::Object(doc).to_string();
         let etag = format!("\"{}\"", b64url(&sha256(body.as_bytes())));
-        Self { body, etag }
+        Self {
+            body,
+            etag,
+            max_age,
+        }
     }
 }
 
@@ -45,12 +51,22 @@ struct Snapshot {
 /// The in-memory JWKS of every live key set.
 #[derive(Debug, Default)]
 pub struct JwksCache {
+    /// The configured max-age; each key set's is capped at half its pre-publication.
+    max_age: u64,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Serialises refreshes so an older read never overwrites a newer one.
     refreshing: tokio::sync::Mutex<()>,
 }
 
 impl JwksCache {
+    /// An empty cache serving with at most `max_age` seconds of client caching.
+    pub fn new(max_age: u64) -> Self {
+        Self {
+            max_age,
+            ..Self::default()
+        }
+    }
+
     /// The JWKS of `keyset`, or `None` when no such live key set exists.
     pub fn get(&self, keyset: &str) -> Option<Arc<JwksDoc>> {
         let snapshot = match self.snapshot.read() {
@@ -77,20 +93,24 @@ impl JwksCache {
         let keysets = store.list_keysets().await?;
         let keys = store.published_keys().await?;
 
-        let mut grouped: HashMap<String, Vec<Value>> = keysets
+        let mut grouped: HashMap<String, (u64, Vec<Value>)> = keysets
             .into_iter()
-            .map(|set| (set.name, Vec::new()))
+            .map(|set| {
+                let prepublish = u64::try_from(set.prepublish).unwrap_or(0);
+                let max_age = crate::rotation::jwks_max_age(self.max_age, prepublish);
+                (set.name, (max_age, Vec::new()))
+            })
             .collect();
         for key in keys {
             let jwk: Value = serde_json::from_str(&key.public_jwk)
                 .map_err(|e| crate::Error::internal(format!("stored JWK of {}: {e}", key.kid)))?;
-            if let Some(list) = grouped.get_mut(&key.keyset) {
+            if let Some((_, list)) = grouped.get_mut(&key.keyset) {
                 list.push(jwk);
             }
         }
         let sets = grouped
             .into_iter()
-            .map(|(name, keys)| (name, Arc::new(JwksDoc::render(keys))))
+            .map(|(name, (max_age, keys))| (name, Arc::new(JwksDoc::render(keys, max_age))))
             .collect();
         let fresh = Arc::new(Snapshot {
             generation: Some(generation),

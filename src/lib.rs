@@ -9,6 +9,7 @@
 //! - [`crypto`]: pure cryptography — AES-256-GCM sealing under the master key,
 //!   signing-key generation, JWK thumbprints and JWT signing. No I/O, no clock.
 //! - [`model`]: validated names, algorithms, durations and key states.
+//! - [`rotation`] and [`cron`]: the key lifecycle as pure functions of `now`.
 //! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL
 //!   implementations. Knows SQL, knows nothing of transports.
 //! - [`service`]: the application layer. Every operation the gRPC API, the HTTP
@@ -25,12 +26,14 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod crypto;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod jwks;
 pub mod model;
+pub mod rotation;
 pub mod secret;
 pub mod server;
 pub mod service;

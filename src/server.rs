@@ -174,16 +174,21 @@ pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> 
     }
     let master = Arc::new(master);
 
-    let jwks = Arc::new(JwksCache::default());
+    let jwks = Arc::new(JwksCache::new(config.jwks_max_age));
     let svc = Arc::new(Keyward::new(
         Arc::clone(&store),
         master,
         Arc::clone(&clock),
         Arc::clone(&jwks),
+        config.jwks_max_age,
     ));
     if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
         // First start of this database: give it a default key set to serve.
-        match svc.create_keyset(&config.default_keyset, "RS256", 0).await {
+        let policy = crate::service::PolicyInput::default();
+        match svc
+            .create_keyset(&config.default_keyset, "RS256", 0, &policy)
+            .await
+        {
             Ok(_) | Err(Error::AlreadyExists(_)) => {}
             Err(err) => return Err(err),
         }
@@ -234,6 +239,28 @@ async fn bootstrap_admin_token(config: &ServeConfig, store: &dyn Store, now: i64
         let _ = std::fs::remove_file(&staged);
     }
     Ok(won)
+}
+
+/// The built-in scheduler: the same sweep `keyward rotate` runs, every
+/// `every`, until shutdown. Safe beside other replicas and cron: each
+/// transition is conditional, so only one of them applies it.
+async fn run_scheduler(
+    svc: Arc<Keyward>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(err) = svc.rotate_due(None, false).await {
+                    tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then
@@ -294,7 +321,6 @@ pub async fn serve(
     let router = http::router(HttpState {
         svc: Arc::clone(&app.svc),
         default_keyset: Arc::from(app.config.default_keyset.as_str()),
-        jwks_max_age: app.config.jwks_max_age,
     });
     let http_server = axum::serve(http, router).with_graceful_shutdown(wait(stop_rx.clone()));
 
@@ -304,8 +330,15 @@ pub async fn serve(
         backend = app.svc.store().backend(),
         "keyward serving"
     );
+    let scheduler = app
+        .config
+        .rotation_interval
+        .map(|every| tokio::spawn(run_scheduler(Arc::clone(&app.svc), every, stop_rx.clone())));
     let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
     watcher.abort();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     grpc_result.map_err(Error::internal)?;
     http_result.map_err(Error::internal)?;
     tracing::info!("keyward stopped");

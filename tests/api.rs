@@ -76,6 +76,7 @@ async fn create(server: &TestServer, name: &str, alg: &str) -> pb::KeySet {
             name: name.into(),
             algorithm: alg.into(),
             rsa_bits: 0,
+            policy: None,
         })
         .await
         .expect("CreateKeySet")
@@ -115,7 +116,12 @@ async fn sign_and_verify_every_algorithm(backend: Backend) {
         assert_eq!(header.typ.as_deref(), Some("JWT"));
 
         let jwks = jwks_of(&server, &name).await;
-        let key = &jwks["keys"][0];
+        let key = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == set.active_kid.as_str())
+            .expect("the active key is published");
         assert_eq!(key["kid"], set.active_kid.as_str());
         assert_eq!(key["use"], "sig");
         assert_eq!(key["alg"], alg);
@@ -167,28 +173,62 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
     );
     let well_known = server.get("/.well-known/jwks.json", &[]).await;
     assert_eq!(well_known.status, 200);
-    assert_eq!(
-        well_known.json()["keys"][0]["kid"],
-        listed.key_sets[0].active_kid.as_str()
+    assert!(
+        well_known
+            .body
+            .contains(listed.key_sets[0].active_kid.as_str())
     );
 
     let set = create(&server, "om", "RS256").await;
+    assert_eq!(
+        set.published_keys, 2,
+        "a new key set has an active and a pending key"
+    );
     let old = sign(&server, "om", json!({"sub": "bot"}), None).await;
     assert_eq!(old.kid, set.active_kid);
+    let before = ks
+        .list_keys(pb::ListKeysRequest {
+            keyset: "om".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let pending_kid = before
+        .iter()
+        .find(|k| k.state == pb::KeyState::Pending as i32)
+        .expect("a pending key")
+        .kid
+        .clone();
 
+    // Manual rotation: the (young) pending key signs at once, with a warning.
     let rotated = ks
         .rotate_key_set(pb::RotateKeySetRequest { name: "om".into() })
         .await
         .unwrap()
         .into_inner();
-    let activated = rotated.activated.unwrap();
-    let retired = rotated.retired.unwrap();
-    assert_eq!(retired.kid, set.active_kid);
-    assert_eq!(retired.state, pb::KeyState::Retired as i32);
-    assert_eq!(activated.state, pb::KeyState::Active as i32);
-    assert_ne!(activated.kid, retired.kid);
+    assert_eq!(rotated.warnings.len(), 1, "{:?}", rotated.warnings);
+    assert!(rotated.warnings[0].contains("JWKS max-age"));
+    let state_of = |kid: &str| {
+        rotated
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.state)
+            .expect("key listed")
+    };
+    assert_eq!(state_of(&set.active_kid), pb::KeyState::Retired as i32);
+    assert_eq!(state_of(&pending_kid), pb::KeyState::Active as i32);
+    let new_pending: Vec<_> = rotated
+        .keys
+        .iter()
+        .filter(|k| k.state == pb::KeyState::Pending as i32)
+        .collect();
+    assert_eq!(new_pending.len(), 1);
+    let activated = pending_kid.clone();
+    let retired = set.active_kid.clone();
 
-    // The JWKS (refreshed at once) publishes both; old and new tokens verify.
+    // The JWKS (refreshed at once) publishes all three; old and new tokens verify.
     let jwks = jwks_of(&server, "om").await;
     let kids: Vec<_> = jwks["keys"]
         .as_array()
@@ -196,10 +236,11 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
         .iter()
         .map(|k| k["kid"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(kids.len(), 2);
-    assert!(kids.contains(&retired.kid) && kids.contains(&activated.kid));
+    assert_eq!(kids.len(), 3);
+    assert!(kids.contains(&retired) && kids.contains(&activated));
+    assert!(kids.contains(&new_pending[0].kid));
     let new = sign(&server, "om", json!({"sub": "bot"}), None).await;
-    assert_eq!(new.kid, activated.kid, "the retired key never signs again");
+    assert_eq!(new.kid, activated, "the retired key never signs again");
     verify(&old.jwt, &jwks);
     verify(&new.jwt, &jwks);
 
@@ -208,8 +249,8 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.active_kid, activated.kid);
-    assert_eq!(got.published_keys, 2);
+    assert_eq!(got.active_kid, activated);
+    assert_eq!(got.published_keys, 3);
     let keys = ks
         .list_keys(pb::ListKeysRequest {
             keyset: "om".into(),
@@ -218,7 +259,7 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
         .unwrap()
         .into_inner()
         .keys;
-    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|k| k.keyset == "om" && k.created_at > 0));
 
     // GetJwks over gRPC is the same document as HTTP.
@@ -544,6 +585,7 @@ async fn bad_input_gets_precise_codes(backend: Backend) {
         name: name.into(),
         algorithm: alg.into(),
         rsa_bits: bits,
+        policy: None,
     };
     let cases: Vec<(&str, (Code, String), Code, &str)> = vec![
         (
@@ -1088,7 +1130,13 @@ async fn other_process_change_shows_within_two_seconds(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let want = rotated.activated.unwrap().kid;
+    let want = rotated
+        .keys
+        .iter()
+        .find(|k| k.state == pb::KeyState::Active as i32)
+        .expect("an active key")
+        .kid
+        .clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
         let r = b.get("/keysets/shared/jwks.json", &[]).await;
@@ -1146,7 +1194,7 @@ async fn concurrent_manual_rotations_change_once_each(backend: Backend) {
     assert_eq!(active, 1, "never two active keys");
     assert_eq!(
         keys.len(),
-        1 + won,
+        2 + won,
         "each successful rotation added exactly one key"
     );
     assert!(won >= 1);

@@ -23,12 +23,23 @@ CREATE TABLE admin_tokens (
 );
 
 CREATE TABLE keysets (
-    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name       TEXT NOT NULL,
-    algorithm  TEXT NOT NULL,
-    rsa_bits   BIGINT,
-    created_at BIGINT NOT NULL,
-    deleted_at BIGINT
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name             TEXT NOT NULL,
+    algorithm        TEXT NOT NULL,
+    rsa_bits         BIGINT,
+    created_at       BIGINT NOT NULL,
+    deleted_at       BIGINT,
+    -- Rotation policy (seconds): a fixed period or a 5-field UTC cron schedule.
+    rotate_every     BIGINT,
+    schedule         TEXT,
+    prepublish       BIGINT NOT NULL,
+    retain           BIGINT NOT NULL,
+    max_token_ttl    BIGINT NOT NULL,
+    next_rotation_at BIGINT NOT NULL,
+    -- Bumped by every change to the set's keys or policy: transitions are
+    -- conditional on it, so racing rotations change the set exactly once.
+    version          BIGINT NOT NULL DEFAULT 1,
+    CHECK ((rotate_every IS NULL) <> (schedule IS NULL))
 );
 -- A name is unique among live key sets; deleted ones keep their rows (and kids).
 CREATE UNIQUE INDEX keysets_live_name ON keysets (name) WHERE deleted_at IS NULL;
@@ -45,9 +56,11 @@ CREATE TABLE keys (
     private_key   BYTEA,
     master_key_id TEXT,
     created_at    BIGINT NOT NULL,
+    -- Actual transition times; planned ones follow from the key set's next_rotation_at.
     activated_at  BIGINT,
     retired_at    BIGINT,
     expires_at    BIGINT,
+    revoked_at    BIGINT,
     CHECK (state NOT IN ('active', 'pending') OR (private_key IS NOT NULL AND master_key_id IS NOT NULL))
 );
 -- The schema itself forbids two active keys in one key set.

@@ -28,6 +28,52 @@ pub struct KeySetRow {
     pub rsa_bits: Option<i64>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// Rotation period in seconds (exclusive with `schedule`).
+    pub rotate_every: Option<i64>,
+    /// 5-field UTC cron schedule (exclusive with `rotate_every`).
+    pub schedule: Option<String>,
+    /// Minimum pre-publication, seconds.
+    pub prepublish: i64,
+    /// Publication after retirement, seconds.
+    pub retain: i64,
+    /// Longest token lifetime, seconds.
+    pub max_token_ttl: i64,
+    /// When the next rotation is due.
+    pub next_rotation_at: i64,
+    /// Optimistic-concurrency version of the set and its keys.
+    pub version: i64,
+}
+
+/// A key set's rotation policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRow {
+    /// Rotation period in seconds (exclusive with `schedule`).
+    pub rotate_every: Option<i64>,
+    /// Cron schedule (exclusive with `rotate_every`).
+    pub schedule: Option<String>,
+    /// Minimum pre-publication, seconds.
+    pub prepublish: i64,
+    /// Publication after retirement, seconds.
+    pub retain: i64,
+    /// Longest token lifetime, seconds.
+    pub max_token_ttl: i64,
+}
+
+/// A key set about to be inserted.
+#[derive(Debug, Clone)]
+pub struct NewKeySet {
+    /// Its name.
+    pub name: String,
+    /// JOSE algorithm name.
+    pub algorithm: String,
+    /// RSA modulus size, for RSA algorithms.
+    pub rsa_bits: Option<i64>,
+    /// Rotation policy.
+    pub policy: PolicyRow,
+    /// First due rotation.
+    pub next_rotation_at: i64,
+    /// Creation time.
+    pub created_at: i64,
 }
 
 /// A signing key's public record (never its private material).
@@ -51,8 +97,10 @@ pub struct KeyRow {
     pub activated_at: Option<i64>,
     /// When it stopped signing.
     pub retired_at: Option<i64>,
-    /// When it leaves the JWKS.
+    /// When it leaves (or left) the JWKS.
     pub expires_at: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
 }
 
 /// The sealed private half of a key, as stored.
@@ -70,6 +118,8 @@ pub struct SealedKey {
 pub struct NewKey {
     /// RFC 7638 thumbprint.
     pub kid: String,
+    /// `pending` or `active`.
+    pub state: String,
     /// JOSE algorithm name.
     pub algorithm: String,
     /// Published JWK as JSON.
@@ -80,6 +130,39 @@ pub struct NewKey {
     pub master_key_id: String,
     /// Creation time.
     pub created_at: i64,
+}
+
+/// One key's state change, applied only if the key is still in `from`.
+#[derive(Debug, Clone)]
+pub struct KeyUpdate {
+    /// The key.
+    pub kid: String,
+    /// Its expected current state.
+    pub from: String,
+    /// Its new state.
+    pub to: String,
+    /// Sets `activated_at`.
+    pub activated_at: Option<i64>,
+    /// Sets `retired_at`.
+    pub retired_at: Option<i64>,
+    /// Sets `expires_at`.
+    pub expires_at: Option<i64>,
+    /// Sets `revoked_at`.
+    pub revoked_at: Option<i64>,
+    /// Erases the sealed private key.
+    pub destroy_private: bool,
+}
+
+/// A set of changes to one key set, applied in one transaction.
+pub struct KeySetChange {
+    /// Key state changes, in order.
+    pub updates: Vec<KeyUpdate>,
+    /// New keys.
+    pub inserts: Vec<NewKey>,
+    /// New due time, if it moves.
+    pub next_rotation_at: Option<i64>,
+    /// New policy, if it changes.
+    pub policy: Option<PolicyRow>,
 }
 
 /// An OIDC client's metadata.
@@ -146,15 +229,8 @@ pub trait Store: Send + Sync + Debug {
     /// The counter bumped by every change to published keys.
     async fn generation(&self) -> Result<i64>;
 
-    /// Creates a key set with `first_key` active. `AlreadyExists` on a taken name.
-    async fn insert_keyset(
-        &self,
-        name: &str,
-        algorithm: &str,
-        rsa_bits: Option<i64>,
-        now: i64,
-        first_key: &NewKey,
-    ) -> Result<KeySetRow>;
+    /// Creates a key set with its first keys. `AlreadyExists` on a taken name.
+    async fn insert_keyset(&self, set: &NewKeySet, keys: &[NewKey]) -> Result<KeySetRow>;
     /// A live key set by name.
     async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>>;
     /// Every live key set, by name.
@@ -166,15 +242,16 @@ pub trait Store: Send + Sync + Debug {
     async fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>>;
     /// The sealed private half of a key set's active key.
     async fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>>;
-    /// Retires `active_kid` (destroying its private material) and activates
-    /// `new_key`, in one transaction conditional on `active_kid` still being
-    /// active. Returns `false`, changing nothing, when another rotation won.
-    async fn rotate_keyset(
+    /// A key by kid, whatever its key set's state.
+    async fn find_key(&self, kid: &str) -> Result<Option<KeyRow>>;
+    /// Applies `change` in one transaction conditional on the key set still
+    /// being at `version` (and every updated key still in its `from` state).
+    /// Returns `false`, changing nothing, when another writer got there first.
+    async fn apply_keyset_change(
         &self,
         keyset_id: i64,
-        active_kid: &str,
-        new_key: &NewKey,
-        now: i64,
+        version: i64,
+        change: &KeySetChange,
     ) -> Result<bool>;
     /// Every published key of every live key set.
     async fn published_keys(&self) -> Result<Vec<KeyRow>>;

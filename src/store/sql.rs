@@ -15,12 +15,18 @@ use sqlx::{
 };
 use tracing::instrument;
 
-use super::{ClientRow, KeyRow, KeySetRow, NewKey, SealedKey, SecretRow, Store, unique_as_exists};
+use super::{
+    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, SealedKey, SecretRow, Store,
+    unique_as_exists,
+};
 use crate::{Error, Result};
 
 const KEY_COLUMNS: &str = "k.kid, k.keyset_id, s.name AS keyset, k.algorithm, k.state, \
-     k.public_jwk, k.created_at, k.activated_at, k.retired_at, k.expires_at \
+     k.public_jwk, k.created_at, k.activated_at, k.retired_at, k.expires_at, k.revoked_at \
      FROM keys k JOIN keysets s ON s.id = k.keyset_id";
+
+const KEYSET_COLUMNS: &str = "id, name, algorithm, rsa_bits, created_at, rotate_every, schedule, \
+     prepublish, retain, max_token_ttl, next_rotation_at, version";
 
 /// The SQLite backend: one file, WAL journal, write transactions that take the
 /// write lock up front so concurrent writers queue instead of failing.
@@ -195,29 +201,31 @@ macro_rules! impl_store {
                 )
             }
 
-            #[instrument(skip_all, fields(keyset = name))]
-            async fn insert_keyset(
-                &self,
-                name: &str,
-                algorithm: &str,
-                rsa_bits: Option<i64>,
-                now: i64,
-                first_key: &NewKey,
-            ) -> Result<KeySetRow> {
+            #[instrument(skip_all, fields(keyset = set.name))]
+            async fn insert_keyset(&self, set: &NewKeySet, keys: &[NewKey]) -> Result<KeySetRow> {
+                let (name, policy, now) = (&set.name, &set.policy, set.created_at);
                 let mut tx = self.begin_write().await?;
-                let row: KeySetRow = sqlx::query_as(
-                    "INSERT INTO keysets (name, algorithm, rsa_bits, created_at) \
-                     VALUES ($1, $2, $3, $4) \
-                     RETURNING id, name, algorithm, rsa_bits, created_at",
-                )
+                let row: KeySetRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO keysets (name, algorithm, rsa_bits, created_at, rotate_every, \
+                     schedule, prepublish, retain, max_token_ttl, next_rotation_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEYSET_COLUMNS}"
+                )))
                 .bind(name)
-                .bind(algorithm)
-                .bind(rsa_bits)
+                .bind(&set.algorithm)
+                .bind(set.rsa_bits)
                 .bind(now)
+                .bind(policy.rotate_every)
+                .bind(&policy.schedule)
+                .bind(policy.prepublish)
+                .bind(policy.retain)
+                .bind(policy.max_token_ttl)
+                .bind(set.next_rotation_at)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| unique_as_exists(e, || format!("key set {name:?} already exists")))?;
-                $tx::insert_key(&mut tx, row.id, first_key, now).await?;
+                for key in keys {
+                    $tx::insert_key(&mut tx, row.id, key, now).await?;
+                }
                 $tx::bump_generation(&mut tx).await?;
                 tx.commit().await?;
                 Ok(row)
@@ -225,10 +233,9 @@ macro_rules! impl_store {
 
             #[instrument(skip_all, fields(keyset = name))]
             async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, name, algorithm, rsa_bits, created_at FROM keysets \
-                     WHERE name = $1 AND deleted_at IS NULL",
-                )
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEYSET_COLUMNS} FROM keysets WHERE name = $1 AND deleted_at IS NULL"
+                )))
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?)
@@ -236,10 +243,9 @@ macro_rules! impl_store {
 
             #[instrument(skip_all)]
             async fn list_keysets(&self) -> Result<Vec<KeySetRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, name, algorithm, rsa_bits, created_at FROM keysets \
-                     WHERE deleted_at IS NULL ORDER BY name",
-                )
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL ORDER BY name"
+                )))
                 .fetch_all(&self.pool)
                 .await?)
             }
@@ -296,29 +302,77 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            #[instrument(skip_all, fields(kid = active_kid))]
-            async fn rotate_keyset(
+            #[instrument(skip_all, fields(kid))]
+            async fn find_key(&self, kid: &str) -> Result<Option<KeyRow>> {
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} WHERE k.kid = $1"
+                )))
+                .bind(kid)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all, fields(keyset_id, version))]
+            async fn apply_keyset_change(
                 &self,
                 keyset_id: i64,
-                active_kid: &str,
-                new_key: &NewKey,
-                now: i64,
+                version: i64,
+                change: &KeySetChange,
             ) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
-                let retired = sqlx::query(
-                    "UPDATE keys SET state = 'retired', retired_at = $1, \
-                     private_key = NULL, master_key_id = NULL \
-                     WHERE kid = $2 AND keyset_id = $3 AND state = 'active'",
+                let policy = change.policy.as_ref();
+                let claimed = sqlx::query(
+                    "UPDATE keysets SET version = version + 1, \
+                     next_rotation_at = COALESCE($1, next_rotation_at), \
+                     rotate_every = CASE WHEN $2 THEN $3 ELSE rotate_every END, \
+                     schedule = CASE WHEN $2 THEN $4 ELSE schedule END, \
+                     prepublish = COALESCE($5, prepublish), retain = COALESCE($6, retain), \
+                     max_token_ttl = COALESCE($7, max_token_ttl) \
+                     WHERE id = $8 AND version = $9 AND deleted_at IS NULL",
                 )
-                .bind(now)
-                .bind(active_kid)
+                .bind(change.next_rotation_at)
+                .bind(policy.is_some())
+                .bind(policy.and_then(|p| p.rotate_every))
+                .bind(policy.and_then(|p| p.schedule.clone()))
+                .bind(policy.map(|p| p.prepublish))
+                .bind(policy.map(|p| p.retain))
+                .bind(policy.map(|p| p.max_token_ttl))
                 .bind(keyset_id)
+                .bind(version)
                 .execute(&mut *tx)
                 .await?;
-                if retired.rows_affected() != 1 {
+                if claimed.rows_affected() != 1 {
                     return Ok(false);
                 }
-                $tx::insert_key(&mut tx, keyset_id, new_key, now).await?;
+                for u in &change.updates {
+                    let done = sqlx::query(
+                        "UPDATE keys SET state = $1, \
+                         activated_at = COALESCE($2, activated_at), \
+                         retired_at = COALESCE($3, retired_at), \
+                         expires_at = COALESCE($4, expires_at), \
+                         revoked_at = COALESCE($5, revoked_at), \
+                         private_key = CASE WHEN $6 THEN NULL ELSE private_key END, \
+                         master_key_id = CASE WHEN $6 THEN NULL ELSE master_key_id END \
+                         WHERE kid = $7 AND keyset_id = $8 AND state = $9",
+                    )
+                    .bind(&u.to)
+                    .bind(u.activated_at)
+                    .bind(u.retired_at)
+                    .bind(u.expires_at)
+                    .bind(u.revoked_at)
+                    .bind(u.destroy_private)
+                    .bind(&u.kid)
+                    .bind(keyset_id)
+                    .bind(&u.from)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                }
+                for key in &change.inserts {
+                    $tx::insert_key(&mut tx, keyset_id, key, key.created_at).await?;
+                }
                 $tx::bump_generation(&mut tx).await?;
                 tx.commit().await?;
                 Ok(true)
@@ -484,11 +538,12 @@ macro_rules! tx_helpers {
             sqlx::query(
                 "INSERT INTO keys (kid, keyset_id, algorithm, state, public_jwk, private_key, \
                  master_key_id, created_at, activated_at) \
-                 VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $4 = 'active' THEN $9 END)",
             )
             .bind(&key.kid)
             .bind(keyset_id)
             .bind(&key.algorithm)
+            .bind(&key.state)
             .bind(&key.public_jwk)
             .bind(&key.private_key)
             .bind(&key.master_key_id)

@@ -1,61 +1,25 @@
-//! The application layer: every operation keyward offers, independent of
-//! transport. gRPC and HTTP handlers translate to and from these methods.
+//! OIDC clients and their secrets: sealed per version, verified in constant
+//! time, superseded versions valid for a grace period.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
-};
+use std::collections::BTreeMap;
 
+use super::Keyward;
 use crate::{
     Error, Result,
-    clock::Clock,
-    crypto::{
-        aead::{MasterKey, RowId},
-        b64url, jwt,
-        keys::{self, SigningKey},
-        random, secrets_equal,
-    },
-    jwks::{JwksCache, JwksDoc},
-    model::{self, Algorithm, AuthMethod, KeyState},
+    crypto::{aead::RowId, b64url, random, secrets_equal},
+    model::{self, AuthMethod},
     secret::SecretString,
-    store::{ClientRow, KeyRow, KeySetRow, NewKey, SecretRow, Store},
+    store::{ClientRow, SecretRow},
 };
 
-/// Largest accepted `claims_json`, in bytes.
-pub const MAX_CLAIMS_BYTES: usize = 16 * 1024;
-/// Token lifetime when the caller gives none.
-pub const DEFAULT_TOKEN_TTL: u64 = 3600;
-/// Longest token lifetime `SignJwt` accepts.
-pub const MAX_TOKEN_TTL: u64 = 366 * 86_400;
 /// Grace period of a superseded client secret when the caller gives none.
 pub const DEFAULT_SECRET_GRACE: u64 = 48 * 3600;
+/// Longest grace period.
+pub const MAX_SECRET_GRACE: u64 = 366 * 86_400;
 /// Largest accepted client secret, in bytes.
 pub const MAX_SECRET_BYTES: usize = 4096;
 
-const KEYS_TABLE: &str = "keys";
 const SECRETS_TABLE: &str = "client_secrets";
-
-/// A key set as shown to callers.
-#[derive(Debug, Clone)]
-pub struct KeySetInfo {
-    /// The stored row.
-    pub row: KeySetRow,
-    /// The kid that signs now.
-    pub active_kid: Option<String>,
-    /// Keys currently published.
-    pub published_keys: u32,
-}
-
-/// A signed token.
-#[derive(Debug, Clone)]
-pub struct SignedJwt {
-    /// Compact JWS.
-    pub jwt: String,
-    /// The signing key's kid.
-    pub kid: String,
-    /// `exp`, Unix seconds.
-    pub expires_at: i64,
-}
 
 /// An OIDC client's metadata as shown to callers (never its secret).
 #[derive(Debug, Clone)]
@@ -135,317 +99,7 @@ pub struct RotatedSecret {
     pub previous_valid_until: i64,
 }
 
-/// keyward's application layer.
-#[derive(Debug)]
-pub struct Keyward {
-    store: Arc<dyn Store>,
-    master: Arc<MasterKey>,
-    clock: Arc<dyn Clock>,
-    jwks: Arc<JwksCache>,
-    /// Parsed active key per key set id, so signing skips decrypting and parsing.
-    signers: Mutex<HashMap<i64, Arc<SigningKey>>>,
-}
-
 impl Keyward {
-    /// Assembles the service. The JWKS cache should already be loaded.
-    pub fn new(
-        store: Arc<dyn Store>,
-        master: Arc<MasterKey>,
-        clock: Arc<dyn Clock>,
-        jwks: Arc<JwksCache>,
-    ) -> Self {
-        Self {
-            store,
-            master,
-            clock,
-            jwks,
-            signers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    /// The JWKS snapshot.
-    pub fn jwks_cache(&self) -> &Arc<JwksCache> {
-        &self.jwks
-    }
-
-    /// Refreshes the JWKS after a local change. The change is committed; a
-    /// failed refresh is logged and the watcher retries within its interval.
-    async fn published_changed(&self) {
-        if let Err(err) = self.jwks.refresh(self.store.as_ref()).await {
-            tracing::warn!(error = %err, "JWKS refresh after a local change failed");
-        }
-    }
-
-    // ----- key sets -----
-
-    /// Generates a key off the async workers and seals its private half.
-    async fn new_key(&self, alg: Algorithm, rsa_bits: Option<u32>) -> Result<NewKey> {
-        let generated =
-            tokio::task::spawn_blocking(move || keys::generate(alg, rsa_bits.unwrap_or(2048)))
-                .await
-                .map_err(Error::internal)?
-                .map_err(Error::internal)?;
-        let kid = generated.key.kid().to_string();
-        let row = RowId {
-            table: KEYS_TABLE,
-            id: &kid,
-            version: 1,
-        };
-        let private_key = self.master.seal(&row, generated.pkcs8.expose());
-        let public_jwk =
-            serde_json::Value::Object(generated.key.public_jwk().to_published(&kid, alg))
-                .to_string();
-        Ok(NewKey {
-            kid,
-            algorithm: alg.as_str().to_string(),
-            public_jwk,
-            private_key,
-            master_key_id: self.master.id().to_string(),
-            created_at: self.clock.now(),
-        })
-    }
-
-    async fn keyset_row(&self, name: &str) -> Result<KeySetRow> {
-        model::validate_keyset_name(name)?;
-        self.store
-            .get_keyset(name)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("key set {name:?} does not exist")))
-    }
-
-    async fn keyset_info(&self, row: KeySetRow) -> Result<KeySetInfo> {
-        let keys = self.store.list_keys(row.id).await?;
-        Ok(Self::info_from_keys(row, &keys))
-    }
-
-    fn info_from_keys(row: KeySetRow, keys: &[KeyRow]) -> KeySetInfo {
-        let state = |k: &KeyRow| k.state.parse::<KeyState>().ok();
-        KeySetInfo {
-            active_kid: keys
-                .iter()
-                .find(|k| state(k) == Some(KeyState::Active))
-                .map(|k| k.kid.clone()),
-            published_keys: u32::try_from(
-                keys.iter()
-                    .filter(|k| state(k).is_some_and(KeyState::is_published))
-                    .count(),
-            )
-            .unwrap_or(u32::MAX),
-            row,
-        }
-    }
-
-    /// Creates a key set and its first active key.
-    pub async fn create_keyset(
-        &self,
-        name: &str,
-        algorithm: &str,
-        rsa_bits: u32,
-    ) -> Result<KeySetInfo> {
-        model::validate_keyset_name(name)?;
-        let alg = model::parse_algorithm(algorithm)?;
-        let bits = model::resolve_rsa_bits(alg, rsa_bits)?;
-        if self.store.get_keyset(name).await?.is_some() {
-            // Checked up front to spare an RSA generation; the unique index
-            // still decides races.
-            return Err(Error::AlreadyExists(format!(
-                "key set {name:?} already exists"
-            )));
-        }
-        let key = self.new_key(alg, bits).await?;
-        let now = self.clock.now();
-        let row = self
-            .store
-            .insert_keyset(name, alg.as_str(), bits.map(i64::from), now, &key)
-            .await?;
-        tracing::info!(keyset = name, alg = %alg, kid = %key.kid, "key set created");
-        self.published_changed().await;
-        self.keyset_info(row).await
-    }
-
-    /// A key set by name.
-    pub async fn get_keyset(&self, name: &str) -> Result<KeySetInfo> {
-        let row = self.keyset_row(name).await?;
-        self.keyset_info(row).await
-    }
-
-    /// Every live key set.
-    pub async fn list_keysets(&self) -> Result<Vec<KeySetInfo>> {
-        let mut out = Vec::new();
-        for row in self.store.list_keysets().await? {
-            out.push(self.keyset_info(row).await?);
-        }
-        Ok(out)
-    }
-
-    /// Deletes a key set; its kids stay reserved.
-    pub async fn delete_keyset(&self, name: &str) -> Result<()> {
-        let row = self.keyset_row(name).await?;
-        if !self.store.delete_keyset(name, self.clock.now()).await? {
-            return Err(Error::NotFound(format!("key set {name:?} does not exist")));
-        }
-        self.forget_signer(row.id);
-        tracing::info!(keyset = name, "key set deleted");
-        self.published_changed().await;
-        Ok(())
-    }
-
-    /// A key set's keys, oldest first.
-    pub async fn list_keys(&self, keyset: &str) -> Result<Vec<KeyRow>> {
-        let row = self.keyset_row(keyset).await?;
-        self.store.list_keys(row.id).await
-    }
-
-    /// Manual rotation: a new key becomes active, the active one retires.
-    pub async fn rotate_keyset(&self, name: &str) -> Result<(KeyRow, KeyRow)> {
-        let row = self.keyset_row(name).await?;
-        let current = self.store.active_key(row.id).await?.ok_or_else(|| {
-            Error::FailedPrecondition(format!("key set {name:?} has no active key"))
-        })?;
-        let alg = model::parse_algorithm(&row.algorithm)?;
-        let bits = row.rsa_bits.and_then(|b| u32::try_from(b).ok());
-        let key = self.new_key(alg, bits).await?;
-        let now = self.clock.now();
-        if !self
-            .store
-            .rotate_keyset(row.id, &current.kid, &key, now)
-            .await?
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "key set {name:?} was rotated concurrently; nothing was changed, check `keys list` and retry if needed"
-            )));
-        }
-        self.forget_signer(row.id);
-        tracing::info!(keyset = name, retired = %current.kid, activated = %key.kid, "key set rotated");
-        self.published_changed().await;
-        let keys = self.store.list_keys(row.id).await?;
-        let find = |kid: &str| {
-            keys.iter()
-                .find(|k| k.kid == kid)
-                .cloned()
-                .ok_or_else(|| Error::internal(format!("key {kid} missing after rotation")))
-        };
-        Ok((find(&key.kid)?, find(&current.kid)?))
-    }
-
-    fn forget_signer(&self, keyset_id: i64) {
-        if let Ok(mut signers) = self.signers.lock() {
-            signers.remove(&keyset_id);
-        }
-    }
-
-    /// The key set's active key, loaded for signing.
-    async fn signer(&self, row: &KeySetRow) -> Result<Arc<SigningKey>> {
-        let sealed = self.store.active_key(row.id).await?.ok_or_else(|| {
-            Error::FailedPrecondition(format!("key set {:?} has no active key", row.name))
-        })?;
-        if let Ok(signers) = self.signers.lock()
-            && let Some(key) = signers.get(&row.id).filter(|k| k.kid() == sealed.kid)
-        {
-            return Ok(Arc::clone(key));
-        }
-        let row_id = RowId {
-            table: KEYS_TABLE,
-            id: &sealed.kid,
-            version: 1,
-        };
-        let pkcs8 = self.open(&row_id, &sealed.master_key_id, &sealed.private_key)?;
-        let alg = model::parse_algorithm(&row.algorithm)?;
-        let key = Arc::new(SigningKey::from_pkcs8(alg, pkcs8.expose()).map_err(|e| {
-            tracing::error!(row = %row_id, error = %e, "stored private key does not parse");
-            Error::DataLoss
-        })?);
-        if let Ok(mut signers) = self.signers.lock() {
-            signers.insert(row.id, Arc::clone(&key));
-        }
-        Ok(key)
-    }
-
-    /// Opens a sealed value, logging the row on failure.
-    fn open(
-        &self,
-        row: &RowId<'_>,
-        key_id: &str,
-        sealed: &[u8],
-    ) -> Result<crate::secret::SecretBytes> {
-        self.master.open(row, sealed).map_err(|_| {
-            tracing::error!(
-                row = %row,
-                sealed_with = key_id,
-                master_key = self.master.id(),
-                "stored ciphertext failed to decrypt"
-            );
-            Error::DataLoss
-        })
-    }
-
-    /// Signs `claims_json` with the key set's active key.
-    pub async fn sign_jwt(
-        &self,
-        keyset: &str,
-        claims_json: &str,
-        ttl_seconds: Option<u64>,
-    ) -> Result<SignedJwt> {
-        if claims_json.len() > MAX_CLAIMS_BYTES {
-            return Err(Error::invalid(
-                "claims_json",
-                format!(
-                    "{} bytes is over the limit of {MAX_CLAIMS_BYTES} bytes",
-                    claims_json.len()
-                ),
-            ));
-        }
-        let claims = match serde_json::from_str::<serde_json::Value>(claims_json) {
-            Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => return Err(Error::invalid("claims_json", "must be a JSON object")),
-            Err(e) => {
-                return Err(Error::invalid(
-                    "claims_json",
-                    format!("not valid JSON: {e}"),
-                ));
-            }
-        };
-        for reserved in ["iat", "exp"] {
-            if claims.contains_key(reserved) {
-                return Err(Error::invalid(
-                    "claims_json",
-                    format!("{reserved:?} is set by keyward; use ttl to choose the lifetime"),
-                ));
-            }
-        }
-        let ttl = ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
-        if ttl == 0 || ttl > MAX_TOKEN_TTL {
-            return Err(Error::invalid(
-                "ttl_seconds",
-                format!("{ttl} is out of range; use 1 to {MAX_TOKEN_TTL} seconds (366 days)"),
-            ));
-        }
-        let row = self.keyset_row(keyset).await?;
-        let key = self.signer(&row).await?;
-        let now = self.clock.now();
-        let exp = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
-        let token = jwt::sign(&key, claims, now, exp).map_err(Error::internal)?;
-        Ok(SignedJwt {
-            jwt: token,
-            kid: key.kid().to_string(),
-            expires_at: exp,
-        })
-    }
-
-    /// The key set's JWKS from the in-memory snapshot.
-    pub fn jwks(&self, keyset: &str) -> Result<Arc<JwksDoc>> {
-        self.jwks
-            .get(keyset)
-            .ok_or_else(|| Error::NotFound(format!("key set {keyset:?} does not exist")))
-    }
-
-    // ----- clients -----
-
     fn client_from_row(row: ClientRow) -> Result<Client> {
         let scopes = serde_json::from_str(&row.scopes).map_err(Error::internal)?;
         let labels = serde_json::from_str(&row.labels).map_err(Error::internal)?;
@@ -619,10 +273,10 @@ impl Keyward {
             Self::check_secret(given)?;
         }
         let grace = grace_seconds.unwrap_or(DEFAULT_SECRET_GRACE);
-        if grace > MAX_TOKEN_TTL {
+        if grace > MAX_SECRET_GRACE {
             return Err(Error::invalid(
                 "grace_seconds",
-                format!("{grace} is over the limit of {MAX_TOKEN_TTL} seconds (366 days)"),
+                format!("{grace} is over the limit of {MAX_SECRET_GRACE} seconds (366 days)"),
             ));
         }
         let (secret, generated) = match secret {

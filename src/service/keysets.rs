@@ -1,0 +1,798 @@
+//! Key sets, signing, and the key lifecycle: creation with an active and a
+//! pending key, scheduled rotation ([`Keyward::rotate_due`]), the manual
+//! emergency rotation, and revocation. Every transition is planned by the pure
+//! [`crate::rotation`] functions and applied in one transaction conditional on
+//! the key set's version, so racing replicas change a key set exactly once.
+
+use std::sync::Arc;
+
+use super::Keyward;
+use crate::{
+    Error, Result,
+    cron::Schedule,
+    crypto::{
+        aead::RowId,
+        jwt,
+        keys::{self, SigningKey},
+    },
+    jwks::JwksDoc,
+    model::{self, Algorithm, KeyState},
+    rotation::{self, Cadence, KeyView, Plan, Policy},
+    store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, PolicyRow},
+};
+
+/// Largest accepted `claims_json`, in bytes.
+pub const MAX_CLAIMS_BYTES: usize = 16 * 1024;
+/// Token lifetime when the caller gives none (capped by the key set's max).
+pub const DEFAULT_TOKEN_TTL: u64 = 3600;
+/// Longest `max-token-ttl` a key set may have.
+pub const MAX_TOKEN_TTL: u64 = 366 * 86_400;
+
+const KEYS_TABLE: &str = "keys";
+
+/// A key set as shown to callers.
+#[derive(Debug, Clone)]
+pub struct KeySetInfo {
+    /// The stored row (policy included).
+    pub row: KeySetRow,
+    /// The kid that signs now.
+    pub active_kid: Option<String>,
+    /// Keys currently published.
+    pub published_keys: u32,
+    /// The `Cache-Control: max-age` its JWKS is served with.
+    pub jwks_max_age: u64,
+}
+
+/// A key as shown to callers: stored times plus planned ones.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    /// The stored row.
+    pub row: KeyRow,
+    /// When it starts (or started) signing.
+    pub activates_at: Option<i64>,
+    /// When it stops (or stopped) signing.
+    pub retires_at: Option<i64>,
+    /// When it leaves (or left) the JWKS.
+    pub expires_at: Option<i64>,
+}
+
+/// A signed token.
+#[derive(Debug, Clone)]
+pub struct SignedJwt {
+    /// Compact JWS.
+    pub jwt: String,
+    /// The signing key's kid.
+    pub kid: String,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Policy settings a caller gives; `None` keeps the stored value (or the
+/// default on create). Durations in seconds.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyInput {
+    /// Rotation period (replaces a schedule).
+    pub rotate_every: Option<u64>,
+    /// Cron schedule (replaces a period).
+    pub schedule: Option<String>,
+    /// Minimum pre-publication.
+    pub prepublish: Option<u64>,
+    /// Publication after retirement.
+    pub retain: Option<u64>,
+    /// Longest token lifetime.
+    pub max_token_ttl: Option<u64>,
+}
+
+/// One thing a rotation sweep did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationEvent {
+    /// The key set.
+    pub keyset: String,
+    /// `activate`, `retire`, `expire`, `revoke`, `publish`, `wait` or `already-rotated`.
+    pub action: &'static str,
+    /// The key concerned (empty for `already-rotated`).
+    pub kid: String,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// The result of a manual rotation or a revocation.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// What changed.
+    pub events: Vec<RotationEvent>,
+    /// Warnings for the operator.
+    pub warnings: Vec<String>,
+    /// The key set's keys afterwards.
+    pub keys: Vec<KeyInfo>,
+}
+
+fn state_of(row: &KeyRow) -> Result<KeyState> {
+    row.state.parse()
+}
+
+fn secs_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn secs_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The stored policy of a key set.
+pub fn policy_of(row: &KeySetRow) -> Result<Policy> {
+    let cadence = match (&row.schedule, row.rotate_every) {
+        (Some(expr), _) => Cadence::Cron(Schedule::parse(expr).map_err(Error::internal)?),
+        (None, Some(every)) => Cadence::Every(secs_u64(every)),
+        (None, None) => Cadence::Every(rotation::DEFAULT_ROTATE_EVERY),
+    };
+    Ok(Policy {
+        cadence,
+        prepublish: secs_u64(row.prepublish),
+        retain: secs_u64(row.retain),
+        max_token_ttl: secs_u64(row.max_token_ttl),
+    })
+}
+
+fn policy_row(policy: &Policy) -> PolicyRow {
+    let (rotate_every, schedule) = match &policy.cadence {
+        Cadence::Every(p) => (Some(secs_i64(*p)), None),
+        Cadence::Cron(s) => (None, Some(s.to_string())),
+    };
+    PolicyRow {
+        rotate_every,
+        schedule,
+        prepublish: secs_i64(policy.prepublish),
+        retain: secs_i64(policy.retain),
+        max_token_ttl: secs_i64(policy.max_token_ttl),
+    }
+}
+
+/// Defaults that stay valid whatever JWKS max-age is configured.
+fn default_policy(jwks_max_age: u64) -> Policy {
+    let base = Policy::default();
+    Policy {
+        prepublish: base.prepublish.max(2 * jwks_max_age),
+        retain: base.retain.max(base.max_token_ttl + jwks_max_age),
+        ..base
+    }
+}
+
+/// Merges `input` over `base`, validating what it sets.
+fn merge_policy(base: Policy, input: &PolicyInput) -> Result<Policy> {
+    let cadence = match (&input.rotate_every, &input.schedule) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "schedule",
+                "give either rotate-every or schedule, not both",
+            ));
+        }
+        (Some(every), None) => Cadence::Every(*every),
+        (None, Some(expr)) => {
+            Cadence::Cron(Schedule::parse(expr).map_err(|e| Error::invalid("schedule", e))?)
+        }
+        (None, None) => base.cadence,
+    };
+    let max_token_ttl = input.max_token_ttl.unwrap_or(base.max_token_ttl);
+    if max_token_ttl > MAX_TOKEN_TTL {
+        return Err(Error::invalid(
+            "max_token_ttl",
+            format!("at most {}", rotation::human(MAX_TOKEN_TTL)),
+        ));
+    }
+    Ok(Policy {
+        cadence,
+        prepublish: input.prepublish.unwrap_or(base.prepublish),
+        retain: input.retain.unwrap_or(base.retain),
+        max_token_ttl,
+    })
+}
+
+impl Keyward {
+    /// Generates a key off the async workers and seals its private half.
+    async fn new_key(
+        &self,
+        alg: Algorithm,
+        rsa_bits: Option<u32>,
+        state: KeyState,
+    ) -> Result<NewKey> {
+        let generated =
+            tokio::task::spawn_blocking(move || keys::generate(alg, rsa_bits.unwrap_or(2048)))
+                .await
+                .map_err(Error::internal)?
+                .map_err(Error::internal)?;
+        let kid = generated.key.kid().to_string();
+        let row = RowId {
+            table: KEYS_TABLE,
+            id: &kid,
+            version: 1,
+        };
+        let private_key = self.master.seal(&row, generated.pkcs8.expose());
+        let public_jwk =
+            serde_json::Value::Object(generated.key.public_jwk().to_published(&kid, alg))
+                .to_string();
+        Ok(NewKey {
+            kid,
+            state: state.as_str().to_string(),
+            algorithm: alg.as_str().to_string(),
+            public_jwk,
+            private_key,
+            master_key_id: self.master.id().to_string(),
+            created_at: self.clock.now(),
+        })
+    }
+
+    fn keyset_params(row: &KeySetRow) -> Result<(Algorithm, Option<u32>)> {
+        let alg = model::parse_algorithm(&row.algorithm)?;
+        Ok((alg, row.rsa_bits.and_then(|b| u32::try_from(b).ok())))
+    }
+
+    async fn keyset_row(&self, name: &str) -> Result<KeySetRow> {
+        model::validate_keyset_name(name)?;
+        self.store
+            .get_keyset(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("key set {name:?} does not exist")))
+    }
+
+    async fn keyset_info(&self, row: KeySetRow) -> Result<KeySetInfo> {
+        let keys = self.store.list_keys(row.id).await?;
+        let state = |k: &KeyRow| state_of(k).ok();
+        let prepublish = secs_u64(row.prepublish);
+        Ok(KeySetInfo {
+            active_kid: keys
+                .iter()
+                .find(|k| state(k) == Some(KeyState::Active))
+                .map(|k| k.kid.clone()),
+            published_keys: u32::try_from(
+                keys.iter()
+                    .filter(|k| state(k).is_some_and(KeyState::is_published))
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+            jwks_max_age: rotation::jwks_max_age(self.jwks_max_age, prepublish),
+            row,
+        })
+    }
+
+    /// Stored times, completed with the planned ones for pending and active keys.
+    fn key_infos(row: &KeySetRow, keys: Vec<KeyRow>) -> Result<Vec<KeyInfo>> {
+        let policy = policy_of(row)?;
+        let pending_ready = keys
+            .iter()
+            .filter(|k| k.state == KeyState::Pending.as_str())
+            .map(|k| k.created_at.saturating_add(row.prepublish))
+            .max();
+        let next_switch = row
+            .next_rotation_at
+            .max(pending_ready.unwrap_or(row.next_rotation_at));
+        keys.into_iter()
+            .map(|k| {
+                let state = state_of(&k)?;
+                let (activates_at, retires_at, expires_at) = match state {
+                    KeyState::Pending => (Some(next_switch), None, None),
+                    KeyState::Active => (
+                        k.activated_at,
+                        Some(next_switch),
+                        Some(next_switch.saturating_add(secs_i64(policy.retain))),
+                    ),
+                    _ => (k.activated_at, k.retired_at, k.expires_at.or(k.revoked_at)),
+                };
+                Ok(KeyInfo {
+                    row: k,
+                    activates_at,
+                    retires_at,
+                    expires_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a key set with an active and a pending key.
+    pub async fn create_keyset(
+        &self,
+        name: &str,
+        algorithm: &str,
+        rsa_bits: u32,
+        policy: &PolicyInput,
+    ) -> Result<KeySetInfo> {
+        model::validate_keyset_name(name)?;
+        let alg = model::parse_algorithm(algorithm)?;
+        let bits = model::resolve_rsa_bits(alg, rsa_bits)?;
+        let now = self.clock.now();
+        let policy = merge_policy(default_policy(self.jwks_max_age), policy)?;
+        policy.validate(self.jwks_max_age, now)?;
+        if self.store.get_keyset(name).await?.is_some() {
+            // Checked up front to spare key generation; the unique index still
+            // decides races.
+            return Err(Error::AlreadyExists(format!(
+                "key set {name:?} already exists"
+            )));
+        }
+        let (active, pending) = tokio::try_join!(
+            self.new_key(alg, bits, KeyState::Active),
+            self.new_key(alg, bits, KeyState::Pending)
+        )?;
+        let row = self
+            .store
+            .insert_keyset(
+                &NewKeySet {
+                    name: name.to_string(),
+                    algorithm: alg.as_str().to_string(),
+                    rsa_bits: bits.map(i64::from),
+                    policy: policy_row(&policy),
+                    next_rotation_at: policy.first_due(now, now),
+                    created_at: now,
+                },
+                &[active, pending],
+            )
+            .await?;
+        tracing::info!(keyset = name, alg = %alg, "key set created");
+        self.published_changed().await;
+        self.keyset_info(row).await
+    }
+
+    /// Changes a key set's rotation policy.
+    pub async fn update_keyset(&self, name: &str, input: &PolicyInput) -> Result<KeySetInfo> {
+        let row = self.keyset_row(name).await?;
+        let now = self.clock.now();
+        let current = policy_of(&row)?;
+        let policy = merge_policy(current.clone(), input)?;
+        policy.validate(self.jwks_max_age, now)?;
+        let next_rotation_at = if policy.cadence == current.cadence {
+            None
+        } else {
+            let keys = self.store.list_keys(row.id).await?;
+            let anchor = keys
+                .iter()
+                .filter(|k| k.state == KeyState::Active.as_str())
+                .find_map(|k| k.activated_at)
+                .unwrap_or(now);
+            Some(policy.first_due(anchor, now))
+        };
+        let change = KeySetChange {
+            updates: Vec::new(),
+            inserts: Vec::new(),
+            next_rotation_at,
+            policy: Some(policy_row(&policy)),
+        };
+        if !self
+            .store
+            .apply_keyset_change(row.id, row.version, &change)
+            .await?
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "key set {name:?} changed concurrently; nothing was changed, retry"
+            )));
+        }
+        tracing::info!(keyset = name, "key set policy updated");
+        self.published_changed().await;
+        self.get_keyset(name).await
+    }
+
+    /// A key set by name.
+    pub async fn get_keyset(&self, name: &str) -> Result<KeySetInfo> {
+        let row = self.keyset_row(name).await?;
+        self.keyset_info(row).await
+    }
+
+    /// Every live key set.
+    pub async fn list_keysets(&self) -> Result<Vec<KeySetInfo>> {
+        let mut out = Vec::new();
+        for row in self.store.list_keysets().await? {
+            out.push(self.keyset_info(row).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a key set; its kids stay reserved.
+    pub async fn delete_keyset(&self, name: &str) -> Result<()> {
+        let row = self.keyset_row(name).await?;
+        if !self.store.delete_keyset(name, self.clock.now()).await? {
+            return Err(Error::NotFound(format!("key set {name:?} does not exist")));
+        }
+        self.forget_signer(row.id);
+        tracing::info!(keyset = name, "key set deleted");
+        self.published_changed().await;
+        Ok(())
+    }
+
+    /// A key set's keys, oldest first, with planned times.
+    pub async fn list_keys(&self, keyset: &str) -> Result<Vec<KeyInfo>> {
+        let row = self.keyset_row(keyset).await?;
+        let keys = self.store.list_keys(row.id).await?;
+        Self::key_infos(&row, keys)
+    }
+
+    /// Turns a plan into stored changes, generating the keys it needs (outside
+    /// any transaction, off the async workers).
+    async fn build_change(
+        &self,
+        row: &KeySetRow,
+        plan: &Plan,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<KeySetChange> {
+        let (alg, bits) = Self::keyset_params(row)?;
+        let mut inserts = Vec::new();
+        if plan.add_active {
+            inserts.push(self.new_key(alg, bits, KeyState::Active).await?);
+        }
+        if plan.add_pending {
+            inserts.push(self.new_key(alg, bits, KeyState::Pending).await?);
+        }
+        let updates = plan
+            .changes
+            .iter()
+            .map(|c| {
+                let mut u = KeyUpdate {
+                    kid: c.kid.clone(),
+                    from: c.from.as_str().to_string(),
+                    to: c.to.as_str().to_string(),
+                    activated_at: None,
+                    retired_at: None,
+                    expires_at: None,
+                    revoked_at: None,
+                    destroy_private: !matches!(c.to, KeyState::Active | KeyState::Pending),
+                };
+                match c.to {
+                    KeyState::Active => u.activated_at = Some(now),
+                    KeyState::Retired => {
+                        u.retired_at = Some(now);
+                        u.expires_at = Some(now.saturating_add(secs_i64(policy.retain)));
+                    }
+                    KeyState::Revoked => u.revoked_at = Some(now),
+                    KeyState::Expired | KeyState::Pending => {}
+                }
+                u
+            })
+            .collect();
+        Ok(KeySetChange {
+            updates,
+            inserts,
+            next_rotation_at: plan.next_rotation_at,
+            policy: None,
+        })
+    }
+
+    fn events_of(keyset: &str, plan: &Plan, change: Option<&KeySetChange>) -> Vec<RotationEvent> {
+        let mut events: Vec<RotationEvent> = plan
+            .changes
+            .iter()
+            .map(|c| RotationEvent {
+                keyset: keyset.to_string(),
+                action: match c.to {
+                    KeyState::Active => "activate",
+                    KeyState::Retired => "retire",
+                    KeyState::Expired => "expire",
+                    KeyState::Revoked => "revoke",
+                    KeyState::Pending => "publish",
+                },
+                kid: c.kid.clone(),
+                detail: format!("{} -> {}", c.from, c.to),
+            })
+            .collect();
+        let inserted = change.map(|c| c.inserts.as_slice()).unwrap_or_default();
+        for key in inserted {
+            events.push(RotationEvent {
+                keyset: keyset.to_string(),
+                action: if key.state == KeyState::Active.as_str() {
+                    "activate"
+                } else {
+                    "publish"
+                },
+                kid: key.kid.clone(),
+                detail: format!("new {} key", key.state),
+            });
+        }
+        if change.is_none() && (plan.add_pending || plan.add_active) {
+            events.push(RotationEvent {
+                keyset: keyset.to_string(),
+                action: "publish",
+                kid: String::new(),
+                detail: "a new pending key would be generated".into(),
+            });
+        }
+        if let Some(next) = plan.next_rotation_at
+            && let Some(e) = events.iter_mut().find(|e| e.action == "activate")
+        {
+            e.detail
+                .push_str(&format!("; next rotation {}", model::format_time(next)));
+        }
+        if let Some(reason) = &plan.waiting {
+            events.push(RotationEvent {
+                keyset: keyset.to_string(),
+                action: "wait",
+                kid: String::new(),
+                detail: reason.clone(),
+            });
+        }
+        events
+    }
+
+    /// Performs (or, with `dry_run`, reports) every transition due now, for one
+    /// key set or all. Racing callers change each key set once: the others
+    /// report `already-rotated` and change nothing.
+    pub async fn rotate_due(
+        &self,
+        keyset: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<RotationEvent>> {
+        let rows = match keyset {
+            Some(name) => vec![self.keyset_row(name).await?],
+            None => self.store.list_keysets().await?,
+        };
+        let mut events = Vec::new();
+        let mut changed = false;
+        for row in rows {
+            let now = self.clock.now();
+            let keys = self.store.list_keys(row.id).await?;
+            let views = keys
+                .iter()
+                .map(|k| {
+                    Ok(KeyView {
+                        kid: k.kid.clone(),
+                        state: state_of(k)?,
+                        created_at: k.created_at,
+                        expires_at: k.expires_at,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let policy = policy_of(&row)?;
+            let plan = rotation::plan(now, &policy, row.next_rotation_at, &views);
+            if plan.is_empty() || dry_run {
+                events.extend(Self::events_of(&row.name, &plan, None));
+                continue;
+            }
+            let change = self.build_change(&row, &plan, &policy, now).await?;
+            if self
+                .store
+                .apply_keyset_change(row.id, row.version, &change)
+                .await?
+            {
+                changed = true;
+                self.forget_signer(row.id);
+                let done = Self::events_of(&row.name, &plan, Some(&change));
+                for e in &done {
+                    tracing::info!(keyset = %e.keyset, action = e.action, kid = %e.kid, detail = %e.detail, "rotation");
+                }
+                events.extend(done);
+            } else {
+                events.push(RotationEvent {
+                    keyset: row.name.clone(),
+                    action: "already-rotated",
+                    kid: String::new(),
+                    detail: "another keyward process applied this transition first; nothing changed here".into(),
+                });
+            }
+        }
+        if changed {
+            self.published_changed().await;
+        }
+        Ok(events)
+    }
+
+    async fn force(&self, row: &KeySetRow, revoke_active: bool) -> Result<Transition> {
+        let now = self.clock.now();
+        let keys = self.store.list_keys(row.id).await?;
+        let views = keys
+            .iter()
+            .map(|k| {
+                Ok(KeyView {
+                    kid: k.kid.clone(),
+                    state: state_of(k)?,
+                    created_at: k.created_at,
+                    expires_at: k.expires_at,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let policy = policy_of(row)?;
+        let plan = rotation::force_rotation(
+            now,
+            &policy,
+            self.jwks_max_age,
+            row.next_rotation_at,
+            &views,
+            revoke_active,
+        );
+        let change = self.build_change(row, &plan, &policy, now).await?;
+        if !self
+            .store
+            .apply_keyset_change(row.id, row.version, &change)
+            .await?
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "key set {:?} changed concurrently; nothing was changed, check `keys list` and retry if needed",
+                row.name
+            )));
+        }
+        self.forget_signer(row.id);
+        for w in &plan.warnings {
+            tracing::warn!(keyset = %row.name, "{w}");
+        }
+        self.published_changed().await;
+        let keys = Self::key_infos(row, self.store.list_keys(row.id).await?)?;
+        Ok(Transition {
+            events: Self::events_of(&row.name, &plan, Some(&change)),
+            warnings: plan.warnings,
+            keys,
+        })
+    }
+
+    /// Emergency rotation now: the pending key signs at once, the active key
+    /// retires, a new pending key is published.
+    pub async fn rotate_keyset(&self, name: &str) -> Result<Transition> {
+        let row = self.keyset_row(name).await?;
+        let t = self.force(&row, false).await?;
+        tracing::info!(keyset = name, "key set rotated manually");
+        Ok(t)
+    }
+
+    /// Revokes a key: it leaves the JWKS at once and never signs again.
+    /// Revoking the active key promotes a successor at once.
+    pub async fn revoke_key(&self, kid: &str) -> Result<Transition> {
+        if kid.is_empty() || kid.len() > 128 {
+            return Err(Error::invalid(
+                "kid",
+                "give the kid of a key (see `keys list`)",
+            ));
+        }
+        let key = self
+            .store
+            .find_key(kid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no key has kid {kid:?}")))?;
+        let row = self.keyset_row(&key.keyset).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::FailedPrecondition(format!(
+                "key {kid:?} belonged to a deleted key set; it is already unpublished"
+            )),
+            other => other,
+        })?;
+        let state = state_of(&key)?;
+        let t = match state {
+            KeyState::Active => {
+                let mut t = self.force(&row, true).await?;
+                t.warnings.insert(
+                    0,
+                    format!("revoked the active key {kid}; a successor signs from now on"),
+                );
+                t
+            }
+            KeyState::Pending | KeyState::Retired => {
+                let now = self.clock.now();
+                let plan = Plan {
+                    changes: vec![rotation::KeyChange {
+                        kid: kid.to_string(),
+                        from: state,
+                        to: KeyState::Revoked,
+                    }],
+                    add_pending: state == KeyState::Pending,
+                    ..Plan::default()
+                };
+                let policy = policy_of(&row)?;
+                let change = self.build_change(&row, &plan, &policy, now).await?;
+                if !self
+                    .store
+                    .apply_keyset_change(row.id, row.version, &change)
+                    .await?
+                {
+                    return Err(Error::FailedPrecondition(format!(
+                        "key set {:?} changed concurrently; nothing was changed, retry",
+                        row.name
+                    )));
+                }
+                self.published_changed().await;
+                Transition {
+                    events: Self::events_of(&row.name, &plan, Some(&change)),
+                    warnings: Vec::new(),
+                    keys: Self::key_infos(&row, self.store.list_keys(row.id).await?)?,
+                }
+            }
+            KeyState::Expired | KeyState::Revoked => {
+                return Err(Error::FailedPrecondition(format!(
+                    "key {kid:?} is already {state} and unpublished"
+                )));
+            }
+        };
+        tracing::warn!(keyset = %row.name, kid, "key revoked");
+        Ok(t)
+    }
+
+    pub(super) fn forget_signer(&self, keyset_id: i64) {
+        if let Ok(mut signers) = self.signers.lock() {
+            signers.remove(&keyset_id);
+        }
+    }
+
+    /// The key set's active key, loaded for signing.
+    async fn signer(&self, row: &KeySetRow) -> Result<Arc<SigningKey>> {
+        let sealed = self.store.active_key(row.id).await?.ok_or_else(|| {
+            Error::FailedPrecondition(format!("key set {:?} has no active key", row.name))
+        })?;
+        if let Ok(signers) = self.signers.lock()
+            && let Some(key) = signers.get(&row.id).filter(|k| k.kid() == sealed.kid)
+        {
+            return Ok(Arc::clone(key));
+        }
+        let row_id = RowId {
+            table: KEYS_TABLE,
+            id: &sealed.kid,
+            version: 1,
+        };
+        let pkcs8 = self.open(&row_id, &sealed.master_key_id, &sealed.private_key)?;
+        let alg = model::parse_algorithm(&row.algorithm)?;
+        let key = Arc::new(SigningKey::from_pkcs8(alg, pkcs8.expose()).map_err(|e| {
+            tracing::error!(row = %row_id, error = %e, "stored private key does not parse");
+            Error::DataLoss
+        })?);
+        if let Ok(mut signers) = self.signers.lock() {
+            signers.insert(row.id, Arc::clone(&key));
+        }
+        Ok(key)
+    }
+
+    /// Signs `claims_json` with the key set's active key.
+    pub async fn sign_jwt(
+        &self,
+        keyset: &str,
+        claims_json: &str,
+        ttl_seconds: Option<u64>,
+    ) -> Result<SignedJwt> {
+        if claims_json.len() > MAX_CLAIMS_BYTES {
+            return Err(Error::invalid(
+                "claims_json",
+                format!(
+                    "{} bytes is over the limit of {MAX_CLAIMS_BYTES} bytes",
+                    claims_json.len()
+                ),
+            ));
+        }
+        let claims = match serde_json::from_str::<serde_json::Value>(claims_json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return Err(Error::invalid("claims_json", "must be a JSON object")),
+            Err(e) => {
+                return Err(Error::invalid(
+                    "claims_json",
+                    format!("not valid JSON: {e}"),
+                ));
+            }
+        };
+        for reserved in ["iat", "exp"] {
+            if claims.contains_key(reserved) {
+                return Err(Error::invalid(
+                    "claims_json",
+                    format!("{reserved:?} is set by keyward; use ttl to choose the lifetime"),
+                ));
+            }
+        }
+        let row = self.keyset_row(keyset).await?;
+        let max = secs_u64(row.max_token_ttl);
+        let ttl = ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL.min(max));
+        if ttl == 0 || ttl > max {
+            return Err(Error::invalid(
+                "ttl_seconds",
+                format!(
+                    "{} is out of range for key set {keyset:?}: use 1s to its max-token-ttl ({})",
+                    rotation::human(ttl),
+                    rotation::human(max)
+                ),
+            ));
+        }
+        let key = self.signer(&row).await?;
+        let now = self.clock.now();
+        let exp = now.saturating_add(secs_i64(ttl));
+        let token = jwt::sign(&key, claims, now, exp).map_err(Error::internal)?;
+        Ok(SignedJwt {
+            jwt: token,
+            kid: key.kid().to_string(),
+            expires_at: exp,
+        })
+    }
+
+    /// The key set's JWKS from the in-memory snapshot.
+    pub fn jwks(&self, keyset: &str) -> Result<Arc<JwksDoc>> {
+        self.jwks
+            .get(keyset)
+            .ok_or_else(|| Error::NotFound(format!("key set {keyset:?} does not exist")))
+    }
+}

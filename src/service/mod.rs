@@ -1,0 +1,94 @@
+//! The application layer: every operation keyward offers, independent of
+//! transport. gRPC and HTTP handlers translate to and from these methods, and
+//! the CLI reaches them through gRPC.
+//!
+//! - [`keysets`]: key sets, signing, and the rotation lifecycle driven by
+//!   [`crate::rotation`].
+//! - [`clients`]: OIDC clients and their secrets.
+
+mod clients;
+mod keysets;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+pub use clients::*;
+pub use keysets::*;
+
+use crate::{
+    Error, Result,
+    clock::Clock,
+    crypto::{
+        aead::{MasterKey, RowId},
+        keys::SigningKey,
+    },
+    jwks::JwksCache,
+    secret::SecretBytes,
+    store::Store,
+};
+
+/// keyward's application layer.
+#[derive(Debug)]
+pub struct Keyward {
+    store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    clock: Arc<dyn Clock>,
+    jwks: Arc<JwksCache>,
+    /// The configured JWKS max-age, which rotation policies are checked against.
+    jwks_max_age: u64,
+    /// Parsed active key per key set id, so signing skips decrypting and parsing.
+    signers: Mutex<HashMap<i64, Arc<SigningKey>>>,
+}
+
+impl Keyward {
+    /// Assembles the service. The JWKS cache should already be loaded.
+    pub fn new(
+        store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
+        clock: Arc<dyn Clock>,
+        jwks: Arc<JwksCache>,
+        jwks_max_age: u64,
+    ) -> Self {
+        Self {
+            store,
+            master,
+            clock,
+            jwks,
+            jwks_max_age,
+            signers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The JWKS snapshot.
+    pub fn jwks_cache(&self) -> &Arc<JwksCache> {
+        &self.jwks
+    }
+
+    /// Refreshes the JWKS after a local change. The change is committed; a
+    /// failed refresh is logged and the watcher retries within its interval.
+    async fn published_changed(&self) {
+        if let Err(err) = self.jwks.refresh(self.store.as_ref()).await {
+            tracing::warn!(error = %err, "JWKS refresh after a local change failed");
+        }
+    }
+
+    /// Opens a sealed value, logging the row on failure.
+    fn open(&self, row: &RowId<'_>, key_id: &str, sealed: &[u8]) -> Result<SecretBytes> {
+        self.master.open(row, sealed).map_err(|_| {
+            tracing::error!(
+                row = %row,
+                sealed_with = key_id,
+                master_key = self.master.id(),
+                "stored ciphertext failed to decrypt"
+            );
+            Error::DataLoss
+        })
+    }
+}
