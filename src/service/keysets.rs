@@ -510,6 +510,16 @@ impl Keyward {
         events
     }
 
+    fn raced(keyset: &str) -> RotationEvent {
+        RotationEvent {
+            keyset: keyset.to_string(),
+            action: "already-rotated",
+            kid: String::new(),
+            detail: "another keyward process changed this key set first; nothing changed here"
+                .into(),
+        }
+    }
+
     /// Performs (or, with `dry_run`, reports) every transition due now, for one
     /// key set or all. Racing callers change each key set once: the others
     /// report `already-rotated` and change nothing.
@@ -527,6 +537,14 @@ impl Keyward {
         for row in rows {
             let now = self.clock.now();
             let keys = self.store.list_keys(row.id).await?;
+            // The set and its keys are read separately: if another process
+            // changed the set in between, this view is torn, and the change
+            // it would plan has been made already.
+            let reread = self.store.get_keyset(&row.name).await?;
+            if reread.as_ref().map(|r| r.version) != Some(row.version) {
+                events.push(Self::raced(&row.name));
+                continue;
+            }
             let views = keys
                 .iter()
                 .map(|k| {
@@ -558,12 +576,7 @@ impl Keyward {
                 }
                 events.extend(done);
             } else {
-                events.push(RotationEvent {
-                    keyset: row.name.clone(),
-                    action: "already-rotated",
-                    kid: String::new(),
-                    detail: "another keyward process applied this transition first; nothing changed here".into(),
-                });
+                events.push(Self::raced(&row.name));
             }
         }
         if changed {
