@@ -413,7 +413,7 @@ async fn downtime_catches_up_with_one_rotation(backend: Backend) {
 
     // The retired key expires after `retain` and leaves the JWKS.
     let retired = in_state(&keys(&server, "sleepy").await, pb::KeyState::Retired);
-    assert_eq!(retired, [set.active_kid.clone()]);
+    assert_eq!(retired, std::slice::from_ref(&set.active_kid));
     clock.advance(10 * 60);
     let events = rotate_due(&server, "sleepy").await;
     assert!(
@@ -522,10 +522,13 @@ async fn revocation(backend: Backend) {
         "{:?}",
         r.warnings
     );
-    assert_eq!(in_state(&r.keys, pb::KeyState::Active), [pending.clone()]);
+    assert_eq!(
+        in_state(&r.keys, pb::KeyState::Active),
+        std::slice::from_ref(&pending)
+    );
     assert_eq!(
         in_state(&r.keys, pb::KeyState::Revoked),
-        [set.active_kid.clone()]
+        std::slice::from_ref(&set.active_kid)
     );
     let fresh_pending = in_state(&r.keys, pb::KeyState::Pending);
     assert_eq!(fresh_pending.len(), 1);
