@@ -426,3 +426,104 @@ fn unreachable_database_is_one_clear_line() {
     assert!(err.contains("refused"), "the cause is named: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn two_serve_processes_share_rotations_within_two_seconds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let one = serve(&data, &[]).expect("first replica");
+    let two = serve(&data, &[("KEYWARD_NO_SCHEDULER", "true")]).expect("second replica");
+
+    let created = json_out(&cli(
+        &data,
+        &one.grpc,
+        &[
+            "--output",
+            "json",
+            "keyset",
+            "create",
+            "shared",
+            "--alg",
+            "ES256",
+            "--rotate-every",
+            "7d",
+            "--prepublish",
+            "12h",
+            "--retain",
+            "2d",
+            "--max-token-ttl",
+            "30m",
+        ],
+        None,
+    ));
+    assert_eq!(created["rotation"], "every 7d");
+    assert_eq!(created["prepublish"], "12h");
+    let shown = stdout(&cli(&data, &two.grpc, &["keyset", "get", "shared"], None));
+    assert!(
+        shown.contains("every 7d") && shown.contains("next_rotation"),
+        "{shown}"
+    );
+
+    let dry = stdout(&cli(&data, &two.grpc, &["rotate", "--dry-run"], None));
+    assert_eq!(dry.trim(), "nothing due", "{dry}");
+
+    let rotated = cli(&data, &one.grpc, &["keyset", "rotate", "shared"], None);
+    let warning = String::from_utf8_lossy(&rotated.stderr).to_string();
+    assert!(
+        warning.starts_with("warning: "),
+        "a young pending key is promoted with a warning: {warning}"
+    );
+    let keys = json_out(&cli(
+        &data,
+        &one.grpc,
+        &["--output", "json", "keys", "list", "shared"],
+        None,
+    ));
+    let active = keys
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["state"] == "active")
+        .and_then(|k| k["kid"].as_str())
+        .expect("active key")
+        .to_string();
+    assert_ne!(active, created["active_kid"].as_str().unwrap_or_default());
+
+    let started = std::time::Instant::now();
+    loop {
+        let body = reqwest_like_get(&format!("{}/keysets/shared/jwks.json", two.http));
+        if body.contains(&active) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the second process did not serve the rotation within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signed = json_out(&cli(
+        &data,
+        &two.grpc,
+        &[
+            "--output", "json", "sign", "--keyset", "shared", "--claims", "{}", "--ttl", "30m",
+        ],
+        None,
+    ));
+    assert_eq!(
+        signed["kid"],
+        active.as_str(),
+        "both replicas sign with the new key"
+    );
+    let too_long = cli(
+        &data,
+        &two.grpc,
+        &[
+            "sign", "--keyset", "shared", "--claims", "{}", "--ttl", "31m",
+        ],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("max-token-ttl"));
+
+    assert!(one.terminate().0.success());
+    assert!(two.terminate().0.success());
+}
