@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// JWKS Cache-Control max-age in seconds [default: 300]
     #[arg(long, env = "KEYWARD_JWKS_MAX_AGE")]
     pub jwks_max_age: Option<u64>,
+    /// Issuer URL: `iss` of OAuth tokens and base of published URLs [default: http://<http-addr>]
+    #[arg(long, env = "KEYWARD_ISSUER")]
+    pub issuer: Option<String>,
     /// How often the built-in scheduler performs due rotations [default: 30s]
     #[arg(long, env = "KEYWARD_ROTATION_INTERVAL")]
     pub rotation_interval: Option<String>,
@@ -70,6 +73,7 @@ struct FileConfig {
     jwks_max_age: Option<u64>,
     rotation_interval: Option<String>,
     no_scheduler: Option<bool>,
+    issuer: Option<String>,
 }
 
 /// Where the master key comes from.
@@ -112,6 +116,8 @@ pub struct ServeConfig {
     pub jwks_max_age: u64,
     /// Period of the built-in rotation sweep; `None` turns it off.
     pub rotation_interval: Option<Duration>,
+    /// Issuer URL; `None`: `http://<http-addr>`.
+    pub issuer: Option<String>,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -125,6 +131,7 @@ impl fmt::Debug for ServeConfig {
             .field("default_keyset", &self.default_keyset)
             .field("jwks_max_age", &self.jwks_max_age)
             .field("rotation_interval", &self.rotation_interval)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -156,6 +163,7 @@ impl ServeConfig {
             default_keyset: "default".into(),
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
+            issuer: None,
         }
     }
 
@@ -229,14 +237,30 @@ impl ServeConfig {
                     None => defaults.rotation_interval,
                 }
             },
+            issuer: args.issuer.clone().or(file.issuer),
             data_dir,
         };
+        if let Some(issuer) = &config.issuer
+            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        {
+            return Err(Error::invalid(
+                "issuer",
+                "must be an http:// or https:// URL, e.g. https://keyward.example.com",
+            ));
+        }
         if config.jwks_max_age == 0 {
             return Err(Error::invalid("jwks_max_age", "must be at least 1 second"));
         }
         crate::model::validate_keyset_name(&config.default_keyset)
             .map_err(|_| Error::invalid("default_keyset", "must be a valid key set name"))?;
         Ok(config)
+    }
+
+    /// The issuer URL: as configured, or `http://<http-addr>`.
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_addr))
     }
 
     /// Whether the database is SQLite.

@@ -10,7 +10,8 @@ use crate::{
     crypto::{secrets_equal, sha256},
     secret::SecretString,
     service::{
-        Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PolicyInput, RotationEvent, Transition,
+        Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PolicyInput, RotationEvent, SignRequest,
+        Transition,
     },
 };
 
@@ -215,6 +216,10 @@ fn client_pb(c: Client) -> pb::Client {
         secret_version: u32::try_from(c.secret_version).unwrap_or(u32::MAX),
         created_at: c.created_at,
         updated_at: c.updated_at,
+        token_keyset: c.token_keyset.unwrap_or_default(),
+        token_ttl_seconds: c.token_ttl,
+        audience: c.audience,
+        allowed_scopes: c.allowed_scopes,
     }
 }
 
@@ -320,12 +325,46 @@ impl KeySets for Api {
         let r = req.into_inner();
         let signed = self
             .svc
-            .sign_jwt(&r.keyset, &r.claims_json, r.ttl_seconds)
+            .sign_jwt(&SignRequest {
+                keyset: r.keyset,
+                claims_json: r.claims_json,
+                ttl_seconds: r.ttl_seconds,
+                profile: r.profile,
+                subject: r.subject,
+                email: r.email,
+            })
             .await?;
         ok(pb::SignJwtResponse {
             jwt: signed.jwt,
             kid: signed.kid,
             expires_at: signed.expires_at,
+        })
+    }
+
+    async fn export_key(&self, req: Request<pb::ExportKeyRequest>) -> Reply<pb::ExportKeyResponse> {
+        let r = req.into_inner();
+        let exported = self.svc.export_key(&r.keyset, &r.key).await?;
+        ok(pb::ExportKeyResponse {
+            kid: exported.kid,
+            algorithm: exported.algorithm,
+            private_key_pkcs8_der: exported.private_pkcs8_der.expose().to_vec(),
+            public_key_spki_der: exported.public_spki_der,
+            state: exported.state.as_str().to_string(),
+            issuer: exported.issuer,
+            jwks_uri: exported.jwks_uri,
+        })
+    }
+
+    async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> Reply<pb::ImportKeyResponse> {
+        let r = req.into_inner();
+        let imported = self
+            .svc
+            .import_key(&r.keyset, &r.private_key, r.public_key.as_deref(), &r.kid)
+            .await?;
+        ok(pb::ImportKeyResponse {
+            imported: Some(key_pb(imported.key)),
+            events: imported.events.into_iter().map(event_pb).collect(),
+            keys: imported.keys.into_iter().map(key_pb).collect(),
         })
     }
 
@@ -353,6 +392,10 @@ impl Clients for Api {
                 .labels
                 .map(|l| l.values.into_iter().collect::<BTreeMap<_, _>>()),
             secret: r.secret.map(SecretString::new),
+            token_keyset: r.token_keyset,
+            token_ttl: r.token_ttl_seconds,
+            audience: r.audience,
+            allowed_scopes: r.allowed_scopes.map(|s| s.values),
         };
         let outcome = self.svc.put_client(&r.id, patch).await?;
         ok(pb::PutClientResponse {

@@ -5,13 +5,22 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+use crate::{
+    Error, model,
+    secret::SecretString,
+    service::{Keyward, OAuthError, TokenRequest},
 };
 
-use crate::{Error, model, service::Keyward};
+/// Largest token request body.
+pub const MAX_TOKEN_REQUEST_BYTES: usize = 8 * 1024;
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
@@ -27,6 +36,11 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(default_jwks))
         .route("/keysets/{name}/jwks.json", get(keyset_jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route(
+            "/oauth2/token",
+            post(token).layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES)),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -80,6 +94,186 @@ fn jwks_response(state: &HttpState, name: &str, headers: &HeaderMap) -> Response
         h.insert(header::CACHE_CONTROL, v);
     }
     response
+}
+
+/// OpenID Provider metadata: what keyward really offers, no more.
+async fn discovery(State(state): State<HttpState>) -> Response {
+    let issuer = state.svc.issuer().to_string();
+    let algs: Vec<String> = match state.svc.get_keyset(&state.default_keyset).await {
+        Ok(set) => vec![set.row.algorithm],
+        Err(_) => Vec::new(),
+    };
+    let doc = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        // No authorization endpoint: keyward issues tokens to clients only.
+        "response_types_supported": [],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs,
+        "claims_supported": ["iss", "sub", "aud", "iat", "exp", "jti", "scope", "client_id"],
+    });
+    let mut response = Json(doc).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+/// An RFC 6749 §5.2 error response.
+fn oauth_error(err: &OAuthError) -> Response {
+    let status = match err {
+        OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+        OAuthError::Server(inner) => {
+            tracing::error!(error = %inner, "token endpoint failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let description = match err {
+        OAuthError::Server(_) => "internal error".to_string(),
+        other => other.to_string(),
+    };
+    let body = serde_json::json!({ "error": err.code(), "error_description": description });
+    let mut response = (status, Json(body)).into_response();
+    let h = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"keyward\""),
+        );
+    }
+    no_store(h);
+    response
+}
+
+fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// `Authorization: Basic` credentials, form-urlencoded inside (RFC 6749 §2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, SecretString)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::InvalidClient("malformed Basic credentials".into());
+    let text = value.to_str().map_err(|_| malformed())?;
+    let Some(encoded) = text
+        .strip_prefix("Basic ")
+        .or_else(|| text.strip_prefix("basic "))
+    else {
+        return Err(OAuthError::InvalidClient(
+            "only Basic client authentication is accepted in the Authorization header".into(),
+        ));
+    };
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = SecretString::new(String::from_utf8(decoded).map_err(|_| malformed())?);
+    let (id, secret) = decoded.expose().split_once(':').ok_or_else(malformed)?;
+    let unescape = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((unescape(id), SecretString::new(unescape(secret)))))
+}
+
+/// `POST /oauth2/token`: the client-credentials grant.
+async fn token(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match token_request(&headers, body) {
+        Ok(req) => match state.svc.client_credentials(req).await {
+            Ok(issued) => {
+                let body = serde_json::json!({
+                    "access_token": issued.access_token,
+                    "token_type": "Bearer",
+                    "expires_in": issued.expires_in,
+                    "scope": issued.scope,
+                });
+                let mut response = Json(body).into_response();
+                no_store(response.headers_mut());
+                response
+            }
+            Err(err) => oauth_error(&err),
+        },
+        Err(response) => *response,
+    }
+}
+
+fn token_request(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<TokenRequest, Box<Response>> {
+    let fail = |e: OAuthError| Box::new(oauth_error(&e));
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let mut r = fail(OAuthError::InvalidRequest(format!(
+            "the request body could not be read; it may be at most {MAX_TOKEN_REQUEST_BYTES} bytes"
+        )));
+        *r.status_mut() = status;
+        r
+    })?;
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Err(fail(OAuthError::InvalidRequest(
+            "send the parameters as application/x-www-form-urlencoded".into(),
+        )));
+    }
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(&body) {
+        if params.iter().any(|(seen, _)| *seen == k) {
+            return Err(fail(OAuthError::InvalidRequest(format!(
+                "parameter {k:?} is repeated"
+            ))));
+        }
+        params.push((k.into_owned(), v.into_owned()));
+    }
+    let mut take = |name: &str| {
+        params
+            .iter()
+            .position(|(k, _)| k == name)
+            .map(|i| params.swap_remove(i).1)
+    };
+    let grant_type = take("grant_type");
+    let scope = take("scope");
+    let form_id = take("client_id");
+    let form_secret = take("client_secret").map(SecretString::new);
+    let basic = basic_credentials(headers).map_err(fail)?;
+    let (client_id, client_secret) = match (basic, form_id, form_secret) {
+        (Some(_), _, Some(_)) => {
+            return Err(fail(OAuthError::InvalidRequest(
+                "use one client authentication method: Basic or client_secret in the body, not both".into(),
+            )));
+        }
+        (Some((id, _)), Some(form_id), None) if form_id != id => {
+            return Err(fail(OAuthError::InvalidRequest(
+                "client_id in the body differs from the Basic credentials".into(),
+            )));
+        }
+        (Some((id, secret)), _, None) => (id, secret),
+        (None, Some(id), Some(secret)) => (id, secret),
+        (None, _, _) => {
+            return Err(fail(OAuthError::InvalidClient(
+                "client authentication is required: HTTP Basic, or client_id and client_secret in the body".into(),
+            )));
+        }
+    };
+    Ok(TokenRequest {
+        grant_type,
+        scope,
+        client_id,
+        client_secret,
+    })
 }
 
 async fn healthz() -> Response {

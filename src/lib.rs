@@ -29,6 +29,7 @@ pub mod config;
 pub mod cron;
 pub mod crypto;
 pub mod error;
+pub mod files;
 pub mod grpc;
 pub mod http;
 pub mod jwks;

@@ -64,7 +64,7 @@ async fn migrate(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), Cli
 }
 
 async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliError> {
-    let config = config(cli, args)?;
+    let mut config = config(cli, args)?;
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -75,6 +75,10 @@ async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliEr
     };
     let grpc = bind(config.grpc_addr).await?;
     let http = bind(config.http_addr).await?;
+    // With port 0 the OS picks: record what it picked (the default issuer uses it).
+    let local = |l: &tokio::net::TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    config.grpc_addr = local(&grpc, config.grpc_addr);
+    config.http_addr = local(&http, config.http_addr);
     let app = server::prepare(config, Arc::new(SystemClock))
         .await
         .map_err(startup)?;

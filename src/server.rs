@@ -2,7 +2,7 @@
 //! database's canary before writing anything, migrate, bootstrap the first admin
 //! token and default key set, then serve gRPC and HTTP until shutdown.
 
-use std::{future::Future, io::Write as _, path::Path, sync::Arc, time::Duration};
+use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
@@ -14,6 +14,7 @@ use crate::{
         aead::{MasterKey, RowId},
         b64url, random, sha256,
     },
+    files::{create_private_dir, write_private_file},
     grpc::{self, Authenticator},
     http::{self, HttpState},
     jwks::{self, JwksCache},
@@ -55,40 +56,6 @@ fn ensure_data_dir(config: &ServeConfig) -> Result<()> {
         create_private_dir(&config.data_dir)?;
     }
     Ok(())
-}
-
-/// Creates `dir` (mode 0700 on Unix) if missing.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| Error::FailedPrecondition(format!("cannot create {}: {e}", dir.display())))
-}
-
-/// Writes `contents` to `path` atomically (temp file + rename), mode 0600.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let fail = |e: std::io::Error| {
-        Error::FailedPrecondition(format!("cannot write {}: {e}", path.display()))
-    };
-    let tmp = path.with_extension(format!("tmp-{}", b64url(&random::bytes::<6>())));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let result = options
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(contents)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(fail)
 }
 
 /// Resolves the master key. A missing key is generated only for SQLite and
@@ -181,6 +148,7 @@ pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> 
         Arc::clone(&clock),
         Arc::clone(&jwks),
         config.jwks_max_age,
+        config.issuer(),
     ));
     if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
         // First start of this database: give it a default key set to serve.

@@ -63,6 +63,7 @@ async fn sign(
             keyset: keyset.into(),
             claims_json: claims.to_string(),
             ttl_seconds: ttl,
+            ..Default::default()
         })
         .await
         .expect("SignJwt")
@@ -382,6 +383,7 @@ async fn clients_and_secrets(backend: Backend) {
                 values: HashMap::from([("team".into(), "data".into())]),
             }),
             secret: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -684,6 +686,7 @@ async fn bad_input_gets_precise_codes(backend: Backend) {
         keyset: keyset.into(),
         claims_json: claims,
         ttl_seconds: ttl,
+        ..Default::default()
     };
     let big = json!({ "pad": "x".repeat(17 * 1024) }).to_string();
     let more: Vec<(&str, (Code, String), Code, &str)> = vec![
@@ -1055,6 +1058,7 @@ async fn moved_ciphertext_is_data_loss(backend: Backend) {
                 keyset: "dst".into(),
                 claims_json: "{}".into(),
                 ttl_seconds: None,
+                ..Default::default()
             })
             .await,
     );

@@ -282,6 +282,7 @@ async fn walk(backend: Backend, w: Walk) {
                     keyset: "walk".into(),
                     claims_json: r#"{"sub":"walker"}"#.into(),
                     ttl_seconds: Some(ttl),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -542,6 +543,7 @@ async fn revocation(backend: Backend) {
             keyset: "rv".into(),
             claims_json: "{}".into(),
             ttl_seconds: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -676,6 +678,7 @@ async fn bad_policies_and_ttls_get_precise_errors(backend: Backend) {
             keyset: "good".into(),
             claims_json: "{}".into(),
             ttl_seconds: Some(HOUR + 1),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -77,7 +77,13 @@ CREATE TABLE clients (
     labels         TEXT NOT NULL,
     secret_version INTEGER NOT NULL,
     created_at     INTEGER NOT NULL,
-    updated_at     INTEGER NOT NULL
+    updated_at     INTEGER NOT NULL,
+    -- OAuth 2.0 client-credentials tokens: the key set that signs them (by
+    -- name), their lifetime in seconds, audience and the scopes allowed.
+    token_keyset   TEXT,
+    token_ttl      INTEGER NOT NULL DEFAULT 900,
+    audience       TEXT NOT NULL DEFAULT '',
+    allowed_scopes TEXT NOT NULL DEFAULT '[]'
 );
 
 CREATE TABLE client_secrets (

@@ -218,6 +218,13 @@ impl SigningKey {
         })
     }
 
+    /// The same key under another kid (an imported key keeps the kid its
+    /// tokens already carry).
+    pub fn with_kid(mut self, kid: String) -> Self {
+        self.kid = kid;
+        self
+    }
+
     /// The algorithm this key signs with.
     pub fn algorithm(&self) -> Algorithm {
         self.alg

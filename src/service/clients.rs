@@ -44,6 +44,14 @@ pub struct Client {
     pub created_at: i64,
     /// Last update time.
     pub updated_at: i64,
+    /// Key set signing its client-credentials tokens; `None`: no tokens issued.
+    pub token_keyset: Option<String>,
+    /// Lifetime of its tokens, seconds.
+    pub token_ttl: u64,
+    /// `aud` of its tokens; empty for none.
+    pub audience: String,
+    /// Scopes it may request at the token endpoint.
+    pub allowed_scopes: Vec<String>,
 }
 
 /// `PutClient`'s input: `None` keeps the stored value (or takes the default on
@@ -64,7 +72,18 @@ pub struct ClientPatch {
     pub labels: Option<BTreeMap<String, String>>,
     /// Secret for a new client; `None` generates one.
     pub secret: Option<SecretString>,
+    /// Key set signing its tokens; empty clears it.
+    pub token_keyset: Option<String>,
+    /// Lifetime of its tokens, seconds.
+    pub token_ttl: Option<u64>,
+    /// `aud` of its tokens; empty clears it.
+    pub audience: Option<String>,
+    /// Scopes it may request (replaces all).
+    pub allowed_scopes: Option<Vec<String>>,
 }
+
+/// Default lifetime of client-credentials tokens.
+pub const DEFAULT_CLIENT_TOKEN_TTL: u64 = 15 * 60;
 
 /// `PutClient`'s result.
 #[derive(Debug)]
@@ -100,7 +119,7 @@ pub struct RotatedSecret {
 }
 
 impl Keyward {
-    fn client_from_row(row: ClientRow) -> Result<Client> {
+    pub(super) fn client_from_row(row: ClientRow) -> Result<Client> {
         let scopes = serde_json::from_str(&row.scopes).map_err(Error::internal)?;
         let labels = serde_json::from_str(&row.labels).map_err(Error::internal)?;
         Ok(Client {
@@ -114,7 +133,32 @@ impl Keyward {
             secret_version: row.secret_version,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            token_keyset: row.token_keyset,
+            token_ttl: u64::try_from(row.token_ttl).unwrap_or(0),
+            audience: row.audience,
+            allowed_scopes: serde_json::from_str(&row.allowed_scopes).map_err(Error::internal)?,
         })
+    }
+
+    /// A client's token key set must exist and allow its token lifetime.
+    async fn check_token_settings(&self, row: &ClientRow) -> Result<()> {
+        let Some(name) = &row.token_keyset else {
+            return Ok(());
+        };
+        let set = self.store.get_keyset(name).await?.ok_or_else(|| {
+            Error::invalid("token_keyset", format!("key set {name:?} does not exist"))
+        })?;
+        if row.token_ttl > set.max_token_ttl {
+            return Err(Error::invalid(
+                "token_ttl",
+                format!(
+                    "{} is above key set {name:?}'s max-token-ttl ({})",
+                    crate::rotation::human(u64::try_from(row.token_ttl).unwrap_or(0)),
+                    crate::rotation::human(u64::try_from(set.max_token_ttl).unwrap_or(0))
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn client_row(&self, id: &str) -> Result<ClientRow> {
@@ -161,6 +205,7 @@ impl Keyward {
                 )));
             }
             let updated = apply_patch(existing, patch, now)?;
+            self.check_token_settings(&updated).await?;
             if !self.store.update_client(&updated).await? {
                 return Err(Error::NotFound(format!("client {id:?} does not exist")));
             }
@@ -182,12 +227,17 @@ impl Keyward {
             secret_version: 1,
             created_at: now,
             updated_at: now,
+            token_keyset: None,
+            token_ttl: i64::try_from(DEFAULT_CLIENT_TOKEN_TTL).unwrap_or(900),
+            audience: String::new(),
+            allowed_scopes: "[]".into(),
         };
         let (secret, generated) = match &patch.secret {
             Some(given) => (given.clone(), false),
             None => (Self::generate_secret(), true),
         };
         let row = apply_patch(blank, patch, now)?;
+        self.check_token_settings(&row).await?;
         let secret_row = SecretRow {
             client_id: id.to_string(),
             version: 1,
@@ -360,23 +410,29 @@ fn validate_patch(patch: ClientPatch) -> Result<ClientPatch> {
     if patch.display_name.as_ref().is_some_and(|n| n.len() > 256) {
         return Err(Error::invalid("display_name", "at most 256 characters"));
     }
-    if let Some(scopes) = &patch.scopes {
-        for scope in scopes {
-            // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-            let ok = !scope.is_empty()
-                && scope.len() <= 256
-                && scope
-                    .bytes()
-                    .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
-            if !ok {
-                return Err(Error::invalid(
-                    "scopes",
-                    format!(
-                        "{scope:?} is not a scope token (RFC 6749 §3.3: printable ASCII, no spaces, quotes or backslashes)"
-                    ),
-                ));
-            }
+    for (field, scopes) in [
+        ("scopes", &patch.scopes),
+        ("allowed_scopes", &patch.allowed_scopes),
+    ] {
+        if let Some(scopes) = scopes {
+            validate_scopes(field, scopes)?;
         }
+    }
+    if let Some(name) = patch.token_keyset.as_deref().filter(|n| !n.is_empty()) {
+        model::validate_keyset_name(name).map_err(|_| {
+            Error::invalid("token_keyset", format!("{name:?} is not a key set name"))
+        })?;
+    }
+    if let Some(ttl) = patch.token_ttl
+        && (ttl == 0 || ttl > crate::service::MAX_TOKEN_TTL)
+    {
+        return Err(Error::invalid(
+            "token_ttl",
+            "must be at least 1s and at most the token key set's max-token-ttl",
+        ));
+    }
+    if patch.audience.as_ref().is_some_and(|a| a.len() > 1024) {
+        return Err(Error::invalid("audience", "at most 1024 characters"));
     }
     if let Some(labels) = &patch.labels
         && (labels.len() > 64
@@ -392,7 +448,39 @@ fn validate_patch(patch: ClientPatch) -> Result<ClientPatch> {
     Ok(patch)
 }
 
+/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+pub fn validate_scopes(field: &'static str, scopes: &[String]) -> Result<()> {
+    for scope in scopes {
+        let ok = !scope.is_empty()
+            && scope.len() <= 256
+            && scope
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+        if !ok {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{scope:?} is not a scope token (RFC 6749 §3.3: printable ASCII, no spaces, quotes or backslashes)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn apply_patch(mut row: ClientRow, patch: ClientPatch, now: i64) -> Result<ClientRow> {
+    if let Some(v) = patch.token_keyset {
+        row.token_keyset = (!v.is_empty()).then_some(v);
+    }
+    if let Some(v) = patch.token_ttl {
+        row.token_ttl = i64::try_from(v).unwrap_or(i64::MAX);
+    }
+    if let Some(v) = patch.audience {
+        row.audience = v;
+    }
+    if let Some(v) = patch.allowed_scopes {
+        row.allowed_scopes = serde_json::to_string(&v).map_err(Error::internal)?;
+    }
     if let Some(v) = patch.display_name {
         row.display_name = v;
     }

@@ -28,7 +28,7 @@ pub const DEFAULT_TOKEN_TTL: u64 = 3600;
 /// Longest `max-token-ttl` a key set may have.
 pub const MAX_TOKEN_TTL: u64 = 366 * 86_400;
 
-const KEYS_TABLE: &str = "keys";
+pub(super) const KEYS_TABLE: &str = "keys";
 
 /// A key set as shown to callers.
 #[derive(Debug, Clone)]
@@ -65,6 +65,50 @@ pub struct SignedJwt {
     pub kid: String,
     /// `exp`, Unix seconds.
     pub expires_at: i64,
+}
+
+/// A `SignJwt` request.
+#[derive(Debug, Clone, Default)]
+pub struct SignRequest {
+    /// The key set that signs.
+    pub keyset: String,
+    /// Claims, a JSON object (empty means `{}`).
+    pub claims_json: String,
+    /// Lifetime in seconds.
+    pub ttl_seconds: Option<u64>,
+    /// `""` or `openmetadata`.
+    pub profile: String,
+    /// Sets `sub`.
+    pub subject: Option<String>,
+    /// Sets `email`.
+    pub email: Option<String>,
+}
+
+/// Sets `sub` and `email` from the request's fields, refusing a conflict with
+/// the same claim given in `claims_json`.
+fn apply_subject_and_email(
+    claims: &mut serde_json::Map<String, serde_json::Value>,
+    subject: Option<&str>,
+    email: Option<&str>,
+) -> Result<()> {
+    for (field, claim, value) in [("subject", "sub", subject), ("email", "email", email)] {
+        let Some(value) = value else { continue };
+        if value.is_empty() {
+            return Err(Error::invalid(field, "must not be empty when given"));
+        }
+        match claims.get(claim) {
+            Some(existing) if existing.as_str() != Some(value) => {
+                return Err(Error::invalid(
+                    field,
+                    format!("conflicts with the {claim:?} claim in claims_json"),
+                ));
+            }
+            _ => {
+                claims.insert(claim.into(), value.into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Policy settings a caller gives; `None` keeps the stored value (or the
@@ -227,7 +271,7 @@ impl Keyward {
         Ok((alg, row.rsa_bits.and_then(|b| u32::try_from(b).ok())))
     }
 
-    async fn keyset_row(&self, name: &str) -> Result<KeySetRow> {
+    pub(super) async fn keyset_row(&self, name: &str) -> Result<KeySetRow> {
         model::validate_keyset_name(name)?;
         self.store
             .get_keyset(name)
@@ -256,7 +300,7 @@ impl Keyward {
     }
 
     /// Stored times, completed with the planned ones for pending and active keys.
-    fn key_infos(row: &KeySetRow, keys: Vec<KeyRow>) -> Result<Vec<KeyInfo>> {
+    pub(super) fn key_infos(row: &KeySetRow, keys: Vec<KeyRow>) -> Result<Vec<KeyInfo>> {
         let policy = policy_of(row)?;
         let pending_ready = keys
             .iter()
@@ -624,7 +668,8 @@ impl Keyward {
             tracing::warn!(keyset = %row.name, "{w}");
         }
         self.published_changed().await;
-        let keys = Self::key_infos(row, self.store.list_keys(row.id).await?)?;
+        let row = self.keyset_row(&row.name).await?;
+        let keys = Self::key_infos(&row, self.store.list_keys(row.id).await?)?;
         Ok(Transition {
             events: Self::events_of(&row.name, &plan, Some(&change)),
             warnings: plan.warnings,
@@ -734,23 +779,25 @@ impl Keyward {
         };
         let pkcs8 = self.open(&row_id, &sealed.master_key_id, &sealed.private_key)?;
         let alg = model::parse_algorithm(&row.algorithm)?;
-        let key = Arc::new(SigningKey::from_pkcs8(alg, pkcs8.expose()).map_err(|e| {
+        let key = SigningKey::from_pkcs8(alg, pkcs8.expose()).map_err(|e| {
             tracing::error!(row = %row_id, error = %e, "stored private key does not parse");
             Error::DataLoss
-        })?);
+        })?;
+        // Imported keys keep the kid their tokens already carry.
+        let key = Arc::new(key.with_kid(sealed.kid.clone()));
         if let Ok(mut signers) = self.signers.lock() {
             signers.insert(row.id, Arc::clone(&key));
         }
         Ok(key)
     }
 
-    /// Signs `claims_json` with the key set's active key.
-    pub async fn sign_jwt(
-        &self,
-        keyset: &str,
-        claims_json: &str,
-        ttl_seconds: Option<u64>,
-    ) -> Result<SignedJwt> {
+    /// Signs a token with the key set's active key, as `SignJwt` asks.
+    pub async fn sign_jwt(&self, req: &SignRequest) -> Result<SignedJwt> {
+        let claims_json = if req.claims_json.is_empty() {
+            "{}"
+        } else {
+            &req.claims_json
+        };
         if claims_json.len() > MAX_CLAIMS_BYTES {
             return Err(Error::invalid(
                 "claims_json",
@@ -760,7 +807,7 @@ impl Keyward {
                 ),
             ));
         }
-        let claims = match serde_json::from_str::<serde_json::Value>(claims_json) {
+        let mut claims = match serde_json::from_str::<serde_json::Value>(claims_json) {
             Ok(serde_json::Value::Object(map)) => map,
             Ok(_) => return Err(Error::invalid("claims_json", "must be a JSON object")),
             Err(e) => {
@@ -778,20 +825,43 @@ impl Keyward {
                 ));
             }
         }
-        let row = self.keyset_row(keyset).await?;
+        apply_subject_and_email(&mut claims, req.subject.as_deref(), req.email.as_deref())?;
+        match req.profile.as_str() {
+            "" => {}
+            "openmetadata" => super::openmetadata::check_om_claims(&mut claims)?,
+            other => {
+                return Err(Error::invalid(
+                    "profile",
+                    format!("{other:?} is not a profile; use openmetadata or leave it empty"),
+                ));
+            }
+        }
+        let row = self.keyset_row(&req.keyset).await?;
+        self.sign_claims(&row, claims, req.ttl_seconds).await
+    }
+
+    /// Signs `claims` with the active key of `row`, setting `iat` and `exp`.
+    /// `ttl` defaults to an hour (capped by the key set's max-token-ttl).
+    pub(super) async fn sign_claims(
+        &self,
+        row: &KeySetRow,
+        claims: serde_json::Map<String, serde_json::Value>,
+        ttl: Option<u64>,
+    ) -> Result<SignedJwt> {
         let max = secs_u64(row.max_token_ttl);
-        let ttl = ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL.min(max));
+        let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL.min(max));
         if ttl == 0 || ttl > max {
             return Err(Error::invalid(
                 "ttl_seconds",
                 format!(
-                    "{} is out of range for key set {keyset:?}: use 1s to its max-token-ttl ({})",
+                    "{} is out of range for key set {:?}: use 1s to its max-token-ttl ({})",
                     rotation::human(ttl),
+                    row.name,
                     rotation::human(max)
                 ),
             ));
         }
-        let key = self.signer(&row).await?;
+        let key = self.signer(row).await?;
         let now = self.clock.now();
         let exp = now.saturating_add(secs_i64(ttl));
         let token = jwt::sign(&key, claims, now, exp).map_err(Error::internal)?;

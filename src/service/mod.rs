@@ -5,9 +5,13 @@
 //! - [`keysets`]: key sets, signing, and the rotation lifecycle driven by
 //!   [`crate::rotation`].
 //! - [`clients`]: OIDC clients and their secrets.
+//! - [`oauth`]: the OAuth 2.0 client-credentials grant.
+//! - [`openmetadata`]: OpenMetadata's key formats and token rules.
 
 mod clients;
 mod keysets;
+mod oauth;
+mod openmetadata;
 
 use std::{
     collections::HashMap,
@@ -16,6 +20,8 @@ use std::{
 
 pub use clients::*;
 pub use keysets::*;
+pub use oauth::*;
+pub use openmetadata::*;
 
 use crate::{
     Error, Result,
@@ -38,6 +44,8 @@ pub struct Keyward {
     jwks: Arc<JwksCache>,
     /// The configured JWKS max-age, which rotation policies are checked against.
     jwks_max_age: u64,
+    /// keyward's issuer URL (`iss` of its OAuth tokens, base of its URLs).
+    issuer: String,
     /// Parsed active key per key set id, so signing skips decrypting and parsing.
     signers: Mutex<HashMap<i64, Arc<SigningKey>>>,
 }
@@ -50,6 +58,7 @@ impl Keyward {
         clock: Arc<dyn Clock>,
         jwks: Arc<JwksCache>,
         jwks_max_age: u64,
+        issuer: String,
     ) -> Self {
         Self {
             store,
@@ -57,6 +66,7 @@ impl Keyward {
             clock,
             jwks,
             jwks_max_age,
+            issuer: issuer.trim_end_matches('/').to_string(),
             signers: Mutex::new(HashMap::new()),
         }
     }
@@ -64,6 +74,11 @@ impl Keyward {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// keyward's issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// The JWKS snapshot.

@@ -188,6 +188,14 @@ pub struct ClientRow {
     pub created_at: i64,
     /// Last update time.
     pub updated_at: i64,
+    /// Key set signing its client-credentials tokens.
+    pub token_keyset: Option<String>,
+    /// Lifetime of its tokens, seconds.
+    pub token_ttl: i64,
+    /// `aud` of its tokens; empty for none.
+    pub audience: String,
+    /// Scopes it may request, as a JSON array.
+    pub allowed_scopes: String,
 }
 
 /// One version of a client secret, sealed.
@@ -242,6 +250,8 @@ pub trait Store: Send + Sync + Debug {
     async fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>>;
     /// The sealed private half of a key set's active key.
     async fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>>;
+    /// The sealed private half of a key (pending or active keys have one).
+    async fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>>;
     /// A key by kid, whatever its key set's state.
     async fn find_key(&self, kid: &str) -> Result<Option<KeyRow>>;
     /// Applies `change` in one transaction conditional on the key set still

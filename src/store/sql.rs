@@ -303,6 +303,17 @@ macro_rules! impl_store {
             }
 
             #[instrument(skip_all, fields(kid))]
+            async fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>> {
+                Ok(sqlx::query_as(
+                    "SELECT kid, private_key, master_key_id FROM keys WHERE kid = $1 \
+                     AND private_key IS NOT NULL AND master_key_id IS NOT NULL",
+                )
+                .bind(kid)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all, fields(kid))]
             async fn find_key(&self, kid: &str) -> Result<Option<KeyRow>> {
                 Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {KEY_COLUMNS} WHERE k.kid = $1"
@@ -394,8 +405,9 @@ macro_rules! impl_store {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO clients (id, display_name, discovery_uri, callback_url, scopes, \
-                     auth_method, labels, secret_version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     auth_method, labels, secret_version, created_at, updated_at, token_keyset, \
+                     token_ttl, audience, allowed_scopes) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(&client.id)
                 .bind(&client.display_name)
@@ -407,6 +419,10 @@ macro_rules! impl_store {
                 .bind(client.secret_version)
                 .bind(client.created_at)
                 .bind(client.updated_at)
+                .bind(&client.token_keyset)
+                .bind(client.token_ttl)
+                .bind(&client.audience)
+                .bind(&client.allowed_scopes)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -422,7 +438,8 @@ macro_rules! impl_store {
                 let done = sqlx::query(
                     "UPDATE clients SET display_name = $1, discovery_uri = $2, \
                      callback_url = $3, scopes = $4, auth_method = $5, labels = $6, \
-                     updated_at = $7 WHERE id = $8",
+                     updated_at = $7, token_keyset = $8, token_ttl = $9, audience = $10, \
+                     allowed_scopes = $11 WHERE id = $12",
                 )
                 .bind(&client.display_name)
                 .bind(&client.discovery_uri)
@@ -431,6 +448,10 @@ macro_rules! impl_store {
                 .bind(&client.auth_method)
                 .bind(&client.labels)
                 .bind(client.updated_at)
+                .bind(&client.token_keyset)
+                .bind(client.token_ttl)
+                .bind(&client.audience)
+                .bind(&client.allowed_scopes)
                 .bind(&client.id)
                 .execute(&self.pool)
                 .await?;

@@ -267,9 +267,11 @@ impl TestServer {
         Self::start_with(db, db.config(), Arc::new(clock)).await
     }
 
-    pub async fn start_with(db: &TestDb, config: ServeConfig, clock: Arc<dyn Clock>) -> Self {
+    pub async fn start_with(db: &TestDb, mut config: ServeConfig, clock: Arc<dyn Clock>) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        config.grpc_addr = grpc.local_addr().expect("addr");
+        config.http_addr = http.local_addr().expect("addr");
         let grpc_url = format!("http://{}", grpc.local_addr().expect("addr"));
         let http_url = format!("http://{}", http.local_addr().expect("addr"));
         let app = server::prepare(config, clock)

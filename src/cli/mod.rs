@@ -1,5 +1,8 @@
 //! The `keyward` command line: `serve`, `migrate`, and the admin commands, which
-//! are gRPC clients of a running server.
+//! are gRPC clients of a running server. [`openmetadata`] holds the commands
+//! that speak OpenMetadata's formats.
+
+mod openmetadata;
 
 use std::{
     io::Read as _,
@@ -78,12 +81,30 @@ pub enum Command {
         #[arg(long)]
         keyset: String,
         /// Claims as a JSON object.
-        #[arg(long)]
+        #[arg(long, default_value = "{}")]
         claims: String,
-        /// Lifetime, e.g. 15m, 1h, 1d.
+        /// Lifetime, e.g. 15m, 1h, 1d (at most the key set's max-token-ttl).
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// `openmetadata`: a token OpenMetadata accepts (needs --subject).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Sets `sub` (and `preferred_username` under the openmetadata profile).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Sets `email`.
+        #[arg(long)]
+        email: Option<String>,
+        /// Write the token to FILE atomically (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
+    /// Export a key in another system's format.
+    #[command(subcommand)]
+    Export(openmetadata::ExportCmd),
+    /// Import another system's key.
+    #[command(subcommand)]
+    Import(openmetadata::ImportCmd),
     /// Manage OIDC clients and their secrets.
     #[command(subcommand)]
     Client(ClientCmd),
@@ -194,6 +215,7 @@ pub enum KeysCmd {
 
 /// `keyward client …`
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; size is irrelevant
 pub enum ClientCmd {
     /// Create a client (secret generated unless --secret-stdin) or update its metadata.
     Put {
@@ -220,7 +242,22 @@ pub enum ClientCmd {
         /// Label KEY=VALUE (repeatable); replaces the stored labels.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Key set that signs this client's client-credentials tokens ("" clears it).
+        #[arg(long)]
+        token_keyset: Option<String>,
+        /// Lifetime of its tokens, e.g. 15m (at most the key set's max-token-ttl) [default: 15m]
+        #[arg(long)]
+        token_ttl: Option<String>,
+        /// `aud` of its tokens ("" clears it).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Scope it may request at the token endpoint (repeatable); replaces the stored ones.
+        #[arg(long = "allowed-scope")]
+        allowed_scopes: Vec<String>,
     },
+    /// Print a client's settings as another system's configuration.
+    #[command(subcommand)]
+    Env(openmetadata::EnvCmd),
     /// Show a client's metadata (never its secret).
     Get {
         /// Client id.
@@ -321,7 +358,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 }
 
 /// An authenticated connection to a running keyward.
-struct Admin {
+pub(crate) struct Admin {
     channel: Channel,
     bearer: MetadataValue<tonic::metadata::Ascii>,
 }
@@ -339,7 +376,7 @@ impl Admin {
         Ok(Self { channel, bearer })
     }
 
-    fn req<T>(&self, message: T) -> Request<T> {
+    pub(crate) fn req<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request
             .metadata_mut()
@@ -347,11 +384,11 @@ impl Admin {
         request
     }
 
-    fn keysets(&self) -> KeySetsClient<Channel> {
+    pub(crate) fn keysets(&self) -> KeySetsClient<Channel> {
         KeySetsClient::new(self.channel.clone())
     }
 
-    fn clients(&self) -> ClientsClient<Channel> {
+    pub(crate) fn clients(&self) -> ClientsClient<Channel> {
         ClientsClient::new(self.channel.clone())
     }
 }
@@ -378,7 +415,7 @@ fn resolve_token(cli: &Cli) -> Result<String, CliError> {
     read_token_file(&file)
 }
 
-fn read_token_file(path: &Path) -> Result<String, CliError> {
+pub(crate) fn read_token_file(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path)
         .map(|t| t.trim().to_string())
         .map_err(|e| CliError::usage(format!("cannot read token file {}: {e}", path.display())))
@@ -450,6 +487,10 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
             keyset,
             claims,
             ttl,
+            profile,
+            subject,
+            email,
+            out: out_file,
         } => {
             let signed = admin
                 .keysets()
@@ -457,9 +498,22 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
                     keyset: keyset.clone(),
                     claims_json: claims.clone(),
                     ttl_seconds: Some(seconds("ttl", ttl)?),
+                    profile: profile.clone().unwrap_or_default(),
+                    subject: subject.clone(),
+                    email: email.clone(),
                 }))
                 .await?
                 .into_inner();
+            if let Some(path) = out_file {
+                crate::files::write_private_file(path, format!("{}\n", signed.jwt).as_bytes())?;
+                eprintln!(
+                    "wrote a token (kid {}, expires {}) to {}",
+                    signed.kid,
+                    format_time(signed.expires_at),
+                    path.display()
+                );
+                return Ok(());
+            }
             match out {
                 Output::Table => println!("{}", signed.jwt),
                 Output::Json => println!(
@@ -470,6 +524,8 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Client(cmd) => client(&admin, out, cmd).await,
+        Command::Export(cmd) => openmetadata::export(&admin, out, cmd).await,
+        Command::Import(cmd) => openmetadata::import(&admin, out, cmd).await,
     }
 }
 
@@ -546,6 +602,10 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             scopes,
             auth_method,
             labels,
+            token_keyset,
+            token_ttl,
+            audience,
+            allowed_scopes,
         } => {
             let labels = if labels.is_empty() {
                 None
@@ -565,18 +625,29 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
                 None
             };
             let r = api
-                .put_client(admin.req(pb::PutClientRequest {
-                    id: id.clone(),
-                    display_name: display_name.clone(),
-                    discovery_uri: discovery_uri.clone(),
-                    callback_url: callback_url.clone(),
-                    scopes: (!scopes.is_empty()).then(|| pb::StringList {
-                        values: scopes.clone(),
+                .put_client(
+                    admin.req(pb::PutClientRequest {
+                        id: id.clone(),
+                        display_name: display_name.clone(),
+                        discovery_uri: discovery_uri.clone(),
+                        callback_url: callback_url.clone(),
+                        scopes: (!scopes.is_empty()).then(|| pb::StringList {
+                            values: scopes.clone(),
+                        }),
+                        auth_method: auth_method.clone(),
+                        labels,
+                        secret,
+                        token_keyset: token_keyset.clone(),
+                        token_ttl_seconds: token_ttl
+                            .as_deref()
+                            .map(|t| seconds("token_ttl", t))
+                            .transpose()?,
+                        audience: audience.clone(),
+                        allowed_scopes: (!allowed_scopes.is_empty()).then(|| pb::StringList {
+                            values: allowed_scopes.clone(),
+                        }),
                     }),
-                    auth_method: auth_method.clone(),
-                    labels,
-                    secret,
-                }))
+                )
                 .await?
                 .into_inner();
             let client = r.client.unwrap_or_default();
@@ -669,6 +740,7 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
                 }
             }
         }
+        ClientCmd::Env(cmd) => return openmetadata::client_env(admin, out, cmd).await,
         ClientCmd::Delete { id } => {
             api.delete_client(admin.req(pb::DeleteClientRequest { id: id.clone() }))
                 .await?;
@@ -699,7 +771,7 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
     Ok(())
 }
 
-fn print_done(out: Output, message: &str) {
+pub(crate) fn print_done(out: Output, message: &str) {
     match out {
         Output::Table => println!("{message}"),
         Output::Json => println!("{}", json!({ "ok": true, "message": message })),
@@ -822,7 +894,7 @@ fn print_events(out: Output, events: &[pb::RotationEvent], dry_run: bool) {
     print_rows(out, rows, &["keyset", "action", "kid", "detail"]);
 }
 
-fn print_transition(
+pub(crate) fn print_transition(
     out: Output,
     events: &[pb::RotationEvent],
     warnings: &[String],
@@ -856,6 +928,10 @@ fn client_json(c: &pb::Client) -> Value {
         "secret_version": c.secret_version,
         "created_at": format_time(c.created_at),
         "updated_at": format_time(c.updated_at),
+        "token_keyset": c.token_keyset,
+        "token_ttl": human(c.token_ttl_seconds),
+        "audience": c.audience,
+        "allowed_scopes": c.allowed_scopes,
     })
 }
 

@@ -1,0 +1,176 @@
+//! Measures keyward's hot paths through its real interfaces and prints figures:
+//! JWKS over HTTP (keep-alive, concurrent), SignJwt over gRPC per algorithm,
+//! key generation, and a rotation sweep over many key sets.
+//!
+//! `cargo bench --bench service` (SQLite; set KEYWARD_TEST_DATABASE_URL to
+//! measure on PostgreSQL too). Nothing here asserts a time.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb, TestServer};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use keyward::grpc::pb;
+
+struct Stats {
+    count: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>, elapsed: Duration) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    Stats {
+        count: samples.len(),
+        elapsed,
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+fn report(what: &str, s: &Stats) {
+    println!(
+        "{what:<38} {:>7} ops  {:>9.0} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms",
+        s.count,
+        s.count as f64 / s.elapsed.as_secs_f64(),
+        s.p50.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3
+    );
+}
+
+async fn jwks(server: &TestServer, concurrency: usize, per_task: usize) -> Stats {
+    let url: hyper::Uri = format!("{}/.well-known/jwks.json", server.http_url)
+        .parse()
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                let resp = client.get(url.clone()).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+                samples.push(t.elapsed());
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    stats(all, started.elapsed())
+}
+
+async fn sign(server: &TestServer, keyset: &str, n: usize) -> Stats {
+    let mut ks = server.keysets();
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        ks.sign_jwt(pb::SignJwtRequest {
+            keyset: keyset.into(),
+            claims_json: r#"{"sub":"bench","email":"bench@example.com"}"#.into(),
+            ttl_seconds: Some(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        samples.push(t.elapsed());
+    }
+    stats(samples, started.elapsed())
+}
+
+async fn create(server: &TestServer, name: &str, alg: &str, bits: u32) -> Duration {
+    let t = Instant::now();
+    server
+        .keysets()
+        .create_key_set(pb::CreateKeySetRequest {
+            name: name.into(),
+            algorithm: alg.into(),
+            rsa_bits: bits,
+            policy: None,
+        })
+        .await
+        .unwrap();
+    t.elapsed()
+}
+
+async fn run(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    println!("\n== {backend:?} ==");
+
+    for (name, alg, bits) in [
+        ("rs2048", "RS256", 2048),
+        ("rs3072", "RS256", 3072),
+        ("rs4096", "RS256", 4096),
+        ("es256", "ES256", 0),
+        ("ed", "EdDSA", 0),
+    ] {
+        let took = create(&server, name, alg, bits).await;
+        println!(
+            "{:<38} {:>9.1} ms (two keys: active + pending)",
+            format!("CreateKeySet {alg} {bits}"),
+            took.as_secs_f64() * 1e3
+        );
+    }
+    for (name, label) in [
+        ("rs2048", "SignJwt RS256-2048"),
+        ("es256", "SignJwt ES256"),
+        ("ed", "SignJwt EdDSA"),
+    ] {
+        sign(&server, name, 50).await; // warm the signer cache
+        report(label, &sign(&server, name, 2000).await);
+    }
+    report("JWKS GET, 1 connection", &jwks(&server, 1, 5000).await);
+    report("JWKS GET, 8 concurrent", &jwks(&server, 8, 2500).await);
+
+    for i in 0..100 {
+        create(&server, &format!("many-{i}"), "ES256", 0).await;
+    }
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    for _ in 0..50 {
+        let t = Instant::now();
+        server
+            .keysets()
+            .rotate_due(pb::RotateDueRequest {
+                keyset: None,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        samples.push(t.elapsed());
+    }
+    report(
+        "RotateDue sweep, 106 key sets, none due",
+        &stats(samples, started.elapsed()),
+    );
+    server.stop().await;
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        run(Backend::Sqlite).await;
+        run(Backend::Postgres).await;
+    });
+}

@@ -1,0 +1,265 @@
+//! `keyward export openmetadata`, `keyward import openmetadata` and
+//! `keyward client env openmetadata`: OpenMetadata's formats, one command each.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use serde_json::{Map, Value};
+
+use super::{Admin, CliError, Output, print_transition};
+use crate::{
+    files::{ensure_private_dir, write_private_file},
+    grpc::pb,
+    service::OM_DEFAULT_JWKS_URL,
+};
+
+/// `keyward export …`
+#[derive(Subcommand, Debug)]
+pub enum ExportCmd {
+    /// Write private_key.der, public_key.der and openmetadata.env for OpenMetadata.
+    Openmetadata {
+        /// RSA key set whose key OpenMetadata will sign with.
+        #[arg(long)]
+        keyset: String,
+        /// Directory to write (created 0700; files 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// JWT_ISSUER for OpenMetadata.
+        #[arg(long, default_value = "open-metadata.org")]
+        issuer: String,
+        /// Which key: active, or pending (restart OM onto it before keyward activates it).
+        #[arg(long, default_value = "active")]
+        key: String,
+        /// Where OpenMetadata will find the files, if not at --out (e.g. a mount path).
+        #[arg(long, value_name = "DIR")]
+        om_dir: Option<PathBuf>,
+        /// OpenMetadata's own JWKS URL, kept first in AUTHENTICATION_PUBLIC_KEYS.
+        #[arg(long, default_value = OM_DEFAULT_JWKS_URL)]
+        om_jwks_url: String,
+    },
+}
+
+/// `keyward import …`
+#[derive(Subcommand, Debug)]
+pub enum ImportCmd {
+    /// Install OpenMetadata's existing RSA key as the active key, keeping its kid.
+    Openmetadata {
+        /// RSA key set to install it in.
+        #[arg(long)]
+        keyset: String,
+        /// Private key: PKCS#8 or PKCS#1, DER or PEM (OM's private_key.der).
+        #[arg(long, value_name = "FILE")]
+        private_key: PathBuf,
+        /// Public key to check against the private key (OM's public_key.der).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// The kid OM's tokens carry (its JWT_KEY_ID).
+        #[arg(long)]
+        kid: String,
+    },
+}
+
+/// `keyward client env …`
+#[derive(Subcommand, Debug)]
+pub enum EnvCmd {
+    /// The OIDC_* / AUTHENTICATION_* lines of OM's confidential custom-OIDC setup.
+    Openmetadata {
+        /// Client id.
+        id: String,
+    },
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError {
+        message: format!("cannot read {what} {}: {e}", path.display()),
+        code: 2,
+    })
+}
+
+/// Quotes a value for an env file read by a shell or docker compose.
+fn env_value(v: &str) -> String {
+    if !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@,[]=+%".contains(&b))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}
+
+fn env_lines(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", env_value(v)))
+        .collect()
+}
+
+fn pairs_json(pairs: &[(&str, String)]) -> Value {
+    let map: Map<String, Value> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+        .collect();
+    Value::Object(map)
+}
+
+/// `keyward export openmetadata`.
+pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), CliError> {
+    let ExportCmd::Openmetadata {
+        keyset,
+        out: dir,
+        issuer,
+        key,
+        om_dir,
+        om_jwks_url,
+    } = cmd;
+    let exported = admin
+        .keysets()
+        .export_key(admin.req(pb::ExportKeyRequest {
+            keyset: keyset.clone(),
+            key: key.clone(),
+        }))
+        .await?
+        .into_inner();
+    ensure_private_dir(dir)?;
+    let private = dir.join("private_key.der");
+    let public = dir.join("public_key.der");
+    write_private_file(&private, &exported.private_key_pkcs8_der)?;
+    write_private_file(&public, &exported.public_key_spki_der)?;
+    let om_base = match om_dir {
+        Some(d) => d.clone(),
+        None => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+    };
+    let pairs = [
+        (
+            "RSA_PRIVATE_KEY_FILE_PATH",
+            om_base.join("private_key.der").display().to_string(),
+        ),
+        (
+            "RSA_PUBLIC_KEY_FILE_PATH",
+            om_base.join("public_key.der").display().to_string(),
+        ),
+        ("JWT_ISSUER", issuer.clone()),
+        ("JWT_KEY_ID", exported.kid.clone()),
+        (
+            "AUTHENTICATION_PUBLIC_KEYS",
+            format!("[{om_jwks_url},{}]", exported.jwks_uri),
+        ),
+    ];
+    let env = format!(
+        "# keyward export openmetadata: key set {keyset}, {} key {}\n{}",
+        exported.state,
+        exported.kid,
+        env_lines(&pairs)
+    );
+    write_private_file(&dir.join("openmetadata.env"), env.as_bytes())?;
+    match out {
+        Output::Json => {
+            let mut v = pairs_json(&pairs);
+            v["dir"] = Value::String(dir.display().to_string());
+            v["state"] = Value::String(exported.state);
+            println!("{v}");
+        }
+        Output::Table => {
+            eprintln!(
+                "wrote private_key.der, public_key.der and openmetadata.env ({} key {}) to {}",
+                exported.state,
+                exported.kid,
+                dir.display()
+            );
+            print!("{}", env_lines(&pairs));
+        }
+    }
+    Ok(())
+}
+
+/// `keyward import openmetadata`.
+pub async fn import(admin: &Admin, out: Output, cmd: &ImportCmd) -> Result<(), CliError> {
+    let ImportCmd::Openmetadata {
+        keyset,
+        private_key,
+        public_key,
+        kid,
+    } = cmd;
+    let private = read_file(private_key, "private key")?;
+    let public = public_key
+        .as_deref()
+        .map(|p| read_file(p, "public key"))
+        .transpose()?;
+    let r = admin
+        .keysets()
+        .import_key(admin.req(pb::ImportKeyRequest {
+            keyset: keyset.clone(),
+            private_key: private,
+            public_key: public,
+            kid: kid.clone(),
+        }))
+        .await?
+        .into_inner();
+    print_transition(out, &r.events, &[], &r.keys);
+    Ok(())
+}
+
+/// OIDC issuer ("authority") of a discovery URI.
+fn authority_of(discovery_uri: &str) -> String {
+    discovery_uri
+        .trim_end_matches('/')
+        .trim_end_matches("/.well-known/openid-configuration")
+        .to_string()
+}
+
+/// `keyward client env openmetadata ID`.
+pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), CliError> {
+    let EnvCmd::Openmetadata { id } = cmd;
+    let mut api = admin.clients();
+    let client = api
+        .get_client(admin.req(pb::GetClientRequest { id: id.clone() }))
+        .await?
+        .into_inner();
+    let secret = api
+        .get_client_secret(admin.req(pb::GetClientSecretRequest {
+            id: id.clone(),
+            version: None,
+        }))
+        .await?
+        .into_inner();
+    let scope = if client.scopes.is_empty() {
+        "openid email profile".to_string()
+    } else {
+        client.scopes.join(" ")
+    };
+    let pairs = [
+        ("AUTHENTICATION_PROVIDER", "custom-oidc".to_string()),
+        ("AUTHENTICATION_CLIENT_TYPE", "confidential".to_string()),
+        ("AUTHENTICATION_CLIENT_ID", client.id.clone()),
+        (
+            "AUTHENTICATION_AUTHORITY",
+            authority_of(&client.discovery_uri),
+        ),
+        ("AUTHENTICATION_CALLBACK_URL", client.callback_url.clone()),
+        ("OIDC_CLIENT_ID", client.id.clone()),
+        ("OIDC_TYPE", "custom".to_string()),
+        ("OIDC_CLIENT_SECRET", secret.secret),
+        ("OIDC_SCOPE", scope),
+        ("OIDC_DISCOVERY_URI", client.discovery_uri.clone()),
+        ("OIDC_CALLBACK", client.callback_url.clone()),
+        ("OIDC_CLIENT_AUTH_METHOD", client.auth_method.clone()),
+        ("OIDC_RESPONSE_TYPE", "code".to_string()),
+        ("OIDC_PREFERRED_JWS", "RS256".to_string()),
+    ];
+    match out {
+        Output::Json => println!("{}", pairs_json(&pairs)),
+        Output::Table => print!("{}", env_lines(&pairs)),
+    }
+    if client.discovery_uri.is_empty() || client.callback_url.is_empty() {
+        eprintln!(
+            "warning: client {id} has no {}; set it with `keyward client put {id} --discovery-uri … --callback-url …`",
+            if client.discovery_uri.is_empty() {
+                "discovery URI"
+            } else {
+                "callback URL"
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The OAuth 2.0 client-credentials grant (RFC 6749 §4.4): a client proves
+//! its secret (current, or a previous one in its grace period) and receives a
+//! JWT signed by its token key set.
+
+use serde_json::{Map, Value};
+
+use super::Keyward;
+use crate::{
+    Error,
+    crypto::{b64url, random},
+    model,
+    secret::SecretString,
+};
+
+/// A token request, after the transport has parsed the form and the
+/// client authentication.
+#[derive(Debug)]
+pub struct TokenRequest {
+    /// `grant_type`.
+    pub grant_type: Option<String>,
+    /// `scope`, space-delimited.
+    pub scope: Option<String>,
+    /// The authenticated client id.
+    pub client_id: String,
+    /// The presented secret.
+    pub client_secret: SecretString,
+}
+
+/// A successful token response.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The granted scopes, space-delimited.
+    pub scope: String,
+}
+
+/// RFC 6749 §5.2 errors.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// Malformed request.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Client authentication failed.
+    #[error("{0}")]
+    InvalidClient(String),
+    /// The client may not use this grant.
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    /// Grant type not supported.
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    /// Scope not allowed.
+    #[error("{0}")]
+    InvalidScope(String),
+    /// keyward failed; logged, never detailed to the caller.
+    #[error("internal error")]
+    Server(#[source] Error),
+}
+
+impl OAuthError {
+    /// The RFC 6749 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidClient(_) => "invalid_client",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::Server(_) => "server_error",
+        }
+    }
+}
+
+impl Keyward {
+    /// Issues a client-credentials token.
+    pub async fn client_credentials(&self, req: TokenRequest) -> Result<IssuedToken, OAuthError> {
+        match req.grant_type.as_deref() {
+            Some("client_credentials") => {}
+            None | Some("") => {
+                return Err(OAuthError::InvalidRequest("grant_type is required".into()));
+            }
+            Some(other) => {
+                return Err(OAuthError::UnsupportedGrantType(format!(
+                    "{other:?} is not supported; use client_credentials"
+                )));
+            }
+        }
+        let bad_client = || OAuthError::InvalidClient("client authentication failed".into());
+        if model::validate_client_id(&req.client_id).is_err() {
+            return Err(bad_client());
+        }
+        let Some(row) = self
+            .store
+            .get_client(&req.client_id)
+            .await
+            .map_err(OAuthError::Server)?
+        else {
+            return Err(bad_client());
+        };
+        let matched = self
+            .verify_client_secret(&req.client_id, &req.client_secret)
+            .await
+            .map_err(OAuthError::Server)?;
+        if matched.is_none() {
+            tracing::info!(client = %req.client_id, "token request with a wrong secret");
+            return Err(bad_client());
+        }
+        let client = Self::client_from_row(row).map_err(OAuthError::Server)?;
+        let Some(keyset) = client.token_keyset.as_deref() else {
+            return Err(OAuthError::UnauthorizedClient(format!(
+                "client {:?} has no token key set; set one with `keyward client put {} --token-keyset NAME`",
+                client.id, client.id
+            )));
+        };
+        let granted: Vec<String> = match req.scope.as_deref().map(str::trim) {
+            None | Some("") => client.allowed_scopes.clone(),
+            Some(requested) => {
+                let mut granted = Vec::new();
+                for scope in requested.split_whitespace() {
+                    if !client.allowed_scopes.iter().any(|s| s == scope) {
+                        return Err(OAuthError::InvalidScope(format!(
+                            "scope {scope:?} is not allowed for this client"
+                        )));
+                    }
+                    if !granted.iter().any(|g| g == scope) {
+                        granted.push(scope.to_string());
+                    }
+                }
+                granted
+            }
+        };
+        let set = self
+            .store
+            .get_keyset(keyset)
+            .await
+            .map_err(OAuthError::Server)?
+            .ok_or_else(|| {
+                OAuthError::Server(Error::internal(format!(
+                    "client {}'s token key set {keyset:?} does not exist",
+                    client.id
+                )))
+            })?;
+        let scope = granted.join(" ");
+        let jti = b64url(&random::bytes::<16>());
+        let mut claims = Map::new();
+        claims.insert("iss".into(), Value::String(self.issuer.clone()));
+        claims.insert("sub".into(), Value::String(client.id.clone()));
+        claims.insert("client_id".into(), Value::String(client.id.clone()));
+        if !client.audience.is_empty() {
+            claims.insert("aud".into(), Value::String(client.audience.clone()));
+        }
+        claims.insert("jti".into(), Value::String(jti.clone()));
+        if !scope.is_empty() {
+            claims.insert("scope".into(), Value::String(scope.clone()));
+        }
+        let signed = self
+            .sign_claims(&set, claims, Some(client.token_ttl))
+            .await
+            .map_err(OAuthError::Server)?;
+        tracing::info!(client = %client.id, jti, kid = %signed.kid, "client-credentials token issued");
+        Ok(IssuedToken {
+            access_token: signed.jwt,
+            expires_in: client.token_ttl,
+            scope,
+        })
+    }
+}

@@ -1,0 +1,395 @@
+//! OpenMetadata integration: exporting a key in the formats OM reads
+//! (PKCS#8 and SPKI DER), importing OM's existing key under its existing kid,
+//! and the claim rules of tokens OM accepts.
+
+use rsa::{
+    RsaPrivateKey, RsaPublicKey,
+    pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _},
+    pkcs8::{
+        DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _,
+    },
+    traits::PublicKeyParts as _,
+};
+use serde_json::{Map, Value};
+
+use super::{KeyInfo, Keyward, RotationEvent, keysets::KEYS_TABLE};
+use crate::{
+    Error, Result,
+    crypto::{aead::RowId, keys::SigningKey},
+    model::{self, KeyState},
+    secret::SecretBytes,
+    store::{KeySetChange, KeySetRow, KeyUpdate, NewKey},
+};
+
+/// OpenMetadata's own JWKS URL, as its `AUTHENTICATION_PUBLIC_KEYS` default lists it.
+pub const OM_DEFAULT_JWKS_URL: &str = "http://localhost:8585/api/v1/system/config/jwks";
+
+/// Smallest RSA modulus accepted on import.
+pub const MIN_IMPORT_RSA_BITS: usize = 2048;
+/// Largest RSA modulus ring signs with.
+pub const MAX_IMPORT_RSA_BITS: usize = 8192;
+
+/// A key exported for OpenMetadata.
+#[derive(Debug)]
+pub struct ExportedKey {
+    /// The kid (OM's `JWT_KEY_ID`).
+    pub kid: String,
+    /// JOSE algorithm name.
+    pub algorithm: String,
+    /// Unencrypted PKCS#8 DER of the private key.
+    pub private_pkcs8_der: SecretBytes,
+    /// X.509 SubjectPublicKeyInfo DER of the public key.
+    pub public_spki_der: Vec<u8>,
+    /// `active` or `pending`.
+    pub state: KeyState,
+    /// keyward's issuer URL.
+    pub issuer: String,
+    /// The key set's JWKS URL.
+    pub jwks_uri: String,
+}
+
+/// The result of an import.
+#[derive(Debug)]
+pub struct Imported {
+    /// The imported key.
+    pub key: KeyInfo,
+    /// What changed.
+    pub events: Vec<RotationEvent>,
+    /// The key set's keys afterwards.
+    pub keys: Vec<KeyInfo>,
+}
+
+/// OpenMetadata rejects tokens it did not mint that carry these: refuse them
+/// up front with the reason, and set `preferred_username` from `sub`.
+pub fn check_om_claims(claims: &mut Map<String, Value>) -> Result<()> {
+    let refused: [(&str, &str); 3] = [
+        (
+            "isBot",
+            "OpenMetadata accepts isBot only on the bot token it stored itself",
+        ),
+        (
+            "tokenType",
+            "OpenMetadata accepts tokenType only on tokens in its own token cache",
+        ),
+        (
+            "sessionId",
+            "OpenMetadata accepts sessionId only for a live session it created",
+        ),
+    ];
+    for (claim, why) in refused {
+        if claims.contains_key(claim) {
+            return Err(Error::invalid(
+                "claims_json",
+                format!("claim {claim:?} is refused under the openmetadata profile: {why}"),
+            ));
+        }
+    }
+    if claims.get("email_verified") == Some(&Value::Bool(false)) {
+        return Err(Error::invalid(
+            "claims_json",
+            "claim \"email_verified\": false is refused under the openmetadata profile: OpenMetadata rejects such tokens",
+        ));
+    }
+    let sub = match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => {
+            return Err(Error::invalid(
+                "subject",
+                "the openmetadata profile needs a subject (--subject, or \"sub\" in the claims)",
+            ));
+        }
+    };
+    if let Some(email) = claims.get("email")
+        && !email.as_str().is_some_and(|e| e.contains('@'))
+    {
+        return Err(Error::invalid(
+            "email",
+            "must be an address like name@example.com: OpenMetadata takes the user name from the part before '@'",
+        ));
+    }
+    claims
+        .entry("preferred_username")
+        .or_insert_with(|| Value::String(sub));
+    Ok(())
+}
+
+fn require_rsa(row: &KeySetRow) -> Result<model::Algorithm> {
+    let alg = model::parse_algorithm(&row.algorithm)?;
+    if !alg.is_rsa() {
+        return Err(Error::FailedPrecondition(format!(
+            "key set {:?} signs with {alg}; OpenMetadata reads RSA keys only (create one with --alg RS256)",
+            row.name
+        )));
+    }
+    Ok(alg)
+}
+
+/// Whether `bytes` look like PEM text.
+fn pem_text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.contains("-----BEGIN"))
+}
+
+/// Parses an RSA private key: PKCS#8 or PKCS#1, DER or PEM.
+fn parse_private(bytes: &[u8]) -> Result<RsaPrivateKey> {
+    let bad = |why: &str| Error::invalid("private_key", why.to_string());
+    if let Some(text) = pem_text(bytes) {
+        if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+            return Err(bad(
+                "the key is encrypted; decrypt it first (openssl pkcs8 -topk8 -nocrypt)",
+            ));
+        }
+        if text.contains("BEGIN RSA PRIVATE KEY") {
+            return RsaPrivateKey::from_pkcs1_pem(text)
+                .map_err(|_| bad("malformed PKCS#1 PEM RSA private key"));
+        }
+        if text.contains("BEGIN PRIVATE KEY") {
+            return RsaPrivateKey::from_pkcs8_pem(text).map_err(|_| {
+                bad("not an RSA private key (a PKCS#8 key of another type, or malformed)")
+            });
+        }
+        return Err(bad(
+            "unrecognised PEM; give a PKCS#8 (BEGIN PRIVATE KEY) or PKCS#1 (BEGIN RSA PRIVATE KEY) key",
+        ));
+    }
+    if let Ok(key) = RsaPrivateKey::from_pkcs8_der(bytes) {
+        return Ok(key);
+    }
+    if let Ok(key) = RsaPrivateKey::from_pkcs1_der(bytes) {
+        return Ok(key);
+    }
+    if rsa::pkcs8::PrivateKeyInfo::try_from(bytes).is_ok() {
+        return Err(bad(
+            "not an RSA private key: OpenMetadata reads RSA keys only",
+        ));
+    }
+    Err(bad(
+        "not a PKCS#8 or PKCS#1 RSA private key (DER or PEM); OpenMetadata's private_key.der is PKCS#8 DER",
+    ))
+}
+
+/// Parses an RSA public key: SPKI or PKCS#1, DER or PEM.
+fn parse_public(bytes: &[u8]) -> Result<RsaPublicKey> {
+    let parsed = match pem_text(bytes) {
+        Some(text) if text.contains("BEGIN RSA PUBLIC KEY") => {
+            RsaPublicKey::from_pkcs1_pem(text).ok()
+        }
+        Some(text) => RsaPublicKey::from_public_key_pem(text).ok(),
+        None => RsaPublicKey::from_public_key_der(bytes)
+            .or_else(|_| RsaPublicKey::from_pkcs1_der(bytes))
+            .ok(),
+    };
+    parsed.ok_or_else(|| {
+        Error::invalid(
+            "public_key",
+            "not an X.509 SubjectPublicKeyInfo or PKCS#1 RSA public key (DER or PEM)",
+        )
+    })
+}
+
+/// A kid as OpenMetadata's `JWT_KEY_ID`: printable ASCII, no spaces.
+fn validate_kid(kid: &str) -> Result<()> {
+    let ok = !kid.is_empty()
+        && kid.len() <= 256
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "kid",
+            "give the kid tokens already carry (OpenMetadata's JWT_KEY_ID): 1 to 256 printable ASCII characters, no quotes or spaces",
+        ))
+    }
+}
+
+impl Keyward {
+    /// Exports a key set's active (or pending) RSA key for OpenMetadata.
+    pub async fn export_key(&self, keyset: &str, which: &str) -> Result<ExportedKey> {
+        let state = match which {
+            "" | "active" => KeyState::Active,
+            "pending" => KeyState::Pending,
+            other => {
+                return Err(Error::invalid(
+                    "key",
+                    format!("{other:?}: export the active or the pending key"),
+                ));
+            }
+        };
+        let row = self.keyset_row(keyset).await?;
+        let alg = require_rsa(&row)?;
+        let keys = self.store.list_keys(row.id).await?;
+        let key = keys
+            .iter()
+            .find(|k| k.state == state.as_str())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("key set {keyset:?} has no {state} key"))
+            })?;
+        let sealed = self.store.sealed_key(&key.kid).await?.ok_or_else(|| {
+            Error::FailedPrecondition(format!("key {} has no private material", key.kid))
+        })?;
+        let row_id = RowId {
+            table: KEYS_TABLE,
+            id: &sealed.kid,
+            version: 1,
+        };
+        let pkcs8 = self.open(&row_id, &sealed.master_key_id, &sealed.private_key)?;
+        let private = RsaPrivateKey::from_pkcs8_der(pkcs8.expose()).map_err(|_| {
+            tracing::error!(row = %row_id, "stored RSA key does not parse");
+            Error::DataLoss
+        })?;
+        let public_spki_der = private
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(Error::internal)?
+            .as_bytes()
+            .to_vec();
+        tracing::warn!(
+            keyset,
+            kid = %key.kid,
+            state = %state,
+            "private key exported (PKCS#8) for OpenMetadata"
+        );
+        Ok(ExportedKey {
+            kid: key.kid.clone(),
+            algorithm: alg.as_str().to_string(),
+            private_pkcs8_der: pkcs8,
+            public_spki_der,
+            state,
+            issuer: self.issuer.clone(),
+            jwks_uri: self.jwks_uri(keyset),
+        })
+    }
+
+    /// keyward's JWKS URL for `keyset`.
+    pub fn jwks_uri(&self, keyset: &str) -> String {
+        format!("{}/keysets/{keyset}/jwks.json", self.issuer)
+    }
+
+    /// Installs an existing RSA key as the active key under `kid`; the active
+    /// key retires (still published), the pending key is kept.
+    pub async fn import_key(
+        &self,
+        keyset: &str,
+        private_key: &[u8],
+        public_key: Option<&[u8]>,
+        kid: &str,
+    ) -> Result<Imported> {
+        validate_kid(kid)?;
+        let row = self.keyset_row(keyset).await?;
+        let alg = require_rsa(&row)?;
+        let private = parse_private(private_key)?;
+        let bits = private.size() * 8;
+        if bits < MIN_IMPORT_RSA_BITS {
+            return Err(Error::invalid(
+                "private_key",
+                format!(
+                    "a {bits}-bit RSA key is too weak; use at least {MIN_IMPORT_RSA_BITS} bits"
+                ),
+            ));
+        }
+        if bits > MAX_IMPORT_RSA_BITS {
+            return Err(Error::invalid(
+                "private_key",
+                format!(
+                    "a {bits}-bit RSA key is larger than the {MAX_IMPORT_RSA_BITS} bits keyward signs with"
+                ),
+            ));
+        }
+        if let Some(public) = public_key {
+            let public = parse_public(public)?;
+            if public.n() != private.n() || public.e() != private.e() {
+                return Err(Error::invalid(
+                    "public_key",
+                    "does not match private_key: they are halves of different keys",
+                ));
+            }
+        }
+        if let Some(existing) = self.store.find_key(kid).await? {
+            return Err(Error::AlreadyExists(format!(
+                "kid {kid:?} is already used (key set {:?}); a kid is never reused",
+                existing.keyset
+            )));
+        }
+        let der = private.to_pkcs8_der().map_err(Error::internal)?;
+        let pkcs8 = SecretBytes::new(der.as_bytes().to_vec());
+        let signing = SigningKey::from_pkcs8(alg, pkcs8.expose())
+            .map_err(|e| Error::invalid("private_key", format!("rejected for signing: {e}")))?;
+        let row_id = RowId {
+            table: KEYS_TABLE,
+            id: kid,
+            version: 1,
+        };
+        let now = self.clock.now();
+        let imported = NewKey {
+            kid: kid.to_string(),
+            state: KeyState::Active.as_str().to_string(),
+            algorithm: alg.as_str().to_string(),
+            public_jwk: Value::Object(signing.public_jwk().to_published(kid, alg)).to_string(),
+            private_key: self.master.seal(&row_id, pkcs8.expose()),
+            master_key_id: self.master.id().to_string(),
+            created_at: now,
+        };
+        let keys = self.store.list_keys(row.id).await?;
+        let policy = super::policy_of(&row)?;
+        let mut events = Vec::new();
+        let updates: Vec<KeyUpdate> = keys
+            .iter()
+            .filter(|k| k.state == KeyState::Active.as_str())
+            .map(|k| {
+                events.push(RotationEvent {
+                    keyset: row.name.clone(),
+                    action: "retire",
+                    kid: k.kid.clone(),
+                    detail: "active -> retired (replaced by the imported key)".into(),
+                });
+                KeyUpdate {
+                    kid: k.kid.clone(),
+                    from: KeyState::Active.as_str().to_string(),
+                    to: KeyState::Retired.as_str().to_string(),
+                    activated_at: None,
+                    retired_at: Some(now),
+                    expires_at: Some(
+                        now.saturating_add(i64::try_from(policy.retain).unwrap_or(i64::MAX)),
+                    ),
+                    revoked_at: None,
+                    destroy_private: true,
+                }
+            })
+            .collect();
+        events.push(RotationEvent {
+            keyset: row.name.clone(),
+            action: "activate",
+            kid: kid.to_string(),
+            detail: format!("imported {bits}-bit RSA key signs from now on"),
+        });
+        let change = KeySetChange {
+            updates,
+            inserts: vec![imported],
+            next_rotation_at: Some(policy.next_due(row.next_rotation_at.min(now), now)),
+            policy: None,
+        };
+        if !self
+            .store
+            .apply_keyset_change(row.id, row.version, &change)
+            .await?
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "key set {keyset:?} changed concurrently; nothing was changed, retry"
+            )));
+        }
+        self.forget_signer(row.id);
+        tracing::warn!(keyset, kid, bits, "key imported and active");
+        self.published_changed().await;
+        let row = self.keyset_row(keyset).await?;
+        let keys = Self::key_infos(&row, self.store.list_keys(row.id).await?)?;
+        let key = keys
+            .iter()
+            .find(|k| k.row.kid == kid)
+            .cloned()
+            .ok_or_else(|| Error::internal("imported key missing after import"))?;
+        Ok(Imported { key, events, keys })
+    }
+}
