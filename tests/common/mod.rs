@@ -371,6 +371,28 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
         .request(req.body(Empty::new()).expect("request"))
         .await
         .expect("HTTP request");
+    read_response(resp).await
+}
+
+/// POST `body` to `url` with `headers`.
+pub async fn http_post(url: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    let client =
+        HttpClient::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+    let mut req = hyper::Request::post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(
+            req.body(http_body_util::Full::new(Bytes::from(body.to_string())))
+                .expect("request"),
+        )
+        .await
+        .expect("HTTP request");
+    read_response(resp).await
+}
+
+async fn read_response(resp: hyper::Response<hyper::body::Incoming>) -> HttpResponse {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();

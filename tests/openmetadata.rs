@@ -1,0 +1,906 @@
+//! OpenMetadata with zero glue: exported files parse with openssl, OM's own
+//! openssl-made key imports under its kid, OM-profile tokens, OIDC discovery
+//! and the client-credentials grant — through the real server and CLI.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use common::{Backend, TestDb, TestServer, http_post};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, jwk::Jwk};
+use keyward::{clock::ManualClock, grpc::pb};
+use serde_json::{Value, json};
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+fn openssl() -> bool {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED openssl checks: no openssl binary on this machine");
+    }
+    ok
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--endpoint", &server.grpc_url, "--token", &server.token])
+        .args(args)
+        .output()
+        .expect("run keyward")
+}
+
+fn b64url_to_hex(s: &str) -> String {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap();
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn verify_with(token: &str, jwks: &Value) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let kid = header.kid.clone().unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("kid {kid} not in {jwks}"))
+        .clone();
+    let jwk: Jwk = serde_json::from_value(jwk).unwrap();
+    let mut v = Validation::new(header.alg);
+    v.validate_aud = false;
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(&jwk).unwrap(), &v)
+        .unwrap_or_else(|e| panic!("token does not verify: {e}"))
+        .claims
+}
+
+async fn create(server: &TestServer, name: &str, alg: &str) -> pb::KeySet {
+    server
+        .keysets()
+        .create_key_set(pb::CreateKeySetRequest {
+            name: name.into(),
+            algorithm: alg.into(),
+            rsa_bits: 0,
+            policy: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+async fn export_writes_what_openmetadata_reads(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let set = create(&server, "om", "RS256").await;
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("om-keys");
+    let dir_s = dir.to_str().unwrap();
+
+    let o = cli(
+        &server,
+        &["export", "openmetadata", "--keyset", "om", "--out", dir_s],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env = std::fs::read_to_string(dir.join("openmetadata.env")).unwrap();
+    assert!(
+        env.contains(&format!("JWT_KEY_ID={}", set.active_kid)),
+        "{env}"
+    );
+    assert!(env.contains("JWT_ISSUER=open-metadata.org"));
+    assert!(
+        env.contains(&format!(
+            "RSA_PRIVATE_KEY_FILE_PATH={dir_s}/private_key.der"
+        )),
+        "{env}"
+    );
+    assert!(env.contains(&format!("RSA_PUBLIC_KEY_FILE_PATH={dir_s}/public_key.der")));
+    assert!(
+        env.contains(&format!(
+            "AUTHENTICATION_PUBLIC_KEYS=[http://localhost:8585/api/v1/system/config/jwks,{}/keysets/om/jwks.json]",
+            server.http_url
+        )),
+        "{env}"
+    );
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["private_key.der", "public_key.der", "openmetadata.env"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+    }
+
+    let jwks = server.get("/keysets/om/jwks.json", &[]).await.json();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == set.active_kid.as_str())
+        .unwrap()
+        .clone();
+    if openssl() {
+        let private = dir.join("private_key.der");
+        let public = dir.join("public_key.der");
+        run(Command::new("openssl")
+            .args(["pkey", "-inform", "DER", "-noout", "-in"])
+            .arg(&private));
+        run(Command::new("openssl")
+            .args(["pkey", "-pubin", "-inform", "DER", "-noout", "-in"])
+            .arg(&public));
+        let modulus = run(Command::new("openssl")
+            .args([
+                "rsa", "-pubin", "-inform", "DER", "-noout", "-modulus", "-in",
+            ])
+            .arg(&public));
+        let modulus = String::from_utf8(modulus.stdout).unwrap();
+        assert_eq!(
+            modulus.trim().trim_start_matches("Modulus="),
+            b64url_to_hex(jwk["n"].as_str().unwrap()),
+            "the public key matches the JWKS entry"
+        );
+        let derived = run(Command::new("openssl")
+            .args([
+                "pkey", "-inform", "DER", "-pubout", "-outform", "DER", "-in",
+            ])
+            .arg(&private));
+        assert_eq!(
+            derived.stdout,
+            std::fs::read(&public).unwrap(),
+            "the halves match"
+        );
+    }
+
+    // OpenMetadata signs with the exported key; keyward's JWKS verifies it.
+    let pkcs8 = std::fs::read(dir.join("private_key.der")).unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        STANDARD.encode(&pkcs8)
+    );
+    let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(set.active_kid.clone());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let om_token = jsonwebtoken::encode(
+        &header,
+        &json!({"sub": "admin", "iss": "open-metadata.org", "exp": exp}),
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    verify_with(&om_token, &jwks);
+
+    // --key pending exports the next key; only RSA key sets export.
+    let pending_dir = out.path().join("next");
+    let o = cli(
+        &server,
+        &[
+            "--output",
+            "json",
+            "export",
+            "openmetadata",
+            "--keyset",
+            "om",
+            "--key",
+            "pending",
+            "--out",
+            pending_dir.to_str().unwrap(),
+        ],
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "pending");
+    assert_ne!(v["JWT_KEY_ID"], set.active_kid.as_str());
+    create(&server, "ec", "ES256").await;
+    let err = server
+        .keysets()
+        .export_key(pb::ExportKeyRequest {
+            keyset: "ec".into(),
+            key: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("RSA"), "{}", err.message());
+    let err = cli(
+        &server,
+        &[
+            "export",
+            "openmetadata",
+            "--keyset",
+            "om",
+            "--key",
+            "retired",
+            "--out",
+            "x",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&err.stderr).starts_with("error: INVALID_ARGUMENT"));
+    server.stop().await;
+}
+
+async fn import_an_openssl_key_keeping_its_kid(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    if !openssl() {
+        return;
+    }
+    let server = TestServer::start(&db).await;
+    let set = create(&server, "om", "RS256").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(tmp.path()).args(args));
+    // Exactly OpenMetadata's documented recipe.
+    ossl(&["genrsa", "-out", "key.pem", "2048"]);
+    ossl(&[
+        "pkcs8",
+        "-topk8",
+        "-inform",
+        "PEM",
+        "-outform",
+        "DER",
+        "-in",
+        "key.pem",
+        "-out",
+        "private_key.der",
+        "-nocrypt",
+    ]);
+    ossl(&[
+        "rsa",
+        "-in",
+        "key.pem",
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        "public_key.der",
+    ]);
+
+    let kid = "Gb389a-9f76-gdjs-a92j-0242bk94356";
+    let o = cli(
+        &server,
+        &[
+            "import",
+            "openmetadata",
+            "--keyset",
+            "om",
+            "--private-key",
+            p("private_key.der").to_str().unwrap(),
+            "--public-key",
+            p("public_key.der").to_str().unwrap(),
+            "--kid",
+            kid,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A token OpenMetadata signed before the switch verifies through keyward.
+    let pem = std::fs::read(p("key.pem")).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.into());
+    let om_token = jsonwebtoken::encode(
+        &header,
+        &json!({"sub": "ingestion-bot", "isBot": true, "tokenType": "BOT", "exp": 4_102_444_800u64}),
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let jwks = server.get("/keysets/om/jwks.json", &[]).await.json();
+    assert_eq!(verify_with(&om_token, &jwks)["sub"], "ingestion-bot");
+    assert!(
+        jwks.to_string().contains(&set.active_kid),
+        "the replaced key stays published (retired)"
+    );
+
+    // keyward signs with it now, under the same kid.
+    let signed = server
+        .keysets()
+        .sign_jwt(pb::SignJwtRequest {
+            keyset: "om".into(),
+            claims_json: r#"{"sub":"x"}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(signed.kid, kid);
+    assert_eq!(
+        jsonwebtoken::decode_header(&signed.jwt)
+            .unwrap()
+            .kid
+            .as_deref(),
+        Some(kid)
+    );
+    verify_with(&signed.jwt, &jwks);
+
+    // PKCS#1 PEM is accepted too.
+    ossl(&["genrsa", "-traditional", "-out", "pkcs1.pem", "2048"]);
+    let mut ks = server.keysets();
+    let import = |private: Vec<u8>, public: Option<Vec<u8>>, kid: &str| pb::ImportKeyRequest {
+        keyset: "om".into(),
+        private_key: private,
+        public_key: public,
+        kid: kid.into(),
+    };
+    ks.import_key(import(
+        std::fs::read(p("pkcs1.pem")).unwrap(),
+        None,
+        "pkcs1-kid",
+    ))
+    .await
+    .unwrap();
+
+    // Refusals, each precise; nothing changes.
+    ossl(&["genrsa", "-out", "weak.pem", "1024"]);
+    ossl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ec.pem",
+    ]);
+    ossl(&[
+        "pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-outform", "DER", "-out", "ec.der",
+    ]);
+    let der = std::fs::read(p("private_key.der")).unwrap();
+    let other_pub = {
+        ossl(&[
+            "rsa",
+            "-in",
+            "pkcs1.pem",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "other.der",
+        ]);
+        std::fs::read(p("other.der")).unwrap()
+    };
+    let cases = vec![
+        (
+            import(der.clone(), None, kid),
+            Code::AlreadyExists,
+            "already used",
+        ),
+        (
+            import(der.clone(), None, &set.active_kid),
+            Code::AlreadyExists,
+            "already used",
+        ),
+        (
+            import(std::fs::read(p("weak.pem")).unwrap(), None, "weak"),
+            Code::InvalidArgument,
+            "too weak",
+        ),
+        (
+            import(std::fs::read(p("ec.der")).unwrap(), None, "ec"),
+            Code::InvalidArgument,
+            "not an RSA",
+        ),
+        (
+            import(der.clone(), Some(other_pub), "mismatch"),
+            Code::InvalidArgument,
+            "does not match",
+        ),
+        (
+            import(b"garbage".to_vec(), None, "garbage"),
+            Code::InvalidArgument,
+            "private_key",
+        ),
+        (import(der.clone(), None, ""), Code::InvalidArgument, "kid"),
+        (
+            import(der.clone(), None, "has space"),
+            Code::InvalidArgument,
+            "kid",
+        ),
+    ];
+    let before = ks
+        .list_keys(pb::ListKeysRequest {
+            keyset: "om".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .len();
+    for (req, code, mentions) in cases {
+        let what = req.kid.clone();
+        let err = ks.import_key(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        assert!(
+            err.message().contains(mentions),
+            "{what}: {}",
+            err.message()
+        );
+    }
+    create(&server, "ec-set", "ES256").await;
+    let err = ks
+        .import_key(pb::ImportKeyRequest {
+            keyset: "ec-set".into(),
+            private_key: der,
+            public_key: None,
+            kid: "fresh".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let after = ks
+        .list_keys(pb::ListKeysRequest {
+            keyset: "om".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .len();
+    assert_eq!(before, after, "refused imports change nothing");
+    server.stop().await;
+}
+
+async fn openmetadata_profile_tokens(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    create(&server, "om", "RS256").await;
+    let mut ks = server.keysets();
+    let om = |claims: &str, subject: Option<&str>| pb::SignJwtRequest {
+        keyset: "om".into(),
+        claims_json: claims.into(),
+        profile: "openmetadata".into(),
+        subject: subject.map(str::to_string),
+        email: Some("ingestion-bot@example.com".into()),
+        ..Default::default()
+    };
+    for (claims, named) in [
+        (r#"{"isBot":true}"#, "isBot"),
+        (r#"{"isBot":false}"#, "isBot"),
+        (r#"{"tokenType":"PERSONAL_ACCESS"}"#, "tokenType"),
+        (r#"{"sessionId":"abc"}"#, "sessionId"),
+        (r#"{"email_verified":false}"#, "email_verified"),
+    ] {
+        let err = ks.sign_jwt(om(claims, Some("bot"))).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{claims}");
+        assert!(
+            err.message().contains(named) && err.message().contains("OpenMetadata"),
+            "{}",
+            err.message()
+        );
+    }
+    let err = ks.sign_jwt(om("{}", None)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("subject"));
+    let err = ks
+        .sign_jwt(om(r#"{"sub":"a"}"#, Some("b")))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("conflicts"), "{}", err.message());
+    let err = ks
+        .sign_jwt(pb::SignJwtRequest {
+            profile: "unknown".into(),
+            ..om("{}", Some("bot"))
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("profile"));
+
+    let ok = ks
+        .sign_jwt(om(
+            r#"{"roles":["Ingestion"],"email_verified":true}"#,
+            Some("ingestion-bot"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let jwks = server.get("/keysets/om/jwks.json", &[]).await.json();
+    let claims = verify_with(&ok.jwt, &jwks);
+    assert_eq!(claims["sub"], "ingestion-bot");
+    assert_eq!(claims["preferred_username"], "ingestion-bot");
+    assert_eq!(claims["email"], "ingestion-bot@example.com");
+    assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+
+    // `sign --out` writes the token file an ingestion workflow points at.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("ingestion.jwt");
+    let o = cli(
+        &server,
+        &[
+            "sign",
+            "--keyset",
+            "om",
+            "--profile",
+            "openmetadata",
+            "--subject",
+            "ingestion-bot",
+            "--email",
+            "ingestion-bot@example.com",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty(), "the token goes to the file only");
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(verify_with(token.trim_end(), &jwks)["sub"], "ingestion-bot");
+    #[cfg(unix)]
+    assert_eq!(mode(&file), 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    server.stop().await;
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = form_urlencoded::byte_serialize(v.as_bytes()).collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+/// An HTTP header as (name, value).
+type HttpHeader<'a> = (&'a str, &'a str);
+
+const FORM: HttpHeader<'static> = ("content-type", "application/x-www-form-urlencoded");
+
+async fn client_credentials_grant(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock: ManualClock = common::manual_clock_now();
+    let server = TestServer::start_with_clock(&db, clock.clone()).await;
+    let mut cl = server.clients();
+    let secret = "s3cret with spaces & symbols:+/";
+    cl.put_client(pb::PutClientRequest {
+        id: "ingestion".into(),
+        secret: Some(secret.into()),
+        token_keyset: Some("default".into()),
+        token_ttl_seconds: Some(600),
+        audience: Some("openmetadata".into()),
+        allowed_scopes: Some(pb::StringList {
+            values: vec!["read".into(), "write".into()],
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // Discovery names the token endpoint and the JWKS that verifies its tokens.
+    let disco = server
+        .get("/.well-known/openid-configuration", &[])
+        .await
+        .json();
+    assert_eq!(disco["issuer"], server.http_url.as_str());
+    assert_eq!(
+        disco["token_endpoint"],
+        format!("{}/oauth2/token", server.http_url)
+    );
+    assert_eq!(
+        disco["grant_types_supported"],
+        json!(["client_credentials"])
+    );
+    assert_eq!(
+        disco["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    assert_eq!(
+        disco["id_token_signing_alg_values_supported"],
+        json!(["RS256"])
+    );
+    let token_url = disco["token_endpoint"].as_str().unwrap().to_string();
+    let jwks_path = disco["jwks_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches(&server.http_url)
+        .to_string();
+    let jwks = server.get(&jwks_path, &[]).await.json();
+
+    // HTTP Basic.
+    let auth = basic("ingestion", secret);
+    let r = http_post(
+        &token_url,
+        &[FORM, ("authorization", &auth)],
+        &form(&[("grant_type", "client_credentials"), ("scope", "read")]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), "no-store");
+    let body = r.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 600);
+    assert_eq!(body["scope"], "read");
+    let claims = verify_with(body["access_token"].as_str().unwrap(), &jwks);
+    assert_eq!(claims["iss"], server.http_url.as_str());
+    assert_eq!(claims["sub"], "ingestion");
+    assert_eq!(claims["aud"], "openmetadata");
+    assert_eq!(claims["scope"], "read");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
+
+    // Form post; no scope means every allowed scope.
+    let post = |s: &str| {
+        form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "ingestion"),
+            ("client_secret", s),
+        ])
+    };
+    let r = http_post(&token_url, &[FORM], &post(secret)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["scope"], "read write");
+
+    // Wrong secret: 401 invalid_client with WWW-Authenticate.
+    let r = http_post(&token_url, &[FORM], &post("wrong")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "invalid_client");
+    assert!(r.header("www-authenticate").starts_with("Basic"));
+    let r = http_post(
+        &token_url,
+        &[FORM, ("authorization", &basic("nobody", secret))],
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("invalid_client"))
+    );
+
+    // The previous secret works during its grace period, and not after.
+    let rotated = cl
+        .rotate_client_secret(pb::RotateClientSecretRequest {
+            id: "ingestion".into(),
+            grace_seconds: Some(3600),
+            secret: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        http_post(&token_url, &[FORM], &post(secret)).await.status,
+        200
+    );
+    assert_eq!(
+        http_post(&token_url, &[FORM], &post(&rotated.generated_secret))
+            .await
+            .status,
+        200
+    );
+    clock.advance(3601);
+    assert_eq!(
+        http_post(&token_url, &[FORM], &post(secret)).await.status,
+        401
+    );
+    let fresh = http_post(&token_url, &[FORM], &post(&rotated.generated_secret)).await;
+    assert_eq!(fresh.status, 200);
+    verify_with(fresh.json()["access_token"].as_str().unwrap(), &jwks);
+
+    // RFC 6749 §5.2, case by case.
+    let new_auth = basic("ingestion", &rotated.generated_secret);
+    let with_auth = [FORM, ("authorization", new_auth.as_str())];
+    let json_body = [
+        ("content-type", "application/json"),
+        ("authorization", new_auth.as_str()),
+    ];
+    let cases: Vec<(&[HttpHeader<'_>], String, u16, &str)> = vec![
+        (&with_auth, "scope=read".into(), 400, "invalid_request"),
+        (
+            &with_auth,
+            "grant_type=password&username=a&password=b".into(),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            &with_auth,
+            "grant_type=client_credentials&scope=admin".into(),
+            400,
+            "invalid_scope",
+        ),
+        (
+            &with_auth,
+            "grant_type=client_credentials&grant_type=client_credentials".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            &with_auth,
+            format!(
+                "grant_type=client_credentials&client_secret={}",
+                rotated.generated_secret
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            &[FORM],
+            "grant_type=client_credentials".into(),
+            401,
+            "invalid_client",
+        ),
+        (&json_body, "{}".into(), 400, "invalid_request"),
+        (
+            &[FORM, ("authorization", "Bearer abc")],
+            "grant_type=client_credentials".into(),
+            401,
+            "invalid_client",
+        ),
+        (
+            &[FORM, ("authorization", "Basic !!!")],
+            "grant_type=client_credentials".into(),
+            401,
+            "invalid_client",
+        ),
+    ];
+    for (headers, body, status, error) in cases {
+        let r = http_post(&token_url, headers, &body).await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert_eq!(r.json()["error"], error, "{body}");
+        assert!(
+            r.json()["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+        assert_eq!(r.header("cache-control"), "no-store");
+    }
+    let big = format!("grant_type=client_credentials&pad={}", "x".repeat(9000));
+    let r = http_post(&token_url, &with_auth, &big).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_request");
+
+    // A client without a token key set may not use the grant.
+    cl.put_client(pb::PutClientRequest {
+        id: "sso-only".into(),
+        secret: Some("another-secret".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = http_post(
+        &token_url,
+        &[
+            FORM,
+            ("authorization", &basic("sso-only", "another-secret")),
+        ],
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("unauthorized_client"))
+    );
+
+    // Token settings are validated against the key set.
+    let err = cl
+        .put_client(pb::PutClientRequest {
+            id: "ingestion".into(),
+            token_ttl_seconds: Some(7200),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("max-token-ttl"), "{}", err.message());
+    let err = cl
+        .put_client(pb::PutClientRequest {
+            id: "ingestion".into(),
+            token_keyset: Some("ghost".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+async fn client_env_for_openmetadata(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let o = Command::new(BIN)
+        .args(["--endpoint", &server.grpc_url, "--token", &server.token])
+        .args([
+            "client",
+            "put",
+            "openmetadata",
+            "--discovery-uri",
+            "https://idp.example.com/realms/data/.well-known/openid-configuration",
+            "--callback-url",
+            "https://om.example.com/callback",
+            "--scope",
+            "openid",
+            "--scope",
+            "email",
+            "--scope",
+            "profile",
+            "--auth-method",
+            "client_secret_post",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let generated = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let env = cli(&server, &["client", "env", "openmetadata", "openmetadata"]);
+    let env = String::from_utf8(env.stdout).unwrap();
+    for line in [
+        "AUTHENTICATION_PROVIDER=custom-oidc",
+        "AUTHENTICATION_CLIENT_TYPE=confidential",
+        "AUTHENTICATION_AUTHORITY=https://idp.example.com/realms/data",
+        "OIDC_CLIENT_ID=openmetadata",
+        &format!("OIDC_CLIENT_SECRET={generated}"),
+        "OIDC_DISCOVERY_URI=https://idp.example.com/realms/data/.well-known/openid-configuration",
+        "OIDC_CALLBACK=https://om.example.com/callback",
+        "OIDC_SCOPE='openid email profile'",
+        "OIDC_CLIENT_AUTH_METHOD=client_secret_post",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing in\n{env}");
+    }
+    let json_env = cli(
+        &server,
+        &[
+            "--output",
+            "json",
+            "client",
+            "env",
+            "openmetadata",
+            "openmetadata",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&json_env.stdout).unwrap();
+    assert_eq!(v["OIDC_CLIENT_SECRET"], generated.as_str());
+    assert_eq!(v["OIDC_SCOPE"], "openid email profile");
+    let missing = cli(&server, &["client", "env", "openmetadata", "ghost"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("error: NOT_FOUND"));
+    server.stop().await;
+}
+
+both_backends!(
+    export_writes_what_openmetadata_reads,
+    import_an_openssl_key_keeping_its_kid,
+    openmetadata_profile_tokens,
+    client_credentials_grant,
+    client_env_for_openmetadata,
+);
