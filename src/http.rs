@@ -173,13 +173,29 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, SecretString
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = SecretString::new(String::from_utf8(decoded).map_err(|_| malformed())?);
     let (id, secret) = decoded.expose().split_once(':').ok_or_else(malformed)?;
-    let unescape = |s: &str| -> String {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((unescape(id), SecretString::new(unescape(secret)))))
+    let id = form_decode(id).ok_or_else(malformed)?;
+    let secret = SecretString::new(form_decode(secret).ok_or_else(malformed)?);
+    Ok(Some((id, secret)))
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
+fn form_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `POST /oauth2/token`: the client-credentials grant.
@@ -289,4 +305,18 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 
 async fn not_found() -> Response {
     Error::NotFound("no such resource".into()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_decode;
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("a+b%26c%3D%2B").as_deref(), Some("a b&c=+"));
+        assert_eq!(form_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(form_decode("bad%2"), None);
+        assert_eq!(form_decode("bad%zz"), None);
+        assert_eq!(form_decode("%FF"), None, "not UTF-8");
+    }
 }

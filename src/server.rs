@@ -282,13 +282,20 @@ pub async fn serve(
         .add_service(api.key_sets(app.auth.clone()))
         .add_service(api.clients(app.auth.clone()))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            // serve_with_incoming ignores the builder's tcp_nodelay: without it
+            // small unary replies wait on delayed ACKs (~40 ms each).
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             wait(stop_rx.clone()),
         );
 
     let router = http::router(HttpState {
         svc: Arc::clone(&app.svc),
         default_keyset: Arc::from(app.config.default_keyset.as_str()),
+    });
+    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
     });
     let http_server = axum::serve(http, router).with_graceful_shutdown(wait(stop_rx.clone()));
 
