@@ -7,8 +7,7 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{Backend, TestDb, TestServer};
-use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
+use common::{Backend, TestDb, TestServer, create_keyset as create, verify};
 use keyward::grpc::pb;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -19,28 +18,6 @@ const ALGS: [&str; 9] = [
 
 fn jwt_alg(name: &str) -> jsonwebtoken::Algorithm {
     name.parse().expect("jsonwebtoken knows the algorithm")
-}
-
-/// Verifies `token` against the JWKS `jwks` with jsonwebtoken, as a relying
-/// party would: find the kid, build the key from the JWK, check signature and exp.
-fn verify(token: &str, jwks: &Value) -> Value {
-    let header = jsonwebtoken::decode_header(token).expect("header");
-    let kid = header.kid.clone().expect("token has a kid");
-    let jwk_value = jwks["keys"]
-        .as_array()
-        .expect("keys array")
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .unwrap_or_else(|| panic!("kid {kid} not in JWKS {jwks}"))
-        .clone();
-    let jwk: Jwk = serde_json::from_value(jwk_value).expect("JWK parses");
-    let key = DecodingKey::from_jwk(&jwk).expect("decoding key from JWK");
-    let mut validation = Validation::new(header.alg);
-    validation.validate_aud = false;
-    validation.leeway = 0;
-    jsonwebtoken::decode::<Value>(token, &key, &validation)
-        .unwrap_or_else(|e| panic!("token does not verify: {e}"))
-        .claims
 }
 
 async fn jwks_of(server: &TestServer, keyset: &str) -> Value {
@@ -67,20 +44,6 @@ async fn sign(
         })
         .await
         .expect("SignJwt")
-        .into_inner()
-}
-
-async fn create(server: &TestServer, name: &str, alg: &str) -> pb::KeySet {
-    server
-        .keysets()
-        .create_key_set(pb::CreateKeySetRequest {
-            name: name.into(),
-            algorithm: alg.into(),
-            rsa_bits: 0,
-            policy: None,
-        })
-        .await
-        .expect("CreateKeySet")
         .into_inner()
 }
 

@@ -9,8 +9,8 @@ mod common;
 use std::{path::Path, process::Command};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::{Backend, TestDb, TestServer, http_post};
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, jwk::Jwk};
+use common::{Backend, TestDb, TestServer, create_keyset as create, http_post, verify};
+use jsonwebtoken::{EncodingKey, Header};
 use keyward::{clock::ManualClock, grpc::pb};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -51,38 +51,6 @@ fn b64url_to_hex(s: &str) -> String {
         .decode(s)
         .unwrap();
     bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-fn verify_with(token: &str, jwks: &Value) -> Value {
-    let header = jsonwebtoken::decode_header(token).unwrap();
-    let kid = header.kid.clone().unwrap();
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .unwrap_or_else(|| panic!("kid {kid} not in {jwks}"))
-        .clone();
-    let jwk: Jwk = serde_json::from_value(jwk).unwrap();
-    let mut v = Validation::new(header.alg);
-    v.validate_aud = false;
-    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(&jwk).unwrap(), &v)
-        .unwrap_or_else(|e| panic!("token does not verify: {e}"))
-        .claims
-}
-
-async fn create(server: &TestServer, name: &str, alg: &str) -> pb::KeySet {
-    server
-        .keysets()
-        .create_key_set(pb::CreateKeySetRequest {
-            name: name.into(),
-            algorithm: alg.into(),
-            rsa_bits: 0,
-            policy: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 #[cfg(unix)]
@@ -193,7 +161,7 @@ async fn export_writes_what_openmetadata_reads(backend: Backend) {
         &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
     )
     .unwrap();
-    verify_with(&om_token, &jwks);
+    verify(&om_token, &jwks);
 
     // --key pending exports the next key; only RSA key sets export.
     let pending_dir = out.path().join("next");
@@ -310,7 +278,7 @@ async fn import_an_openssl_key_keeping_its_kid(backend: Backend) {
     )
     .unwrap();
     let jwks = server.get("/keysets/om/jwks.json", &[]).await.json();
-    assert_eq!(verify_with(&om_token, &jwks)["sub"], "ingestion-bot");
+    assert_eq!(verify(&om_token, &jwks)["sub"], "ingestion-bot");
     assert!(
         jwks.to_string().contains(&set.active_kid),
         "the replaced key stays published (retired)"
@@ -335,7 +303,7 @@ async fn import_an_openssl_key_keeping_its_kid(backend: Backend) {
             .as_deref(),
         Some(kid)
     );
-    verify_with(&signed.jwt, &jwks);
+    verify(&signed.jwt, &jwks);
 
     // PKCS#1 PEM is accepted too.
     ossl(&["genrsa", "-traditional", "-out", "pkcs1.pem", "2048"]);
@@ -519,7 +487,7 @@ async fn openmetadata_profile_tokens(backend: Backend) {
         .unwrap()
         .into_inner();
     let jwks = server.get("/keysets/om/jwks.json", &[]).await.json();
-    let claims = verify_with(&ok.jwt, &jwks);
+    let claims = verify(&ok.jwt, &jwks);
     assert_eq!(claims["sub"], "ingestion-bot");
     assert_eq!(claims["preferred_username"], "ingestion-bot");
     assert_eq!(claims["email"], "ingestion-bot@example.com");
@@ -547,7 +515,7 @@ async fn openmetadata_profile_tokens(backend: Backend) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.stdout.is_empty(), "the token goes to the file only");
     let token = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(verify_with(token.trim_end(), &jwks)["sub"], "ingestion-bot");
+    assert_eq!(verify(token.trim_end(), &jwks)["sub"], "ingestion-bot");
     #[cfg(unix)]
     assert_eq!(mode(&file), 0o600);
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
@@ -645,7 +613,7 @@ async fn client_credentials_grant(backend: Backend) {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 600);
     assert_eq!(body["scope"], "read");
-    let claims = verify_with(body["access_token"].as_str().unwrap(), &jwks);
+    let claims = verify(body["access_token"].as_str().unwrap(), &jwks);
     assert_eq!(claims["iss"], server.http_url.as_str());
     assert_eq!(claims["sub"], "ingestion");
     assert_eq!(claims["aud"], "openmetadata");
@@ -711,7 +679,7 @@ async fn client_credentials_grant(backend: Backend) {
     );
     let fresh = http_post(&token_url, &[FORM], &post(&rotated.generated_secret)).await;
     assert_eq!(fresh.status, 200);
-    verify_with(fresh.json()["access_token"].as_str().unwrap(), &jwks);
+    verify(fresh.json()["access_token"].as_str().unwrap(), &jwks);
 
     // RFC 6749 §5.2, case by case.
     let new_auth = basic("ingestion", &rotated.generated_secret);

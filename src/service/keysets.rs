@@ -155,6 +155,20 @@ fn state_of(row: &KeyRow) -> Result<KeyState> {
     row.state.parse()
 }
 
+/// What the pure planner needs of stored keys.
+fn views_of(keys: &[KeyRow]) -> Result<Vec<KeyView>> {
+    keys.iter()
+        .map(|k| {
+            Ok(KeyView {
+                kid: k.kid.clone(),
+                state: state_of(k)?,
+                created_at: k.created_at,
+                expires_at: k.expires_at,
+            })
+        })
+        .collect()
+}
+
 fn secs_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -400,15 +414,7 @@ impl Keyward {
             next_rotation_at,
             policy: Some(policy_row(&policy)),
         };
-        if !self
-            .store
-            .apply_keyset_change(row.id, row.version, &change)
-            .await?
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "key set {name:?} changed concurrently; nothing was changed, retry"
-            )));
-        }
+        self.apply_or_conflict(&row, &change).await?;
         tracing::info!(keyset = name, "key set policy updated");
         self.published_changed().await;
         self.get_keyset(name).await
@@ -554,6 +560,26 @@ impl Keyward {
         events
     }
 
+    /// Applies an operator's change, or says the key set moved under it.
+    pub(super) async fn apply_or_conflict(
+        &self,
+        row: &KeySetRow,
+        change: &KeySetChange,
+    ) -> Result<()> {
+        if self
+            .store
+            .apply_keyset_change(row.id, row.version, change)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::FailedPrecondition(format!(
+                "key set {:?} changed concurrently; nothing was changed, check `keys list` and retry if needed",
+                row.name
+            )))
+        }
+    }
+
     fn raced(keyset: &str) -> RotationEvent {
         RotationEvent {
             keyset: keyset.to_string(),
@@ -589,17 +615,7 @@ impl Keyward {
                 events.push(Self::raced(&row.name));
                 continue;
             }
-            let views = keys
-                .iter()
-                .map(|k| {
-                    Ok(KeyView {
-                        kid: k.kid.clone(),
-                        state: state_of(k)?,
-                        created_at: k.created_at,
-                        expires_at: k.expires_at,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let views = views_of(&keys)?;
             let policy = policy_of(&row)?;
             let plan = rotation::plan(now, &policy, row.next_rotation_at, &views);
             if plan.is_empty() || dry_run {
@@ -632,17 +648,7 @@ impl Keyward {
     async fn force(&self, row: &KeySetRow, revoke_active: bool) -> Result<Transition> {
         let now = self.clock.now();
         let keys = self.store.list_keys(row.id).await?;
-        let views = keys
-            .iter()
-            .map(|k| {
-                Ok(KeyView {
-                    kid: k.kid.clone(),
-                    state: state_of(k)?,
-                    created_at: k.created_at,
-                    expires_at: k.expires_at,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let views = views_of(&keys)?;
         let policy = policy_of(row)?;
         let plan = rotation::force_rotation(
             now,
@@ -653,16 +659,7 @@ impl Keyward {
             revoke_active,
         );
         let change = self.build_change(row, &plan, &policy, now).await?;
-        if !self
-            .store
-            .apply_keyset_change(row.id, row.version, &change)
-            .await?
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "key set {:?} changed concurrently; nothing was changed, check `keys list` and retry if needed",
-                row.name
-            )));
-        }
+        self.apply_or_conflict(row, &change).await?;
         self.forget_signer(row.id);
         for w in &plan.warnings {
             tracing::warn!(keyset = %row.name, "{w}");
@@ -729,16 +726,7 @@ impl Keyward {
                 };
                 let policy = policy_of(&row)?;
                 let change = self.build_change(&row, &plan, &policy, now).await?;
-                if !self
-                    .store
-                    .apply_keyset_change(row.id, row.version, &change)
-                    .await?
-                {
-                    return Err(Error::FailedPrecondition(format!(
-                        "key set {:?} changed concurrently; nothing was changed, retry",
-                        row.name
-                    )));
-                }
+                self.apply_or_conflict(&row, &change).await?;
                 self.published_changed().await;
                 Transition {
                     events: Self::events_of(&row.name, &plan, Some(&change)),

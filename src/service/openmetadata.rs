@@ -371,15 +371,7 @@ impl Keyward {
             next_rotation_at: Some(policy.next_due(row.next_rotation_at.min(now), now)),
             policy: None,
         };
-        if !self
-            .store
-            .apply_keyset_change(row.id, row.version, &change)
-            .await?
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "key set {keyset:?} changed concurrently; nothing was changed, retry"
-            )));
-        }
+        self.apply_or_conflict(&row, &change).await?;
         self.forget_signer(row.id);
         tracing::warn!(keyset, kid, bits, "key imported and active");
         self.published_changed().await;

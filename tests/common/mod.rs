@@ -12,14 +12,16 @@ use std::{
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
+use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
 use keyward::{
     clock::{Clock, ManualClock, SystemClock},
     config::{MasterKeySource, ServeConfig},
     crypto::aead::MasterKey,
-    grpc::pb::{clients_client::ClientsClient, key_sets_client::KeySetsClient},
+    grpc::pb::{self, clients_client::ClientsClient, key_sets_client::KeySetsClient},
     secret::SecretString,
     server,
 };
+use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{
     Request, Status,
@@ -422,4 +424,41 @@ pub fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<PathBuf> {
                 .is_some_and(|n| n.starts_with(prefix))
         })
         .collect()
+}
+
+/// Verifies `token` against the JWKS `jwks` with jsonwebtoken, as a relying
+/// party would: find the kid, build the key from the JWK, check signature and exp.
+pub fn verify(token: &str, jwks: &Value) -> Value {
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    let kid = header.kid.clone().expect("token has a kid");
+    let jwk_value = jwks["keys"]
+        .as_array()
+        .expect("keys array")
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("kid {kid} not in JWKS {jwks}"))
+        .clone();
+    let jwk: Jwk = serde_json::from_value(jwk_value).expect("JWK parses");
+    let key = DecodingKey::from_jwk(&jwk).expect("decoding key from JWK");
+    let mut validation = Validation::new(header.alg);
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap_or_else(|e| panic!("token does not verify: {e}"))
+        .claims
+}
+
+/// Creates a key set with the default policy.
+pub async fn create_keyset(server: &TestServer, name: &str, alg: &str) -> pb::KeySet {
+    server
+        .keysets()
+        .create_key_set(pb::CreateKeySetRequest {
+            name: name.into(),
+            algorithm: alg.into(),
+            rsa_bits: 0,
+            policy: None,
+        })
+        .await
+        .expect("CreateKeySet")
+        .into_inner()
 }
