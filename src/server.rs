@@ -186,7 +186,8 @@ async fn bootstrap_admin_token(config: &ServeConfig, store: &dyn Store, now: i64
     // Write the file before storing the hash: a token stored but never written
     // would lock everyone out.
     create_private_dir(&config.data_dir)?;
-    let staged = path.with_extension("staged");
+    // Unique per process: replicas bootstrapping one data dir must not swap tokens.
+    let staged = path.with_extension(format!("staged-{}", b64url(&random::bytes::<6>())));
     write_private_file(&staged, format!("{token}\n").as_bytes())?;
     let won = store
         .insert_first_admin_token(&sha256(token.as_bytes()), now)
