@@ -801,7 +801,7 @@ fn keyset_json(s: &pb::KeySet) -> Value {
     json!({
         "name": s.name,
         "algorithm": s.algorithm,
-        "rsa_bits": s.rsa_bits,
+        "rsa_bits": (s.rsa_bits > 0).then_some(s.rsa_bits),
         "active_kid": s.active_kid,
         "published_keys": s.published_keys,
         "created_at": format_time(s.created_at),
@@ -853,6 +853,7 @@ fn print_keyset(out: Output, set: &pb::KeySet) {
     ] {
         let value = match &v[field] {
             Value::String(s) => s.clone(),
+            Value::Null => "-".to_string(),
             other => other.to_string(),
         };
         println!("{field:<15} {value}");

@@ -367,10 +367,14 @@ impl Keyward {
                 "key set {name:?} already exists"
             )));
         }
-        let (active, pending) = tokio::try_join!(
+        let (mut active, mut pending) = tokio::try_join!(
             self.new_key(alg, bits, KeyState::Active),
             self.new_key(alg, bits, KeyState::Pending)
         )?;
+        // Generation can take seconds (RSA): the set and both keys start now.
+        let now = self.clock.now();
+        active.created_at = now;
+        pending.created_at = now;
         let row = self
             .store
             .insert_keyset(
