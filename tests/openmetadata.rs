@@ -795,6 +795,17 @@ async fn client_credentials_grant(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+
+    // The key set signing a client's tokens cannot be deleted from under it.
+    let err = server
+        .keysets()
+        .delete_key_set(pb::DeleteKeySetRequest {
+            name: "default".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("ingestion"), "{}", err.message());
     server.stop().await;
 }
 

@@ -442,6 +442,20 @@ impl Keyward {
     /// Deletes a key set; its kids stay reserved.
     pub async fn delete_keyset(&self, name: &str) -> Result<()> {
         let row = self.keyset_row(name).await?;
+        let users: Vec<String> = self
+            .store
+            .list_clients()
+            .await?
+            .into_iter()
+            .filter(|c| c.token_keyset.as_deref() == Some(name))
+            .map(|c| c.id)
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "key set {name:?} signs client-credentials tokens for {}; point them at another key set (`keyward client put ID --token-keyset …`) first",
+                users.join(", ")
+            )));
+        }
         if !self.store.delete_keyset(name, self.clock.now()).await? {
             return Err(Error::NotFound(format!("key set {name:?} does not exist")));
         }
