@@ -46,6 +46,25 @@ pub fn validate_client_id(id: &str) -> Result<()> {
     }
 }
 
+/// Checks a kid: 1 to 256 printable ASCII characters, no quotes, backslashes or
+/// spaces. Generated kids (RFC 7638 thumbprints) and imported ones (OpenMetadata's
+/// `JWT_KEY_ID`) both fit.
+pub fn validate_kid(kid: &str) -> Result<()> {
+    let ok = !kid.is_empty()
+        && kid.len() <= 256
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "kid",
+            "a kid is 1 to 256 printable ASCII characters, no quotes or spaces (see `keys list`, or OpenMetadata's JWT_KEY_ID)",
+        ))
+    }
+}
+
 /// Parses an algorithm name; empty means the default, RS256.
 pub fn parse_algorithm(name: &str) -> Result<Algorithm> {
     if name.is_empty() {
@@ -214,6 +233,28 @@ mod tests {
         }
         for bad in ["", "a b", "a/b", "é", &"a".repeat(129)] {
             assert!(validate_client_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kids() {
+        let thumbprint = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        for ok in [
+            thumbprint,
+            "Gb389a-9f76-gdjs-a92j-0242bk94356",
+            &"k".repeat(256),
+        ] {
+            assert!(validate_kid(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "has space",
+            "quo\"te",
+            "back\\slash",
+            "tab\t",
+            &"k".repeat(257),
+        ] {
+            assert!(validate_kid(bad).is_err(), "{bad:?}");
         }
     }
 

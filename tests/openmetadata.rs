@@ -305,9 +305,34 @@ async fn import_an_openssl_key_keeping_its_kid(backend: Backend) {
     );
     verify(&signed.jwt, &jwks);
 
+    // A long imported kid (up to 256 characters) can be revoked like any other.
+    let long_kid = format!("om-{}", "k".repeat(200));
+    ossl(&["genrsa", "-out", "long.pem", "2048"]);
+    let mut ks = server.keysets();
+    ks.import_key(pb::ImportKeyRequest {
+        keyset: "om".into(),
+        private_key: std::fs::read(p("long.pem")).unwrap(),
+        public_key: None,
+        kid: long_kid.clone(),
+    })
+    .await
+    .unwrap();
+    let revoked = ks
+        .revoke_key(pb::RevokeKeyRequest {
+            kid: long_kid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        revoked
+            .keys
+            .iter()
+            .any(|k| k.kid == long_kid && k.state == pb::KeyState::Revoked as i32)
+    );
+
     // PKCS#1 PEM is accepted too.
     ossl(&["genrsa", "-traditional", "-out", "pkcs1.pem", "2048"]);
-    let mut ks = server.keysets();
     let import = |private: Vec<u8>, public: Option<Vec<u8>>, kid: &str| pb::ImportKeyRequest {
         keyset: "om".into(),
         private_key: private,

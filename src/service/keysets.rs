@@ -704,12 +704,7 @@ impl Keyward {
     /// Revokes a key: it leaves the JWKS at once and never signs again.
     /// Revoking the active key promotes a successor at once.
     pub async fn revoke_key(&self, kid: &str) -> Result<Transition> {
-        if kid.is_empty() || kid.len() > 128 {
-            return Err(Error::invalid(
-                "kid",
-                "give the kid of a key (see `keys list`)",
-            ));
-        }
+        model::validate_kid(kid)?;
         let key = self
             .store
             .find_key(kid)

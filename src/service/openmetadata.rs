@@ -188,23 +188,6 @@ fn parse_public(bytes: &[u8]) -> Result<RsaPublicKey> {
     })
 }
 
-/// A kid as OpenMetadata's `JWT_KEY_ID`: printable ASCII, no spaces.
-fn validate_kid(kid: &str) -> Result<()> {
-    let ok = !kid.is_empty()
-        && kid.len() <= 256
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "kid",
-            "give the kid tokens already carry (OpenMetadata's JWT_KEY_ID): 1 to 256 printable ASCII characters, no quotes or spaces",
-        ))
-    }
-}
-
 impl Keyward {
     /// Exports a key set's active (or pending) RSA key for OpenMetadata.
     pub async fn export_key(&self, keyset: &str, which: &str) -> Result<ExportedKey> {
@@ -277,7 +260,7 @@ impl Keyward {
         public_key: Option<&[u8]>,
         kid: &str,
     ) -> Result<Imported> {
-        validate_kid(kid)?;
+        model::validate_kid(kid)?;
         let row = self.keyset_row(keyset).await?;
         let alg = require_rsa(&row)?;
         let private = parse_private(private_key)?;
