@@ -666,28 +666,40 @@ impl Keyward {
     async fn force(&self, row: &KeySetRow, revoke_active: bool) -> Result<Transition> {
         let now = self.clock.now();
         let keys = self.store.list_keys(row.id).await?;
-        let views = views_of(&keys)?;
-        let policy = policy_of(row)?;
         let plan = rotation::force_rotation(
             now,
-            &policy,
+            &policy_of(row)?,
             self.jwks_max_age,
             row.next_rotation_at,
-            &views,
+            &views_of(&keys)?,
             revoke_active,
         );
-        let change = self.build_change(row, &plan, &policy, now).await?;
+        self.execute(row, &plan, now, Vec::new()).await
+    }
+
+    /// Applies an operator's plan (plus `extra` keys to insert) in one
+    /// conditional transaction, then refreshes the JWKS and reports the set's
+    /// keys as they now are.
+    pub(super) async fn execute(
+        &self,
+        row: &KeySetRow,
+        plan: &Plan,
+        now: i64,
+        extra: Vec<NewKey>,
+    ) -> Result<Transition> {
+        let mut change = self.build_change(row, plan, &policy_of(row)?, now).await?;
+        change.inserts.extend(extra);
         self.apply_or_conflict(row, &change).await?;
         self.forget_signer(row.id);
         for w in &plan.warnings {
             tracing::warn!(keyset = %row.name, "{w}");
         }
         self.published_changed().await;
-        let row = self.keyset_row(&row.name).await?;
-        let keys = Self::key_infos(&row, self.store.list_keys(row.id).await?)?;
+        let fresh = self.keyset_row(&row.name).await?;
+        let keys = Self::key_infos(&fresh, self.store.list_keys(fresh.id).await?)?;
         Ok(Transition {
-            events: Self::events_of(&row.name, &plan, Some(&change)),
-            warnings: plan.warnings,
+            events: Self::events_of(&row.name, plan, Some(&change)),
+            warnings: plan.warnings.clone(),
             keys,
         })
     }
@@ -727,7 +739,6 @@ impl Keyward {
                 t
             }
             KeyState::Pending | KeyState::Retired => {
-                let now = self.clock.now();
                 let plan = Plan {
                     changes: vec![rotation::KeyChange {
                         kid: kid.to_string(),
@@ -737,15 +748,8 @@ impl Keyward {
                     add_pending: state == KeyState::Pending,
                     ..Plan::default()
                 };
-                let policy = policy_of(&row)?;
-                let change = self.build_change(&row, &plan, &policy, now).await?;
-                self.apply_or_conflict(&row, &change).await?;
-                self.published_changed().await;
-                Transition {
-                    events: Self::events_of(&row.name, &plan, Some(&change)),
-                    warnings: Vec::new(),
-                    keys: Self::key_infos(&row, self.store.list_keys(row.id).await?)?,
-                }
+                self.execute(&row, &plan, self.clock.now(), Vec::new())
+                    .await?
             }
             KeyState::Expired | KeyState::Revoked => {
                 return Err(Error::FailedPrecondition(format!(

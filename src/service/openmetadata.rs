@@ -17,8 +17,9 @@ use crate::{
     Error, Result,
     crypto::{aead::RowId, keys::SigningKey},
     model::{self, KeyState},
+    rotation::{KeyChange, Plan},
     secret::SecretBytes,
-    store::{KeySetChange, KeySetRow, KeyUpdate, NewKey},
+    store::{KeySetRow, NewKey},
 };
 
 /// OpenMetadata's own JWKS URL, as its `AUTHENTICATION_PUBLIC_KEYS` default lists it.
@@ -315,56 +316,39 @@ impl Keyward {
             master_key_id: self.master.id().to_string(),
             created_at: now,
         };
-        let keys = self.store.list_keys(row.id).await?;
         let policy = super::policy_of(&row)?;
-        let mut events = Vec::new();
-        let updates: Vec<KeyUpdate> = keys
-            .iter()
+        let active: Vec<_> = self
+            .store
+            .list_keys(row.id)
+            .await?
+            .into_iter()
             .filter(|k| k.state == KeyState::Active.as_str())
-            .map(|k| {
-                events.push(RotationEvent {
-                    keyset: row.name.clone(),
-                    action: "retire",
-                    kid: k.kid.clone(),
-                    detail: "active -> retired (replaced by the imported key)".into(),
-                });
-                KeyUpdate {
-                    kid: k.kid.clone(),
-                    from: KeyState::Active.as_str().to_string(),
-                    to: KeyState::Retired.as_str().to_string(),
-                    activated_at: None,
-                    retired_at: Some(now),
-                    expires_at: Some(
-                        now.saturating_add(i64::try_from(policy.retain).unwrap_or(i64::MAX)),
-                    ),
-                    revoked_at: None,
-                    destroy_private: true,
-                }
+            .map(|k| KeyChange {
+                kid: k.kid,
+                from: KeyState::Active,
+                to: KeyState::Retired,
             })
             .collect();
-        events.push(RotationEvent {
-            keyset: row.name.clone(),
-            action: "activate",
-            kid: kid.to_string(),
-            detail: format!("imported {bits}-bit RSA key signs from now on"),
-        });
-        let change = KeySetChange {
-            updates,
-            inserts: vec![imported],
+        // The imported key signs at once and gets a full period before the
+        // next scheduled rotation, as after a manual rotation.
+        let plan = Plan {
+            changes: active,
+            rotates: true,
             next_rotation_at: Some(policy.next_due(row.next_rotation_at.min(now), now)),
-            policy: None,
+            ..Plan::default()
         };
-        self.apply_or_conflict(&row, &change).await?;
-        self.forget_signer(row.id);
+        let mut t = self.execute(&row, &plan, now, vec![imported]).await?;
+        if let Some(e) = t.events.iter_mut().find(|e| e.kid == kid) {
+            e.detail = format!("imported {bits}-bit RSA key signs from now on");
+        }
         tracing::warn!(keyset, kid, bits, "key imported and active");
-        self.published_changed().await;
-        let row = self.keyset_row(keyset).await?;
-        let keys = Self::key_infos(&row, self.store.list_keys(row.id).await?)?;
-        let key = keys
+        let key = t
+            .keys
             .iter()
             .find(|k| k.row.kid == kid)
             .cloned()
             .ok_or_else(|| Error::internal("imported key missing after import"))?;
+        let (events, keys) = (t.events, t.keys);
         Ok(Imported { key, events, keys })
     }
 }
