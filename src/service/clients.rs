@@ -369,6 +369,16 @@ impl Keyward {
         presented: &SecretString,
     ) -> Result<Option<i64>> {
         self.client_row(id).await?;
+        self.matching_secret_version(id, presented).await
+    }
+
+    /// The version of an existing client's secret that `presented` matches,
+    /// if any is current or in its grace period.
+    pub(super) async fn matching_secret_version(
+        &self,
+        id: &str,
+        presented: &SecretString,
+    ) -> Result<Option<i64>> {
         let now = self.clock.now();
         let mut matched = None;
         for row in self.store.client_secrets(id).await? {

@@ -101,7 +101,7 @@ impl Keyward {
             return Err(bad_client());
         };
         let matched = self
-            .verify_client_secret(&req.client_id, &req.client_secret)
+            .matching_secret_version(&req.client_id, &req.client_secret)
             .await
             .map_err(OAuthError::Server)?;
         if matched.is_none() {
