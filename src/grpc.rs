@@ -369,9 +369,7 @@ impl KeySets for Api {
     }
 
     async fn get_jwks(&self, req: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
-        let name = req.into_inner().keyset;
-        crate::model::validate_keyset_name(&name)?;
-        let doc = self.svc.jwks(&name)?;
+        let doc = self.svc.jwks(&req.into_inner().keyset)?;
         ok(pb::GetJwksResponse {
             jwks_json: doc.body.clone(),
         })

@@ -14,7 +14,7 @@ use axum::{
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 use crate::{
-    Error, model,
+    Error,
     secret::SecretString,
     service::{Keyward, OAuthError, TokenRequest},
 };
@@ -57,9 +57,6 @@ async fn keyset_jwks(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(err) = model::validate_keyset_name(&name) {
-        return err.into_response();
-    }
     jwks_response(&state, &name, &headers)
 }
 

@@ -879,6 +879,7 @@ impl Keyward {
 
     /// The key set's JWKS from the in-memory snapshot.
     pub fn jwks(&self, keyset: &str) -> Result<Arc<JwksDoc>> {
+        model::validate_keyset_name(keyset)?;
         self.jwks
             .get(keyset)
             .ok_or_else(|| Error::NotFound(format!("key set {keyset:?} does not exist")))
