@@ -24,9 +24,8 @@ struct Serve {
     log: mpsc::Receiver<String>,
 }
 
-/// Starts `keyward serve` on ports chosen by the OS and waits for its
-/// "keyward serving" line, which names them.
-fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> Result<Serve, String> {
+/// `keyward serve` on ports the OS picks, with no master key in the environment.
+fn serve_command(data_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "serve",
@@ -37,11 +36,18 @@ fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> Result<Serve, String> {
     ])
     .arg("--data-dir")
     .arg(data_dir)
-    .env("KEYWARD_LOG", "info")
-    .env_remove("KEYWARD_MASTER_KEY")
-    .env_remove("KEYWARD_DATABASE_URL")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    .env_remove("KEYWARD_MASTER_KEY");
+    cmd
+}
+
+/// Starts `keyward serve` on ports chosen by the OS and waits for its
+/// "keyward serving" line, which names them.
+fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> Result<Serve, String> {
+    let mut cmd = serve_command(data_dir);
+    cmd.env("KEYWARD_LOG", "info")
+        .env_remove("KEYWARD_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -402,18 +408,8 @@ fn reqwest_like_get(url: &str) -> String {
 #[test]
 fn unreachable_database_is_one_clear_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
+    let out = serve_command(dir.path())
         .args(["--database-url", "postgres://postgres@127.0.0.1:1/none"])
-        .env_remove("KEYWARD_MASTER_KEY")
         .output()
         .expect("run");
     assert!(!out.status.success());
