@@ -76,6 +76,12 @@ fn parse_field(
                 if step == 0 {
                     return Err("a step of 0 never fires".into());
                 }
+                if step > max - min {
+                    return Err(format!(
+                        "step {step} is out of range: at most {} for this field",
+                        max - min
+                    ));
+                }
                 (r, step)
             }
             None => (part, 1),
@@ -97,10 +103,8 @@ fn parse_field(
             // `5/15` means from 5 to the end in steps of 15.
             (v, if step > 1 { max } else { v })
         };
-        let mut v = lo;
-        while v <= hi {
+        for v in (lo..=hi).step_by(step as usize) {
             bits |= 1 << v;
-            v += step;
         }
     }
     Ok((bits, restricted))
@@ -268,6 +272,13 @@ mod tests {
     }
 
     #[test]
+    fn large_steps_within_range_fire_once() {
+        let s = Schedule::parse("0 5/23 * * *").unwrap();
+        assert_eq!(s.shortest_gap(T, 10 * 86_400), Some(86_400));
+        assert_eq!(s.next_after(T).unwrap() % 86_400, 5 * 3600);
+    }
+
+    #[test]
     fn rejects_bad_expressions() {
         for bad in [
             "",
@@ -282,6 +293,11 @@ mod tests {
             "5-1 * * * *",
             "a * * * *",
             "0 0 30 2 *",
+            // Steps beyond the field's range once overflowed into "fires at 0".
+            "0 5/4294967295 * * *",
+            "*/4294967295 * * * *",
+            "*/60 * * * *",
+            "0 5/24 * * *",
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad:?}");
         }

@@ -1,13 +1,28 @@
-//! Private files: directories created 0700 and files written atomically
-//! (temporary file, then rename) with mode 0600, so a reader sees the old
-//! content or the new, never half of it, and nobody else can read either.
+//! Private files: directories created 0700 and files written with mode 0600,
+//! durably (file and directory fsynced) and atomically, so a reader sees the
+//! old content or the new, never half of it, and nobody else can read either.
+//!
+//! Two ways to publish a file:
+//! - [`write_private_file`] replaces whatever is there (temporary file, then
+//!   rename): exports and token files an operator asked to (over)write.
+//! - [`create_private_file`] never replaces anything (temporary file, then a
+//!   hard link, which fails if the name is taken): files that several
+//!   processes may race to create, such as `master.key`, where the first one
+//!   must win and every other process must use it.
 
-use std::{io::Write as _, path::Path};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
 
 use crate::{
     Error, Result,
     crypto::{b64url, random},
 };
+
+fn cannot(what: &str, path: &Path, e: &std::io::Error) -> Error {
+    Error::FailedPrecondition(format!("cannot {what} {}: {e}", path.display()))
+}
 
 /// Creates `dir` (mode 0700 on Unix) if missing.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
@@ -15,43 +30,211 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| Error::FailedPrecondition(format!("cannot create {}: {e}", dir.display())))
+    builder.create(dir).map_err(|e| cannot("create", dir, &e))
 }
 
-/// Writes `contents` to `path` atomically (temp file + rename), mode 0600.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let fail = |e: std::io::Error| {
-        Error::FailedPrecondition(format!("cannot write {}: {e}", path.display()))
-    };
+/// The directory a file lives in (`.` for a bare file name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Flushes a directory's entries, so a rename or link in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| cannot("sync directory", dir, &e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes `contents` to a new, uniquely named, fsynced 0600 file beside `path`.
+fn stage(path: &Path, contents: &[u8]) -> std::io::Result<PathBuf> {
     let tmp = path.with_extension(format!("tmp-{}", b64url(&random::bytes::<6>())));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let result = options
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(contents)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(contents)?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result.map_err(fail)
+}
+
+/// Writes `contents` to `path` atomically and durably (temp file, fsync,
+/// rename, fsync of the directory), mode 0600. Replaces an existing file.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = stage(path, contents).map_err(|e| cannot("write", path, &e))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(cannot("write", path, &e));
+    }
+    sync_dir(parent_of(path))
+}
+
+/// Creates `path` with `contents` (mode 0600) unless it exists. Atomic,
+/// durable and exclusive: of several processes racing, exactly one creates the
+/// file and the others get `false` and leave it untouched.
+pub fn create_private_file(path: &Path, contents: &[u8]) -> Result<bool> {
+    let tmp = stage(path, contents).map_err(|e| cannot("write", path, &e))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(parent_of(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(cannot("create", path, &e)),
+    }
+}
+
+/// Refuses `dir` if it is a symbolic link: writing keys through one would put
+/// them (and change the mode of) wherever the link points.
+pub fn refuse_symlinked_dir(dir: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::FailedPrecondition(format!(
+            "{} is a symbolic link; give the real directory (keys are not written through links)",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Creates `dir` if missing and makes it mode 0700 even if it existed.
+/// Refuses a symbolic link.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    refuse_symlinked_dir(dir)?;
     create_private_dir(dir)?;
+    restrict(dir, 0o700)
+}
+
+/// Sets `path`'s permission bits to `mode` (Unix).
+pub fn restrict(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            Error::FailedPrecondition(format!("cannot restrict {}: {e}", dir.display()))
-        })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| cannot("restrict", path, &e))?;
     }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
     Ok(())
+}
+
+/// `path`'s permission bits, when it exists (Unix).
+pub fn mode_of(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Makes `path` (a file) mode 0600 if it exists and is readable by group or
+/// others; returns whether it had to.
+pub fn tighten_file(path: &Path) -> Result<bool> {
+    match mode_of(path) {
+        Some(mode) if mode & 0o077 != 0 => {
+            restrict(path, 0o600)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Creates `path` empty with mode 0600 unless it exists (so a program that
+/// then opens it, such as SQLite, keeps that mode and gives it to its
+/// companion files).
+pub fn touch_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => sync_dir(parent_of(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(cannot("create", path, &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn create_private_file_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        assert!(create_private_file(&path, b"first").unwrap());
+        assert!(!create_private_file(&path, b"second").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(mode_of(&path), Some(0o600));
+        // Only the file remains: no staged leftovers.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn racing_creators_agree_on_one_file() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("master.key");
+            let winners: Vec<bool> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8u8)
+                    .map(|i| {
+                        let path = &path;
+                        s.spawn(move || create_private_file(path, &[i; 32]).unwrap())
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(winners.iter().filter(|w| **w).count(), 1);
+            assert_eq!(std::fs::read(&path).unwrap().len(), 32);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        restrict(&target, 0o755).unwrap();
+        let link = dir.path().join("out");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(mode_of(&target), Some(0o755), "the target was not touched");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn loose_files_are_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.db");
+        std::fs::write(&path, b"").unwrap();
+        restrict(&path, 0o644).unwrap();
+        assert!(tighten_file(&path).unwrap());
+        assert_eq!(mode_of(&path), Some(0o600));
+        assert!(!tighten_file(&path).unwrap());
+    }
 }

@@ -470,6 +470,21 @@ impl Clients for Api {
         ok(pb::DeleteClientResponse {})
     }
 
+    async fn revoke_client_secret(
+        &self,
+        req: Request<pb::RevokeClientSecretRequest>,
+    ) -> Reply<pb::RevokeClientSecretResponse> {
+        let r = req.into_inner();
+        let revoked = self
+            .svc
+            .revoke_client_secret(&r.id, i64::from(r.version))
+            .await?;
+        ok(pb::RevokeClientSecretResponse {
+            version: version_u32(revoked.version),
+            current_version: version_u32(revoked.current_version),
+        })
+    }
+
     async fn verify_client_secret(
         &self,
         req: Request<pb::VerifyClientSecretRequest>,

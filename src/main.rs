@@ -39,12 +39,15 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Start-up failures are not gRPC replies: print just the message.
+/// Start-up failures are not gRPC replies: print the message, and for an
+/// internal error its cause too (the operator is the only audience here).
 fn startup(err: keyward::Error) -> CliError {
-    CliError {
-        message: err.to_string(),
-        code: 1,
-    }
+    let message = match &err {
+        keyward::Error::Internal(cause) => format!("{err}: {cause}"),
+        _ => err.to_string(),
+    };
+    tracing::debug!(error = %message, "start-up failed");
+    CliError { message, code: 1 }
 }
 
 fn config(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<ServeConfig, CliError> {

@@ -14,7 +14,7 @@ use crate::{
         aead::{MasterKey, RowId},
         b64url, random, sha256,
     },
-    files::{create_private_dir, write_private_file},
+    files::{self, create_private_dir, create_private_file},
     grpc::{self, Authenticator},
     http::{self, HttpState},
     jwks::{self, JwksCache},
@@ -48,12 +48,37 @@ pub struct App {
 pub async fn migrate_only(config: &ServeConfig) -> Result<()> {
     ensure_data_dir(config)?;
     let store = store::open(&config.database_url).await?;
-    store.migrate().await
+    let lock = store.lock_startup().await?;
+    let migrated = store.migrate().await;
+    lock.release().await;
+    migrated
 }
 
+/// Creates the data directory (0700) if missing. On SQLite, where it holds
+/// the database and `master.key`, an existing one that group or others can
+/// read is tightened.
 fn ensure_data_dir(config: &ServeConfig) -> Result<()> {
-    if config.is_sqlite() || !config.data_dir.exists() {
-        create_private_dir(&config.data_dir)?;
+    let dir = &config.data_dir;
+    if !config.is_sqlite() {
+        return if dir.exists() {
+            Ok(())
+        } else {
+            create_private_dir(dir)
+        };
+    }
+    create_private_dir(dir)?;
+    if let Some(mode) = files::mode_of(dir).filter(|m| m & 0o077 != 0) {
+        match files::restrict(dir, 0o700) {
+            Ok(()) => tracing::warn!(
+                dir = %dir.display(),
+                "the data directory was mode {mode:o}, readable by others; made it 0700"
+            ),
+            Err(err) => tracing::warn!(
+                dir = %dir.display(),
+                error = %err,
+                "the data directory is mode {mode:o}, readable by others; make it 0700"
+            ),
+        }
     }
     Ok(())
 }
@@ -84,19 +109,21 @@ fn resolve_master_key(config: &ServeConfig, has_data: bool) -> Result<MasterKey>
                     path.display()
                 )));
             }
-            let text = MasterKey::generate_base64();
-            let mut contents = text.expose().to_vec();
+            let mut contents = MasterKey::generate_base64().expose().to_vec();
             contents.push(b'\n');
-            write_private_file(&path, &contents)?;
+            // Exclusive: of several processes starting on one fresh data dir,
+            // one creates the file and every other one reads and uses it.
+            let created = create_private_file(&path, &contents);
             zeroize::Zeroize::zeroize(&mut contents);
-            tracing::warn!(
-                path = %path.display(),
-                "!!! GENERATED A MASTER KEY FOR DEVELOPMENT: it sits next to the database it \
-                 protects. For production, keep the key elsewhere (KEYWARD_MASTER_KEY or \
-                 --master-key-file) and back it up: without it nothing stored can be read. !!!"
-            );
-            MasterKey::from_base64(std::str::from_utf8(text.expose()).unwrap_or_default())
-                .map_err(|r| invalid(path.display().to_string(), r))
+            if created? {
+                tracing::warn!(
+                    path = %path.display(),
+                    "!!! GENERATED A MASTER KEY FOR DEVELOPMENT: it sits next to the database it \
+                     protects. For production, keep the key elsewhere (KEYWARD_MASTER_KEY or \
+                     --master-key-file) and back it up: without it nothing stored can be read. !!!"
+                );
+            }
+            read_key_file(&path)
         }
     }
 }
@@ -120,24 +147,27 @@ fn read_key_file(path: &Path) -> Result<MasterKey> {
 pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> {
     ensure_data_dir(&config)?;
     let store: Arc<dyn Store> = Arc::from(store::open(&config.database_url).await?);
+    // One process at a time sets a database up; the others wait, then find
+    // it set up (and their key checked against its canary).
+    let lock = store.lock_startup().await?;
 
     // Check the key before anything is written, migrations included.
     let canary = store.read_canary().await?;
     let master = resolve_master_key(&config, canary.is_some())?;
-    if let Some((stored_id, sealed)) = &canary
-        && master.open(&CANARY_ROW, sealed).is_err()
-    {
-        return Err(Error::FailedPrecondition(format!(
-            "wrong master key: this database was sealed with master key id {stored_id}, \
-             the configured key has id {}; refusing to start (nothing was written)",
-            master.id()
-        )));
+    if let Some((stored_id, sealed)) = &canary {
+        check_canary(&master, stored_id, sealed)?;
     }
     store.migrate().await?;
-    if canary.is_none() {
-        store
+    if canary.is_none()
+        && !store
             .write_canary(master.id(), &master.seal(&CANARY_ROW, CANARY_PLAINTEXT))
-            .await?;
+            .await?
+    {
+        // Another process created the canary first: its key is the database's.
+        let (stored_id, sealed) = store.read_canary().await?.ok_or_else(|| {
+            Error::internal("the master-key canary vanished right after it was written")
+        })?;
+        check_canary(&master, &stored_id, &sealed)?;
     }
     let master = Arc::new(master);
 
@@ -161,6 +191,7 @@ pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> 
             Err(err) => return Err(err),
         }
     }
+    lock.release().await;
     jwks.refresh(store.as_ref()).await?;
     let hashes = store
         .admin_token_hashes()
@@ -173,6 +204,18 @@ pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> 
         svc,
         auth: Authenticator::new(hashes),
     })
+}
+
+/// Refuses a master key that does not open the database's canary.
+fn check_canary(master: &MasterKey, stored_id: &str, sealed: &[u8]) -> Result<()> {
+    if master.open(&CANARY_ROW, sealed).is_ok() {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "wrong master key: this database was sealed with master key id {stored_id}, \
+         the configured key has id {}; refusing to start (nothing was written)",
+        master.id()
+    )))
 }
 
 /// On an empty database, creates the admin token and writes it once to
@@ -188,7 +231,7 @@ async fn bootstrap_admin_token(config: &ServeConfig, store: &dyn Store, now: i64
     create_private_dir(&config.data_dir)?;
     // Unique per process: replicas bootstrapping one data dir must not swap tokens.
     let staged = path.with_extension(format!("staged-{}", b64url(&random::bytes::<6>())));
-    write_private_file(&staged, format!("{token}\n").as_bytes())?;
+    files::write_private_file(&staged, format!("{token}\n").as_bytes())?;
     let won = store
         .insert_first_admin_token(&sha256(token.as_bytes()), now)
         .await;
@@ -200,14 +243,36 @@ async fn bootstrap_admin_token(config: &ServeConfig, store: &dyn Store, now: i64
         }
     };
     if won {
-        std::fs::rename(&staged, &path).map_err(|e| {
-            Error::FailedPrecondition(format!("cannot write {}: {e}", path.display()))
-        })?;
+        let published = publish_admin_token(&staged, &path);
+        let _ = std::fs::remove_file(&staged);
+        published?;
         tracing::warn!(path = %path.display(), "created the first admin token; it is shown nowhere else");
     } else {
         let _ = std::fs::remove_file(&staged);
     }
     Ok(won)
+}
+
+/// Links the staged token file into place. Only the process that stored the
+/// token's hash gets here, so a file already at `path` belongs to an earlier
+/// database: it is moved aside, never overwritten.
+fn publish_admin_token(staged: &Path, path: &Path) -> Result<()> {
+    let cannot = |e: std::io::Error| {
+        Error::FailedPrecondition(format!("cannot write {}: {e}", path.display()))
+    };
+    if let Err(e) = std::fs::hard_link(staged, path) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(cannot(e));
+        }
+        let aside = path.with_extension(format!("token.old-{}", b64url(&random::bytes::<6>())));
+        std::fs::rename(path, &aside).map_err(cannot)?;
+        tracing::warn!(
+            old = %aside.display(),
+            "an admin.token from an earlier database was in the data directory; moved it aside"
+        );
+        std::fs::hard_link(staged, path).map_err(cannot)?;
+    }
+    files::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// The built-in scheduler: the same sweep `keyward rotate` runs, every

@@ -9,7 +9,10 @@ mod common;
 use std::{path::Path, process::Command};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::{Backend, TestDb, TestServer, create_keyset as create, http_post, verify};
+use common::{
+    Backend, FORM, HttpHeader, TestDb, TestServer, basic, create_keyset as create, http_post,
+    verify,
+};
 use jsonwebtoken::{EncodingKey, Header};
 use keyward::{clock::ManualClock, grpc::pb};
 use serde_json::{Value, json};
@@ -559,19 +562,6 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn basic(id: &str, secret: &str) -> String {
-    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
-    )
-}
-
-/// An HTTP header as (name, value).
-type HttpHeader<'a> = (&'a str, &'a str);
-
-const FORM: HttpHeader<'static> = ("content-type", "application/x-www-form-urlencoded");
-
 async fn client_credentials_grant(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -778,7 +768,9 @@ async fn client_credentials_grant(backend: Backend) {
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(r.json()["error"], "invalid_request");
 
-    // A client without a token key set may not use the grant.
+    // A client without a token key set (an IdP secret kept for OpenMetadata)
+    // answers exactly as an unknown client: its right secret, a wrong one and
+    // an unknown client id are indistinguishable.
     cl.put_client(pb::PutClientRequest {
         id: "sso-only".into(),
         secret: Some("another-secret".into()),
@@ -786,18 +778,26 @@ async fn client_credentials_grant(backend: Backend) {
     })
     .await
     .unwrap();
-    let r = http_post(
-        &token_url,
-        &[
-            FORM,
-            ("authorization", &basic("sso-only", "another-secret")),
-        ],
-        "grant_type=client_credentials",
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.json()["error"].clone()),
-        (400, json!("unauthorized_client"))
+    let mut answers = Vec::new();
+    for (id, secret) in [
+        ("sso-only", "another-secret"),
+        ("sso-only", "a-wrong-guess"),
+        ("nobody-here", "another-secret"),
+    ] {
+        let r = http_post(
+            &token_url,
+            &[FORM, ("authorization", &basic(id, secret))],
+            "grant_type=client_credentials",
+        )
+        .await;
+        assert_eq!(r.status, 401, "{id}: {}", r.body);
+        assert_eq!(r.json()["error"], "invalid_client", "{id}");
+        let challenge = r.header("www-authenticate").to_string();
+        answers.push((r.status, r.body, challenge));
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "ineligible and unknown clients must answer alike: {answers:?}"
     );
 
     // Token settings are validated against the key set.

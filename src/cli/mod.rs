@@ -273,7 +273,8 @@ pub enum ClientCmd {
     },
     /// List clients.
     List,
-    /// Make a new secret current; the previous one stays valid for --grace.
+    /// Make a new secret current; the previous one stays valid for --grace
+    /// (older ones never longer; `--grace 0s` ends them all now).
     Rotate {
         /// Client id.
         id: String,
@@ -288,6 +289,14 @@ pub enum ClientCmd {
     Delete {
         /// Client id.
         id: String,
+    },
+    /// End a superseded secret version now, before its grace period would.
+    RevokeSecret {
+        /// Client id.
+        id: String,
+        /// The version to revoke (not the current one: rotate with --grace 0s).
+        #[arg(long)]
+        version: u32,
     },
     /// Check a secret read from standard input; exit 0 when valid, 1 when not.
     Verify {
@@ -745,6 +754,22 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             api.delete_client(admin.req(pb::DeleteClientRequest { id: id.clone() }))
                 .await?;
             print_done(out, &format!("deleted client {id}"));
+        }
+        ClientCmd::RevokeSecret { id, version } => {
+            let r = api
+                .revoke_client_secret(admin.req(pb::RevokeClientSecretRequest {
+                    id: id.clone(),
+                    version: *version,
+                }))
+                .await?
+                .into_inner();
+            print_done(
+                out,
+                &format!(
+                    "revoked secret version {} of client {id}; version {} stays current",
+                    r.version, r.current_version
+                ),
+            );
         }
         ClientCmd::Verify { id, .. } => {
             let secret = read_stdin_secret()?;

@@ -118,6 +118,15 @@ pub struct RotatedSecret {
     pub previous_valid_until: i64,
 }
 
+/// `RevokeClientSecret`'s result.
+#[derive(Debug)]
+pub struct RevokedSecret {
+    /// The version revoked.
+    pub version: i64,
+    /// The current version, still valid.
+    pub current_version: i64,
+}
+
 impl Keyward {
     pub(super) fn client_from_row(row: ClientRow) -> Result<Client> {
         let scopes = serde_json::from_str(&row.scopes).map_err(Error::internal)?;
@@ -358,6 +367,41 @@ impl Keyward {
             version,
             generated_secret: generated.then_some(secret),
             previous_valid_until,
+        })
+    }
+
+    /// Ends superseded secret version `version` now (a leaked previous secret).
+    /// The current version cannot be revoked: rotating with a zero grace
+    /// replaces it and ends every older one.
+    pub async fn revoke_client_secret(&self, id: &str, version: i64) -> Result<RevokedSecret> {
+        let client = self.client_row(id).await?;
+        if version < 1 {
+            return Err(Error::invalid("version", "secret versions start at 1"));
+        }
+        if version == client.secret_version {
+            return Err(Error::FailedPrecondition(format!(
+                "version {version} is client {id:?}'s current secret; replace it with \
+                 `keyward client rotate {id} --grace 0s`, which also ends every older version"
+            )));
+        }
+        let now = self.clock.now();
+        let live = self
+            .store
+            .client_secrets(id)
+            .await?
+            .into_iter()
+            .any(|s| s.version == version && s.valid_until.is_none_or(|until| until > now));
+        if !live || !self.store.delete_superseded_secret(id, version).await? {
+            return Err(Error::NotFound(format!(
+                "client {id:?} has no valid secret version {version} (current is {}; \
+                 superseded versions end with their grace period)",
+                client.secret_version
+            )));
+        }
+        tracing::warn!(client = id, version, "client secret version revoked");
+        Ok(RevokedSecret {
+            version,
+            current_version: client.secret_version,
         })
     }
 

@@ -401,6 +401,10 @@ impl Keyward {
         let current = policy_of(&row)?;
         let policy = merge_policy(current.clone(), input)?;
         policy.validate(self.jwks_max_age, now)?;
+        if policy.max_token_ttl < current.max_token_ttl {
+            self.check_client_token_ttls(name, policy.max_token_ttl)
+                .await?;
+        }
         let next_rotation_at = if policy.cadence == current.cadence {
             None
         } else {
@@ -424,6 +428,27 @@ impl Keyward {
         self.get_keyset(name).await
     }
 
+    /// Refuses a max-token-ttl below what clients already issue with this key set.
+    async fn check_client_token_ttls(&self, name: &str, max_token_ttl: u64) -> Result<()> {
+        let above: Vec<String> = self
+            .store
+            .clients_of_keyset(name)
+            .await?
+            .into_iter()
+            .filter(|c| secs_u64(c.token_ttl) > max_token_ttl)
+            .map(|c| format!("{} ({})", c.id, rotation::human(secs_u64(c.token_ttl))))
+            .collect();
+        if above.is_empty() {
+            return Ok(());
+        }
+        Err(Error::FailedPrecondition(format!(
+            "max-token-ttl {} is below the token-ttl of clients whose tokens key set {name:?} \
+             signs: {}; lower theirs first (`keyward client put ID --token-ttl …`)",
+            rotation::human(max_token_ttl),
+            above.join(", ")
+        )))
+    }
+
     /// A key set by name.
     pub async fn get_keyset(&self, name: &str) -> Result<KeySetInfo> {
         let row = self.keyset_row(name).await?;
@@ -444,10 +469,9 @@ impl Keyward {
         let row = self.keyset_row(name).await?;
         let users: Vec<String> = self
             .store
-            .list_clients()
+            .clients_of_keyset(name)
             .await?
             .into_iter()
-            .filter(|c| c.token_keyset.as_deref() == Some(name))
             .map(|c| c.id)
             .collect();
         if !users.is_empty() {

@@ -46,9 +46,6 @@ pub enum OAuthError {
     /// Client authentication failed.
     #[error("{0}")]
     InvalidClient(String),
-    /// The client may not use this grant.
-    #[error("{0}")]
-    UnauthorizedClient(String),
     /// Grant type not supported.
     #[error("{0}")]
     UnsupportedGrantType(String),
@@ -66,7 +63,6 @@ impl OAuthError {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidClient(_) => "invalid_client",
-            Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::Server(_) => "server_error",
@@ -92,12 +88,18 @@ impl Keyward {
         if model::validate_client_id(&req.client_id).is_err() {
             return Err(bad_client());
         }
-        let Some(row) = self
+        // A client that may not use this grant (no token key set: an IdP
+        // secret kept for OpenMetadata, say) answers exactly as an unknown
+        // client does, after the same work, so the endpoint is no oracle for
+        // its secret or its existence.
+        let row = self
             .store
             .get_client(&req.client_id)
             .await
             .map_err(OAuthError::Server)?
-        else {
+            .filter(|row| row.token_keyset.is_some());
+        let Some(row) = row else {
+            self.decoy_secret_check(&req.client_secret);
             return Err(bad_client());
         };
         let matched = self
@@ -110,10 +112,7 @@ impl Keyward {
         }
         let client = Self::client_from_row(row).map_err(OAuthError::Server)?;
         let Some(keyset) = client.token_keyset.as_deref() else {
-            return Err(OAuthError::UnauthorizedClient(format!(
-                "client {:?} has no token key set; set one with `keyward client put {} --token-keyset NAME`",
-                client.id, client.id
-            )));
+            return Err(bad_client());
         };
         let granted: Vec<String> = match req.scope.as_deref().map(str::trim) {
             None | Some("") => client.allowed_scopes.clone(),
@@ -156,14 +155,22 @@ impl Keyward {
         if !scope.is_empty() {
             claims.insert("scope".into(), Value::String(scope.clone()));
         }
+        // Updates refuse a client token-ttl above its key set's max-token-ttl
+        // and the reverse; should a race still leave one above, the token gets
+        // the key set's maximum rather than the client an error.
+        let max = u64::try_from(set.max_token_ttl).unwrap_or(0);
+        let ttl = client.token_ttl.min(max);
+        if ttl < client.token_ttl {
+            tracing::warn!(client = %client.id, keyset, "client token-ttl above the key set's max-token-ttl; issued with the maximum");
+        }
         let signed = self
-            .sign_claims(&set, claims, Some(client.token_ttl))
+            .sign_claims(&set, claims, Some(ttl))
             .await
             .map_err(OAuthError::Server)?;
         tracing::info!(client = %client.id, jti, kid = %signed.kid, "client-credentials token issued");
         Ok(IssuedToken {
             access_token: signed.jwt,
-            expires_in: client.token_ttl,
+            expires_in: ttl,
             scope,
         })
     }

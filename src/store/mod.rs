@@ -215,6 +215,62 @@ pub struct SecretRow {
     pub valid_until: Option<i64>,
 }
 
+/// Held by the one process setting a database up (migrations, canary,
+/// bootstrap); others wait for it. Released by [`StartupLock::release`], or
+/// when dropped, or when the process dies.
+pub struct StartupLock(LockInner);
+
+enum LockInner {
+    /// Nothing to serialise (an in-memory database).
+    Nothing,
+    /// An exclusive lock on a file beside the SQLite database.
+    File(std::fs::File),
+    /// A PostgreSQL session advisory lock, held by this dedicated connection.
+    Postgres(sqlx::PgConnection),
+}
+
+impl Debug for StartupLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            LockInner::Nothing => "StartupLock(none)",
+            LockInner::File(_) => "StartupLock(file)",
+            LockInner::Postgres(_) => "StartupLock(postgres)",
+        })
+    }
+}
+
+impl StartupLock {
+    pub(crate) fn nothing() -> Self {
+        Self(LockInner::Nothing)
+    }
+
+    pub(crate) fn file(file: std::fs::File) -> Self {
+        Self(LockInner::File(file))
+    }
+
+    pub(crate) fn postgres(conn: sqlx::PgConnection) -> Self {
+        Self(LockInner::Postgres(conn))
+    }
+
+    /// Releases the lock now.
+    pub async fn release(self) {
+        match self.0 {
+            LockInner::Nothing => {}
+            LockInner::File(file) => {
+                let _ = file.unlock();
+            }
+            LockInner::Postgres(mut conn) => {
+                // Closing the session releases its advisory locks too; unlock
+                // first so a failed close still frees the others at once.
+                let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+                    .execute(&mut conn)
+                    .await;
+                let _ = sqlx::Connection::close(conn).await;
+            }
+        }
+    }
+}
+
 /// keyward's persistence. One implementation per database backend.
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
@@ -224,6 +280,9 @@ pub trait Store: Send + Sync + Debug {
     async fn ping(&self) -> Result<()>;
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
+    /// Waits until no other process is setting this database up, then holds
+    /// that right until the lock is released.
+    async fn lock_startup(&self) -> Result<StartupLock>;
     /// The master-key canary `(key id, sealed)`, read without writing anything;
     /// `None` on a fresh (even unmigrated) database.
     async fn read_canary(&self) -> Result<Option<(String, Vec<u8>)>>;
@@ -279,10 +338,16 @@ pub trait Store: Send + Sync + Debug {
     /// A client's secret versions, newest first.
     async fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
     /// Adds `new` as the current secret, in one transaction conditional on the
-    /// current version being `new.version - 1`: the previous version stays valid
-    /// until `previous_valid_until`, versions whose grace has ended are deleted.
+    /// current version being `new.version - 1`: every older version stays valid
+    /// until `previous_valid_until` at the latest (never longer than it already
+    /// was), versions whose grace has ended by `new.created_at` are deleted.
     /// Returns `false`, changing nothing, when another rotation won.
     async fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
+    /// Deletes secret version `version` of client `id` unless it is the
+    /// current one. Returns whether a row was deleted.
+    async fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
+    /// The clients whose client-credentials tokens key set `keyset` signs, by id.
+    async fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>>;
 }
 
 /// Opens the store a database URL names: `sqlite:` or `postgres:`/`postgresql:`.

@@ -16,14 +16,17 @@ use sqlx::{
 use tracing::instrument;
 
 use super::{
-    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, SealedKey, SecretRow, Store,
-    unique_as_exists,
+    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, SealedKey, SecretRow,
+    StartupLock, Store, unique_as_exists,
 };
-use crate::{Error, Result};
+use crate::{Error, Result, files};
 
 const KEY_COLUMNS: &str = "k.kid, k.keyset_id, s.name AS keyset, k.algorithm, k.state, \
      k.public_jwk, k.created_at, k.activated_at, k.retired_at, k.expires_at, k.revoked_at \
      FROM keys k JOIN keysets s ON s.id = k.keyset_id";
+
+/// The advisory lock id start-up holds on PostgreSQL ("keyward" in ASCII).
+const STARTUP_LOCK_ID: i64 = 0x006b_6579_7761_7264;
 
 const KEYSET_COLUMNS: &str = "id, name, algorithm, rsa_bits, created_at, rotate_every, schedule, \
      prepublish, retain, max_token_ttl, next_rotation_at, version";
@@ -33,17 +36,37 @@ const KEYSET_COLUMNS: &str = "id, name, algorithm, rsa_bits, created_at, rotate_
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file; `None` in memory.
+    file: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database a `sqlite:` URL names.
+    /// Opens (creating if missing) the database a `sqlite:` URL names. The
+    /// database file is created 0600 (SQLite gives its `-wal` and `-shm` files
+    /// the same mode) and an existing one readable by others is tightened.
     pub async fn connect(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::invalid("database_url", e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content (destroyed keys' ciphertext) is overwritten with
+            // zeros instead of lingering in free pages.
+            .pragma("secure_delete", "on");
+        let file = Some(options.get_filename().to_path_buf())
+            .filter(|f| !f.as_os_str().is_empty() && f.as_os_str() != ":memory:");
+        if let Some(file) = &file {
+            files::touch_private(file)?;
+            for companion in ["", "-wal", "-shm"] {
+                let mut name = file.clone().into_os_string();
+                name.push(companion);
+                let path = std::path::PathBuf::from(name);
+                if files::tighten_file(&path)? {
+                    tracing::warn!(file = %path.display(), "the database file was readable by others; made it 0600");
+                }
+            }
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -52,7 +75,51 @@ impl SqliteStore {
             .map_err(|e| {
                 Error::FailedPrecondition(format!("cannot open the SQLite database: {e}"))
             })?;
-        Ok(Self { pool })
+        Ok(Self { pool, file })
+    }
+
+    async fn acquire_startup_lock(&self) -> Result<StartupLock> {
+        let Some(db) = &self.file else {
+            return Ok(StartupLock::nothing());
+        };
+        let mut name = db.clone().into_os_string();
+        name.push("-setup.lock");
+        let path = std::path::PathBuf::from(name);
+        files::touch_private(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                Error::FailedPrecondition(format!("cannot open {}: {e}", path.display()))
+            })?;
+        match file.try_lock() {
+            Ok(()) => return Ok(StartupLock::file(file)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(
+                    "another keyward process is setting this database up; waiting for it"
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(Error::internal)?
+            .map(StartupLock::file)
+            .map_err(|e| Error::FailedPrecondition(format!("cannot lock {}: {e}", path.display())))
+    }
+
+    /// After key material was destroyed: copy the WAL into the database and
+    /// truncate it, so no old page holding the ciphertext stays in the WAL.
+    async fn purge_destroyed_now(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -76,6 +143,7 @@ impl SqliteStore {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    options: PgConnectOptions,
 }
 
 impl PgStore {
@@ -96,10 +164,27 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| Error::FailedPrecondition(format!("cannot connect to PostgreSQL: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { pool, options })
+    }
+
+    /// A session advisory lock on a connection of its own, so it outlives
+    /// nothing but that session.
+    async fn acquire_startup_lock(&self) -> Result<StartupLock> {
+        let mut conn =
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&self.options).await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(STARTUP_LOCK_ID)
+            .execute(&mut conn)
+            .await?;
+        Ok(StartupLock::postgres(conn))
+    }
+
+    /// PostgreSQL keeps old row versions until VACUUM; nothing to do per write.
+    async fn purge_destroyed_now(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
@@ -121,6 +206,16 @@ impl PgStore {
 
 macro_rules! impl_store {
     ($store:ty, $backend:literal, $tx:ident) => {
+        impl $store {
+            /// Best effort after a committed write that destroyed sealed
+            /// material: the write stands even if the purge fails.
+            async fn purge_destroyed(&self) {
+                if let Err(err) = self.purge_destroyed_now().await {
+                    tracing::warn!(error = %err, "could not purge destroyed key material from the WAL");
+                }
+            }
+        }
+
         #[async_trait]
         impl Store for $store {
             fn backend(&self) -> &'static str {
@@ -139,6 +234,11 @@ macro_rules! impl_store {
             #[instrument(skip_all)]
             async fn migrate(&self) -> Result<()> {
                 self.run_migrations().await
+            }
+
+            #[instrument(skip_all)]
+            async fn lock_startup(&self) -> Result<StartupLock> {
+                self.acquire_startup_lock().await
             }
 
             #[instrument(skip_all)]
@@ -277,6 +377,7 @@ macro_rules! impl_store {
                 .await?;
                 $tx::bump_generation(&mut tx).await?;
                 tx.commit().await?;
+                self.purge_destroyed().await;
                 Ok(true)
             }
 
@@ -386,6 +487,9 @@ macro_rules! impl_store {
                 }
                 $tx::bump_generation(&mut tx).await?;
                 tx.commit().await?;
+                if change.updates.iter().any(|u| u.destroy_private) {
+                    self.purge_destroyed().await;
+                }
                 Ok(true)
             }
 
@@ -485,6 +589,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                self.purge_destroyed().await;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -518,6 +623,18 @@ macro_rules! impl_store {
                 if bumped.rows_affected() != 1 {
                     return Ok(false);
                 }
+                // A rotation never extends an older version and caps every
+                // one at the new grace: `--grace 0s` ends them all now.
+                sqlx::query(
+                    "UPDATE client_secrets SET valid_until = $1 \
+                     WHERE client_id = $2 AND version < $3 \
+                     AND (valid_until IS NULL OR valid_until > $1)",
+                )
+                .bind(previous_valid_until)
+                .bind(&new.client_id)
+                .bind(new.version)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "DELETE FROM client_secrets WHERE client_id = $1 \
                      AND valid_until IS NOT NULL AND valid_until <= $2",
@@ -526,18 +643,34 @@ macro_rules! impl_store {
                 .bind(new.created_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "UPDATE client_secrets SET valid_until = $1 \
-                     WHERE client_id = $2 AND version = $3",
-                )
-                .bind(previous_valid_until)
-                .bind(&new.client_id)
-                .bind(new.version - 1)
-                .execute(&mut *tx)
-                .await?;
                 $tx::insert_secret(&mut tx, new).await?;
                 tx.commit().await?;
+                self.purge_destroyed().await;
                 Ok(true)
+            }
+
+            #[instrument(skip_all, fields(client = id, version))]
+            async fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool> {
+                let done = sqlx::query(
+                    "DELETE FROM client_secrets WHERE client_id = $1 AND version = $2 \
+                     AND version <> (SELECT secret_version FROM clients WHERE id = $1)",
+                )
+                .bind(id)
+                .bind(version)
+                .execute(&self.pool)
+                .await?;
+                self.purge_destroyed().await;
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[instrument(skip_all, fields(keyset))]
+            async fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>> {
+                Ok(
+                    sqlx::query_as("SELECT * FROM clients WHERE token_keyset = $1 ORDER BY id")
+                        .bind(keyset)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
             }
         }
     };

@@ -462,3 +462,29 @@ pub async fn create_keyset(server: &TestServer, name: &str, alg: &str) -> pb::Ke
         .expect("CreateKeySet")
         .into_inner()
 }
+
+/// An `Authorization: Basic` value for a client id and secret (RFC 6749 §2.3.1).
+pub fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+/// An HTTP header as (name, value).
+pub type HttpHeader<'a> = (&'a str, &'a str);
+
+/// The form content type of a token request.
+pub const FORM: HttpHeader<'static> = ("content-type", "application/x-www-form-urlencoded");
+
+/// `POST /oauth2/token` with the client-credentials grant and Basic auth.
+pub async fn token_request(server: &TestServer, id: &str, secret: &str) -> HttpResponse {
+    http_post(
+        &format!("{}/oauth2/token", server.http_url),
+        &[FORM, ("authorization", &basic(id, secret))],
+        "grant_type=client_credentials",
+    )
+    .await
+}

@@ -1,0 +1,223 @@
+//! Hardening found by attacking and loading keyward on purpose: secret
+//! versions that outlived a zero grace, policy changes that broke clients
+//! later, files left readable, destroyed keys lingering on disk. Each test
+//! failed before its fix.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{Backend, TestDb, TestServer, token_request};
+use keyward::grpc::pb;
+use tonic::Code;
+
+async fn put_token_client(server: &TestServer, id: &str, secret: &str, ttl: u64) {
+    server
+        .clients()
+        .put_client(pb::PutClientRequest {
+            id: id.into(),
+            secret: Some(secret.into()),
+            token_keyset: Some("default".into()),
+            token_ttl_seconds: Some(ttl),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn rotate(server: &TestServer, id: &str, secret: &str, grace: u64) -> i64 {
+    server
+        .clients()
+        .rotate_client_secret(pb::RotateClientSecretRequest {
+            id: id.into(),
+            grace_seconds: Some(grace),
+            secret: Some(secret.into()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .previous_valid_until
+}
+
+/// The version `secret` verifies as, or `None`.
+async fn verifies(server: &TestServer, id: &str, secret: &str) -> Option<u32> {
+    let r = server
+        .clients()
+        .verify_client_secret(pb::VerifyClientSecretRequest {
+            id: id.into(),
+            secret: secret.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.valid.then_some(r.version)
+}
+
+async fn zero_grace_ends_every_older_version(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    put_token_client(&server, "ingestion", "secret-one", 600).await;
+    rotate(&server, "ingestion", "secret-two", 3600).await;
+    assert_eq!(verifies(&server, "ingestion", "secret-one").await, Some(1));
+
+    // A compromise: rotate with no grace. Version 1 was still in its hour.
+    rotate(&server, "ingestion", "secret-three", 0).await;
+    for old in ["secret-one", "secret-two"] {
+        assert_eq!(verifies(&server, "ingestion", old).await, None, "{old}");
+        let r = token_request(&server, "ingestion", old).await;
+        assert_eq!(r.status, 401, "{old} still issues tokens: {}", r.body);
+    }
+    assert_eq!(
+        verifies(&server, "ingestion", "secret-three").await,
+        Some(3)
+    );
+    assert_eq!(
+        token_request(&server, "ingestion", "secret-three")
+            .await
+            .status,
+        200
+    );
+
+    // A later, longer grace never extends an older version.
+    let first_end = rotate(&server, "ingestion", "secret-four", 3600).await;
+    rotate(&server, "ingestion", "secret-five", 7200).await;
+    let v3 = server
+        .clients()
+        .get_client_secret(pb::GetClientSecretRequest {
+            id: "ingestion".into(),
+            version: Some(3),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        v3.valid_until <= first_end,
+        "{} > {first_end}",
+        v3.valid_until
+    );
+    server.stop().await;
+}
+
+async fn revoke_one_secret_version(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    put_token_client(&server, "om", "first", 600).await;
+    rotate(&server, "om", "second", 86_400).await;
+    rotate(&server, "om", "third", 86_400).await;
+    let revoke = |version| {
+        let mut clients = server.clients();
+        async move {
+            clients
+                .revoke_client_secret(pb::RevokeClientSecretRequest {
+                    id: "om".into(),
+                    version,
+                })
+                .await
+        }
+    };
+    let done = revoke(1).await.unwrap().into_inner();
+    assert_eq!((done.version, done.current_version), (1, 3));
+    assert_eq!(verifies(&server, "om", "first").await, None);
+    assert_eq!(token_request(&server, "om", "first").await.status, 401);
+    assert_eq!(
+        verifies(&server, "om", "second").await,
+        Some(2),
+        "other versions are untouched"
+    );
+
+    let again = revoke(1).await.unwrap_err();
+    assert_eq!(again.code(), Code::NotFound, "{}", again.message());
+    assert_eq!(revoke(9).await.unwrap_err().code(), Code::NotFound);
+    let current = revoke(3).await.unwrap_err();
+    assert_eq!(current.code(), Code::FailedPrecondition);
+    assert!(
+        current.message().contains("--grace 0s"),
+        "{}",
+        current.message()
+    );
+    assert_eq!(verifies(&server, "om", "third").await, Some(3));
+    let missing = server
+        .clients()
+        .revoke_client_secret(pb::RevokeClientSecretRequest {
+            id: "ghost".into(),
+            version: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    server.stop().await;
+}
+
+async fn max_token_ttl_stays_above_client_token_ttls(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    put_token_client(&server, "ingestion", "s3cret-ingestion", 1800).await;
+    put_token_client(&server, "short", "s3cret-short", 300).await;
+    let lower = |seconds| {
+        let mut keysets = server.keysets();
+        async move {
+            keysets
+                .update_key_set(pb::UpdateKeySetRequest {
+                    name: "default".into(),
+                    policy: Some(pb::RotationPolicy {
+                        max_token_ttl_seconds: Some(seconds),
+                        ..Default::default()
+                    }),
+                })
+                .await
+        }
+    };
+    let err = lower(600).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("ingestion") && !err.message().contains("short"),
+        "names exactly the clients above: {}",
+        err.message()
+    );
+    let set = server
+        .keysets()
+        .get_key_set(pb::GetKeySetRequest {
+            name: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.max_token_ttl_seconds, 3600, "nothing changed");
+    let r = token_request(&server, "ingestion", "s3cret-ingestion").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["expires_in"], 1800);
+
+    // Down to exactly the longest client token-ttl is fine.
+    lower(1800).await.unwrap();
+    assert_eq!(
+        token_request(&server, "ingestion", "s3cret-ingestion")
+            .await
+            .status,
+        200
+    );
+    // The other direction: a client above its key set's maximum is refused.
+    let err = server
+        .clients()
+        .put_client(pb::PutClientRequest {
+            id: "short".into(),
+            token_ttl_seconds: Some(3600),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("max-token-ttl"), "{}", err.message());
+    server.stop().await;
+}
+
+both_backends!(
+    zero_grace_ends_every_older_version,
+    revoke_one_secret_version,
+    max_token_ttl_stays_above_client_token_ttls,
+);
