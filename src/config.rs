@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{Error, Result, secret::SecretString};
+use crate::{Error, Result, net::Limits, secret::SecretString};
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./keyward-data";
@@ -55,6 +55,18 @@ pub struct ServeArgs {
     /// Turn the built-in scheduler off (when cron runs `keyward rotate`)
     #[arg(long, env = "KEYWARD_NO_SCHEDULER")]
     pub no_scheduler: bool,
+    /// Most connections each listener holds open; more wait [default: 1024]
+    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Close a connection with no traffic for this long [default: 2m]
+    #[arg(long, env = "KEYWARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// HTTP: close a connection whose request headers take longer [default: 10s]
+    #[arg(long, env = "KEYWARD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// On SIGTERM, how long in-flight requests may take [default: 10s]
+    #[arg(long, env = "KEYWARD_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
     /// Optional TOML file with the same settings (snake_case keys)
     #[arg(long, env = "KEYWARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -74,6 +86,10 @@ struct FileConfig {
     rotation_interval: Option<String>,
     no_scheduler: Option<bool>,
     issuer: Option<String>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<String>,
+    header_timeout: Option<String>,
+    shutdown_grace: Option<String>,
 }
 
 /// Where the master key comes from.
@@ -118,6 +134,8 @@ pub struct ServeConfig {
     pub rotation_interval: Option<Duration>,
     /// Issuer URL; `None`: `http://<http-addr>`.
     pub issuer: Option<String>,
+    /// Connection limits and timeouts of both listeners.
+    pub limits: Limits,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -132,6 +150,7 @@ impl fmt::Debug for ServeConfig {
             .field("jwks_max_age", &self.jwks_max_age)
             .field("rotation_interval", &self.rotation_interval)
             .field("issuer", &self.issuer)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -164,6 +183,7 @@ impl ServeConfig {
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
             issuer: None,
+            limits: Limits::default(),
         }
     }
 
@@ -238,6 +258,33 @@ impl ServeConfig {
                 }
             },
             issuer: args.issuer.clone().or(file.issuer),
+            limits: Limits {
+                max_connections: match args.max_connections.or(file.max_connections) {
+                    Some(0) => return Err(Error::invalid("max_connections", "must be at least 1")),
+                    Some(n) => n,
+                    None => defaults.limits.max_connections,
+                },
+                idle_timeout: timeout_setting(
+                    "idle_timeout",
+                    args.idle_timeout.as_ref().or(file.idle_timeout.as_ref()),
+                    defaults.limits.idle_timeout,
+                )?,
+                header_timeout: timeout_setting(
+                    "header_timeout",
+                    args.header_timeout
+                        .as_ref()
+                        .or(file.header_timeout.as_ref()),
+                    defaults.limits.header_timeout,
+                )?,
+                shutdown_grace: match args
+                    .shutdown_grace
+                    .as_ref()
+                    .or(file.shutdown_grace.as_ref())
+                {
+                    Some(text) => crate::model::parse_duration("shutdown_grace", text)?,
+                    None => defaults.limits.shutdown_grace,
+                },
+            },
             data_dir,
         };
         if let Some(issuer) = &config.issuer
@@ -267,6 +314,22 @@ impl ServeConfig {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
+}
+
+/// A timeout setting: a duration of at least one second.
+fn timeout_setting(
+    field: &'static str,
+    text: Option<&String>,
+    default: Duration,
+) -> Result<Duration> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let d = crate::model::parse_duration(field, text)?;
+    if d < Duration::from_secs(1) {
+        return Err(Error::invalid(field, "must be at least 1s"));
+    }
+    Ok(d)
 }
 
 fn parse_default(addr: &str) -> SocketAddr {

@@ -17,6 +17,7 @@
 //!   an injectable [`clock::Clock`].
 //! - [`jwks`]: the in-memory JWKS snapshot served on the hot path.
 //! - [`grpc`] and [`http`]: thin transports over the service; no SQL.
+//! - [`net`]: connection limits, idle and header timeouts, bounded shutdown.
 //! - [`server`]: start-up (master key, migrations, bootstrap) and the lifecycle of
 //!   both listeners until shutdown.
 //! - [`cli`] and [`config`]: the `keyward` command line and its layered settings.
@@ -34,6 +35,7 @@ pub mod grpc;
 pub mod http;
 pub mod jwks;
 pub mod model;
+pub mod net;
 pub mod rotation;
 pub mod secret;
 pub mod server;

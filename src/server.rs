@@ -5,6 +5,7 @@
 use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 
 use crate::{
     Error, Result,
@@ -18,6 +19,7 @@ use crate::{
     grpc::{self, Authenticator},
     http::{self, HttpState},
     jwks::{self, JwksCache},
+    net,
     secret::SecretBytes,
     service::Keyward,
     store::{self, Store},
@@ -341,16 +343,22 @@ pub async fn serve(
     let api = grpc::Api::new(Arc::clone(&app.svc));
     let grpc_addr = grpc.local_addr().map_err(Error::internal)?;
     let http_addr = http.local_addr().map_err(Error::internal)?;
+    let limits = app.config.limits;
+    let (grpc_conns, grpc_incoming) = tokio::sync::mpsc::channel(1);
+    let grpc_acceptor = tokio::spawn(net::accept_loop(grpc, limits, grpc_conns, stop_rx.clone()));
     let grpc_server = tonic::transport::Server::builder()
+        // Finds peers that vanished without closing; the idle timeout closes
+        // the ones that stay connected and say nothing.
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(api.key_sets(app.auth.clone()))
         .add_service(api.clients(app.auth.clone()))
         .serve_with_incoming_shutdown(
-            // serve_with_incoming ignores the builder's tcp_nodelay: without it
-            // small unary replies wait on delayed ACKs (~40 ms each).
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            tokio_stream::wrappers::ReceiverStream::new(grpc_incoming)
+                .map(Ok::<_, std::convert::Infallible>),
             wait(stop_rx.clone()),
         );
 
@@ -358,12 +366,7 @@ pub async fn serve(
         svc: Arc::clone(&app.svc),
         default_keyset: Arc::from(app.config.default_keyset.as_str()),
     });
-    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
-        }
-    });
-    let http_server = axum::serve(http, router).with_graceful_shutdown(wait(stop_rx.clone()));
+    let http_server = net::serve_http(http, router, limits, stop_rx.clone());
 
     tracing::info!(
         grpc = %grpc_addr,
@@ -375,13 +378,26 @@ pub async fn serve(
         .config
         .rotation_interval
         .map(|every| tokio::spawn(run_scheduler(Arc::clone(&app.svc), every, stop_rx.clone())));
-    let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
+    let both = async { tokio::join!(grpc_server, http_server) };
+    // In-flight requests get the shutdown grace; connections still busy
+    // after it (a client that never finishes its request) are dropped.
+    let deadline = async {
+        wait(stop_rx.clone()).await;
+        tokio::time::sleep(limits.shutdown_grace).await;
+    };
+    let grpc_result = tokio::select! {
+        (grpc_result, ()) = both => grpc_result,
+        () = deadline => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "requests still in flight after the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    };
+    grpc_acceptor.abort();
     watcher.abort();
     if let Some(s) = scheduler {
         s.abort();
     }
     grpc_result.map_err(Error::internal)?;
-    http_result.map_err(Error::internal)?;
     tracing::info!("keyward stopped");
     Ok(())
 }

@@ -4,138 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-#[derive(Debug)]
-struct Serve {
-    child: Child,
-    grpc: String,
-    http: String,
-    log: mpsc::Receiver<String>,
-}
-
-/// `keyward serve` on ports the OS picks, with no master key in the environment.
-fn serve_command(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-    ])
-    .arg("--data-dir")
-    .arg(data_dir)
-    .env_remove("KEYWARD_MASTER_KEY");
-    cmd
-}
-
-/// Starts `keyward serve` on ports chosen by the OS and waits for its
-/// "keyward serving" line, which names them.
-fn serve(data_dir: &Path, extra_env: &[(&str, &str)]) -> Result<Serve, String> {
-    let mut cmd = serve_command(data_dir);
-    cmd.env("KEYWARD_LOG", "info")
-        .env_remove("KEYWARD_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn keyward serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => {
-                if line.contains("keyward serving") {
-                    let field = |name: &str| {
-                        line.split_whitespace()
-                            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                            .map(str::to_string)
-                            .expect("address in the serving line")
-                    };
-                    return Ok(Serve {
-                        grpc: format!("http://{}", field("grpc")),
-                        http: format!("http://{}", field("http")),
-                        child,
-                        log: rx,
-                    });
-                }
-                seen.push(line);
-            }
-            Err(_) => {
-                let status = child.wait().expect("wait");
-                return Err(format!("exited {status}: {}", seen.join("\n")));
-            }
-        }
-    }
-}
-
-impl Serve {
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let status = self.child.wait().expect("wait");
-        let log = self.log.try_iter().collect();
-        (status, log)
-    }
-}
-
-fn cli(data_dir: &Path, endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--endpoint", endpoint])
-        .args(args)
-        .env_remove("KEYWARD_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keyward");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    child.wait_with_output().expect("keyward output")
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "command failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).expect("utf-8")
-}
-
-fn json_out(o: &Output) -> Value {
-    serde_json::from_str(&stdout(o)).expect("JSON output")
-}
+use common::process::{cli, json_out, serve, serve_command, stdout};
 
 fn db_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)

@@ -7,8 +7,14 @@
 
 mod common;
 
+use std::{sync::Arc, time::Duration};
+
 use common::{Backend, TestDb, TestServer, token_request};
-use keyward::grpc::pb;
+use keyward::{clock::SystemClock, grpc::pb, net::Limits};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
 use tonic::Code;
 
 async fn put_token_client(server: &TestServer, id: &str, secret: &str, ttl: u64) {
@@ -214,6 +220,111 @@ async fn max_token_ttl_stays_above_client_token_ttls(backend: Backend) {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("max-token-ttl"), "{}", err.message());
     server.stop().await;
+}
+
+/// A server on SQLite with `limits` (connections are no storage matter).
+async fn with_limits(limits: Limits) -> (TestDb, TestServer) {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let mut config = db.config();
+    config.limits = limits;
+    let server = TestServer::start_with(&db, config, Arc::new(SystemClock)).await;
+    (db, server)
+}
+
+/// Opens a connection and sends `bytes`, then nothing more.
+async fn stalled(url: &str, bytes: &[u8]) -> TcpStream {
+    let addr = url.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    tcp
+}
+
+/// Whether the server closes `tcp` within `within` (EOF or reset).
+async fn closed_by_server(mut tcp: TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    read.await.is_ok()
+}
+
+const HALF_REQUEST: &[u8] = b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: keyward\r\nX-Slow: ";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_are_cut_off() {
+    let limits = Limits {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(2),
+        header_timeout: Duration::from_secs(1),
+        shutdown_grace: Duration::from_secs(1),
+    };
+    let (_db, server) = with_limits(limits).await;
+
+    // HTTP: the connection cap is held by half-sent requests; the header
+    // timeout frees it and the JWKS is served.
+    let mut slow = Vec::new();
+    for _ in 0..limits.max_connections {
+        slow.push(stalled(&server.http_url, HALF_REQUEST).await);
+    }
+    let jwks = tokio::time::timeout(
+        Duration::from_secs(20),
+        server.get("/.well-known/jwks.json", &[]),
+    )
+    .await
+    .expect("the JWKS is served once the slow connections time out");
+    assert_eq!(jwks.status, 200);
+    for tcp in slow {
+        assert!(
+            closed_by_server(tcp, Duration::from_secs(10)).await,
+            "half-sent request left open"
+        );
+    }
+
+    // gRPC: connections that never speak are closed after the idle timeout,
+    // and a real client gets through.
+    let mut silent = Vec::new();
+    for _ in 0..limits.max_connections {
+        silent.push(stalled(&server.grpc_url, b"").await);
+    }
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        server.keysets().get_key_set(pb::GetKeySetRequest {
+            name: "default".into(),
+        }),
+    )
+    .await
+    .expect("a gRPC call gets a connection once the silent ones time out");
+    assert_eq!(got.unwrap().into_inner().name, "default");
+    for tcp in silent {
+        assert!(
+            closed_by_server(tcp, Duration::from_secs(10)).await,
+            "silent gRPC connection left open"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_stalled_request() {
+    // Timeouts far longer than the grace: only the grace can end the wait.
+    let limits = Limits {
+        max_connections: 64,
+        idle_timeout: Duration::from_secs(300),
+        header_timeout: Duration::from_secs(300),
+        shutdown_grace: Duration::from_secs(1),
+    };
+    let (_db, server) = with_limits(limits).await;
+    let _http = stalled(&server.http_url, HALF_REQUEST).await;
+    let _grpc = stalled(&server.grpc_url, b"PRI * HTTP/2.0\r\n").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("shutdown ends after the grace, not when the stalled client decides");
 }
 
 both_backends!(

@@ -67,6 +67,12 @@ impl SqliteStore {
                 }
             }
         }
+        // Opening a new database switches it to WAL, which fails at once
+        // (busy) while another process does the same: one opens at a time.
+        let opening = match &file {
+            Some(db) => Some(lock_beside(db).await?),
+            None => None,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -74,43 +80,18 @@ impl SqliteStore {
             .await
             .map_err(|e| {
                 Error::FailedPrecondition(format!("cannot open the SQLite database: {e}"))
-            })?;
-        Ok(Self { pool, file })
+            });
+        if let Some(lock) = opening {
+            lock.release().await;
+        }
+        Ok(Self { pool: pool?, file })
     }
 
     async fn acquire_startup_lock(&self) -> Result<StartupLock> {
-        let Some(db) = &self.file else {
-            return Ok(StartupLock::nothing());
-        };
-        let mut name = db.clone().into_os_string();
-        name.push("-setup.lock");
-        let path = std::path::PathBuf::from(name);
-        files::touch_private(&path)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| {
-                Error::FailedPrecondition(format!("cannot open {}: {e}", path.display()))
-            })?;
-        match file.try_lock() {
-            Ok(()) => return Ok(StartupLock::file(file)),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                tracing::info!(
-                    "another keyward process is setting this database up; waiting for it"
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
-                )));
-            }
+        match &self.file {
+            Some(db) => lock_beside(db).await,
+            None => Ok(StartupLock::nothing()),
         }
-        tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-            .await
-            .map_err(Error::internal)?
-            .map(StartupLock::file)
-            .map_err(|e| Error::FailedPrecondition(format!("cannot lock {}: {e}", path.display())))
     }
 
     /// After key material was destroyed: copy the WAL into the database and
@@ -137,6 +118,34 @@ impl SqliteStore {
 
     const TABLE_EXISTS: &'static str =
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+}
+
+/// An exclusive lock on `<db>-setup.lock`, waiting for another process that
+/// holds it.
+async fn lock_beside(db: &std::path::Path) -> Result<StartupLock> {
+    let mut name = db.to_path_buf().into_os_string();
+    name.push("-setup.lock");
+    let path = std::path::PathBuf::from(name);
+    let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        Error::FailedPrecondition(format!("cannot {what} {}: {e}", path.display()))
+    };
+    files::touch_private(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| cannot("open", &e))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(StartupLock::file(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!("another keyward process is setting this database up; waiting for it");
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(cannot("lock", &e)),
+    }
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(Error::internal)?
+        .map(StartupLock::file)
+        .map_err(|e| cannot("lock", &e))
 }
 
 /// The PostgreSQL backend, for several keyward replicas on one database.

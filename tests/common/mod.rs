@@ -4,6 +4,8 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod process;
+
 use std::{
     path::{Path, PathBuf},
     sync::Arc,

@@ -1,0 +1,245 @@
+//! Connections as a hostile network sends them: a cap on how many each
+//! listener holds, an idle timeout on every connection, a header-read timeout
+//! on HTTP, and a shutdown that waits for in-flight requests only so long.
+//!
+//! Both listeners accept through [`accept_loop`], which waits for a free slot
+//! before it accepts (so past the cap, clients queue in the kernel's backlog
+//! instead of taking memory and file descriptors), and wraps each socket in a
+//! [`Conn`] that gives its slot back when dropped and fails a read or write
+//! that has waited longer than the idle timeout.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch},
+    time::{Instant, Sleep},
+};
+
+/// Connection limits of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP: a request's headers must arrive within this time (this also
+    /// closes idle keep-alive connections).
+    pub header_timeout: Duration,
+    /// On shutdown, how long in-flight requests may take before their
+    /// connections are closed anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(120),
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An accepted TCP connection holding one of its listener's slots.
+#[derive(Debug)]
+pub struct Conn {
+    io: TcpStream,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    fn new(io: TcpStream, idle_timeout: Duration, slot: OwnedSemaphorePermit) -> Self {
+        Self {
+            io,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            _slot: slot,
+        }
+    }
+
+    fn touched(&mut self) {
+        let deadline = Instant::now() + self.idle_timeout;
+        self.idle.as_mut().reset(deadline);
+    }
+
+    /// Called when the socket is not ready: fails once the idle time is up.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match self.idle.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.touched();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, data) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    self.touched();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => self.poll_idle(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+/// Accepts connections from `listener` while fewer than
+/// `limits.max_connections` of its connections are open, and hands each one
+/// to `conns`, until `stop` flips or the receiver is gone.
+pub async fn accept_loop(
+    listener: TcpListener,
+    limits: Limits,
+    conns: mpsc::Sender<Conn>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut warned_full = false;
+    loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !warned_full {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                    warned_full = true;
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => return,
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(err) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if slots.available_permits() > 0 {
+            warned_full = false;
+        }
+        // Small unary replies must not wait on delayed ACKs (~40 ms each).
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+        if conns
+            .send(Conn::new(tcp, limits.idle_timeout, slot))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 with `router` on `listener` until `stop` flips; then lets
+/// in-flight requests finish for at most `limits.shutdown_grace`.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::channel(1);
+    let acceptor = tokio::spawn(accept_loop(listener, limits, tx, stop.clone()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    while let Some(conn) = rx.recv().await {
+        while tasks.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let served =
+            graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
+        tasks.spawn(async move {
+            if let Err(err) = served.await {
+                tracing::debug!(error = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+    let _ = acceptor.await;
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            grace = ?limits.shutdown_grace,
+            "HTTP connections still busy after the shutdown grace; closing them"
+        );
+    }
+    tasks.abort_all();
+}
