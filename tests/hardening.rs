@@ -222,6 +222,89 @@ async fn max_token_ttl_stays_above_client_token_ttls(backend: Backend) {
     server.stop().await;
 }
 
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn database_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    ["keyward.db", "keyward.db-wal", "keyward.db-shm"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_are_private_and_loose_ones_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A fresh data dir: every database file is created 0600.
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let server = TestServer::start(&db).await;
+    let files = database_files(db.data_dir());
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    server.stop().await;
+
+    // An existing deployment left readable by others is tightened at start.
+    let dir = db.data_dir();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in database_files(dir) {
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let server = TestServer::start(&db).await;
+    assert_eq!(mode(dir), 0o700);
+    for f in database_files(dir) {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    server.stop().await;
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroyed_key_ciphertext_leaves_the_sqlite_files() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let server = TestServer::start(&db).await;
+    let set = common::create_keyset(&server, "short-lived", "ES256").await;
+    let common::RawDb::Sqlite(raw) = db.raw().await else {
+        unreachable!()
+    };
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT private_key FROM keys WHERE kid = $1")
+        .bind(&set.active_kid)
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let on_disk = || -> Vec<u8> {
+        database_files(db.data_dir())
+            .iter()
+            .flat_map(|f| std::fs::read(f).unwrap())
+            .collect()
+    };
+    assert!(contains(&on_disk(), &sealed), "the sealed key is stored");
+
+    // The emergency rotation retires the key: its private half is destroyed.
+    server
+        .keysets()
+        .rotate_key_set(pb::RotateKeySetRequest {
+            name: "short-lived".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !contains(&on_disk(), &sealed),
+        "the retired key's ciphertext lingers in the database or its WAL"
+    );
+    server.stop().await;
+}
+
 /// A server on SQLite with `limits` (connections are no storage matter).
 async fn with_limits(limits: Limits) -> (TestDb, TestServer) {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();

@@ -211,6 +211,45 @@ async fn export_writes_what_openmetadata_reads(backend: Backend) {
         ],
     );
     assert!(String::from_utf8_lossy(&err.stderr).starts_with("error: INVALID_ARGUMENT"));
+
+    // A symlinked output directory is refused: keys are not written (nor a
+    // mode changed) wherever a link points.
+    #[cfg(unix)]
+    {
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            elsewhere.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let link = elsewhere.path().with_extension("link");
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        let refused = cli(
+            &server,
+            &[
+                "export",
+                "openmetadata",
+                "--keyset",
+                "om",
+                "--out",
+                link.to_str().unwrap(),
+            ],
+        );
+        let _ = std::fs::remove_file(&link);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("symbolic link"), "{stderr}");
+        assert_eq!(
+            std::fs::read_dir(elsewhere.path()).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+        assert_eq!(
+            mode(elsewhere.path()),
+            0o755,
+            "the link's target was not chmod-ed"
+        );
+    }
     server.stop().await;
 }
 
