@@ -10,7 +10,13 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{Backend, TestDb, TestServer, token_request};
-use keyward::{clock::SystemClock, grpc::pb, net::Limits};
+use keyward::{
+    clock::SystemClock,
+    config::MasterKeySource,
+    crypto::aead::{MasterKey, RowId},
+    grpc::pb,
+    net::Limits,
+};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -410,7 +416,106 @@ async fn shutdown_does_not_wait_for_a_stalled_request() {
         .expect("shutdown ends after the grace, not when the stalled client decides");
 }
 
+/// The master key a test database's servers use.
+fn master_key_of(db: &TestDb) -> MasterKey {
+    match &db.master_key {
+        MasterKeySource::Inline(text) => MasterKey::from_base64(text.expose()).unwrap(),
+        _ => MasterKey::from_base64(
+            &std::fs::read_to_string(db.data_dir().join("master.key")).unwrap(),
+        )
+        .unwrap(),
+    }
+}
+
+async fn sign(server: &TestServer, keyset: &str) -> Result<String, tonic::Status> {
+    server
+        .keysets()
+        .sign_jwt(pb::SignJwtRequest {
+            keyset: keyset.into(),
+            claims_json: "{}".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().kid)
+}
+
+async fn key_ciphertext_is_bound_to_its_key_set(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let a = common::create_keyset(&server, "set-a", "ES256").await;
+    let b = common::create_keyset(&server, "set-b", "ES256").await;
+    let raw = db.raw().await;
+
+    // A key sealed before the binding (kid only) still opens and signs.
+    let master = master_key_of(&db);
+    let a_id: i64 = raw
+        .scalar("SELECT id FROM keysets WHERE name = 'set-a'")
+        .await;
+    let sealed: Vec<u8> = raw
+        .scalar(&format!(
+            "SELECT private_key FROM keys WHERE kid = '{}'",
+            a.active_kid
+        ))
+        .await;
+    let bound_id = format!("{a_id}/ES256/{}", a.active_kid);
+    let bound = RowId {
+        table: "keys",
+        id: &bound_id,
+        version: 2,
+    };
+    let pkcs8 = master
+        .open(&bound, &sealed)
+        .expect("new keys are bound to their key set");
+    let legacy = RowId {
+        table: "keys",
+        id: &a.active_kid,
+        version: 1,
+    };
+    let resealed = master.seal(&legacy, pkcs8.expose());
+    let hex: String = resealed.iter().map(|b| format!("{b:02x}")).collect();
+    let literal = match backend {
+        Backend::Sqlite => format!("X'{hex}'"),
+        Backend::Postgres => format!("'\\x{hex}'::bytea"),
+    };
+    raw.exec(&format!(
+        "UPDATE keys SET private_key = {literal} WHERE kid = '{}'",
+        a.active_kid
+    ))
+    .await;
+    assert_eq!(sign(&server, "set-a").await.unwrap(), a.active_kid);
+
+    // Moved into another key set, a bound key no longer opens: set-b must
+    // not sign with set-a's key.
+    let a_pending: String = raw
+        .scalar(&format!(
+            "SELECT kid FROM keys WHERE keyset_id = {a_id} AND state = 'pending'"
+        ))
+        .await;
+    raw.exec(&format!(
+        "UPDATE keys SET state = 'retired', private_key = NULL, master_key_id = NULL \
+         WHERE kid = '{}'",
+        b.active_kid
+    ))
+    .await;
+    raw.exec(&format!(
+        "UPDATE keys SET keyset_id = (SELECT id FROM keysets WHERE name = 'set-b') \
+         WHERE kid = '{a_pending}'"
+    ))
+    .await;
+    raw.exec(&format!(
+        "UPDATE keys SET state = 'active' WHERE kid = '{a_pending}'"
+    ))
+    .await;
+    let err = sign(&server, "set-b").await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{}", err.message());
+    assert_eq!(err.message(), "stored data could not be decrypted");
+    server.stop().await;
+}
+
 both_backends!(
+    key_ciphertext_is_bound_to_its_key_set,
     zero_grace_ends_every_older_version,
     revoke_one_secret_version,
     max_token_ttl_stays_above_client_token_ttls,

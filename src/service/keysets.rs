@@ -18,7 +18,7 @@ use crate::{
     jwks::JwksDoc,
     model::{self, Algorithm, KeyState},
     rotation::{self, Cadence, KeyView, Plan, Policy},
-    store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, PolicyRow},
+    store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, PolicyRow, SealedKey},
 };
 
 /// Largest accepted `claims_json`, in bytes.
@@ -29,6 +29,27 @@ pub const DEFAULT_TOKEN_TTL: u64 = 3600;
 pub const MAX_TOKEN_TTL: u64 = 366 * 86_400;
 
 pub(super) const KEYS_TABLE: &str = "keys";
+/// The associated-data version of key ciphertext bound to its key set and
+/// algorithm (`keys/<keyset id>/<alg>/<kid>`); version 1 named the kid only.
+const BOUND_KEY_VERSION: i64 = 2;
+
+/// What a key's private half is sealed for: moved to another key set, or
+/// relabelled with another algorithm, its ciphertext no longer opens.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyBinding<'a> {
+    /// The owning key set's id.
+    pub keyset_id: i64,
+    /// The key set's algorithm.
+    pub alg: Algorithm,
+    /// The key's kid.
+    pub kid: &'a str,
+}
+
+impl KeyBinding<'_> {
+    fn row_id(&self) -> String {
+        format!("{}/{}/{}", self.keyset_id, self.alg.as_str(), self.kid)
+    }
+}
 
 /// A key set as shown to callers.
 #[derive(Debug, Clone)]
@@ -247,37 +268,86 @@ fn merge_policy(base: Policy, input: &PolicyInput) -> Result<Policy> {
 }
 
 impl Keyward {
-    /// Generates a key off the async workers and seals its private half.
-    async fn new_key(
+    /// Generates a key off the async workers.
+    async fn generate_key(alg: Algorithm, rsa_bits: Option<u32>) -> Result<keys::GeneratedKey> {
+        tokio::task::spawn_blocking(move || keys::generate(alg, rsa_bits.unwrap_or(2048)))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)
+    }
+
+    /// A generated key as stored in key set `keyset_id`, its private half sealed.
+    fn stored_key(
         &self,
+        keyset_id: i64,
         alg: Algorithm,
-        rsa_bits: Option<u32>,
+        generated: &keys::GeneratedKey,
         state: KeyState,
-    ) -> Result<NewKey> {
-        let generated =
-            tokio::task::spawn_blocking(move || keys::generate(alg, rsa_bits.unwrap_or(2048)))
-                .await
-                .map_err(Error::internal)?
-                .map_err(Error::internal)?;
+        created_at: i64,
+    ) -> NewKey {
         let kid = generated.key.kid().to_string();
-        let row = RowId {
-            table: KEYS_TABLE,
-            id: &kid,
-            version: 1,
+        let binding = KeyBinding {
+            keyset_id,
+            alg,
+            kid: &kid,
         };
-        let private_key = self.master.seal(&row, generated.pkcs8.expose());
+        let private_key = self.seal_key(&binding, generated.pkcs8.expose());
         let public_jwk =
             serde_json::Value::Object(generated.key.public_jwk().to_published(&kid, alg))
                 .to_string();
-        Ok(NewKey {
+        NewKey {
             kid,
             state: state.as_str().to_string(),
             algorithm: alg.as_str().to_string(),
             public_jwk,
             private_key,
             master_key_id: self.master.id().to_string(),
-            created_at: self.clock.now(),
-        })
+            created_at,
+        }
+    }
+
+    /// Generates a key for the existing key set `row` and seals its private half.
+    async fn new_key(&self, row: &KeySetRow, state: KeyState) -> Result<NewKey> {
+        let (alg, bits) = Self::keyset_params(row)?;
+        let generated = Self::generate_key(alg, bits).await?;
+        Ok(self.stored_key(row.id, alg, &generated, state, self.clock.now()))
+    }
+
+    /// Seals a private key (PKCS#8) for the key row `binding` names.
+    pub(super) fn seal_key(&self, binding: &KeyBinding<'_>, pkcs8: &[u8]) -> Vec<u8> {
+        let id = binding.row_id();
+        self.master.seal(
+            &RowId {
+                table: KEYS_TABLE,
+                id: &id,
+                version: BOUND_KEY_VERSION,
+            },
+            pkcs8,
+        )
+    }
+
+    /// Opens a key's sealed private half: bound to its key set and algorithm,
+    /// or, for a key sealed before that binding existed, to its kid alone.
+    pub(super) fn open_key(
+        &self,
+        binding: &KeyBinding<'_>,
+        sealed: &SealedKey,
+    ) -> Result<crate::secret::SecretBytes> {
+        let id = binding.row_id();
+        let bound = RowId {
+            table: KEYS_TABLE,
+            id: &id,
+            version: BOUND_KEY_VERSION,
+        };
+        if let Ok(pkcs8) = self.master.open(&bound, &sealed.private_key) {
+            return Ok(pkcs8);
+        }
+        let legacy = RowId {
+            table: KEYS_TABLE,
+            id: binding.kid,
+            version: 1,
+        };
+        self.open(&legacy, &sealed.master_key_id, &sealed.private_key)
     }
 
     fn keyset_params(row: &KeySetRow) -> Result<(Algorithm, Option<u32>)> {
@@ -367,14 +437,17 @@ impl Keyward {
                 "key set {name:?} already exists"
             )));
         }
-        let (mut active, mut pending) = tokio::try_join!(
-            self.new_key(alg, bits, KeyState::Active),
-            self.new_key(alg, bits, KeyState::Pending)
-        )?;
+        let (active, pending) =
+            tokio::try_join!(Self::generate_key(alg, bits), Self::generate_key(alg, bits))?;
         // Generation can take seconds (RSA): the set and both keys start now.
         let now = self.clock.now();
-        active.created_at = now;
-        pending.created_at = now;
+        // The keys are sealed for the key set's id, known once it is inserted.
+        let seal = |keyset_id| {
+            vec![
+                self.stored_key(keyset_id, alg, &active, KeyState::Active, now),
+                self.stored_key(keyset_id, alg, &pending, KeyState::Pending, now),
+            ]
+        };
         let row = self
             .store
             .insert_keyset(
@@ -386,7 +459,7 @@ impl Keyward {
                     next_rotation_at: policy.first_due(now, now),
                     created_at: now,
                 },
-                &[active, pending],
+                &seal,
             )
             .await?;
         tracing::info!(keyset = name, alg = %alg, "key set created");
@@ -505,13 +578,12 @@ impl Keyward {
         policy: &Policy,
         now: i64,
     ) -> Result<KeySetChange> {
-        let (alg, bits) = Self::keyset_params(row)?;
         let mut inserts = Vec::new();
         if plan.add_active {
-            inserts.push(self.new_key(alg, bits, KeyState::Active).await?);
+            inserts.push(self.new_key(row, KeyState::Active).await?);
         }
         if plan.add_pending {
-            inserts.push(self.new_key(alg, bits, KeyState::Pending).await?);
+            inserts.push(self.new_key(row, KeyState::Pending).await?);
         }
         let updates = plan
             .changes
@@ -801,15 +873,15 @@ impl Keyward {
         {
             return Ok(Arc::clone(key));
         }
-        let row_id = RowId {
-            table: KEYS_TABLE,
-            id: &sealed.kid,
-            version: 1,
-        };
-        let pkcs8 = self.open(&row_id, &sealed.master_key_id, &sealed.private_key)?;
         let alg = model::parse_algorithm(&row.algorithm)?;
+        let binding = KeyBinding {
+            keyset_id: row.id,
+            alg,
+            kid: &sealed.kid,
+        };
+        let pkcs8 = self.open_key(&binding, &sealed)?;
         let key = SigningKey::from_pkcs8(alg, pkcs8.expose()).map_err(|e| {
-            tracing::error!(row = %row_id, error = %e, "stored private key does not parse");
+            tracing::error!(kid = %sealed.kid, error = %e, "stored private key does not parse");
             Error::DataLoss
         })?;
         // Imported keys keep the kid their tokens already carry.

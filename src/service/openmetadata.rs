@@ -12,10 +12,10 @@ use rsa::{
 };
 use serde_json::{Map, Value};
 
-use super::{KeyInfo, Keyward, RotationEvent, keysets::KEYS_TABLE};
+use super::{KeyInfo, Keyward, RotationEvent, keysets::KeyBinding};
 use crate::{
     Error, Result,
-    crypto::{aead::RowId, keys::SigningKey},
+    crypto::keys::SigningKey,
     model::{self, KeyState},
     rotation::{KeyChange, Plan},
     secret::SecretBytes,
@@ -214,14 +214,14 @@ impl Keyward {
         let sealed = self.store.sealed_key(&key.kid).await?.ok_or_else(|| {
             Error::FailedPrecondition(format!("key {} has no private material", key.kid))
         })?;
-        let row_id = RowId {
-            table: KEYS_TABLE,
-            id: &sealed.kid,
-            version: 1,
+        let binding = KeyBinding {
+            keyset_id: row.id,
+            alg,
+            kid: &sealed.kid,
         };
-        let pkcs8 = self.open(&row_id, &sealed.master_key_id, &sealed.private_key)?;
+        let pkcs8 = self.open_key(&binding, &sealed)?;
         let private = RsaPrivateKey::from_pkcs8_der(pkcs8.expose()).map_err(|_| {
-            tracing::error!(row = %row_id, "stored RSA key does not parse");
+            tracing::error!(kid = %sealed.kid, "stored RSA key does not parse");
             Error::DataLoss
         })?;
         let public_spki_der = private
@@ -301,10 +301,10 @@ impl Keyward {
         let pkcs8 = SecretBytes::new(der.as_bytes().to_vec());
         let signing = SigningKey::from_pkcs8(alg, pkcs8.expose())
             .map_err(|e| Error::invalid("private_key", format!("rejected for signing: {e}")))?;
-        let row_id = RowId {
-            table: KEYS_TABLE,
-            id: kid,
-            version: 1,
+        let binding = KeyBinding {
+            keyset_id: row.id,
+            alg,
+            kid,
         };
         let now = self.clock.now();
         let imported = NewKey {
@@ -312,7 +312,7 @@ impl Keyward {
             state: KeyState::Active.as_str().to_string(),
             algorithm: alg.as_str().to_string(),
             public_jwk: Value::Object(signing.public_jwk().to_published(kid, alg)).to_string(),
-            private_key: self.master.seal(&row_id, pkcs8.expose()),
+            private_key: self.seal_key(&binding, pkcs8.expose()),
             master_key_id: self.master.id().to_string(),
             created_at: now,
         };

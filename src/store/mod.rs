@@ -296,8 +296,14 @@ pub trait Store: Send + Sync + Debug {
     /// The counter bumped by every change to published keys.
     async fn generation(&self) -> Result<i64>;
 
-    /// Creates a key set with its first keys. `AlreadyExists` on a taken name.
-    async fn insert_keyset(&self, set: &NewKeySet, keys: &[NewKey]) -> Result<KeySetRow>;
+    /// Creates a key set with its first keys, in one transaction: `keys` gets
+    /// the new key set's id (their ciphertext is bound to it) and returns the
+    /// keys to insert. `AlreadyExists` on a taken name.
+    async fn insert_keyset(
+        &self,
+        set: &NewKeySet,
+        keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync),
+    ) -> Result<KeySetRow>;
     /// A live key set by name.
     async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>>;
     /// Every live key set, by name.

@@ -311,7 +311,11 @@ macro_rules! impl_store {
             }
 
             #[instrument(skip_all, fields(keyset = set.name))]
-            async fn insert_keyset(&self, set: &NewKeySet, keys: &[NewKey]) -> Result<KeySetRow> {
+            async fn insert_keyset(
+                &self,
+                set: &NewKeySet,
+                keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync),
+            ) -> Result<KeySetRow> {
                 let (name, policy, now) = (&set.name, &set.policy, set.created_at);
                 let mut tx = self.begin_write().await?;
                 let row: KeySetRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -332,8 +336,8 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| unique_as_exists(e, || format!("key set {name:?} already exists")))?;
-                for key in keys {
-                    $tx::insert_key(&mut tx, row.id, key, now).await?;
+                for key in keys(row.id) {
+                    $tx::insert_key(&mut tx, row.id, &key, now).await?;
                 }
                 $tx::bump_generation(&mut tx).await?;
                 tx.commit().await?;

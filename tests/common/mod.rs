@@ -174,6 +174,27 @@ impl RawDb {
         }
     }
 
+    /// The one value `sql` selects.
+    pub async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: Send + Unpin,
+        for<'r> (T,):
+            sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        let (value,): (T,) = match self {
+            Self::Sqlite(p) => sqlx::query_as(sql)
+                .fetch_one(p)
+                .await
+                .expect("raw sqlite query"),
+            Self::Postgres(p) => sqlx::query_as(sql)
+                .fetch_one(p)
+                .await
+                .expect("raw pg query"),
+        };
+        value
+    }
+
     /// A textual dump of every table, to compare before and after.
     pub async fn dump(&self) -> String {
         let tables = [
