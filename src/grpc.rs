@@ -10,8 +10,8 @@ use crate::{
     crypto::{secrets_equal, sha256},
     secret::SecretString,
     service::{
-        Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PolicyInput, RotationEvent, SignRequest,
-        Transition,
+        Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PageRequest, PolicyInput, RotationEvent,
+        SignRequest, Transition,
     },
 };
 
@@ -277,16 +277,20 @@ impl KeySets for Api {
 
     async fn list_key_sets(
         &self,
-        _req: Request<pb::ListKeySetsRequest>,
+        req: Request<pb::ListKeySetsRequest>,
     ) -> Reply<pb::ListKeySetsResponse> {
-        let key_sets = self
+        let r = req.into_inner();
+        let page = self
             .svc
-            .list_keysets()
-            .await?
-            .into_iter()
-            .map(keyset_pb)
-            .collect();
-        ok(pb::ListKeySetsResponse { key_sets })
+            .list_keysets(&PageRequest {
+                page_size: r.page_size,
+                page_token: r.page_token,
+            })
+            .await?;
+        ok(pb::ListKeySetsResponse {
+            key_sets: page.items.into_iter().map(keyset_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        })
     }
 
     async fn delete_key_set(
@@ -431,16 +435,20 @@ impl Clients for Api {
 
     async fn list_clients(
         &self,
-        _req: Request<pb::ListClientsRequest>,
+        req: Request<pb::ListClientsRequest>,
     ) -> Reply<pb::ListClientsResponse> {
-        let clients = self
+        let r = req.into_inner();
+        let page = self
             .svc
-            .list_clients()
-            .await?
-            .into_iter()
-            .map(client_pb)
-            .collect();
-        ok(pb::ListClientsResponse { clients })
+            .list_clients(&PageRequest {
+                page_size: r.page_size,
+                page_token: r.page_token,
+            })
+            .await?;
+        ok(pb::ListClientsResponse {
+            clients: page.items.into_iter().map(client_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        })
     }
 
     async fn rotate_client_secret(

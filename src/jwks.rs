@@ -1,7 +1,8 @@
 //! The JWKS snapshot: every live key set's JWKS, rendered once per change and
 //! served from memory. Local writes refresh it at once; [`watch`] polls the
 //! database's generation counter so changes made by other keyward processes on
-//! the same database show within the poll interval.
+//! the same database show within the poll interval. Either way only the key
+//! sets changed since the snapshot's generation are read and re-rendered.
 
 use std::{
     collections::HashMap,
@@ -53,7 +54,7 @@ struct Snapshot {
 pub struct JwksCache {
     /// The configured max-age; each key set's is capped at half its pre-publication.
     max_age: u64,
-    snapshot: RwLock<Arc<Snapshot>>,
+    snapshot: RwLock<Snapshot>,
     /// Serialises refreshes so an older read never overwrites a newer one.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -67,33 +68,30 @@ impl JwksCache {
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The JWKS of `keyset`, or `None` when no such live key set exists.
     pub fn get(&self, keyset: &str) -> Option<Arc<JwksDoc>> {
-        let snapshot = match self.snapshot.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
-        snapshot.sets.get(keyset).cloned()
+        self.read().sets.get(keyset).cloned()
     }
 
     /// The database generation the snapshot was built from.
     fn generation(&self) -> Option<i64> {
-        match self.snapshot.read() {
-            Ok(guard) => guard.generation,
-            Err(poisoned) => poisoned.into_inner().generation,
-        }
+        self.read().generation
     }
 
-    /// Rebuilds the snapshot from the database.
+    /// Brings the snapshot up to the database: the first time every key set,
+    /// afterwards only the key sets changed since the snapshot's generation,
+    /// so one change costs the same with ten key sets or ten thousand.
     pub async fn refresh(&self, store: &dyn Store) -> Result<()> {
         let _one_at_a_time = self.refreshing.lock().await;
-        // Read the generation first: a change landing between the reads leaves
-        // an older generation with newer keys, and the next poll reloads again.
-        let generation = store.generation().await?;
-        let keysets = store.list_keysets().await?;
-        let keys = store.published_keys().await?;
-
-        let mut grouped: HashMap<String, (u64, Vec<Value>)> = keysets
+        let delta = store.published_since(self.generation()).await?;
+        let mut rendered: HashMap<String, (u64, Vec<Value>)> = delta
+            .keysets
             .into_iter()
             .map(|set| {
                 let prepublish = u64::try_from(set.prepublish).unwrap_or(0);
@@ -101,25 +99,30 @@ impl JwksCache {
                 (set.name, (max_age, Vec::new()))
             })
             .collect();
-        for key in keys {
+        for key in delta.keys {
             let jwk: Value = serde_json::from_str(&key.public_jwk)
                 .map_err(|e| crate::Error::internal(format!("stored JWK of {}: {e}", key.kid)))?;
-            if let Some((_, list)) = grouped.get_mut(&key.keyset) {
+            if let Some((_, list)) = rendered.get_mut(&key.keyset) {
                 list.push(jwk);
             }
         }
-        let sets = grouped
+        let docs: Vec<(String, Arc<JwksDoc>)> = rendered
             .into_iter()
             .map(|(name, (max_age, keys))| (name, Arc::new(JwksDoc::render(keys, max_age))))
             .collect();
-        let fresh = Arc::new(Snapshot {
-            generation: Some(generation),
-            sets,
-        });
-        match self.snapshot.write() {
-            Ok(mut guard) => *guard = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
+        let mut snapshot = self
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if delta.full {
+            snapshot.sets.clear();
         }
+        // A name deleted and created again since: the deletion came first.
+        for name in &delta.deleted {
+            snapshot.sets.remove(name);
+        }
+        snapshot.sets.extend(docs);
+        snapshot.generation = Some(delta.generation);
         Ok(())
     }
 

@@ -123,7 +123,7 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
 
     // First start created the default key set, served at the well-known path.
     let listed = ks
-        .list_key_sets(pb::ListKeySetsRequest {})
+        .list_key_sets(pb::ListKeySetsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -500,7 +500,7 @@ async fn clients_and_secrets(backend: Backend) {
         .into_inner();
     assert!(put2.created && put2.generated_secret.is_empty());
     let ids: Vec<_> = cl
-        .list_clients(pb::ListClientsRequest {})
+        .list_clients(pb::ListClientsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -819,7 +819,7 @@ async fn bad_input_gets_precise_codes(backend: Backend) {
     }
     // None of the refused client calls created anything.
     let clients = cl
-        .list_clients(pb::ListClientsRequest {})
+        .list_clients(pb::ListClientsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -852,19 +852,23 @@ async fn authentication_and_public_services(backend: Backend) {
         let (code, _) = code_of(
             server
                 .keysets_with(header)
-                .list_key_sets(pb::ListKeySetsRequest {})
+                .list_key_sets(pb::ListKeySetsRequest::default())
                 .await,
         );
         assert_eq!(code, Code::Unauthenticated, "{header:?}");
     }
     let ok = server
         .keysets_with(Some(&format!("Bearer {}", server.token)))
-        .list_key_sets(pb::ListKeySetsRequest {})
+        .list_key_sets(pb::ListKeySetsRequest::default())
         .await;
     assert!(ok.is_ok());
     let mut unauth_clients =
         keyward::grpc::pb::clients_client::ClientsClient::new(server.channel.clone());
-    let (code, _) = code_of(unauth_clients.list_clients(pb::ListClientsRequest {}).await);
+    let (code, _) = code_of(
+        unauth_clients
+            .list_clients(pb::ListClientsRequest::default())
+            .await,
+    );
     assert_eq!(code, Code::Unauthenticated);
 
     // Health and reflection need no token.
@@ -953,7 +957,7 @@ async fn restart_keeps_keys_and_secrets(backend: Backend) {
     assert_eq!(secret.secret, "kept-secret");
     let names: Vec<_> = server
         .keysets()
-        .list_key_sets(pb::ListKeySetsRequest {})
+        .list_key_sets(pb::ListKeySetsRequest::default())
         .await
         .unwrap()
         .into_inner()

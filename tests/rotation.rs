@@ -640,7 +640,7 @@ async fn bad_policies_and_ttls_get_precise_errors(backend: Backend) {
         );
     }
     let listed = ks
-        .list_key_sets(pb::ListKeySetsRequest {})
+        .list_key_sets(pb::ListKeySetsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -569,11 +569,22 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
             print_keyset(out, &set);
         }
         KeysetCmd::List => {
-            let sets = api
-                .list_key_sets(admin.req(pb::ListKeySetsRequest {}))
-                .await?
-                .into_inner()
-                .key_sets;
+            let mut sets = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = api
+                    .list_key_sets(admin.req(pb::ListKeySetsRequest {
+                        page_size: 1000,
+                        page_token,
+                    }))
+                    .await?
+                    .into_inner();
+                sets.extend(page.key_sets);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             print_keysets(out, &sets);
         }
         KeysetCmd::Get { name } => {
@@ -704,11 +715,22 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             }
         }
         ClientCmd::List => {
-            let clients = api
-                .list_clients(admin.req(pb::ListClientsRequest {}))
-                .await?
-                .into_inner()
-                .clients;
+            let mut clients = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = api
+                    .list_clients(admin.req(pb::ListClientsRequest {
+                        page_size: 1000,
+                        page_token,
+                    }))
+                    .await?
+                    .into_inner();
+                clients.extend(page.clients);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             print_clients(out, &clients);
         }
         ClientCmd::Rotate {

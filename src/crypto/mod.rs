@@ -18,6 +18,11 @@ pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Decodes unpadded base64url.
+pub fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    URL_SAFE_NO_PAD.decode(text)
+}
+
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);

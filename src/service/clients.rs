@@ -269,14 +269,18 @@ impl Keyward {
         Self::client_from_row(self.client_row(id).await?)
     }
 
-    /// Every client.
-    pub async fn list_clients(&self) -> Result<Vec<Client>> {
-        self.store
-            .list_clients()
-            .await?
-            .into_iter()
-            .map(Self::client_from_row)
-            .collect()
+    /// One page of clients, by id.
+    pub async fn list_clients(&self, page: &super::PageRequest) -> Result<super::Page<Client>> {
+        let after = page.after()?;
+        let mut rows = self.store.list_clients(&after, page.fetch_limit()).await?;
+        let next_page_token = page.next_token(&mut rows, |r| &r.id);
+        Ok(super::Page {
+            items: rows
+                .into_iter()
+                .map(Self::client_from_row)
+                .collect::<Result<_>>()?,
+            next_page_token,
+        })
     }
 
     /// Deletes a client and all its secrets.

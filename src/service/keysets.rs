@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::Keyward;
+use super::{Keyward, Page, PageRequest};
 use crate::{
     Error, Result,
     cron::Schedule,
@@ -365,9 +365,14 @@ impl Keyward {
 
     async fn keyset_info(&self, row: KeySetRow) -> Result<KeySetInfo> {
         let keys = self.store.list_keys(row.id).await?;
+        Ok(self.summarise(row, &keys))
+    }
+
+    /// A key set as shown, from its row and (at least) its published keys.
+    fn summarise(&self, row: KeySetRow, keys: &[KeyRow]) -> KeySetInfo {
         let state = |k: &KeyRow| state_of(k).ok();
         let prepublish = secs_u64(row.prepublish);
-        Ok(KeySetInfo {
+        KeySetInfo {
             active_kid: keys
                 .iter()
                 .find(|k| state(k) == Some(KeyState::Active))
@@ -380,7 +385,7 @@ impl Keyward {
             .unwrap_or(u32::MAX),
             jwks_max_age: rotation::jwks_max_age(self.jwks_max_age, prepublish),
             row,
-        })
+        }
     }
 
     /// Stored times, completed with the planned ones for pending and active keys.
@@ -528,13 +533,35 @@ impl Keyward {
         self.keyset_info(row).await
     }
 
-    /// Every live key set.
-    pub async fn list_keysets(&self) -> Result<Vec<KeySetInfo>> {
-        let mut out = Vec::new();
-        for row in self.store.list_keysets().await? {
-            out.push(self.keyset_info(row).await?);
+    /// One page of live key sets, by name: two queries whatever its size.
+    pub async fn list_keysets(&self, page: &PageRequest) -> Result<Page<KeySetInfo>> {
+        let after = page.after()?;
+        let mut rows = self.store.list_keysets(&after, page.fetch_limit()).await?;
+        let next = page.next_token(&mut rows, |r| &r.name);
+        let keys = match (rows.first(), rows.last()) {
+            (Some(first), Some(last)) => {
+                self.store
+                    .published_keys_between(&first.name, &last.name)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        let mut by_set: std::collections::HashMap<i64, Vec<KeyRow>> =
+            std::collections::HashMap::new();
+        for key in keys {
+            by_set.entry(key.keyset_id).or_default().push(key);
         }
-        Ok(out)
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                let keys = by_set.remove(&row.id).unwrap_or_default();
+                self.summarise(row, &keys)
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next_page_token: next,
+        })
     }
 
     /// Deletes a key set; its kids stay reserved.
@@ -712,23 +739,36 @@ impl Keyward {
         keyset: Option<&str>,
         dry_run: bool,
     ) -> Result<Vec<RotationEvent>> {
-        let rows = match keyset {
-            Some(name) => vec![self.keyset_row(name).await?],
-            None => self.store.list_keysets().await?,
+        // Every key set and its published keys, from one consistent snapshot
+        // (two queries whatever the number of key sets). Expired and revoked
+        // keys play no part in planning.
+        let (rows, keys) = match keyset {
+            Some(name) => {
+                let row = self.keyset_row(name).await?;
+                let keys = self.store.list_keys(row.id).await?;
+                // Read separately: if another process changed the set in
+                // between, this view is torn and its change is made already.
+                let reread = self.store.get_keyset(name).await?;
+                if reread.as_ref().map(|r| r.version) != Some(row.version) {
+                    return Ok(vec![Self::raced(name)]);
+                }
+                (vec![row], keys)
+            }
+            None => {
+                let snapshot = self.store.published_since(None).await?;
+                (snapshot.keysets, snapshot.keys)
+            }
         };
+        let mut by_set: std::collections::HashMap<i64, Vec<KeyRow>> =
+            std::collections::HashMap::new();
+        for key in keys {
+            by_set.entry(key.keyset_id).or_default().push(key);
+        }
         let mut events = Vec::new();
         let mut changed = false;
         for row in rows {
             let now = self.clock.now();
-            let keys = self.store.list_keys(row.id).await?;
-            // The set and its keys are read separately: if another process
-            // changed the set in between, this view is torn, and the change
-            // it would plan has been made already.
-            let reread = self.store.get_keyset(&row.name).await?;
-            if reread.as_ref().map(|r| r.version) != Some(row.version) {
-                events.push(Self::raced(&row.name));
-                continue;
-            }
+            let keys = by_set.remove(&row.id).unwrap_or_default();
             let views = views_of(&keys)?;
             let policy = policy_of(&row)?;
             let plan = rotation::plan(now, &policy, row.next_rotation_at, &views);

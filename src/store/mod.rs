@@ -165,6 +165,21 @@ pub struct KeySetChange {
     pub policy: Option<PolicyRow>,
 }
 
+/// Key sets and their published keys as of one generation.
+#[derive(Debug, Clone, Default)]
+pub struct PublishedDelta {
+    /// The generation this was read at.
+    pub generation: i64,
+    /// Whether this is everything (no `since` was given).
+    pub full: bool,
+    /// Live key sets (changed ones, unless `full`).
+    pub keysets: Vec<KeySetRow>,
+    /// Names of key sets deleted since (never with `full`).
+    pub deleted: Vec<String>,
+    /// Published keys of `keysets`.
+    pub keys: Vec<KeyRow>,
+}
+
 /// An OIDC client's metadata.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClientRow {
@@ -306,8 +321,14 @@ pub trait Store: Send + Sync + Debug {
     ) -> Result<KeySetRow>;
     /// A live key set by name.
     async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>>;
-    /// Every live key set, by name.
-    async fn list_keysets(&self) -> Result<Vec<KeySetRow>>;
+    /// Up to `limit` live key sets whose names sort after `after`, by name.
+    async fn list_keysets(&self, after: &str, limit: i64) -> Result<Vec<KeySetRow>>;
+    /// What the JWKS and the rotation sweep read, as of one consistent
+    /// snapshot: with `since`, only the key sets changed after that
+    /// generation; without, every live key set.
+    async fn published_since(&self, since: Option<i64>) -> Result<PublishedDelta>;
+    /// The published keys of the live key sets named `first..=last`.
+    async fn published_keys_between(&self, first: &str, last: &str) -> Result<Vec<KeyRow>>;
     /// Deletes a key set: its keys become expired and lose their private
     /// material; their kids stay taken. Returns whether it existed.
     async fn delete_keyset(&self, name: &str, now: i64) -> Result<bool>;
@@ -328,8 +349,6 @@ pub trait Store: Send + Sync + Debug {
         version: i64,
         change: &KeySetChange,
     ) -> Result<bool>;
-    /// Every published key of every live key set.
-    async fn published_keys(&self) -> Result<Vec<KeyRow>>;
 
     /// Creates a client with its first secret. `AlreadyExists` on a taken id.
     async fn insert_client(&self, client: &ClientRow, secret: &SecretRow) -> Result<()>;
@@ -337,8 +356,8 @@ pub trait Store: Send + Sync + Debug {
     async fn update_client(&self, client: &ClientRow) -> Result<bool>;
     /// A client by id.
     async fn get_client(&self, id: &str) -> Result<Option<ClientRow>>;
-    /// Every client, by id.
-    async fn list_clients(&self) -> Result<Vec<ClientRow>>;
+    /// Up to `limit` clients whose ids sort after `after`, by id.
+    async fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<ClientRow>>;
     /// Deletes a client and all its secrets. Returns whether it existed.
     async fn delete_client(&self, id: &str) -> Result<bool>;
     /// A client's secret versions, newest first.

@@ -16,10 +16,10 @@ use sqlx::{
 use tracing::instrument;
 
 use super::{
-    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, SealedKey, SecretRow,
-    StartupLock, Store, unique_as_exists,
+    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, PublishedDelta, SealedKey,
+    SecretRow, StartupLock, Store, unique_as_exists,
 };
-use crate::{Error, Result, files};
+use crate::{Error, Result, files, model::KeyState};
 
 const KEY_COLUMNS: &str = "k.kid, k.keyset_id, s.name AS keyset, k.algorithm, k.state, \
      k.public_jwk, k.created_at, k.activated_at, k.retired_at, k.expires_at, k.revoked_at \
@@ -101,6 +101,11 @@ impl SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>> {
+        // In WAL mode a read transaction sees one snapshot from its first read.
+        Ok(self.pool.begin().await?)
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -194,6 +199,13 @@ impl PgStore {
     /// PostgreSQL keeps old row versions until VACUUM; nothing to do per write.
     async fn purge_destroyed_now(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn begin_read(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?)
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
@@ -339,7 +351,7 @@ macro_rules! impl_store {
                 for key in keys(row.id) {
                     $tx::insert_key(&mut tx, row.id, &key, now).await?;
                 }
-                $tx::bump_generation(&mut tx).await?;
+                $tx::bump_generation(&mut tx, row.id).await?;
                 tx.commit().await?;
                 Ok(row)
             }
@@ -355,10 +367,79 @@ macro_rules! impl_store {
             }
 
             #[instrument(skip_all)]
-            async fn list_keysets(&self) -> Result<Vec<KeySetRow>> {
+            async fn list_keysets(&self, after: &str, limit: i64) -> Result<Vec<KeySetRow>> {
                 Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL ORDER BY name"
+                    "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
+                     AND name > $1 ORDER BY name LIMIT $2"
                 )))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all)]
+            async fn published_since(&self, since: Option<i64>) -> Result<PublishedDelta> {
+                // One read transaction: the generation, the sets and their
+                // keys are one snapshot, never a torn mix.
+                let mut tx = self.begin_read().await?;
+                let generation: i64 =
+                    sqlx::query_scalar("SELECT generation FROM keyward_state WHERE id = 1")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                // -1 reads every live key set (changed_generation is >= 0).
+                let after = since.unwrap_or(-1);
+                let keysets: Vec<KeySetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
+                     AND changed_generation > $1 ORDER BY name"
+                )))
+                .bind(after)
+                .fetch_all(&mut *tx)
+                .await?;
+                let deleted: Vec<String> = if since.is_some() {
+                    sqlx::query_scalar(
+                        "SELECT name FROM keysets WHERE deleted_at IS NOT NULL \
+                         AND changed_generation > $1",
+                    )
+                    .bind(after)
+                    .fetch_all(&mut *tx)
+                    .await?
+                } else {
+                    Vec::new()
+                };
+                let keys: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} WHERE s.deleted_at IS NULL \
+                     AND s.changed_generation > $1 AND k.state IN ($2, $3, $4) \
+                     ORDER BY s.name, k.created_at, k.kid"
+                )))
+                .bind(after)
+                .bind(KeyState::Pending.as_str())
+                .bind(KeyState::Active.as_str())
+                .bind(KeyState::Retired.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(PublishedDelta {
+                    generation,
+                    full: since.is_none(),
+                    keysets,
+                    deleted,
+                    keys,
+                })
+            }
+
+            #[instrument(skip_all)]
+            async fn published_keys_between(&self, first: &str, last: &str) -> Result<Vec<KeyRow>> {
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} WHERE s.deleted_at IS NULL \
+                     AND s.name >= $1 AND s.name <= $2 AND k.state IN ($3, $4, $5) \
+                     ORDER BY s.name, k.created_at, k.kid"
+                )))
+                .bind(first)
+                .bind(last)
+                .bind(KeyState::Pending.as_str())
+                .bind(KeyState::Active.as_str())
+                .bind(KeyState::Retired.as_str())
                 .fetch_all(&self.pool)
                 .await?)
             }
@@ -388,7 +469,7 @@ macro_rules! impl_store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-                $tx::bump_generation(&mut tx).await?;
+                $tx::bump_generation(&mut tx, id).await?;
                 tx.commit().await?;
                 self.purge_destroyed().await;
                 Ok(true)
@@ -498,23 +579,12 @@ macro_rules! impl_store {
                 for key in &change.inserts {
                     $tx::insert_key(&mut tx, keyset_id, key, key.created_at).await?;
                 }
-                $tx::bump_generation(&mut tx).await?;
+                $tx::bump_generation(&mut tx, keyset_id).await?;
                 tx.commit().await?;
                 if change.updates.iter().any(|u| u.destroy_private) {
                     self.purge_destroyed().await;
                 }
                 Ok(true)
-            }
-
-            #[instrument(skip_all)]
-            async fn published_keys(&self) -> Result<Vec<KeyRow>> {
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {KEY_COLUMNS} WHERE s.deleted_at IS NULL \
-                     AND k.state IN ('pending', 'active', 'retired') \
-                     ORDER BY s.name, k.created_at, k.kid"
-                )))
-                .fetch_all(&self.pool)
-                .await?)
             }
 
             #[instrument(skip_all, fields(client = client.id))]
@@ -584,10 +654,14 @@ macro_rules! impl_store {
             }
 
             #[instrument(skip_all)]
-            async fn list_clients(&self) -> Result<Vec<ClientRow>> {
-                Ok(sqlx::query_as("SELECT * FROM clients ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await?)
+            async fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+                Ok(
+                    sqlx::query_as("SELECT * FROM clients WHERE id > $1 ORDER BY id LIMIT $2")
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
             }
 
             #[instrument(skip_all, fields(client = id))]
@@ -741,8 +815,18 @@ macro_rules! tx_helpers {
             Ok(())
         }
 
-        pub(super) async fn $bump(tx: &mut Transaction<'static, $db>) -> Result<()> {
-            sqlx::query("UPDATE keyward_state SET generation = generation + 1 WHERE id = 1")
+        /// Bumps the generation and records it as key set `keyset_id`'s
+        /// latest change, so refreshes elsewhere read just that key set.
+        pub(super) async fn $bump(tx: &mut Transaction<'static, $db>, keyset_id: i64) -> Result<()> {
+            let generation: i64 = sqlx::query_scalar(
+                "UPDATE keyward_state SET generation = generation + 1 WHERE id = 1 \
+                 RETURNING generation",
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            sqlx::query("UPDATE keysets SET changed_generation = $1 WHERE id = $2")
+                .bind(generation)
+                .bind(keyset_id)
                 .execute(&mut **tx)
                 .await?;
             Ok(())
