@@ -147,8 +147,18 @@ fn read_key_file(path: &Path) -> Result<MasterKey> {
 
 /// Prepares a server: everything short of binding sockets.
 pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> {
+    prepare_with(config, clock, |store| store).await
+}
+
+/// [`prepare`], with the opened store passed through `wrap` first (tests
+/// count its calls this way).
+pub async fn prepare_with(
+    config: ServeConfig,
+    clock: Arc<dyn Clock>,
+    wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) -> Result<App> {
     ensure_data_dir(&config)?;
-    let store: Arc<dyn Store> = Arc::from(store::open(&config.database_url).await?);
+    let store = wrap(Arc::from(store::open(&config.database_url).await?));
     // One process at a time sets a database up; the others wait, then find
     // it set up (and their key checked against its canary).
     let lock = store.lock_startup().await?;

@@ -514,7 +514,173 @@ async fn key_ciphertext_is_bound_to_its_key_set(backend: Backend) {
     server.stop().await;
 }
 
+async fn list_keyset_names(server: &TestServer, page_size: u32) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = server
+            .keysets()
+            .list_key_sets(pb::ListKeySetsRequest {
+                page_size,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.key_sets.into_iter().map(|k| k.name).collect());
+        if page.next_page_token.is_empty() {
+            return pages;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Creating key sets, listing them and sweeping them cost the same number of
+/// database round trips whatever their number: no full JWKS rebuild per
+/// write, no query per key set.
+async fn costs_do_not_grow_with_the_number_of_key_sets(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (server, store) = TestServer::start_counting(&db).await;
+    store.reset();
+    const SETS: usize = 30;
+    for i in 0..SETS {
+        common::create_keyset(&server, &format!("grow-{i:02}"), "ES256").await;
+    }
+    let calls = store.all_calls();
+    assert_eq!(
+        calls.get("list_keysets"),
+        None,
+        "a key-set write re-read every key set: {calls:?}"
+    );
+    assert!(
+        store.largest_delta() <= 3,
+        "a JWKS refresh read {} key sets for one change",
+        store.largest_delta()
+    );
+    for i in [0, SETS / 2, SETS - 1] {
+        let r = server
+            .get(&format!("/keysets/grow-{i:02}/jwks.json"), &[])
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["keys"].as_array().unwrap().len(), 2);
+    }
+
+    store.reset();
+    let pages = list_keyset_names(&server, 0).await;
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].len(), SETS + 1, "the default key set too");
+    let calls = store.all_calls();
+    assert_eq!(calls.get("list_keysets"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("published_keys_between"), Some(&1), "{calls:?}");
+    assert_eq!(
+        calls.get("list_keys"),
+        None,
+        "a query per key set: {calls:?}"
+    );
+    let listed = server
+        .keysets()
+        .list_key_sets(pb::ListKeySetsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let one = listed
+        .key_sets
+        .iter()
+        .find(|k| k.name == "grow-07")
+        .unwrap();
+    assert_eq!(one.published_keys, 2);
+    assert!(!one.active_kid.is_empty());
+
+    store.reset();
+    let events = server
+        .keysets()
+        .rotate_due(pb::RotateDueRequest {
+            keyset: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(events.events.is_empty(), "nothing is due");
+    let calls = store.all_calls();
+    let total: u64 = calls.values().sum();
+    assert!(total <= 2, "the sweep made {total} store calls: {calls:?}");
+
+    // Pages: every key set exactly once, in order, none larger than asked.
+    let pages = list_keyset_names(&server, 7).await;
+    assert!(pages.iter().all(|p| p.len() <= 7));
+    assert_eq!(pages.len(), (SETS + 1).div_ceil(7));
+    let all: Vec<String> = pages.concat();
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(all, sorted);
+    assert_eq!(all.len(), SETS + 1);
+    server.stop().await;
+}
+
+async fn clients_are_listed_in_bounded_pages(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    for i in 0..25 {
+        server
+            .clients()
+            .put_client(pb::PutClientRequest {
+                id: format!("app-{i:02}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = server
+            .clients()
+            .list_clients(pb::ListClientsRequest {
+                page_size: 10,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        sizes.push(page.clients.len());
+        ids.extend(page.clients.into_iter().map(|c| c.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    let expected: Vec<String> = (0..25).map(|i| format!("app-{i:02}")).collect();
+    assert_eq!(ids, expected);
+    let all = server
+        .clients()
+        .list_clients(pb::ListClientsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((all.clients.len(), all.next_page_token.as_str()), (25, ""));
+    let bad = server
+        .clients()
+        .list_clients(pb::ListClientsRequest {
+            page_size: 10,
+            page_token: "not a token!".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{}", bad.message());
+    server.stop().await;
+}
+
 both_backends!(
+    costs_do_not_grow_with_the_number_of_key_sets,
+    clients_are_listed_in_bounded_pages,
     key_ciphertext_is_bound_to_its_key_set,
     zero_grace_ends_every_older_version,
     revoke_one_secret_version,

@@ -6,6 +6,7 @@
 //! bumps one generation counter in the same transaction, which is how other
 //! keyward processes on the same database notice the change.
 
+pub mod counting;
 mod sql;
 
 use std::fmt::Debug;

@@ -22,6 +22,7 @@ use keyward::{
     grpc::pb::{self, clients_client::ClientsClient, key_sets_client::KeySetsClient},
     secret::SecretString,
     server,
+    store::{Store, counting::CountingStore},
 };
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -292,14 +293,41 @@ impl TestServer {
         Self::start_with(db, db.config(), Arc::new(clock)).await
     }
 
-    pub async fn start_with(db: &TestDb, mut config: ServeConfig, clock: Arc<dyn Clock>) -> Self {
+    /// A server whose store calls are counted.
+    pub async fn start_counting(db: &TestDb) -> (Self, Arc<CountingStore>) {
+        let counting = Arc::new(std::sync::Mutex::new(None));
+        let slot = Arc::clone(&counting);
+        let server = Self::start_wrapped(db, db.config(), Arc::new(SystemClock), move |inner| {
+            let store = Arc::new(CountingStore::new(inner));
+            *slot.lock().expect("slot") = Some(Arc::clone(&store));
+            store
+        })
+        .await;
+        let store = counting
+            .lock()
+            .expect("slot")
+            .take()
+            .expect("store wrapped");
+        (server, store)
+    }
+
+    pub async fn start_with(db: &TestDb, config: ServeConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::start_wrapped(db, config, clock, |store| store).await
+    }
+
+    async fn start_wrapped(
+        db: &TestDb,
+        mut config: ServeConfig,
+        clock: Arc<dyn Clock>,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         config.grpc_addr = grpc.local_addr().expect("addr");
         config.http_addr = http.local_addr().expect("addr");
         let grpc_url = format!("http://{}", grpc.local_addr().expect("addr"));
         let http_url = format!("http://{}", http.local_addr().expect("addr"));
-        let app = server::prepare(config, clock)
+        let app = server::prepare_with(config, clock, wrap)
             .await
             .expect("server prepares");
         let (tx, rx) = oneshot::channel();

@@ -1,0 +1,138 @@
+//! A [`Store`] that counts the calls made to the store it wraps, so tests can
+//! check how many database round trips an operation costs (and that a path
+//! meant to be served from memory makes none).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+
+use super::{
+    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, PublishedDelta, SealedKey,
+    SecretRow, StartupLock, Store,
+};
+use crate::Result;
+
+/// Counts calls per [`Store`] method, then delegates.
+#[derive(Debug)]
+pub struct CountingStore {
+    inner: Arc<dyn Store>,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// The most key sets one `published_since` call with a `since` returned.
+    largest_delta: Mutex<usize>,
+}
+
+impl CountingStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            calls: Mutex::new(BTreeMap::new()),
+            largest_delta: Mutex::new(0),
+        }
+    }
+
+    fn count(&self, method: &'static str) {
+        if let Ok(mut calls) = self.calls.lock() {
+            *calls.entry(method).or_default() += 1;
+        }
+    }
+
+    /// Calls made to `method` so far.
+    pub fn calls(&self, method: &str) -> u64 {
+        self.calls
+            .lock()
+            .map(|c| c.get(method).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Every call made so far, by method.
+    pub fn all_calls(&self) -> BTreeMap<&'static str, u64> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Forgets the counts so far.
+    pub fn reset(&self) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.clear();
+        }
+        if let Ok(mut largest) = self.largest_delta.lock() {
+            *largest = 0;
+        }
+    }
+
+    /// The most key sets an incremental `published_since` returned.
+    pub fn largest_delta(&self) -> usize {
+        self.largest_delta.lock().map(|l| *l).unwrap_or(0)
+    }
+}
+
+macro_rules! delegate {
+    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
+        #[async_trait]
+        impl Store for CountingStore {
+            fn backend(&self) -> &'static str {
+                self.inner.backend()
+            }
+
+            async fn published_since(&self, since: Option<i64>) -> Result<PublishedDelta> {
+                self.count("published_since");
+                let delta = self.inner.published_since(since).await?;
+                if since.is_some()
+                    && let Ok(mut largest) = self.largest_delta.lock()
+                {
+                    *largest = (*largest).max(delta.keysets.len() + delta.deleted.len());
+                }
+                Ok(delta)
+            }
+
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.count(stringify!($name));
+                    self.inner.$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    fn ping(&self) -> Result<()>;
+    fn migrate(&self) -> Result<()>;
+    fn lock_startup(&self) -> Result<StartupLock>;
+    fn read_canary(&self) -> Result<Option<(String, Vec<u8>)>>;
+    fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool>;
+    fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool>;
+    fn admin_token_hashes(&self) -> Result<Vec<Vec<u8>>>;
+    fn generation(&self) -> Result<i64>;
+    fn insert_keyset(
+        &self,
+        set: &NewKeySet,
+        keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync)
+    ) -> Result<KeySetRow>;
+    fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>>;
+    fn list_keysets(&self, after: &str, limit: i64) -> Result<Vec<KeySetRow>>;
+    fn published_keys_between(&self, first: &str, last: &str) -> Result<Vec<KeyRow>>;
+    fn delete_keyset(&self, name: &str, now: i64) -> Result<bool>;
+    fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>>;
+    fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>>;
+    fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>>;
+    fn find_key(&self, kid: &str) -> Result<Option<KeyRow>>;
+    fn apply_keyset_change(
+        &self,
+        keyset_id: i64,
+        version: i64,
+        change: &KeySetChange
+    ) -> Result<bool>;
+    fn insert_client(&self, client: &ClientRow, secret: &SecretRow) -> Result<()>;
+    fn update_client(&self, client: &ClientRow) -> Result<bool>;
+    fn get_client(&self, id: &str) -> Result<Option<ClientRow>>;
+    fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<ClientRow>>;
+    fn delete_client(&self, id: &str) -> Result<bool>;
+    fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
+    fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
+    fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
+    fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>>;
+}
