@@ -416,6 +416,75 @@ async fn shutdown_does_not_wait_for_a_stalled_request() {
         .expect("shutdown ends after the grace, not when the stalled client decides");
 }
 
+/// `keyward sign --out` makes the new file durable: after the rename into
+/// place it opens the directory and fsyncs it (traced with strace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_moved_into_place_are_durable() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "strace is missing under CI"
+        );
+        eprintln!("SKIPPED: strace is not installed (Debian package strace)");
+        return;
+    }
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let server = TestServer::start(&db).await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("token.jwt");
+    let trace = out_dir.path().join("trace.txt");
+    let mut strace = std::process::Command::new("strace");
+    strace
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,rename,renameat,renameat2,fsync",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(common::process::BIN)
+        .args(["--endpoint", &server.grpc_url, "--token", &server.token])
+        .args(["sign", "--keyset", "default", "--claims", "{}", "--out"])
+        .arg(&out);
+    let run = tokio::task::spawn_blocking(move || strace.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(std::fs::read_to_string(&out).unwrap().starts_with("ey"));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let out_name = format!("\"{}\"", out.display());
+    let renamed = lines
+        .iter()
+        .position(|l| l.contains("rename") && l.contains(&out_name))
+        .unwrap_or_else(|| panic!("no rename into {out_name}:\n{trace}"));
+    let dir_name = format!("\"{}\"", out_dir.path().display());
+    let dir_fd = lines[renamed..]
+        .iter()
+        .find(|l| l.contains("openat(") && l.contains(&dir_name))
+        .and_then(|l| l.rsplit("= ").next())
+        .unwrap_or_else(|| panic!("the directory is not opened after the rename:\n{trace}"))
+        .trim()
+        .to_string();
+    assert!(
+        lines[renamed..]
+            .iter()
+            .any(|l| l.contains(&format!("fsync({dir_fd})"))),
+        "the directory is not fsynced after the rename:\n{trace}"
+    );
+    server.stop().await;
+}
+
 /// The master key a test database's servers use.
 fn master_key_of(db: &TestDb) -> MasterKey {
     match &db.master_key {

@@ -158,6 +158,34 @@ async fn replicas_with_different_keys_refuse(backend: Backend) {
     );
 }
 
+/// A start-up that fails inside keyward (here: a migration altered after it
+/// was applied) names its cause, not just "internal error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_names_its_cause() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let url = db.url.clone();
+    let first = tokio::task::spawn_blocking({
+        let cmd = replica(&db, None);
+        move || spawn_serve(cmd)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(first.terminate().0.success());
+    let raw = db.raw().await;
+    raw.exec("UPDATE _sqlx_migrations SET checksum = X'00'")
+        .await;
+    let cmd = replica(&db, None);
+    let refused = tokio::task::spawn_blocking(move || spawn_serve(cmd))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        refused.contains("error: internal error: ") && refused.contains("modified"),
+        "{refused} ({url})"
+    );
+}
+
 both_backends!(
     replicas_with_one_key_agree,
     replicas_with_different_keys_refuse

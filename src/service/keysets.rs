@@ -198,6 +198,15 @@ fn secs_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Keys grouped by the id of their key set.
+fn by_keyset(keys: Vec<KeyRow>) -> std::collections::HashMap<i64, Vec<KeyRow>> {
+    let mut grouped: std::collections::HashMap<i64, Vec<KeyRow>> = std::collections::HashMap::new();
+    for key in keys {
+        grouped.entry(key.keyset_id).or_default().push(key);
+    }
+    grouped
+}
+
 /// The stored policy of a key set.
 pub fn policy_of(row: &KeySetRow) -> Result<Policy> {
     let cadence = match (&row.schedule, row.rotate_every) {
@@ -546,11 +555,7 @@ impl Keyward {
             }
             _ => Vec::new(),
         };
-        let mut by_set: std::collections::HashMap<i64, Vec<KeyRow>> =
-            std::collections::HashMap::new();
-        for key in keys {
-            by_set.entry(key.keyset_id).or_default().push(key);
-        }
+        let mut by_set = by_keyset(keys);
         let items = rows
             .into_iter()
             .map(|row| {
@@ -759,11 +764,7 @@ impl Keyward {
                 (snapshot.keysets, snapshot.keys)
             }
         };
-        let mut by_set: std::collections::HashMap<i64, Vec<KeyRow>> =
-            std::collections::HashMap::new();
-        for key in keys {
-            by_set.entry(key.keyset_id).or_default().push(key);
-        }
+        let mut by_set = by_keyset(keys);
         let mut events = Vec::new();
         let mut changed = false;
         for row in rows {
