@@ -387,11 +387,14 @@ macro_rules! impl_store {
                     sqlx::query_scalar("SELECT generation FROM keyward_state WHERE id = 1")
                         .fetch_one(&mut *tx)
                         .await?;
-                // -1 reads every live key set (changed_generation is >= 0).
+                // -1 reads every live key set (changed_generation is >= 0),
+                // in name order. A delta is read through the changed-generation
+                // index alone: ordering it by name would walk every key set.
                 let after = since.unwrap_or(-1);
+                let order = if since.is_some() { "" } else { "ORDER BY name" };
                 let keysets: Vec<KeySetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
-                     AND changed_generation > $1 ORDER BY name"
+                     AND changed_generation > $1 {order}"
                 )))
                 .bind(after)
                 .fetch_all(&mut *tx)
@@ -407,10 +410,11 @@ macro_rules! impl_store {
                 } else {
                     Vec::new()
                 };
+                let order = if since.is_some() { "" } else { "s.name," };
                 let keys: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {KEY_COLUMNS} WHERE s.deleted_at IS NULL \
-                     AND s.changed_generation > $1 AND k.state IN ($2, $3, $4) \
-                     ORDER BY s.name, k.created_at, k.kid"
+                    "SELECT {KEY_COLUMNS} WHERE k.keyset_id IN (SELECT id FROM keysets \
+                     WHERE deleted_at IS NULL AND changed_generation > $1) \
+                     AND k.state IN ($2, $3, $4) ORDER BY {order} k.created_at, k.kid"
                 )))
                 .bind(after)
                 .bind(KeyState::Pending.as_str())
