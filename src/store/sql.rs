@@ -389,34 +389,43 @@ macro_rules! impl_store {
                         .await?;
                 // -1 reads every live key set (changed_generation is >= 0),
                 // in name order. A delta is read through the changed-generation
-                // index alone: ordering it by name would walk every key set.
+                // index alone: the range is bounded above (it is, in this
+                // snapshot) so that prepared statements' generic plans use the
+                // index too, and it is not ordered by name, which would walk
+                // every key set.
                 let after = since.unwrap_or(-1);
-                let order = if since.is_some() { "" } else { "ORDER BY name" };
+                let (set_order, key_order) = if since.is_some() {
+                    ("", "")
+                } else {
+                    ("ORDER BY name", "s.name,")
+                };
                 let keysets: Vec<KeySetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
-                     AND changed_generation > $1 {order}"
+                     AND changed_generation > $1 AND changed_generation <= $2 {set_order}"
                 )))
                 .bind(after)
+                .bind(generation)
                 .fetch_all(&mut *tx)
                 .await?;
                 let deleted: Vec<String> = if since.is_some() {
                     sqlx::query_scalar(
                         "SELECT name FROM keysets WHERE deleted_at IS NOT NULL \
-                         AND changed_generation > $1",
+                         AND changed_generation > $1 AND changed_generation <= $2",
                     )
                     .bind(after)
+                    .bind(generation)
                     .fetch_all(&mut *tx)
                     .await?
                 } else {
                     Vec::new()
                 };
-                let order = if since.is_some() { "" } else { "s.name," };
                 let keys: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {KEY_COLUMNS} WHERE k.keyset_id IN (SELECT id FROM keysets \
-                     WHERE deleted_at IS NULL AND changed_generation > $1) \
-                     AND k.state IN ($2, $3, $4) ORDER BY {order} k.created_at, k.kid"
+                    "SELECT {KEY_COLUMNS} WHERE s.deleted_at IS NULL \
+                     AND s.changed_generation > $1 AND s.changed_generation <= $2 \
+                     AND k.state IN ($3, $4, $5) ORDER BY {key_order} k.created_at, k.kid"
                 )))
                 .bind(after)
+                .bind(generation)
                 .bind(KeyState::Pending.as_str())
                 .bind(KeyState::Active.as_str())
                 .bind(KeyState::Retired.as_str())
