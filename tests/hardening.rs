@@ -690,6 +690,73 @@ async fn costs_do_not_grow_with_the_number_of_key_sets(backend: Backend) {
     server.stop().await;
 }
 
+/// Polls replica `server`'s JWKS of `keyset` until `done` holds (at most 3 s).
+async fn replica_sees(server: &TestServer, keyset: &str, done: impl Fn(u16, &str) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let r = server
+            .get(&format!("/keysets/{keyset}/jwks.json"), &[])
+            .await;
+        if done(r.status, &r.body) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the other replica still answers {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Another replica follows creations, deletions and a name reused after a
+/// deletion, reading only what changed.
+async fn replicas_follow_deletion_and_name_reuse(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let a = TestServer::start(&db).await;
+    let b = TestServer::start(&db).await;
+    let first = common::create_keyset(&a, "reused", "ES256").await;
+    replica_sees(&b, "reused", |status, body| {
+        status == 200 && body.contains(&first.active_kid)
+    })
+    .await;
+    a.keysets()
+        .delete_key_set(pb::DeleteKeySetRequest {
+            name: "reused".into(),
+        })
+        .await
+        .unwrap();
+    replica_sees(&b, "reused", |status, _| status == 404).await;
+
+    // Deleted and created again between two of the other replica's polls.
+    let other = common::create_keyset(&a, "other", "ES256").await;
+    a.keysets()
+        .delete_key_set(pb::DeleteKeySetRequest {
+            name: "other".into(),
+        })
+        .await
+        .unwrap();
+    let again = common::create_keyset(&a, "other", "EdDSA").await;
+    replica_sees(&b, "other", |status, body| {
+        status == 200 && body.contains(&again.active_kid) && !body.contains(&other.active_kid)
+    })
+    .await;
+    let served = b.get("/keysets/other/jwks.json", &[]).await.json();
+    assert_eq!(served["keys"].as_array().unwrap().len(), 2);
+    assert!(
+        served["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["alg"] == "EdDSA")
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 async fn clients_are_listed_in_bounded_pages(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -748,6 +815,7 @@ async fn clients_are_listed_in_bounded_pages(backend: Backend) {
 }
 
 both_backends!(
+    replicas_follow_deletion_and_name_reuse,
     costs_do_not_grow_with_the_number_of_key_sets,
     clients_are_listed_in_bounded_pages,
     key_ciphertext_is_bound_to_its_key_set,
