@@ -1,12 +1,31 @@
-//! The one domain error, mapped once to gRPC codes and once to HTTP statuses.
+//! The one domain error and its code table. Each transport maps an
+//! [`ErrorKind`] once, in its own module: gRPC codes in [`crate::grpc`], HTTP
+//! statuses in [`crate::http`]; the store converts database errors in
+//! [`crate::store`]. This module names no transport's or database's types.
 //!
 //! Messages speak to the caller about *their* request. Internal failures carry
 //! their cause for the log only: callers see a generic message.
 
-use axum::{
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-};
+/// What kind of failure an error is, whatever transport reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed input. gRPC `INVALID_ARGUMENT`, HTTP 400.
+    InvalidArgument,
+    /// No such thing. gRPC `NOT_FOUND`, HTTP 404.
+    NotFound,
+    /// Taken already. gRPC `ALREADY_EXISTS`, HTTP 409.
+    AlreadyExists,
+    /// Not in a state that allows it. gRPC `FAILED_PRECONDITION`, HTTP 409.
+    FailedPrecondition,
+    /// Missing or wrong credentials. gRPC `UNAUTHENTICATED`, HTTP 401.
+    Unauthenticated,
+    /// Stored ciphertext does not open. gRPC `DATA_LOSS`, HTTP 500.
+    DataLoss,
+    /// The database cannot be reached. gRPC `UNAVAILABLE`, HTTP 503.
+    Unavailable,
+    /// Anything else. gRPC `INTERNAL`, HTTP 500.
+    Internal,
+}
 
 /// Everything that can go wrong in keyward.
 #[derive(Debug, thiserror::Error)]
@@ -60,86 +79,27 @@ impl Error {
         Self::Internal(cause.into())
     }
 
-    /// The gRPC status code this error maps to.
-    pub fn grpc_code(&self) -> tonic::Code {
+    /// The kind of failure: one row of the code table every transport maps.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidArgument { .. } => tonic::Code::InvalidArgument,
-            Self::NotFound(_) => tonic::Code::NotFound,
-            Self::AlreadyExists(_) => tonic::Code::AlreadyExists,
-            Self::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
-            Self::Unauthenticated => tonic::Code::Unauthenticated,
-            Self::DataLoss => tonic::Code::DataLoss,
-            Self::Unavailable => tonic::Code::Unavailable,
-            Self::Internal(_) => tonic::Code::Internal,
-        }
-    }
-
-    /// The HTTP status this error maps to.
-    pub fn http_status(&self) -> StatusCode {
-        match self {
-            Self::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::AlreadyExists(_) | Self::FailedPrecondition(_) => StatusCode::CONFLICT,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::DataLoss | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Self::Unauthenticated => ErrorKind::Unauthenticated,
+            Self::DataLoss => ErrorKind::DataLoss,
+            Self::Unavailable => ErrorKind::Unavailable,
+            Self::Internal(_) => ErrorKind::Internal,
         }
     }
 
     /// Logs causes the caller must not see; called once, where the error leaves
     /// keyward through a transport.
-    fn log_cause(&self) {
+    pub(crate) fn log_cause(&self) {
         match self {
             Self::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             Self::Unavailable => tracing::warn!("database unavailable"),
             _ => {}
         }
-    }
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %err, "database connection failed");
-                Self::Unavailable
-            }
-            other => Self::internal(other),
-        }
-    }
-}
-
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        err.log_cause();
-        tonic::Status::new(err.grpc_code(), err.to_string())
-    }
-}
-
-/// An RFC 9457 problem document.
-#[derive(serde::Serialize)]
-struct Problem {
-    r#type: &'static str,
-    title: &'static str,
-    status: u16,
-    detail: String,
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        self.log_cause();
-        let status = self.http_status();
-        let problem = Problem {
-            r#type: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.to_string(),
-        };
-        let mut response = (status, axum::Json(problem)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        response
     }
 }

@@ -8,12 +8,35 @@ use tonic::{Request, Response, Status, service::Interceptor};
 use crate::{
     Error,
     crypto::{secrets_equal, sha256},
+    error::ErrorKind,
+    model::secs_u64,
     secret::SecretString,
     service::{
         Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PageRequest, PolicyInput, RotationEvent,
         SignRequest, Transition,
     },
 };
+
+/// The gRPC code of each kind of error.
+pub fn grpc_code(kind: ErrorKind) -> tonic::Code {
+    match kind {
+        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorKind::NotFound => tonic::Code::NotFound,
+        ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorKind::DataLoss => tonic::Code::DataLoss,
+        ErrorKind::Unavailable => tonic::Code::Unavailable,
+        ErrorKind::Internal => tonic::Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        err.log_cause();
+        Status::new(grpc_code(err.kind()), err.to_string())
+    }
+}
 
 /// Generated protobuf types and gRPC stubs for `keyward.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -130,7 +153,6 @@ fn ok<T>(value: T) -> Reply<T> {
 
 fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
     let row = info.row;
-    let secs = |v: i64| u64::try_from(v).unwrap_or(0);
     pb::KeySet {
         name: row.name,
         algorithm: row.algorithm,
@@ -141,11 +163,11 @@ fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
         created_at: row.created_at,
         active_kid: info.active_kid.unwrap_or_default(),
         published_keys: info.published_keys,
-        rotate_every_seconds: row.rotate_every.map_or(0, secs),
+        rotate_every_seconds: row.rotate_every.map_or(0, secs_u64),
         schedule: row.schedule.unwrap_or_default(),
-        prepublish_seconds: secs(row.prepublish),
-        retain_seconds: secs(row.retain),
-        max_token_ttl_seconds: secs(row.max_token_ttl),
+        prepublish_seconds: secs_u64(row.prepublish),
+        retain_seconds: secs_u64(row.retain),
+        max_token_ttl_seconds: secs_u64(row.max_token_ttl),
         next_rotation_at: row.next_rotation_at,
         jwks_max_age_seconds: info.jwks_max_age,
     }

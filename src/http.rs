@@ -15,9 +15,50 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 use crate::{
     Error,
+    error::ErrorKind,
     secret::SecretString,
     service::{Keyward, OAuthError, TokenRequest},
 };
+
+/// The HTTP status of each kind of error.
+pub fn http_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::FailedPrecondition => StatusCode::CONFLICT,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::DataLoss | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(serde::Serialize)]
+struct Problem {
+    r#type: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.log_cause();
+        let status = http_status(self.kind());
+        let problem = Problem {
+            r#type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let mut response = (status, Json(problem)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
 
 /// Largest token request body.
 pub const MAX_TOKEN_REQUEST_BYTES: usize = 8 * 1024;
@@ -122,14 +163,10 @@ async fn discovery(State(state): State<HttpState>) -> Response {
 
 /// An RFC 6749 §5.2 error response.
 fn oauth_error(err: &OAuthError) -> Response {
-    let status = match err {
-        OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-        OAuthError::Server(inner) => {
-            tracing::error!(error = %inner, "token endpoint failed");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-        _ => StatusCode::BAD_REQUEST,
-    };
+    if let OAuthError::Server(inner) = err {
+        tracing::error!(error = %inner, "token endpoint failed");
+    }
+    let status = http_status(err.kind());
     let description = match err {
         OAuthError::Server(_) => "internal error".to_string(),
         other => other.to_string(),
@@ -306,7 +343,56 @@ async fn not_found() -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::form_decode;
+    use super::{ErrorKind, StatusCode, form_decode, http_status};
+    use crate::grpc::grpc_code;
+
+    #[test]
+    fn one_code_table_for_both_transports() {
+        let table = [
+            (
+                ErrorKind::InvalidArgument,
+                tonic::Code::InvalidArgument,
+                400,
+            ),
+            (ErrorKind::NotFound, tonic::Code::NotFound, 404),
+            (ErrorKind::AlreadyExists, tonic::Code::AlreadyExists, 409),
+            (
+                ErrorKind::FailedPrecondition,
+                tonic::Code::FailedPrecondition,
+                409,
+            ),
+            (
+                ErrorKind::Unauthenticated,
+                tonic::Code::Unauthenticated,
+                401,
+            ),
+            (ErrorKind::DataLoss, tonic::Code::DataLoss, 500),
+            (ErrorKind::Unavailable, tonic::Code::Unavailable, 503),
+            (ErrorKind::Internal, tonic::Code::Internal, 500),
+        ];
+        for (kind, code, status) in table {
+            assert_eq!(grpc_code(kind), code, "{kind:?}");
+            assert_eq!(
+                http_status(kind),
+                StatusCode::from_u16(status).unwrap(),
+                "{kind:?}"
+            );
+        }
+        let oauth = [
+            (
+                crate::service::OAuthError::InvalidClient(String::new()),
+                401,
+            ),
+            (crate::service::OAuthError::InvalidScope(String::new()), 400),
+            (
+                crate::service::OAuthError::Server(crate::Error::internal("x")),
+                500,
+            ),
+        ];
+        for (err, status) in oauth {
+            assert_eq!(http_status(err.kind()).as_u16(), status, "{err:?}");
+        }
+    }
 
     #[test]
     fn form_decoding() {

@@ -94,7 +94,7 @@ impl JwksCache {
             .keysets
             .into_iter()
             .map(|set| {
-                let prepublish = u64::try_from(set.prepublish).unwrap_or(0);
+                let prepublish = crate::model::secs_u64(set.prepublish);
                 let max_age = crate::rotation::jwks_max_age(self.max_age, prepublish);
                 (set.name, (max_age, Vec::new()))
             })

@@ -186,6 +186,16 @@ impl AuthMethod {
     }
 }
 
+/// A duration in seconds as the database stores it (`i64`), saturating.
+pub fn secs_i64(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+/// Stored seconds as a duration in seconds; a negative value reads as 0.
+pub fn secs_u64(seconds: i64) -> u64 {
+    u64::try_from(seconds).unwrap_or(0)
+}
+
 /// Parses a duration such as `90s`, `15m`, `12h`, `30d` or `1h30m`; a bare
 /// number is seconds. `field` names the flag or field in the error.
 pub fn parse_duration(field: &'static str, text: &str) -> Result<Duration> {

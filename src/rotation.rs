@@ -13,7 +13,11 @@
 //! Nothing here does I/O: [`plan`] turns the stored state and `now` into a
 //! [`Plan`], which the service applies in one conditional transaction.
 
-use crate::{Error, Result, cron::Schedule, model::KeyState};
+use crate::{
+    Error, Result,
+    cron::Schedule,
+    model::{KeyState, secs_i64},
+};
 
 /// Default rotation period: monthly.
 pub const DEFAULT_ROTATE_EVERY: u64 = 30 * 86_400;
@@ -55,10 +59,6 @@ impl Default for Policy {
             max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
         }
     }
-}
-
-fn secs(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl Policy {
@@ -126,7 +126,7 @@ impl Policy {
     /// The first due time for a key set whose active key started at `anchor`.
     pub fn first_due(&self, anchor: i64, now: i64) -> i64 {
         match &self.cadence {
-            Cadence::Every(p) => anchor.saturating_add(secs(*p)).max(now),
+            Cadence::Every(p) => anchor.saturating_add(secs_i64(*p)).max(now),
             Cadence::Cron(s) => s.next_after(now).unwrap_or(i64::MAX),
         }
     }
@@ -136,7 +136,7 @@ impl Policy {
     pub fn next_due(&self, due: i64, now: i64) -> i64 {
         match &self.cadence {
             Cadence::Every(p) => {
-                let p = secs(*p).max(1);
+                let p = secs_i64(*p).max(1);
                 let behind = now.saturating_sub(due).max(0);
                 due.saturating_add((behind / p + 1).saturating_mul(p))
             }
@@ -244,7 +244,7 @@ pub fn plan(now: i64, policy: &Policy, next_rotation_at: i64, keys: &[KeyView]) 
     let pending = newest(keys, KeyState::Pending);
     match (pending, next_rotation_at <= now) {
         (Some(p), true) => {
-            let ready_at = p.created_at.saturating_add(secs(policy.prepublish));
+            let ready_at = p.created_at.saturating_add(secs_i64(policy.prepublish));
             if ready_at > now {
                 plan.waiting = Some(format!(
                     "rotation is due but pending key {} has been published for {} of the {} \
@@ -303,7 +303,7 @@ pub fn force_rotation(
     match newest(keys, KeyState::Pending) {
         Some(p) => {
             let published = now.saturating_sub(p.created_at).max(0);
-            let max_age = secs(policy.jwks_max_age(jwks_max_age));
+            let max_age = secs_i64(policy.jwks_max_age(jwks_max_age));
             if published < max_age {
                 plan.warnings.push(format!(
                     "key {} signs after being published for only {}, less than the JWKS max-age \

@@ -143,7 +143,7 @@ impl Keyward {
             created_at: row.created_at,
             updated_at: row.updated_at,
             token_keyset: row.token_keyset,
-            token_ttl: u64::try_from(row.token_ttl).unwrap_or(0),
+            token_ttl: model::secs_u64(row.token_ttl),
             audience: row.audience,
             allowed_scopes: serde_json::from_str(&row.allowed_scopes).map_err(Error::internal)?,
         })
@@ -162,8 +162,8 @@ impl Keyward {
                 "token_ttl",
                 format!(
                     "{} is above key set {name:?}'s max-token-ttl ({})",
-                    crate::rotation::human(u64::try_from(row.token_ttl).unwrap_or(0)),
-                    crate::rotation::human(u64::try_from(set.max_token_ttl).unwrap_or(0))
+                    crate::rotation::human(model::secs_u64(row.token_ttl)),
+                    crate::rotation::human(model::secs_u64(set.max_token_ttl))
                 ),
             ));
         }
@@ -237,7 +237,7 @@ impl Keyward {
             created_at: now,
             updated_at: now,
             token_keyset: None,
-            token_ttl: i64::try_from(DEFAULT_CLIENT_TOKEN_TTL).unwrap_or(900),
+            token_ttl: model::secs_i64(DEFAULT_CLIENT_TOKEN_TTL),
             audience: String::new(),
             allowed_scopes: "[]".into(),
         };
@@ -348,7 +348,7 @@ impl Keyward {
         };
         let now = self.clock.now();
         let version = client.secret_version + 1;
-        let previous_valid_until = now.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
+        let previous_valid_until = now.saturating_add(model::secs_i64(grace));
         let row = SecretRow {
             client_id: id.to_string(),
             version,
@@ -531,7 +531,7 @@ fn apply_patch(mut row: ClientRow, patch: ClientPatch, now: i64) -> Result<Clien
         row.token_keyset = (!v.is_empty()).then_some(v);
     }
     if let Some(v) = patch.token_ttl {
-        row.token_ttl = i64::try_from(v).unwrap_or(i64::MAX);
+        row.token_ttl = model::secs_i64(v);
     }
     if let Some(v) = patch.audience {
         row.audience = v;

@@ -16,7 +16,7 @@ use crate::{
         keys::{self, SigningKey},
     },
     jwks::JwksDoc,
-    model::{self, Algorithm, KeyState},
+    model::{self, Algorithm, KeyState, secs_i64, secs_u64},
     rotation::{self, Cadence, KeyView, Plan, Policy},
     store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, PolicyRow, SealedKey},
 };
@@ -188,14 +188,6 @@ fn views_of(keys: &[KeyRow]) -> Result<Vec<KeyView>> {
             })
         })
         .collect()
-}
-
-fn secs_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn secs_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 /// Keys grouped by the id of their key set.

@@ -8,6 +8,7 @@ use super::Keyward;
 use crate::{
     Error,
     crypto::{b64url, random},
+    error::ErrorKind,
     model,
     secret::SecretString,
 };
@@ -66,6 +67,18 @@ impl OAuthError {
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::Server(_) => "server_error",
+        }
+    }
+
+    /// Its row in keyward's error code table (RFC 6749 §5.2: 401 for a
+    /// failed client authentication, 400 for the rest, 500 for keyward's own).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidClient(_) => ErrorKind::Unauthenticated,
+            Self::Server(_) => ErrorKind::Internal,
+            Self::InvalidRequest(_) | Self::UnsupportedGrantType(_) | Self::InvalidScope(_) => {
+                ErrorKind::InvalidArgument
+            }
         }
     }
 }
@@ -158,7 +171,7 @@ impl Keyward {
         // Updates refuse a client token-ttl above its key set's max-token-ttl
         // and the reverse; should a race still leave one above, the token gets
         // the key set's maximum rather than the client an error.
-        let max = u64::try_from(set.max_token_ttl).unwrap_or(0);
+        let max = model::secs_u64(set.max_token_ttl);
         let ttl = client.token_ttl.min(max);
         if ttl < client.token_ttl {
             tracing::warn!(client = %client.id, keyset, "client token-ttl above the key set's max-token-ttl; issued with the maximum");

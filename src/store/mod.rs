@@ -390,6 +390,18 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>> {
     }
 }
 
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %err, "database connection failed");
+                Self::Unavailable
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
 /// Maps a unique-constraint violation to `AlreadyExists(message)`, anything
 /// else through the usual conversion.
 fn unique_as_exists(err: sqlx::Error, message: impl FnOnce() -> String) -> Error {
