@@ -104,7 +104,11 @@ async fn keyset_jwks(
 fn jwks_response(state: &HttpState, name: &str, headers: &HeaderMap) -> Response {
     let doc = match state.svc.jwks(name) {
         Ok(doc) => doc,
-        Err(err) => return err.into_response(),
+        Err(err) => {
+            let mut response = err.into_response();
+            public_document(response.headers_mut());
+            return response;
+        }
     };
     let cache_control = format!("public, max-age={}", doc.max_age);
     let not_modified = headers
@@ -131,7 +135,21 @@ fn jwks_response(state: &HttpState, name: &str, headers: &HeaderMap) -> Response
     if let Ok(v) = HeaderValue::from_str(&cache_control) {
         h.insert(header::CACHE_CONTROL, v);
     }
+    public_document(h);
     response
+}
+
+/// Public, credential-free documents (JWKS, discovery) may be read by any web
+/// origin: single-page apps and browser-based verifiers fetch them.
+fn public_document(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ETag"),
+    );
 }
 
 /// OpenID Provider metadata: what keyward really offers, no more.
@@ -158,6 +176,7 @@ async fn discovery(State(state): State<HttpState>) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     );
+    public_document(response.headers_mut());
     response
 }
 

@@ -291,6 +291,14 @@ async fn jwks_http_caching(backend: Backend) {
     assert_eq!(cached.status, 304);
     assert!(cached.body.is_empty());
     assert_eq!(cached.header("etag"), etag);
+    // Public documents are readable from any web origin; browsers may read the ETag.
+    for r in [&first, &cached] {
+        assert_eq!(r.header("access-control-allow-origin"), "*");
+        assert_eq!(r.header("access-control-expose-headers"), "ETag");
+    }
+    let missing = server.get("/keysets/ghost/jwks.json", &[]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("access-control-allow-origin"), "*");
     let other = server
         .get("/.well-known/jwks.json", &[("if-none-match", "\"stale\"")])
         .await;

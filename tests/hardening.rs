@@ -430,7 +430,7 @@ async fn files_moved_into_place_are_durable() {
             Ok("true"),
             "strace is missing under CI"
         );
-        eprintln!("SKIPPED: strace is not installed (Debian package strace)");
+        common::skipped("strace is not installed (Debian package strace)");
         return;
     }
     let db = TestDb::new(Backend::Sqlite).await.unwrap();

@@ -26,7 +26,7 @@ fn openssl() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED openssl checks: no openssl binary on this machine");
+        common::skipped("openssl checks: no openssl binary on this machine");
     }
     ok
 }
@@ -624,10 +624,9 @@ async fn client_credentials_grant(backend: Backend) {
     .unwrap();
 
     // Discovery names the token endpoint and the JWKS that verifies its tokens.
-    let disco = server
-        .get("/.well-known/openid-configuration", &[])
-        .await
-        .json();
+    let disco = server.get("/.well-known/openid-configuration", &[]).await;
+    assert_eq!(disco.header("access-control-allow-origin"), "*");
+    let disco = disco.json();
     assert_eq!(disco["issuer"], server.http_url.as_str());
     assert_eq!(
         disco["token_endpoint"],
@@ -689,6 +688,11 @@ async fn client_credentials_grant(backend: Backend) {
     let r = http_post(&token_url, &[FORM], &post(secret)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["scope"], "read write");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "",
+        "the token endpoint is not opened to web origins"
+    );
 
     // Wrong secret: 401 invalid_client with WWW-Authenticate.
     let r = http_post(&token_url, &[FORM], &post("wrong")).await;

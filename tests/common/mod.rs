@@ -63,6 +63,17 @@ macro_rules! both_backends {
     };
 }
 
+/// Says loudly that a test did not run: written to the terminal itself, past
+/// the test harness's output capture, so a green run never hides it.
+pub fn skipped(why: &str) {
+    use std::io::Write as _;
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {name}: {why}");
+}
+
 /// A fresh, private database plus the data directory its servers share.
 pub struct TestDb {
     pub backend: Backend,
@@ -86,9 +97,9 @@ impl TestDb {
             }),
             Backend::Postgres => {
                 let Ok(base) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
-                    eprintln!(
-                        "SKIPPED on PostgreSQL: KEYWARD_TEST_DATABASE_URL is not set \
-                         (.ci/run sets it; e.g. postgres://postgres@127.0.0.1:5432/test)"
+                    skipped(
+                        "on PostgreSQL: KEYWARD_TEST_DATABASE_URL is not set \
+                         (.ci/run sets it; e.g. postgres://postgres@127.0.0.1:5432/test)",
                     );
                     return None;
                 };
