@@ -350,7 +350,7 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    match state.svc.store().ping().await {
+    match state.svc.ready().await {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(err) => err.into_response(),
     }

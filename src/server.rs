@@ -18,7 +18,7 @@ use crate::{
     files::{self, create_private_dir, create_private_file},
     grpc::{self, Authenticator},
     http::{self, HttpState},
-    jwks::{self, JwksCache},
+    jwks::JwksCache,
     net,
     secret::SecretBytes,
     service::Keyward,
@@ -326,12 +326,10 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let watcher = tokio::spawn(jwks::watch(
-        Arc::clone(app.svc.jwks_cache()),
-        Arc::clone(app.svc.store()),
-        WATCH_INTERVAL,
-        stop_rx.clone(),
-    ));
+    let watcher = tokio::spawn({
+        let (svc, stop) = (Arc::clone(&app.svc), stop_rx.clone());
+        async move { svc.follow_other_replicas(WATCH_INTERVAL, stop).await }
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -381,7 +379,7 @@ pub async fn serve(
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
-        backend = app.svc.store().backend(),
+        backend = app.svc.backend(),
         "keyward serving"
     );
     let scheduler = app

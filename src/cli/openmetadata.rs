@@ -10,8 +10,10 @@ use super::{Admin, CliError, Output, print_transition};
 use crate::{
     files::{ensure_private_dir, write_private_file},
     grpc::pb,
-    service::OM_DEFAULT_JWKS_URL,
 };
+
+/// OpenMetadata's own JWKS URL, as its `AUTHENTICATION_PUBLIC_KEYS` default lists it.
+pub const OM_DEFAULT_JWKS_URL: &str = "http://localhost:8585/api/v1/system/config/jwks";
 
 /// `keyward export …`
 #[derive(Subcommand, Debug)]

@@ -157,19 +157,35 @@ impl Keyward {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// keyward's issuer URL.
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
-    /// The JWKS snapshot.
-    pub fn jwks_cache(&self) -> &Arc<JwksCache> {
-        &self.jwks
+    /// The database backend's name, `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Whether keyward can serve: its database answers.
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
+    /// Follows changes other keyward processes make to the database, every
+    /// `interval`, until `shutdown` flips to true.
+    pub async fn follow_other_replicas(
+        &self,
+        interval: std::time::Duration,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        crate::jwks::watch(
+            Arc::clone(&self.jwks),
+            Arc::clone(&self.store),
+            interval,
+            shutdown,
+        )
+        .await;
     }
 
     /// Refreshes the JWKS after a local change. The change is committed; a

@@ -22,9 +22,6 @@ use crate::{
     store::{KeySetRow, NewKey},
 };
 
-/// OpenMetadata's own JWKS URL, as its `AUTHENTICATION_PUBLIC_KEYS` default lists it.
-pub const OM_DEFAULT_JWKS_URL: &str = "http://localhost:8585/api/v1/system/config/jwks";
-
 /// Smallest RSA modulus accepted on import.
 pub const MIN_IMPORT_RSA_BITS: usize = 2048;
 /// Largest RSA modulus ring signs with.
