@@ -9,7 +9,7 @@ use crate::{
     Error,
     crypto::{secrets_equal, sha256},
     error::ErrorKind,
-    model::secs_u64,
+    model::{KeyState, secs_u64},
     secret::SecretString,
     service::{
         Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PageRequest, PolicyInput, RotationEvent,
@@ -155,7 +155,7 @@ fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
     let row = info.row;
     pb::KeySet {
         name: row.name,
-        algorithm: row.algorithm,
+        algorithm: row.algorithm.as_str().to_string(),
         rsa_bits: row
             .rsa_bits
             .and_then(|b| u32::try_from(b).ok())
@@ -176,18 +176,17 @@ fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
 /// Converts a key to its wire form.
 pub fn key_pb(info: KeyInfo) -> pb::Key {
     let row = info.row;
-    let state = match row.state.as_str() {
-        "pending" => pb::KeyState::Pending,
-        "active" => pb::KeyState::Active,
-        "retired" => pb::KeyState::Retired,
-        "expired" => pb::KeyState::Expired,
-        "revoked" => pb::KeyState::Revoked,
-        _ => pb::KeyState::Unspecified,
+    let state = match row.state {
+        KeyState::Pending => pb::KeyState::Pending,
+        KeyState::Active => pb::KeyState::Active,
+        KeyState::Retired => pb::KeyState::Retired,
+        KeyState::Expired => pb::KeyState::Expired,
+        KeyState::Revoked => pb::KeyState::Revoked,
     };
     pb::Key {
         kid: row.kid,
         keyset: row.keyset,
-        algorithm: row.algorithm,
+        algorithm: row.algorithm.as_str().to_string(),
         state: state.into(),
         created_at: row.created_at,
         activates_at: info.activates_at.unwrap_or(0),

@@ -153,6 +153,24 @@ impl FromStr for KeyState {
     }
 }
 
+/// How the store decodes a stored state name.
+impl TryFrom<String> for KeyState {
+    type Error = Error;
+
+    fn try_from(name: String) -> Result<Self> {
+        name.parse()
+    }
+}
+
+/// How the store decodes a stored algorithm name.
+impl TryFrom<String> for Algorithm {
+    type Error = crate::crypto::keys::UnknownAlgorithm;
+
+    fn try_from(name: String) -> std::result::Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
 /// How an OIDC client authenticates at a token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {

@@ -172,17 +172,13 @@ pub struct Transition {
     pub keys: Vec<KeyInfo>,
 }
 
-fn state_of(row: &KeyRow) -> Result<KeyState> {
-    row.state.parse()
-}
-
 /// What the pure planner needs of stored keys.
 fn views_of(keys: &[KeyRow]) -> Result<Vec<KeyView>> {
     keys.iter()
         .map(|k| {
             Ok(KeyView {
                 kid: k.kid.clone(),
-                state: state_of(k)?,
+                state: k.state,
                 created_at: k.created_at,
                 expires_at: k.expires_at,
             })
@@ -298,8 +294,8 @@ impl Keyward {
                 .to_string();
         NewKey {
             kid,
-            state: state.as_str().to_string(),
-            algorithm: alg.as_str().to_string(),
+            state,
+            algorithm: alg,
             public_jwk,
             private_key,
             master_key_id: self.master.id().to_string(),
@@ -309,7 +305,7 @@ impl Keyward {
 
     /// Generates a key for the existing key set `row` and seals its private half.
     async fn new_key(&self, row: &KeySetRow, state: KeyState) -> Result<NewKey> {
-        let (alg, bits) = Self::keyset_params(row)?;
+        let (alg, bits) = Self::keyset_params(row);
         let generated = Self::generate_key(alg, bits).await?;
         Ok(self.stored_key(row.id, alg, &generated, state, self.clock.now()))
     }
@@ -351,9 +347,11 @@ impl Keyward {
         self.open(&legacy, &sealed.master_key_id, &sealed.private_key)
     }
 
-    fn keyset_params(row: &KeySetRow) -> Result<(Algorithm, Option<u32>)> {
-        let alg = model::parse_algorithm(&row.algorithm)?;
-        Ok((alg, row.rsa_bits.and_then(|b| u32::try_from(b).ok())))
+    fn keyset_params(row: &KeySetRow) -> (Algorithm, Option<u32>) {
+        (
+            row.algorithm,
+            row.rsa_bits.and_then(|b| u32::try_from(b).ok()),
+        )
     }
 
     pub(super) async fn keyset_row(&self, name: &str) -> Result<KeySetRow> {
@@ -371,19 +369,14 @@ impl Keyward {
 
     /// A key set as shown, from its row and (at least) its published keys.
     fn summarise(&self, row: KeySetRow, keys: &[KeyRow]) -> KeySetInfo {
-        let state = |k: &KeyRow| state_of(k).ok();
         let prepublish = secs_u64(row.prepublish);
         KeySetInfo {
             active_kid: keys
                 .iter()
-                .find(|k| state(k) == Some(KeyState::Active))
+                .find(|k| k.state == KeyState::Active)
                 .map(|k| k.kid.clone()),
-            published_keys: u32::try_from(
-                keys.iter()
-                    .filter(|k| state(k).is_some_and(KeyState::is_published))
-                    .count(),
-            )
-            .unwrap_or(u32::MAX),
+            published_keys: u32::try_from(keys.iter().filter(|k| k.state.is_published()).count())
+                .unwrap_or(u32::MAX),
             jwks_max_age: rotation::jwks_max_age(self.jwks_max_age, prepublish),
             row,
         }
@@ -394,7 +387,7 @@ impl Keyward {
         let policy = policy_of(row)?;
         let pending_ready = keys
             .iter()
-            .filter(|k| k.state == KeyState::Pending.as_str())
+            .filter(|k| k.state == KeyState::Pending)
             .map(|k| k.created_at.saturating_add(row.prepublish))
             .max();
         let next_switch = row
@@ -402,7 +395,7 @@ impl Keyward {
             .max(pending_ready.unwrap_or(row.next_rotation_at));
         keys.into_iter()
             .map(|k| {
-                let state = state_of(&k)?;
+                let state = k.state;
                 let (activates_at, retires_at, expires_at) = match state {
                     KeyState::Pending => (Some(next_switch), None, None),
                     KeyState::Active => (
@@ -459,7 +452,7 @@ impl Keyward {
             .insert_keyset(
                 &NewKeySet {
                     name: name.to_string(),
-                    algorithm: alg.as_str().to_string(),
+                    algorithm: alg,
                     rsa_bits: bits.map(i64::from),
                     policy: policy_row(&policy),
                     next_rotation_at: policy.first_due(now, now),
@@ -490,7 +483,7 @@ impl Keyward {
             let keys = self.store.list_keys(row.id).await?;
             let anchor = keys
                 .iter()
-                .filter(|k| k.state == KeyState::Active.as_str())
+                .filter(|k| k.state == KeyState::Active)
                 .find_map(|k| k.activated_at)
                 .unwrap_or(now);
             Some(policy.first_due(anchor, now))
@@ -615,8 +608,8 @@ impl Keyward {
             .map(|c| {
                 let mut u = KeyUpdate {
                     kid: c.kid.clone(),
-                    from: c.from.as_str().to_string(),
-                    to: c.to.as_str().to_string(),
+                    from: c.from,
+                    to: c.to,
                     activated_at: None,
                     retired_at: None,
                     expires_at: None,
@@ -664,7 +657,7 @@ impl Keyward {
         for key in inserted {
             events.push(RotationEvent {
                 keyset: keyset.to_string(),
-                action: if key.state == KeyState::Active.as_str() {
+                action: if key.state == KeyState::Active {
                     "activate"
                 } else {
                     "publish"
@@ -857,7 +850,7 @@ impl Keyward {
             )),
             other => other,
         })?;
-        let state = state_of(&key)?;
+        let state = key.state;
         let t = match state {
             KeyState::Active => {
                 let mut t = self.force(&row, true).await?;
@@ -906,7 +899,7 @@ impl Keyward {
         {
             return Ok(Arc::clone(key));
         }
-        let alg = model::parse_algorithm(&row.algorithm)?;
+        let alg = row.algorithm;
         let binding = KeyBinding {
             keyset_id: row.id,
             alg,

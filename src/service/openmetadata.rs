@@ -112,7 +112,7 @@ pub fn check_om_claims(claims: &mut Map<String, Value>) -> Result<()> {
 }
 
 fn require_rsa(row: &KeySetRow) -> Result<model::Algorithm> {
-    let alg = model::parse_algorithm(&row.algorithm)?;
+    let alg = row.algorithm;
     if !alg.is_rsa() {
         return Err(Error::FailedPrecondition(format!(
             "key set {:?} signs with {alg}; OpenMetadata reads RSA keys only (create one with --alg RS256)",
@@ -202,12 +202,9 @@ impl Keyward {
         let row = self.keyset_row(keyset).await?;
         let alg = require_rsa(&row)?;
         let keys = self.store.list_keys(row.id).await?;
-        let key = keys
-            .iter()
-            .find(|k| k.state == state.as_str())
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!("key set {keyset:?} has no {state} key"))
-            })?;
+        let key = keys.iter().find(|k| k.state == state).ok_or_else(|| {
+            Error::FailedPrecondition(format!("key set {keyset:?} has no {state} key"))
+        })?;
         let sealed = self.store.sealed_key(&key.kid).await?.ok_or_else(|| {
             Error::FailedPrecondition(format!("key {} has no private material", key.kid))
         })?;
@@ -306,8 +303,8 @@ impl Keyward {
         let now = self.clock.now();
         let imported = NewKey {
             kid: kid.to_string(),
-            state: KeyState::Active.as_str().to_string(),
-            algorithm: alg.as_str().to_string(),
+            state: KeyState::Active,
+            algorithm: alg,
             public_jwk: Value::Object(signing.public_jwk().to_published(kid, alg)).to_string(),
             private_key: self.seal_key(&binding, pkcs8.expose()),
             master_key_id: self.master.id().to_string(),
@@ -319,7 +316,7 @@ impl Keyward {
             .list_keys(row.id)
             .await?
             .into_iter()
-            .filter(|k| k.state == KeyState::Active.as_str())
+            .filter(|k| k.state == KeyState::Active)
             .map(|k| KeyChange {
                 kid: k.kid,
                 from: KeyState::Active,

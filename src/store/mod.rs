@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 pub use sql::{PgStore, SqliteStore};
 
-use crate::{Error, Result};
+use crate::{Error, Result, crypto::keys::Algorithm, model::KeyState};
 
 /// A live key set.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -23,8 +23,9 @@ pub struct KeySetRow {
     pub id: i64,
     /// The key set's name.
     pub name: String,
-    /// JOSE algorithm name.
-    pub algorithm: String,
+    /// Its signing algorithm.
+    #[sqlx(try_from = "String")]
+    pub algorithm: Algorithm,
     /// RSA modulus size, for RSA algorithms.
     pub rsa_bits: Option<i64>,
     /// Creation time, Unix seconds.
@@ -65,8 +66,8 @@ pub struct PolicyRow {
 pub struct NewKeySet {
     /// Its name.
     pub name: String,
-    /// JOSE algorithm name.
-    pub algorithm: String,
+    /// Its signing algorithm.
+    pub algorithm: Algorithm,
     /// RSA modulus size, for RSA algorithms.
     pub rsa_bits: Option<i64>,
     /// Rotation policy.
@@ -86,10 +87,12 @@ pub struct KeyRow {
     pub keyset_id: i64,
     /// Owning key set's name.
     pub keyset: String,
-    /// JOSE algorithm name.
-    pub algorithm: String,
-    /// Lifecycle state name.
-    pub state: String,
+    /// Its signing algorithm.
+    #[sqlx(try_from = "String")]
+    pub algorithm: Algorithm,
+    /// Its lifecycle state.
+    #[sqlx(try_from = "String")]
+    pub state: KeyState,
     /// The published JWK, as JSON.
     pub public_jwk: String,
     /// Creation time.
@@ -119,10 +122,10 @@ pub struct SealedKey {
 pub struct NewKey {
     /// RFC 7638 thumbprint.
     pub kid: String,
-    /// `pending` or `active`.
-    pub state: String,
-    /// JOSE algorithm name.
-    pub algorithm: String,
+    /// Pending or active.
+    pub state: KeyState,
+    /// Its signing algorithm.
+    pub algorithm: Algorithm,
     /// Published JWK as JSON.
     pub public_jwk: String,
     /// Sealed PKCS#8.
@@ -139,9 +142,9 @@ pub struct KeyUpdate {
     /// The key.
     pub kid: String,
     /// Its expected current state.
-    pub from: String,
+    pub from: KeyState,
     /// Its new state.
-    pub to: String,
+    pub to: KeyState,
     /// Sets `activated_at`.
     pub activated_at: Option<i64>,
     /// Sets `retired_at`.

@@ -336,7 +336,7 @@ macro_rules! impl_store {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEYSET_COLUMNS}"
                 )))
                 .bind(name)
-                .bind(&set.algorithm)
+                .bind(set.algorithm.as_str())
                 .bind(set.rsa_bits)
                 .bind(now)
                 .bind(policy.rotate_every)
@@ -473,13 +473,15 @@ macro_rules! impl_store {
                 };
                 sqlx::query(
                     "UPDATE keys SET \
-                     state = CASE WHEN state = 'revoked' THEN state ELSE 'expired' END, \
+                     state = CASE WHEN state = $3 THEN state ELSE $4 END, \
                      private_key = NULL, master_key_id = NULL, \
                      expires_at = COALESCE(expires_at, $1) \
                      WHERE keyset_id = $2",
                 )
                 .bind(now)
                 .bind(id)
+                .bind(KeyState::Revoked.as_str())
+                .bind(KeyState::Expired.as_str())
                 .execute(&mut *tx)
                 .await?;
                 $tx::bump_generation(&mut tx, id).await?;
@@ -502,10 +504,11 @@ macro_rules! impl_store {
             async fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>> {
                 Ok(sqlx::query_as(
                     "SELECT kid, private_key, master_key_id FROM keys \
-                     WHERE keyset_id = $1 AND state = 'active' \
+                     WHERE keyset_id = $1 AND state = $2 \
                      AND private_key IS NOT NULL AND master_key_id IS NOT NULL",
                 )
                 .bind(keyset_id)
+                .bind(KeyState::Active.as_str())
                 .fetch_optional(&self.pool)
                 .await?)
             }
@@ -574,7 +577,7 @@ macro_rules! impl_store {
                          master_key_id = CASE WHEN $6 THEN NULL ELSE master_key_id END \
                          WHERE kid = $7 AND keyset_id = $8 AND state = $9",
                     )
-                    .bind(&u.to)
+                    .bind(u.to.as_str())
                     .bind(u.activated_at)
                     .bind(u.retired_at)
                     .bind(u.expires_at)
@@ -582,7 +585,7 @@ macro_rules! impl_store {
                     .bind(u.destroy_private)
                     .bind(&u.kid)
                     .bind(keyset_id)
-                    .bind(&u.from)
+                    .bind(u.from.as_str())
                     .execute(&mut *tx)
                     .await?;
                     if done.rows_affected() != 1 {
@@ -792,17 +795,17 @@ macro_rules! tx_helpers {
             sqlx::query(
                 "INSERT INTO keys (kid, keyset_id, algorithm, state, public_jwk, private_key, \
                  master_key_id, created_at, activated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $4 = 'active' THEN $9 END)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&key.kid)
             .bind(keyset_id)
-            .bind(&key.algorithm)
-            .bind(&key.state)
+            .bind(key.algorithm.as_str())
+            .bind(key.state.as_str())
             .bind(&key.public_jwk)
             .bind(&key.private_key)
             .bind(&key.master_key_id)
             .bind(key.created_at)
-            .bind(now)
+            .bind((key.state == KeyState::Active).then_some(now))
             .execute(&mut **tx)
             .await
             .map_err(|e| unique_as_exists(e, || format!("kid {:?} is already taken", key.kid)))?;
@@ -830,7 +833,10 @@ macro_rules! tx_helpers {
 
         /// Bumps the generation and records it as key set `keyset_id`'s
         /// latest change, so refreshes elsewhere read just that key set.
-        pub(super) async fn $bump(tx: &mut Transaction<'static, $db>, keyset_id: i64) -> Result<()> {
+        pub(super) async fn $bump(
+            tx: &mut Transaction<'static, $db>,
+            keyset_id: i64,
+        ) -> Result<()> {
             let generation: i64 = sqlx::query_scalar(
                 "UPDATE keyward_state SET generation = generation + 1 WHERE id = 1 \
                  RETURNING generation",
