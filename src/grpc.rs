@@ -7,13 +7,14 @@ use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     Error,
+    crypto::keys::Algorithm,
     crypto::{secrets_equal, sha256},
     error::ErrorKind,
-    model::{KeyState, secs_u64},
+    model::{self, KeyState, secs_u64},
     secret::SecretString,
     service::{
-        Client, ClientPatch, KeyInfo, KeySetInfo, Keyward, PageRequest, PolicyInput, RotationEvent,
-        SignRequest, Transition,
+        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, Keyward, PageRequest, PolicyInput,
+        RotationEvent, SignProfile, SignRequest, Transition,
     },
 };
 
@@ -197,10 +198,43 @@ pub fn key_pb(info: KeyInfo) -> pb::Key {
     }
 }
 
+/// proto3 strings default to empty: an empty algorithm means RS256.
+fn algorithm_of(name: &str) -> Result<Algorithm, Error> {
+    if name.is_empty() {
+        Ok(Algorithm::Rs256)
+    } else {
+        model::parse_algorithm(name)
+    }
+}
+
+/// An empty profile means none.
+fn profile_of(name: &str) -> Result<SignProfile, Error> {
+    match name {
+        "" => Ok(SignProfile::Plain),
+        "openmetadata" => Ok(SignProfile::OpenMetadata),
+        other => Err(Error::invalid(
+            "profile",
+            format!("{other:?} is not a profile; use openmetadata or leave it empty"),
+        )),
+    }
+}
+
+/// An empty key choice means the active key.
+fn export_which(name: &str) -> Result<ExportWhich, Error> {
+    match name {
+        "" | "active" => Ok(ExportWhich::Active),
+        "pending" => Ok(ExportWhich::Pending),
+        other => Err(Error::invalid(
+            "key",
+            format!("{other:?}: export the active or the pending key"),
+        )),
+    }
+}
+
 fn event_pb(e: RotationEvent) -> pb::RotationEvent {
     pb::RotationEvent {
         keyset: e.keyset,
-        action: e.action.to_string(),
+        action: e.action.as_str().to_string(),
         kid: e.kid,
         detail: e.detail,
     }
@@ -254,7 +288,12 @@ impl KeySets for Api {
         let r = req.into_inner();
         let info = self
             .svc
-            .create_keyset(&r.name, &r.algorithm, r.rsa_bits, &policy_input(r.policy))
+            .create_keyset(
+                &r.name,
+                algorithm_of(&r.algorithm)?,
+                (r.rsa_bits != 0).then_some(r.rsa_bits),
+                &policy_input(r.policy),
+            )
             .await?;
         ok(keyset_pb(info))
     }
@@ -354,7 +393,7 @@ impl KeySets for Api {
                 keyset: r.keyset,
                 claims_json: r.claims_json,
                 ttl_seconds: r.ttl_seconds,
-                profile: r.profile,
+                profile: profile_of(&r.profile)?,
                 subject: r.subject,
                 email: r.email,
             })
@@ -368,7 +407,10 @@ impl KeySets for Api {
 
     async fn export_key(&self, req: Request<pb::ExportKeyRequest>) -> Reply<pb::ExportKeyResponse> {
         let r = req.into_inner();
-        let exported = self.svc.export_key(&r.keyset, &r.key).await?;
+        let exported = self
+            .svc
+            .export_key(&r.keyset, export_which(&r.key)?)
+            .await?;
         ok(pb::ExportKeyResponse {
             kid: exported.kid,
             algorithm: exported.algorithm,

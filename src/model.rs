@@ -65,11 +65,8 @@ pub fn validate_kid(kid: &str) -> Result<()> {
     }
 }
 
-/// Parses an algorithm name; empty means the default, RS256.
+/// Parses an algorithm name (the transports decide what an empty one means).
 pub fn parse_algorithm(name: &str) -> Result<Algorithm> {
-    if name.is_empty() {
-        return Ok(Algorithm::Rs256);
-    }
     name.parse().map_err(|_| {
         let allowed: Vec<_> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
         Error::invalid(
@@ -83,16 +80,16 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm> {
 }
 
 /// Resolves the RSA size for `alg`: 2048 by default for RSA, none for others.
-pub fn resolve_rsa_bits(alg: Algorithm, requested: u32) -> Result<Option<u32>> {
+pub fn resolve_rsa_bits(alg: Algorithm, requested: Option<u32>) -> Result<Option<u32>> {
     match (alg.is_rsa(), requested) {
-        (true, 0) => Ok(Some(2048)),
-        (true, bits) if RSA_BITS.contains(&bits) => Ok(Some(bits)),
-        (true, bits) => Err(Error::invalid(
+        (true, None) => Ok(Some(2048)),
+        (true, Some(bits)) if RSA_BITS.contains(&bits) => Ok(Some(bits)),
+        (true, Some(bits)) => Err(Error::invalid(
             "rsa_bits",
             format!("{bits} is not supported; use 2048, 3072 or 4096"),
         )),
-        (false, 0) => Ok(None),
-        (false, _) => Err(Error::invalid(
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Error::invalid(
             "rsa_bits",
             format!("only RSA algorithms take a key size, not {alg}"),
         )),
@@ -288,14 +285,17 @@ mod tests {
 
     #[test]
     fn rsa_bits_rules() {
-        assert_eq!(resolve_rsa_bits(Algorithm::Rs256, 0).unwrap(), Some(2048));
         assert_eq!(
-            resolve_rsa_bits(Algorithm::Ps512, 4096).unwrap(),
+            resolve_rsa_bits(Algorithm::Rs256, None).unwrap(),
+            Some(2048)
+        );
+        assert_eq!(
+            resolve_rsa_bits(Algorithm::Ps512, Some(4096)).unwrap(),
             Some(4096)
         );
-        assert!(resolve_rsa_bits(Algorithm::Rs256, 1024).is_err());
-        assert!(resolve_rsa_bits(Algorithm::Es256, 2048).is_err());
-        assert_eq!(resolve_rsa_bits(Algorithm::EdDsa, 0).unwrap(), None);
+        assert!(resolve_rsa_bits(Algorithm::Rs256, Some(1024)).is_err());
+        assert!(resolve_rsa_bits(Algorithm::Es256, Some(2048)).is_err());
+        assert_eq!(resolve_rsa_bits(Algorithm::EdDsa, None).unwrap(), None);
     }
 
     #[test]

@@ -196,7 +196,12 @@ pub async fn prepare_with(
         // First start of this database: give it a default key set to serve.
         let policy = crate::service::PolicyInput::default();
         match svc
-            .create_keyset(&config.default_keyset, "RS256", 0, &policy)
+            .create_keyset(
+                &config.default_keyset,
+                crate::crypto::keys::Algorithm::Rs256,
+                None,
+                &policy,
+            )
             .await
         {
             Ok(_) | Err(Error::AlreadyExists(_)) => {}

@@ -88,6 +88,50 @@ pub struct SignedJwt {
     pub expires_at: i64,
 }
 
+/// Which claim rules a signing request follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignProfile {
+    /// The caller's claims as given.
+    #[default]
+    Plain,
+    /// Tokens OpenMetadata accepts (see [`super::openmetadata`]).
+    OpenMetadata,
+}
+
+/// What a rotation sweep (or an operator's change) did to a key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationAction {
+    /// A key started signing.
+    Activate,
+    /// A key stopped signing; it stays published.
+    Retire,
+    /// A retired key left the JWKS.
+    Expire,
+    /// A key was revoked.
+    Revoke,
+    /// A new pending key was published.
+    Publish,
+    /// A due rotation waits (the pending key is too young).
+    Wait,
+    /// Another process changed the key set first.
+    AlreadyRotated,
+}
+
+impl RotationAction {
+    /// Its name on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Activate => "activate",
+            Self::Retire => "retire",
+            Self::Expire => "expire",
+            Self::Revoke => "revoke",
+            Self::Publish => "publish",
+            Self::Wait => "wait",
+            Self::AlreadyRotated => "already-rotated",
+        }
+    }
+}
+
 /// A `SignJwt` request.
 #[derive(Debug, Clone, Default)]
 pub struct SignRequest {
@@ -97,8 +141,8 @@ pub struct SignRequest {
     pub claims_json: String,
     /// Lifetime in seconds.
     pub ttl_seconds: Option<u64>,
-    /// `""` or `openmetadata`.
-    pub profile: String,
+    /// Claim rules to apply.
+    pub profile: SignProfile,
     /// Sets `sub`.
     pub subject: Option<String>,
     /// Sets `email`.
@@ -153,8 +197,8 @@ pub struct PolicyInput {
 pub struct RotationEvent {
     /// The key set.
     pub keyset: String,
-    /// `activate`, `retire`, `expire`, `revoke`, `publish`, `wait` or `already-rotated`.
-    pub action: &'static str,
+    /// What happened.
+    pub action: RotationAction,
     /// The key concerned (empty for `already-rotated`).
     pub kid: String,
     /// Human-readable detail.
@@ -419,12 +463,11 @@ impl Keyward {
     pub async fn create_keyset(
         &self,
         name: &str,
-        algorithm: &str,
-        rsa_bits: u32,
+        alg: Algorithm,
+        rsa_bits: Option<u32>,
         policy: &PolicyInput,
     ) -> Result<KeySetInfo> {
         model::validate_keyset_name(name)?;
-        let alg = model::parse_algorithm(algorithm)?;
         let bits = model::resolve_rsa_bits(alg, rsa_bits)?;
         let now = self.clock.now();
         let policy = merge_policy(default_policy(self.jwks_max_age), policy)?;
@@ -643,11 +686,11 @@ impl Keyward {
             .map(|c| RotationEvent {
                 keyset: keyset.to_string(),
                 action: match c.to {
-                    KeyState::Active => "activate",
-                    KeyState::Retired => "retire",
-                    KeyState::Expired => "expire",
-                    KeyState::Revoked => "revoke",
-                    KeyState::Pending => "publish",
+                    KeyState::Active => RotationAction::Activate,
+                    KeyState::Retired => RotationAction::Retire,
+                    KeyState::Expired => RotationAction::Expire,
+                    KeyState::Revoked => RotationAction::Revoke,
+                    KeyState::Pending => RotationAction::Publish,
                 },
                 kid: c.kid.clone(),
                 detail: format!("{} -> {}", c.from, c.to),
@@ -658,9 +701,9 @@ impl Keyward {
             events.push(RotationEvent {
                 keyset: keyset.to_string(),
                 action: if key.state == KeyState::Active {
-                    "activate"
+                    RotationAction::Activate
                 } else {
-                    "publish"
+                    RotationAction::Publish
                 },
                 kid: key.kid.clone(),
                 detail: format!("new {} key", key.state),
@@ -669,13 +712,15 @@ impl Keyward {
         if change.is_none() && (plan.add_pending || plan.add_active) {
             events.push(RotationEvent {
                 keyset: keyset.to_string(),
-                action: "publish",
+                action: RotationAction::Publish,
                 kid: String::new(),
                 detail: "a new pending key would be generated".into(),
             });
         }
         if let Some(next) = plan.next_rotation_at
-            && let Some(e) = events.iter_mut().find(|e| e.action == "activate")
+            && let Some(e) = events
+                .iter_mut()
+                .find(|e| e.action == RotationAction::Activate)
         {
             e.detail
                 .push_str(&format!("; next rotation {}", model::format_time(next)));
@@ -683,7 +728,7 @@ impl Keyward {
         if let Some(reason) = &plan.waiting {
             events.push(RotationEvent {
                 keyset: keyset.to_string(),
-                action: "wait",
+                action: RotationAction::Wait,
                 kid: String::new(),
                 detail: reason.clone(),
             });
@@ -714,7 +759,7 @@ impl Keyward {
     fn raced(keyset: &str) -> RotationEvent {
         RotationEvent {
             keyset: keyset.to_string(),
-            action: "already-rotated",
+            action: RotationAction::AlreadyRotated,
             kid: String::new(),
             detail: "another keyward process changed this key set first; nothing changed here"
                 .into(),
@@ -772,7 +817,7 @@ impl Keyward {
                 self.forget_signer(row.id);
                 let done = Self::events_of(&row.name, &plan, Some(&change));
                 for e in &done {
-                    tracing::info!(keyset = %e.keyset, action = e.action, kid = %e.kid, detail = %e.detail, "rotation");
+                    tracing::info!(keyset = %e.keyset, action = e.action.as_str(), kid = %e.kid, detail = %e.detail, "rotation");
                 }
                 events.extend(done);
             } else {
@@ -953,15 +998,8 @@ impl Keyward {
             }
         }
         apply_subject_and_email(&mut claims, req.subject.as_deref(), req.email.as_deref())?;
-        match req.profile.as_str() {
-            "" => {}
-            "openmetadata" => super::openmetadata::check_om_claims(&mut claims)?,
-            other => {
-                return Err(Error::invalid(
-                    "profile",
-                    format!("{other:?} is not a profile; use openmetadata or leave it empty"),
-                ));
-            }
+        if req.profile == SignProfile::OpenMetadata {
+            super::openmetadata::check_om_claims(&mut claims)?;
         }
         let row = self.keyset_row(&req.keyset).await?;
         self.sign_claims(&row, claims, req.ttl_seconds).await

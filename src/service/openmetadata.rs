@@ -186,18 +186,21 @@ fn parse_public(bytes: &[u8]) -> Result<RsaPublicKey> {
     })
 }
 
+/// Which key of a key set to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportWhich {
+    /// The key that signs now.
+    Active,
+    /// The next one, so OpenMetadata can be moved onto it before it signs.
+    Pending,
+}
+
 impl Keyward {
     /// Exports a key set's active (or pending) RSA key for OpenMetadata.
-    pub async fn export_key(&self, keyset: &str, which: &str) -> Result<ExportedKey> {
+    pub async fn export_key(&self, keyset: &str, which: ExportWhich) -> Result<ExportedKey> {
         let state = match which {
-            "" | "active" => KeyState::Active,
-            "pending" => KeyState::Pending,
-            other => {
-                return Err(Error::invalid(
-                    "key",
-                    format!("{other:?}: export the active or the pending key"),
-                ));
-            }
+            ExportWhich::Active => KeyState::Active,
+            ExportWhich::Pending => KeyState::Pending,
         };
         let row = self.keyset_row(keyset).await?;
         let alg = require_rsa(&row)?;
