@@ -27,6 +27,87 @@ pub const DEFAULT_PREPUBLISH: u64 = 86_400;
 pub const DEFAULT_RETAIN: u64 = 86_400;
 /// Default longest token lifetime.
 pub const DEFAULT_MAX_TOKEN_TTL: u64 = 3600;
+/// Longest `max-token-ttl` a key set may have.
+pub const MAX_TOKEN_TTL: u64 = 366 * 86_400;
+
+/// Policy settings a caller gives; `None` keeps the stored value (or the
+/// default on create). Durations in seconds.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyInput {
+    /// Rotation period (replaces a schedule).
+    pub rotate_every: Option<u64>,
+    /// Cron schedule (replaces a period).
+    pub schedule: Option<String>,
+    /// Minimum pre-publication.
+    pub prepublish: Option<u64>,
+    /// Publication after retirement.
+    pub retain: Option<u64>,
+    /// Longest token lifetime.
+    pub max_token_ttl: Option<u64>,
+}
+
+/// What the planned times of a key depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTimes {
+    /// Its state.
+    pub state: KeyState,
+    /// Creation time.
+    pub created_at: i64,
+    /// When it started signing.
+    pub activated_at: Option<i64>,
+    /// When it stopped signing.
+    pub retired_at: Option<i64>,
+    /// When it leaves (or left) the JWKS.
+    pub expires_at: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A key's times as shown: what happened, or for pending and active keys
+/// what is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlannedTimes {
+    /// When it starts (or started) signing.
+    pub activates_at: Option<i64>,
+    /// When it stops (or stopped) signing.
+    pub retires_at: Option<i64>,
+    /// When it leaves (or left) the JWKS.
+    pub expires_at: Option<i64>,
+}
+
+/// The times of each key of a key set due to rotate at `next_rotation_at`:
+/// the switch happens then, or once the youngest pending key has been
+/// published for `prepublish`, whichever is later.
+pub fn planned_times(
+    policy: &Policy,
+    next_rotation_at: i64,
+    keys: &[KeyTimes],
+) -> Vec<PlannedTimes> {
+    let pending_ready = keys
+        .iter()
+        .filter(|k| k.state == KeyState::Pending)
+        .map(|k| k.created_at.saturating_add(secs_i64(policy.prepublish)))
+        .max();
+    let switch = next_rotation_at.max(pending_ready.unwrap_or(next_rotation_at));
+    keys.iter()
+        .map(|k| match k.state {
+            KeyState::Pending => PlannedTimes {
+                activates_at: Some(switch),
+                ..PlannedTimes::default()
+            },
+            KeyState::Active => PlannedTimes {
+                activates_at: k.activated_at,
+                retires_at: Some(switch),
+                expires_at: Some(switch.saturating_add(secs_i64(policy.retain))),
+            },
+            KeyState::Retired | KeyState::Expired | KeyState::Revoked => PlannedTimes {
+                activates_at: k.activated_at,
+                retires_at: k.retired_at,
+                expires_at: k.expires_at.or(k.revoked_at),
+            },
+        })
+        .collect()
+}
 
 /// When rotations fall due.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +143,47 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Defaults that stay valid whatever JWKS max-age is configured.
+    pub fn defaults_for(jwks_max_age: u64) -> Self {
+        let base = Self::default();
+        Self {
+            prepublish: base.prepublish.max(2 * jwks_max_age),
+            retain: base.retain.max(base.max_token_ttl + jwks_max_age),
+            ..base
+        }
+    }
+
+    /// `input` over this policy, checking what it sets (the combined rules
+    /// are [`Policy::validate`]'s).
+    pub fn merged(self, input: &PolicyInput) -> Result<Self> {
+        let cadence = match (&input.rotate_every, &input.schedule) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "schedule",
+                    "give either rotate-every or schedule, not both",
+                ));
+            }
+            (Some(every), None) => Cadence::Every(*every),
+            (None, Some(expr)) => {
+                Cadence::Cron(Schedule::parse(expr).map_err(|e| Error::invalid("schedule", e))?)
+            }
+            (None, None) => self.cadence,
+        };
+        let max_token_ttl = input.max_token_ttl.unwrap_or(self.max_token_ttl);
+        if max_token_ttl > MAX_TOKEN_TTL {
+            return Err(Error::invalid(
+                "max_token_ttl",
+                format!("at most {}", human(MAX_TOKEN_TTL)),
+            ));
+        }
+        Ok(Self {
+            cadence,
+            prepublish: input.prepublish.unwrap_or(self.prepublish),
+            retain: input.retain.unwrap_or(self.retain),
+            max_token_ttl,
+        })
+    }
+
     /// Checks the policy against the JWKS max-age clients are told, explaining
     /// what is wrong in terms of the flags.
     pub fn validate(&self, jwks_max_age: u64, now: i64) -> Result<()> {
@@ -333,6 +455,89 @@ pub fn force_rotation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_follow_a_long_jwks_max_age() {
+        assert_eq!(Policy::defaults_for(300), Policy::default());
+        let long = Policy::defaults_for(2 * 86_400);
+        assert_eq!(long.prepublish, 4 * 86_400);
+        assert_eq!(long.retain, DEFAULT_MAX_TOKEN_TTL + 2 * 86_400);
+        assert!(long.validate(2 * 86_400, 0).is_ok());
+    }
+
+    #[test]
+    fn merging_keeps_what_is_not_given_and_checks_what_is() {
+        let base = Policy::default();
+        let kept = base.clone().merged(&PolicyInput::default()).unwrap();
+        assert_eq!(kept, base);
+        let cron = base
+            .clone()
+            .merged(&PolicyInput {
+                schedule: Some("0 3 1 * *".into()),
+                retain: Some(7200),
+                ..PolicyInput::default()
+            })
+            .unwrap();
+        assert!(matches!(cron.cadence, Cadence::Cron(_)));
+        assert_eq!((cron.retain, cron.prepublish), (7200, base.prepublish));
+        let both = PolicyInput {
+            rotate_every: Some(3600),
+            schedule: Some("0 * * * *".into()),
+            ..PolicyInput::default()
+        };
+        let bad_cron = PolicyInput {
+            schedule: Some("0 5/4294967295 * * *".into()),
+            ..PolicyInput::default()
+        };
+        let too_long = PolicyInput {
+            max_token_ttl: Some(MAX_TOKEN_TTL + 1),
+            ..PolicyInput::default()
+        };
+        for (input, field) in [
+            (both, "schedule"),
+            (bad_cron, "schedule"),
+            (too_long, "max_token_ttl"),
+        ] {
+            let err = base.clone().merged(&input).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("invalid {field}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn planned_times_wait_for_a_young_pending_key() {
+        let policy = Policy {
+            prepublish: 100,
+            retain: 50,
+            ..Policy::default()
+        };
+        let key = |state, created_at| KeyTimes {
+            state,
+            created_at,
+            activated_at: (state == KeyState::Active).then_some(created_at),
+            retired_at: None,
+            expires_at: None,
+            revoked_at: None,
+        };
+        let retired = KeyTimes {
+            retired_at: Some(5),
+            expires_at: Some(55),
+            ..key(KeyState::Retired, 0)
+        };
+        let keys = [
+            key(KeyState::Active, 10),
+            key(KeyState::Pending, 10),
+            retired,
+        ];
+        // Due at 1000, pending published since 10: the switch is at 1000.
+        let p = planned_times(&policy, 1000, &keys);
+        assert_eq!(p[0].activates_at, Some(10));
+        assert_eq!((p[0].retires_at, p[0].expires_at), (Some(1000), Some(1050)));
+        assert_eq!(p[1].activates_at, Some(1000));
+        assert_eq!((p[2].retires_at, p[2].expires_at), (Some(5), Some(55)));
+        // Due at 50, but the pending key is ready only at 110.
+        let p = planned_times(&policy, 50, &keys);
+        assert_eq!((p[1].activates_at, p[0].retires_at), (Some(110), Some(110)));
+    }
 
     const DAY: u64 = 86_400;
 

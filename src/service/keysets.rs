@@ -25,8 +25,7 @@ use crate::{
 pub const MAX_CLAIMS_BYTES: usize = 16 * 1024;
 /// Token lifetime when the caller gives none (capped by the key set's max).
 pub const DEFAULT_TOKEN_TTL: u64 = 3600;
-/// Longest `max-token-ttl` a key set may have.
-pub const MAX_TOKEN_TTL: u64 = 366 * 86_400;
+pub use crate::rotation::{MAX_TOKEN_TTL, PolicyInput};
 
 pub(super) const KEYS_TABLE: &str = "keys";
 /// The associated-data version of key ciphertext bound to its key set and
@@ -176,22 +175,6 @@ fn apply_subject_and_email(
     Ok(())
 }
 
-/// Policy settings a caller gives; `None` keeps the stored value (or the
-/// default on create). Durations in seconds.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyInput {
-    /// Rotation period (replaces a schedule).
-    pub rotate_every: Option<u64>,
-    /// Cron schedule (replaces a period).
-    pub schedule: Option<String>,
-    /// Minimum pre-publication.
-    pub prepublish: Option<u64>,
-    /// Publication after retirement.
-    pub retain: Option<u64>,
-    /// Longest token lifetime.
-    pub max_token_ttl: Option<u64>,
-}
-
 /// One thing a rotation sweep did (or, in a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationEvent {
@@ -266,46 +249,6 @@ fn policy_row(policy: &Policy) -> PolicyRow {
         retain: secs_i64(policy.retain),
         max_token_ttl: secs_i64(policy.max_token_ttl),
     }
-}
-
-/// Defaults that stay valid whatever JWKS max-age is configured.
-fn default_policy(jwks_max_age: u64) -> Policy {
-    let base = Policy::default();
-    Policy {
-        prepublish: base.prepublish.max(2 * jwks_max_age),
-        retain: base.retain.max(base.max_token_ttl + jwks_max_age),
-        ..base
-    }
-}
-
-/// Merges `input` over `base`, validating what it sets.
-fn merge_policy(base: Policy, input: &PolicyInput) -> Result<Policy> {
-    let cadence = match (&input.rotate_every, &input.schedule) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "schedule",
-                "give either rotate-every or schedule, not both",
-            ));
-        }
-        (Some(every), None) => Cadence::Every(*every),
-        (None, Some(expr)) => {
-            Cadence::Cron(Schedule::parse(expr).map_err(|e| Error::invalid("schedule", e))?)
-        }
-        (None, None) => base.cadence,
-    };
-    let max_token_ttl = input.max_token_ttl.unwrap_or(base.max_token_ttl);
-    if max_token_ttl > MAX_TOKEN_TTL {
-        return Err(Error::invalid(
-            "max_token_ttl",
-            format!("at most {}", rotation::human(MAX_TOKEN_TTL)),
-        ));
-    }
-    Ok(Policy {
-        cadence,
-        prepublish: input.prepublish.unwrap_or(base.prepublish),
-        retain: input.retain.unwrap_or(base.retain),
-        max_token_ttl,
-    })
 }
 
 impl Keyward {
@@ -429,34 +372,28 @@ impl Keyward {
     /// Stored times, completed with the planned ones for pending and active keys.
     pub(super) fn key_infos(row: &KeySetRow, keys: Vec<KeyRow>) -> Result<Vec<KeyInfo>> {
         let policy = policy_of(row)?;
-        let pending_ready = keys
+        let times: Vec<rotation::KeyTimes> = keys
             .iter()
-            .filter(|k| k.state == KeyState::Pending)
-            .map(|k| k.created_at.saturating_add(row.prepublish))
-            .max();
-        let next_switch = row
-            .next_rotation_at
-            .max(pending_ready.unwrap_or(row.next_rotation_at));
-        keys.into_iter()
-            .map(|k| {
-                let state = k.state;
-                let (activates_at, retires_at, expires_at) = match state {
-                    KeyState::Pending => (Some(next_switch), None, None),
-                    KeyState::Active => (
-                        k.activated_at,
-                        Some(next_switch),
-                        Some(next_switch.saturating_add(secs_i64(policy.retain))),
-                    ),
-                    _ => (k.activated_at, k.retired_at, k.expires_at.or(k.revoked_at)),
-                };
-                Ok(KeyInfo {
-                    row: k,
-                    activates_at,
-                    retires_at,
-                    expires_at,
-                })
+            .map(|k| rotation::KeyTimes {
+                state: k.state,
+                created_at: k.created_at,
+                activated_at: k.activated_at,
+                retired_at: k.retired_at,
+                expires_at: k.expires_at,
+                revoked_at: k.revoked_at,
             })
-            .collect()
+            .collect();
+        let planned = rotation::planned_times(&policy, row.next_rotation_at, &times);
+        Ok(keys
+            .into_iter()
+            .zip(planned)
+            .map(|(row, p)| KeyInfo {
+                row,
+                activates_at: p.activates_at,
+                retires_at: p.retires_at,
+                expires_at: p.expires_at,
+            })
+            .collect())
     }
 
     /// Creates a key set with an active and a pending key.
@@ -470,7 +407,7 @@ impl Keyward {
         model::validate_keyset_name(name)?;
         let bits = model::resolve_rsa_bits(alg, rsa_bits)?;
         let now = self.clock.now();
-        let policy = merge_policy(default_policy(self.jwks_max_age), policy)?;
+        let policy = Policy::defaults_for(self.jwks_max_age).merged(policy)?;
         policy.validate(self.jwks_max_age, now)?;
         if self.store.get_keyset(name).await?.is_some() {
             // Checked up front to spare key generation; the unique index still
@@ -514,7 +451,7 @@ impl Keyward {
         let row = self.keyset_row(name).await?;
         let now = self.clock.now();
         let current = policy_of(&row)?;
-        let policy = merge_policy(current.clone(), input)?;
+        let policy = current.clone().merged(input)?;
         policy.validate(self.jwks_max_age, now)?;
         if policy.max_token_ttl < current.max_token_ttl {
             self.check_client_token_ttls(name, policy.max_token_ttl)
