@@ -93,6 +93,14 @@ fn operator_workflow_on_the_sqlite_default() {
         None,
     ));
     assert_eq!(rotated["warnings"].as_array().expect("warnings").len(), 1);
+    assert_eq!(
+        rotated["keys"]
+            .as_array()
+            .expect("the keys the table shows")
+            .len(),
+        3,
+        "{rotated}"
+    );
     let keys = json_out(&cli(
         &data,
         &ep,

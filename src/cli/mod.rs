@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tonic::{
     Request,
     metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
     transport::{Channel, Endpoint},
 };
 
@@ -369,8 +370,24 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 /// An authenticated connection to a running keyward.
 pub(crate) struct Admin {
     channel: Channel,
-    bearer: MetadataValue<tonic::metadata::Ascii>,
+    bearer: Bearer,
 }
+
+/// Adds the admin token to every call made through an [`Admin`] client.
+#[derive(Clone)]
+pub(crate) struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry the admin token.
+type Authed = InterceptedService<Channel, Bearer>;
 
 impl Admin {
     fn connect(cli: &Cli) -> Result<Self, CliError> {
@@ -382,23 +399,18 @@ impl Admin {
             .map_err(|e| CliError::usage(format!("invalid --endpoint {:?}: {e}", cli.endpoint)))?
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect_lazy();
-        Ok(Self { channel, bearer })
+        Ok(Self {
+            channel,
+            bearer: Bearer(bearer),
+        })
     }
 
-    pub(crate) fn req<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request
-            .metadata_mut()
-            .insert("authorization", self.bearer.clone());
-        request
+    pub(crate) fn keysets(&self) -> KeySetsClient<Authed> {
+        KeySetsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
-    pub(crate) fn keysets(&self) -> KeySetsClient<Channel> {
-        KeySetsClient::new(self.channel.clone())
-    }
-
-    pub(crate) fn clients(&self) -> ClientsClient<Channel> {
-        ClientsClient::new(self.channel.clone())
+    pub(crate) fn clients(&self) -> ClientsClient<Authed> {
+        ClientsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 
@@ -457,9 +469,9 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         Command::Keys(KeysCmd::List { keyset }) => {
             let keys = admin
                 .keysets()
-                .list_keys(admin.req(pb::ListKeysRequest {
+                .list_keys(pb::ListKeysRequest {
                     keyset: keyset.clone(),
-                }))
+                })
                 .await?
                 .into_inner()
                 .keys;
@@ -469,7 +481,7 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         Command::Keys(KeysCmd::Revoke { kid }) => {
             let r = admin
                 .keysets()
-                .revoke_key(admin.req(pb::RevokeKeyRequest { kid: kid.clone() }))
+                .revoke_key(pb::RevokeKeyRequest { kid: kid.clone() })
                 .await?
                 .into_inner();
             print_transition(out, &r.events, &r.warnings, &r.keys);
@@ -478,10 +490,10 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         Command::Rotate { keyset, dry_run } => {
             let events = admin
                 .keysets()
-                .rotate_due(admin.req(pb::RotateDueRequest {
+                .rotate_due(pb::RotateDueRequest {
                     keyset: keyset.clone(),
                     dry_run: *dry_run,
-                }))
+                })
                 .await?
                 .into_inner()
                 .events;
@@ -503,14 +515,14 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         } => {
             let signed = admin
                 .keysets()
-                .sign_jwt(admin.req(pb::SignJwtRequest {
+                .sign_jwt(pb::SignJwtRequest {
                     keyset: keyset.clone(),
                     claims_json: claims.clone(),
                     ttl_seconds: Some(seconds("ttl", ttl)?),
                     profile: profile.clone().unwrap_or_default(),
                     subject: subject.clone(),
                     email: email.clone(),
-                }))
+                })
                 .await?
                 .into_inner();
             if let Some(path) = out_file {
@@ -548,22 +560,22 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
             policy,
         } => {
             let set = api
-                .create_key_set(admin.req(pb::CreateKeySetRequest {
+                .create_key_set(pb::CreateKeySetRequest {
                     name: name.clone(),
                     algorithm: alg.clone(),
                     rsa_bits: rsa_bits.unwrap_or(0),
                     policy: Some(policy.to_pb()?),
-                }))
+                })
                 .await?
                 .into_inner();
             print_keyset(out, &set);
         }
         KeysetCmd::Update { name, policy } => {
             let set = api
-                .update_key_set(admin.req(pb::UpdateKeySetRequest {
+                .update_key_set(pb::UpdateKeySetRequest {
                     name: name.clone(),
                     policy: Some(policy.to_pb()?),
-                }))
+                })
                 .await?
                 .into_inner();
             print_keyset(out, &set);
@@ -573,10 +585,10 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
             let mut page_token = String::new();
             loop {
                 let page = api
-                    .list_key_sets(admin.req(pb::ListKeySetsRequest {
+                    .list_key_sets(pb::ListKeySetsRequest {
                         page_size: 1000,
                         page_token,
-                    }))
+                    })
                     .await?
                     .into_inner();
                 sets.extend(page.key_sets);
@@ -589,19 +601,19 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
         }
         KeysetCmd::Get { name } => {
             let set = api
-                .get_key_set(admin.req(pb::GetKeySetRequest { name: name.clone() }))
+                .get_key_set(pb::GetKeySetRequest { name: name.clone() })
                 .await?
                 .into_inner();
             print_keyset(out, &set);
         }
         KeysetCmd::Delete { name } => {
-            api.delete_key_set(admin.req(pb::DeleteKeySetRequest { name: name.clone() }))
+            api.delete_key_set(pb::DeleteKeySetRequest { name: name.clone() })
                 .await?;
             print_done(out, &format!("deleted key set {name}"));
         }
         KeysetCmd::Rotate { name } => {
             let r = api
-                .rotate_key_set(admin.req(pb::RotateKeySetRequest { name: name.clone() }))
+                .rotate_key_set(pb::RotateKeySetRequest { name: name.clone() })
                 .await?
                 .into_inner();
             print_transition(out, &r.events, &r.warnings, &r.keys);
@@ -645,29 +657,27 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
                 None
             };
             let r = api
-                .put_client(
-                    admin.req(pb::PutClientRequest {
-                        id: id.clone(),
-                        display_name: display_name.clone(),
-                        discovery_uri: discovery_uri.clone(),
-                        callback_url: callback_url.clone(),
-                        scopes: (!scopes.is_empty()).then(|| pb::StringList {
-                            values: scopes.clone(),
-                        }),
-                        auth_method: auth_method.clone(),
-                        labels,
-                        secret,
-                        token_keyset: token_keyset.clone(),
-                        token_ttl_seconds: token_ttl
-                            .as_deref()
-                            .map(|t| seconds("token_ttl", t))
-                            .transpose()?,
-                        audience: audience.clone(),
-                        allowed_scopes: (!allowed_scopes.is_empty()).then(|| pb::StringList {
-                            values: allowed_scopes.clone(),
-                        }),
+                .put_client(pb::PutClientRequest {
+                    id: id.clone(),
+                    display_name: display_name.clone(),
+                    discovery_uri: discovery_uri.clone(),
+                    callback_url: callback_url.clone(),
+                    scopes: (!scopes.is_empty()).then(|| pb::StringList {
+                        values: scopes.clone(),
                     }),
-                )
+                    auth_method: auth_method.clone(),
+                    labels,
+                    secret,
+                    token_keyset: token_keyset.clone(),
+                    token_ttl_seconds: token_ttl
+                        .as_deref()
+                        .map(|t| seconds("token_ttl", t))
+                        .transpose()?,
+                    audience: audience.clone(),
+                    allowed_scopes: (!allowed_scopes.is_empty()).then(|| pb::StringList {
+                        values: allowed_scopes.clone(),
+                    }),
+                })
                 .await?
                 .into_inner();
             let client = r.client.unwrap_or_default();
@@ -693,17 +703,17 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
         }
         ClientCmd::Get { id } => {
             let c = api
-                .get_client(admin.req(pb::GetClientRequest { id: id.clone() }))
+                .get_client(pb::GetClientRequest { id: id.clone() })
                 .await?
                 .into_inner();
             print_clients(out, &[c]);
         }
         ClientCmd::Secret { id, version } => {
             let s = api
-                .get_client_secret(admin.req(pb::GetClientSecretRequest {
+                .get_client_secret(pb::GetClientSecretRequest {
                     id: id.clone(),
                     version: *version,
-                }))
+                })
                 .await?
                 .into_inner();
             match out {
@@ -719,10 +729,10 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             let mut page_token = String::new();
             loop {
                 let page = api
-                    .list_clients(admin.req(pb::ListClientsRequest {
+                    .list_clients(pb::ListClientsRequest {
                         page_size: 1000,
                         page_token,
-                    }))
+                    })
                     .await?
                     .into_inner();
                 clients.extend(page.clients);
@@ -744,11 +754,11 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
                 None
             };
             let r = api
-                .rotate_client_secret(admin.req(pb::RotateClientSecretRequest {
+                .rotate_client_secret(pb::RotateClientSecretRequest {
                     id: id.clone(),
                     grace_seconds: Some(seconds("grace", grace)?),
                     secret,
-                }))
+                })
                 .await?
                 .into_inner();
             match out {
@@ -773,16 +783,16 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
         }
         ClientCmd::Env(cmd) => return openmetadata::client_env(admin, out, cmd).await,
         ClientCmd::Delete { id } => {
-            api.delete_client(admin.req(pb::DeleteClientRequest { id: id.clone() }))
+            api.delete_client(pb::DeleteClientRequest { id: id.clone() })
                 .await?;
             print_done(out, &format!("deleted client {id}"));
         }
         ClientCmd::RevokeSecret { id, version } => {
             let r = api
-                .revoke_client_secret(admin.req(pb::RevokeClientSecretRequest {
+                .revoke_client_secret(pb::RevokeClientSecretRequest {
                     id: id.clone(),
                     version: *version,
-                }))
+                })
                 .await?
                 .into_inner();
             print_done(
@@ -796,10 +806,10 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
         ClientCmd::Verify { id, .. } => {
             let secret = read_stdin_secret()?;
             let r = api
-                .verify_client_secret(admin.req(pb::VerifyClientSecretRequest {
+                .verify_client_secret(pb::VerifyClientSecretRequest {
                     id: id.clone(),
                     secret,
-                }))
+                })
                 .await?
                 .into_inner();
             match out {
@@ -907,38 +917,40 @@ fn print_keyset(out: Output, set: &pb::KeySet) {
     }
 }
 
+/// A key as both outputs show it.
+fn key_json(k: &pb::Key) -> Value {
+    json!({
+        "kid": k.kid,
+        "keyset": k.keyset,
+        "algorithm": k.algorithm,
+        "state": state_name(k.state),
+        "created": format_time(k.created_at),
+        "activates": format_time(k.activates_at),
+        "retires": format_time(k.retires_at),
+        "expires": format_time(k.expires_at),
+    })
+}
+
+/// A rotation event as both outputs show it.
+fn event_json(e: &pb::RotationEvent, dry_run: bool) -> Value {
+    json!({
+        "keyset": e.keyset,
+        "action": if dry_run { format!("would {}", e.action) } else { e.action.clone() },
+        "kid": e.kid,
+        "detail": e.detail,
+    })
+}
+
 fn print_keys(out: Output, keys: &[pb::Key]) {
-    let rows = keys.iter().map(|k| {
-        json!({
-            "kid": k.kid,
-            "keyset": k.keyset,
-            "algorithm": k.algorithm,
-            "state": state_name(k.state),
-            "created": format_time(k.created_at),
-            "activates": format_time(k.activates_at),
-            "retires": format_time(k.retires_at),
-            "expires": format_time(k.expires_at),
-        })
-    });
     print_rows(
         out,
-        rows.collect(),
+        keys.iter().map(key_json).collect(),
         &["kid", "state", "created", "activates", "retires", "expires"],
     );
 }
 
 fn print_events(out: Output, events: &[pb::RotationEvent], dry_run: bool) {
-    let rows = events
-        .iter()
-        .map(|e| {
-            json!({
-                "keyset": e.keyset,
-                "action": if dry_run { format!("would {}", e.action) } else { e.action.clone() },
-                "kid": e.kid,
-                "detail": e.detail,
-            })
-        })
-        .collect();
+    let rows = events.iter().map(|e| event_json(e, dry_run)).collect();
     print_rows(out, rows, &["keyset", "action", "kid", "detail"]);
 }
 
@@ -953,8 +965,9 @@ pub(crate) fn print_transition(
     }
     if out == Output::Json {
         let v = json!({
-            "events": events.iter().map(|e| json!({"keyset": e.keyset, "action": e.action, "kid": e.kid, "detail": e.detail})).collect::<Vec<_>>(),
+            "events": events.iter().map(|e| event_json(e, false)).collect::<Vec<_>>(),
             "warnings": warnings,
+            "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
         });
         println!("{v}");
         return;

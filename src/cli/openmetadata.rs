@@ -117,10 +117,10 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
     } = cmd;
     let exported = admin
         .keysets()
-        .export_key(admin.req(pb::ExportKeyRequest {
+        .export_key(pb::ExportKeyRequest {
             keyset: keyset.clone(),
             key: key.clone(),
-        }))
+        })
         .await?
         .into_inner();
     ensure_private_dir(dir)?;
@@ -190,12 +190,12 @@ pub async fn import(admin: &Admin, out: Output, cmd: &ImportCmd) -> Result<(), C
         .transpose()?;
     let r = admin
         .keysets()
-        .import_key(admin.req(pb::ImportKeyRequest {
+        .import_key(pb::ImportKeyRequest {
             keyset: keyset.clone(),
             private_key: private,
             public_key: public,
             kid: kid.clone(),
-        }))
+        })
         .await?
         .into_inner();
     print_transition(out, &r.events, &[], &r.keys);
@@ -215,14 +215,14 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
     let EnvCmd::Openmetadata { id } = cmd;
     let mut api = admin.clients();
     let client = api
-        .get_client(admin.req(pb::GetClientRequest { id: id.clone() }))
+        .get_client(pb::GetClientRequest { id: id.clone() })
         .await?
         .into_inner();
     let secret = api
-        .get_client_secret(admin.req(pb::GetClientSecretRequest {
+        .get_client_secret(pb::GetClientSecretRequest {
             id: id.clone(),
             version: None,
-        }))
+        })
         .await?
         .into_inner();
     let scope = if client.scopes.is_empty() {
