@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
+    extract::{DefaultBodyLimit, FromRequest, Path, Request, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -252,27 +252,46 @@ fn form_decode(s: &str) -> Option<String> {
 }
 
 /// `POST /oauth2/token`: the client-credentials grant.
-async fn token(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match token_request(&headers, body) {
-        Ok(req) => match state.svc.client_credentials(req).await {
-            Ok(issued) => {
-                let body = serde_json::json!({
-                    "access_token": issued.access_token,
-                    "token_type": "Bearer",
-                    "expires_in": issued.expires_in,
-                    "scope": issued.scope,
-                });
-                let mut response = Json(body).into_response();
-                no_store(response.headers_mut());
-                response
-            }
-            Err(err) => oauth_error(&err),
-        },
-        Err(response) => *response,
+async fn token(State(state): State<HttpState>, TokenForm(req): TokenForm) -> Response {
+    match state.svc.client_credentials(req).await {
+        Ok(issued) => {
+            let body = serde_json::json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+            });
+            let mut response = Json(body).into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(err) => oauth_error(&err),
+    }
+}
+
+/// A token request read from its form body and client authentication
+/// (RFC 6749 §2.3.1, §4.4.2).
+struct TokenForm(TokenRequest);
+
+/// A token request refused before it reaches the service: the RFC 6749 §5.2
+/// error response to send.
+struct OAuthRejection(Box<Response>);
+
+impl IntoResponse for OAuthRejection {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for TokenForm {
+    type Rejection = OAuthRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await;
+        token_request(&headers, body)
+            .map(TokenForm)
+            .map_err(OAuthRejection)
     }
 }
 
