@@ -1,0 +1,296 @@
+//! The command line's shape: every command, flag and environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use super::{CliError, openmetadata};
+use crate::{config::ServeArgs, grpc::pb, model};
+
+/// keyward: signing keys and OIDC client secrets for OpenMetadata.
+#[derive(Parser, Debug)]
+#[command(name = "keyward", version, about)]
+pub struct Cli {
+    /// Data directory (database, master.key, admin.token) [default: ./keyward-data]
+    #[arg(long, env = "KEYWARD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC endpoint of a running keyward (admin commands)
+    #[arg(
+        long,
+        env = "KEYWARD_ENDPOINT",
+        global = true,
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// Admin token (admin commands)
+    #[arg(long, env = "KEYWARD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the admin token [default: <data-dir>/admin.token when present]
+    #[arg(long, env = "KEYWARD_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Output format of admin commands
+    #[arg(long, value_enum, global = true, default_value = "table")]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (gRPC + HTTP JWKS).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(ServeArgs),
+    /// Manage key sets.
+    #[command(subcommand)]
+    Keyset(KeysetCmd),
+    /// Inspect keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Sign a JWT with a key set's active key; prints the compact token.
+    Sign {
+        /// Key set name.
+        #[arg(long)]
+        keyset: String,
+        /// Claims as a JSON object.
+        #[arg(long, default_value = "{}")]
+        claims: String,
+        /// Lifetime, e.g. 15m, 1h, 1d (at most the key set's max-token-ttl).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// `openmetadata`: a token OpenMetadata accepts (needs --subject).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Sets `sub` (and `preferred_username` under the openmetadata profile).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Sets `email`.
+        #[arg(long)]
+        email: Option<String>,
+        /// Write the token to FILE atomically (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Export a key in another system's format.
+    #[command(subcommand)]
+    Export(openmetadata::ExportCmd),
+    /// Import another system's key.
+    #[command(subcommand)]
+    Import(openmetadata::ImportCmd),
+    /// Manage OIDC clients and their secrets.
+    #[command(subcommand)]
+    Client(ClientCmd),
+    /// Perform every key transition that is due (what cron or a timer runs).
+    Rotate {
+        /// Only this key set.
+        #[arg(long)]
+        keyset: Option<String>,
+        /// Show what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Rotation policy flags of `keyset create` and `keyset update`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct PolicyArgs {
+    /// Rotate every DURATION, e.g. 30d [default: 30d]
+    #[arg(long, value_name = "DURATION", conflicts_with = "schedule")]
+    pub rotate_every: Option<String>,
+    /// Rotate on a 5-field cron schedule (UTC), e.g. "0 3 1 * *"
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// How long a key is published before it signs [default: 1d]
+    #[arg(long, value_name = "DURATION")]
+    pub prepublish: Option<String>,
+    /// How long a key stays published after it stops signing [default: 1d]
+    #[arg(long, value_name = "DURATION")]
+    pub retain: Option<String>,
+    /// Longest token `sign` issues from this key set [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub max_token_ttl: Option<String>,
+}
+
+impl PolicyArgs {
+    pub(crate) fn to_pb(&self) -> Result<pb::RotationPolicy, CliError> {
+        let opt = |field: &'static str, v: &Option<String>| -> Result<Option<u64>, CliError> {
+            v.as_deref().map(|t| seconds(field, t)).transpose()
+        };
+        Ok(pb::RotationPolicy {
+            rotate_every_seconds: opt("rotate_every", &self.rotate_every)?,
+            schedule: self.schedule.clone(),
+            prepublish_seconds: opt("prepublish", &self.prepublish)?,
+            retain_seconds: opt("retain", &self.retain)?,
+            max_token_ttl_seconds: opt("max_token_ttl", &self.max_token_ttl)?,
+        })
+    }
+}
+
+/// `keyward keyset …`
+#[derive(Subcommand, Debug)]
+pub enum KeysetCmd {
+    /// Create a key set and its first active key.
+    Create {
+        /// Name: a-z, 0-9 and '-', up to 63 characters.
+        name: String,
+        /// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA.
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+        /// RSA modulus size: 2048, 3072 or 4096 (RSA algorithms only).
+        #[arg(long)]
+        rsa_bits: Option<u32>,
+        /// Rotation policy.
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Change a key set's rotation policy.
+    Update {
+        /// Key set name.
+        name: String,
+        /// Rotation policy (unset flags keep their value).
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// List key sets.
+    List,
+    /// Show a key set.
+    Get {
+        /// Key set name.
+        name: String,
+    },
+    /// Delete a key set (its kids stay reserved).
+    Delete {
+        /// Key set name.
+        name: String,
+    },
+    /// Emergency rotation now: the pending key signs, the active one retires (still published).
+    Rotate {
+        /// Key set name.
+        name: String,
+    },
+}
+
+/// `keyward keys …`
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// List a key set's keys.
+    List {
+        /// Key set name.
+        keyset: String,
+    },
+    /// Revoke a key: unpublished at once, never signs again.
+    Revoke {
+        /// The key's kid.
+        kid: String,
+    },
+}
+
+/// `keyward client …`
+#[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; size is irrelevant
+pub enum ClientCmd {
+    /// Create a client (secret generated unless --secret-stdin) or update its metadata.
+    Put {
+        /// Client id.
+        id: String,
+        /// Read the secret from standard input (create only).
+        #[arg(long)]
+        secret_stdin: bool,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// OIDC discovery URI.
+        #[arg(long)]
+        discovery_uri: Option<String>,
+        /// Callback URL.
+        #[arg(long)]
+        callback_url: Option<String>,
+        /// Scope (repeatable); replaces the stored scopes.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// client_secret_basic or client_secret_post.
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// Label KEY=VALUE (repeatable); replaces the stored labels.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Key set that signs this client's client-credentials tokens ("" clears it).
+        #[arg(long)]
+        token_keyset: Option<String>,
+        /// Lifetime of its tokens, e.g. 15m (at most the key set's max-token-ttl) [default: 15m]
+        #[arg(long)]
+        token_ttl: Option<String>,
+        /// `aud` of its tokens ("" clears it).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Scope it may request at the token endpoint (repeatable); replaces the stored ones.
+        #[arg(long = "allowed-scope")]
+        allowed_scopes: Vec<String>,
+    },
+    /// Print a client's settings as another system's configuration.
+    #[command(subcommand)]
+    Env(openmetadata::EnvCmd),
+    /// Show a client's metadata (never its secret).
+    Get {
+        /// Client id.
+        id: String,
+    },
+    /// Print a client's secret.
+    Secret {
+        /// Client id.
+        id: String,
+        /// A given version instead of the current one.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// List clients.
+    List,
+    /// Make a new secret current; the previous one stays valid for --grace
+    /// (older ones never longer; `--grace 0s` ends them all now).
+    Rotate {
+        /// Client id.
+        id: String,
+        /// How long the previous secret keeps verifying.
+        #[arg(long, default_value = "48h")]
+        grace: String,
+        /// Read the new secret from standard input instead of generating one.
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// Delete a client and all its secrets.
+    Delete {
+        /// Client id.
+        id: String,
+    },
+    /// End a superseded secret version now, before its grace period would.
+    RevokeSecret {
+        /// Client id.
+        id: String,
+        /// The version to revoke (not the current one: rotate with --grace 0s).
+        #[arg(long)]
+        version: u32,
+    },
+    /// Check a secret read from standard input; exit 0 when valid, 1 when not.
+    Verify {
+        /// Client id.
+        id: String,
+        /// Read the secret from standard input.
+        #[arg(long, required = true)]
+        secret_stdin: bool,
+    },
+}
+
+pub(crate) fn seconds(field: &'static str, text: &str) -> Result<u64, CliError> {
+    Ok(model::parse_duration(field, text)?.as_secs())
+}
