@@ -201,6 +201,22 @@ impl AuthMethod {
     }
 }
 
+/// `90s`, `15m`, `12h`, `30d` or a combination, for messages.
+pub fn format_duration(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = secs;
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
 /// A duration in seconds as the database stores it (`i64`), saturating.
 pub fn secs_i64(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
@@ -240,6 +256,13 @@ pub fn format_time(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_shown_compactly() {
+        assert_eq!(format_duration(90), "1m30s");
+        assert_eq!(format_duration(30 * 86_400), "30d");
+        assert_eq!(format_duration(3900), "1h5m");
+    }
 
     #[test]
     fn keyset_names() {

@@ -16,7 +16,7 @@
 use crate::{
     Error, Result,
     cron::Schedule,
-    model::{KeyState, secs_i64},
+    model::{KeyState, format_duration, secs_i64},
 };
 
 /// Default rotation period: monthly.
@@ -173,7 +173,7 @@ impl Policy {
         if max_token_ttl > MAX_TOKEN_TTL {
             return Err(Error::invalid(
                 "max_token_ttl",
-                format!("at most {}", human(MAX_TOKEN_TTL)),
+                format!("at most {}", format_duration(MAX_TOKEN_TTL)),
             ));
         }
         Ok(Self {
@@ -207,8 +207,8 @@ impl Policy {
                     "{} is shorter than twice the JWKS max-age ({jwks_max_age}s): a client that \
                      fetched the JWKS just before a key was published could meet a token from it \
                      before its cache expires; use at least {}",
-                    human(self.prepublish),
-                    human(2 * jwks_max_age)
+                    format_duration(self.prepublish),
+                    format_duration(2 * jwks_max_age)
                 ),
             ));
         }
@@ -218,8 +218,8 @@ impl Policy {
                 format!(
                     "{} is not shorter than the rotation period ({}): each new key must be \
                      published before the next rotation is due",
-                    human(self.prepublish),
-                    human(period)
+                    format_duration(self.prepublish),
+                    format_duration(period)
                 ),
             ));
         }
@@ -230,9 +230,9 @@ impl Policy {
                 format!(
                     "{} is shorter than max-token-ttl ({}) plus the JWKS max-age ({jwks_max_age}s): \
                      tokens signed just before a rotation would outlive their key; use at least {}",
-                    human(self.retain),
-                    human(self.max_token_ttl),
-                    human(needed)
+                    format_duration(self.retain),
+                    format_duration(self.max_token_ttl),
+                    format_duration(needed)
                 ),
             ));
         }
@@ -271,22 +271,6 @@ impl Policy {
 /// the configured one, but never more than half the pre-publication, at least 1 s.
 pub fn jwks_max_age(configured: u64, prepublish: u64) -> u64 {
     configured.min(prepublish / 2).max(1)
-}
-
-/// `90s`, `15m`, `12h`, `30d` or a combination, for messages.
-pub fn human(secs: u64) -> String {
-    if secs == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    let mut rest = secs;
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if rest >= size {
-            out.push_str(&format!("{}{unit}", rest / size));
-            rest %= size;
-        }
-    }
-    out
 }
 
 /// What the planner needs to know of a key.
@@ -372,8 +356,8 @@ pub fn plan(now: i64, policy: &Policy, next_rotation_at: i64, keys: &[KeyView]) 
                     "rotation is due but pending key {} has been published for {} of the {} \
                      pre-publication; it rotates at {}",
                     p.kid,
-                    human(u64::try_from(now - p.created_at).unwrap_or(0)),
-                    human(policy.prepublish),
+                    format_duration(u64::try_from(now - p.created_at).unwrap_or(0)),
+                    format_duration(policy.prepublish),
                     crate::model::format_time(ready_at)
                 ));
             } else {
@@ -432,8 +416,8 @@ pub fn force_rotation(
                      ({}): clients holding a cached JWKS may reject its tokens until their cache \
                      expires",
                     p.kid,
-                    human(u64::try_from(published).unwrap_or(0)),
-                    human(u64::try_from(max_age).unwrap_or(0))
+                    format_duration(u64::try_from(published).unwrap_or(0)),
+                    format_duration(u64::try_from(max_age).unwrap_or(0))
                 ));
             }
             plan.changes.push(change(p, KeyState::Active));
@@ -656,12 +640,5 @@ mod tests {
         assert_eq!(old_enough.changes[0].to, KeyState::Revoked);
         let no_pending = force_rotation(10, &p, 300, 5000, &keys[..1], false);
         assert!(no_pending.add_active && no_pending.add_pending);
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(90), "1m30s");
-        assert_eq!(human(30 * DAY), "30d");
-        assert_eq!(human(3900), "1h5m");
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     clock::Clock,
     config::{MasterKeySource, ServeConfig},
     crypto::{
-        aead::{MasterKey, RowId},
+        aead::{AeadContext, MasterKey},
         b64url, random, sha256,
     },
     files::{self, create_private_dir, create_private_file},
@@ -25,7 +25,7 @@ use crate::{
     store::{self, Store},
 };
 
-const CANARY_ROW: RowId<'static> = RowId {
+const CANARY_ROW: AeadContext<'static> = AeadContext {
     table: "keyward_meta",
     id: "canary",
     version: 1,

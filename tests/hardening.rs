@@ -13,7 +13,7 @@ use common::{Backend, TestDb, TestServer, token_request};
 use keyward::{
     clock::SystemClock,
     config::MasterKeySource,
-    crypto::aead::{MasterKey, RowId},
+    crypto::aead::{AeadContext, MasterKey},
     grpc::pb,
     net::Limits,
 };
@@ -529,7 +529,7 @@ async fn key_ciphertext_is_bound_to_its_key_set(backend: Backend) {
         ))
         .await;
     let bound_id = format!("{a_id}/ES256/{}", a.active_kid);
-    let bound = RowId {
+    let bound = AeadContext {
         table: "keys",
         id: &bound_id,
         version: 2,
@@ -537,7 +537,7 @@ async fn key_ciphertext_is_bound_to_its_key_set(backend: Backend) {
     let pkcs8 = master
         .open(&bound, &sealed)
         .expect("new keys are bound to their key set");
-    let legacy = RowId {
+    let legacy = AeadContext {
         table: "keys",
         id: &a.active_kid,
         version: 1,

@@ -4,7 +4,10 @@
 use serde_json::{Value, json};
 
 use super::Output;
-use crate::{grpc::pb, model::format_time, rotation::human};
+use crate::{
+    grpc::pb,
+    model::{format_duration, format_time},
+};
 
 pub(crate) fn print_done(out: Output, message: &str) {
     match out {
@@ -26,7 +29,7 @@ pub(crate) fn state_name(state: i32) -> &'static str {
 
 pub(crate) fn policy_text(s: &pb::KeySet) -> String {
     if s.schedule.is_empty() {
-        format!("every {}", human(s.rotate_every_seconds))
+        format!("every {}", format_duration(s.rotate_every_seconds))
     } else {
         format!("cron {}", s.schedule)
     }
@@ -41,13 +44,13 @@ pub(crate) fn keyset_json(s: &pb::KeySet) -> Value {
         "published_keys": s.published_keys,
         "created_at": format_time(s.created_at),
         "rotation": policy_text(s),
-        "rotate_every": (s.schedule.is_empty()).then(|| human(s.rotate_every_seconds)),
+        "rotate_every": (s.schedule.is_empty()).then(|| format_duration(s.rotate_every_seconds)),
         "schedule": (!s.schedule.is_empty()).then(|| s.schedule.clone()),
-        "prepublish": human(s.prepublish_seconds),
-        "retain": human(s.retain_seconds),
-        "max_token_ttl": human(s.max_token_ttl_seconds),
+        "prepublish": format_duration(s.prepublish_seconds),
+        "retain": format_duration(s.retain_seconds),
+        "max_token_ttl": format_duration(s.max_token_ttl_seconds),
         "next_rotation": format_time(s.next_rotation_at),
-        "jwks_max_age": human(s.jwks_max_age_seconds),
+        "jwks_max_age": format_duration(s.jwks_max_age_seconds),
     })
 }
 
@@ -168,7 +171,7 @@ pub(crate) fn client_json(c: &pb::Client) -> Value {
         "created_at": format_time(c.created_at),
         "updated_at": format_time(c.updated_at),
         "token_keyset": c.token_keyset,
-        "token_ttl": human(c.token_ttl_seconds),
+        "token_ttl": format_duration(c.token_ttl_seconds),
         "audience": c.audience,
         "allowed_scopes": c.allowed_scopes,
     })

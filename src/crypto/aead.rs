@@ -1,7 +1,7 @@
 //! Encryption at rest: AES-256-GCM under the master key.
 //!
 //! A sealed value is `nonce (12 bytes) ‖ ciphertext ‖ tag`, with a fresh random
-//! nonce per write. The row the value belongs to ([`RowId`]) is the associated
+//! nonce per write. The row the value belongs to ([`AeadContext`]) is the associated
 //! data, so a ciphertext copied onto another row fails to open.
 
 use std::fmt;
@@ -17,7 +17,7 @@ pub const MASTER_KEY_LEN: usize = 32;
 
 /// The identity of the row a sealed value belongs to: table, id and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowId<'a> {
+pub struct AeadContext<'a> {
     /// Table name.
     pub table: &'static str,
     /// The row's id within the table.
@@ -26,13 +26,13 @@ pub struct RowId<'a> {
     pub version: i64,
 }
 
-impl RowId<'_> {
+impl AeadContext<'_> {
     fn associated_data(&self) -> Vec<u8> {
         format!("keyward/v1/{}/{}/{}", self.table, self.id, self.version).into_bytes()
     }
 }
 
-impl fmt::Display for RowId<'_> {
+impl fmt::Display for AeadContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}@{}", self.table, self.id, self.version)
     }
@@ -97,7 +97,7 @@ impl MasterKey {
     }
 
     /// Seals `plaintext` for the row `row`.
-    pub fn seal(&self, row: &RowId<'_>, plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, row: &AeadContext<'_>, plaintext: &[u8]) -> Vec<u8> {
         let nonce_bytes = random::bytes::<NONCE_LEN>();
         let mut in_out = plaintext.to_vec();
         // seal_in_place only fails when the plaintext exceeds GCM's limit
@@ -118,7 +118,7 @@ impl MasterKey {
     }
 
     /// Opens a value sealed for `row`.
-    pub fn open(&self, row: &RowId<'_>, sealed: &[u8]) -> Result<SecretBytes, OpenError> {
+    pub fn open(&self, row: &AeadContext<'_>, sealed: &[u8]) -> Result<SecretBytes, OpenError> {
         if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(OpenError);
         }
@@ -156,7 +156,7 @@ mod tests {
         MasterKey::from_bytes(&SecretBytes::new(vec![7u8; 32])).unwrap()
     }
 
-    const ROW: RowId<'static> = RowId {
+    const ROW: AeadContext<'static> = AeadContext {
         table: "keys",
         id: "abc",
         version: 1,
@@ -176,9 +176,9 @@ mod tests {
     fn another_row_or_key_fails() {
         let k = key();
         let sealed = k.seal(&ROW, b"secret");
-        let other_id = RowId { id: "abd", ..ROW };
-        let other_version = RowId { version: 2, ..ROW };
-        let other_table = RowId {
+        let other_id = AeadContext { id: "abd", ..ROW };
+        let other_version = AeadContext { version: 2, ..ROW };
+        let other_table = AeadContext {
             table: "client_secrets",
             ..ROW
         };

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::Keyward;
 use crate::{
     Error, Result,
-    crypto::{aead::RowId, b64url, random, secrets_equal},
+    crypto::{aead::AeadContext, b64url, random, secrets_equal},
     model::{self, AuthMethod},
     secret::SecretString,
     store::{ClientRow, SecretRow},
@@ -162,8 +162,8 @@ impl Keyward {
                 "token_ttl",
                 format!(
                     "{} is above key set {name:?}'s max-token-ttl ({})",
-                    crate::rotation::human(model::secs_u64(row.token_ttl)),
-                    crate::rotation::human(model::secs_u64(set.max_token_ttl))
+                    model::format_duration(model::secs_u64(row.token_ttl)),
+                    model::format_duration(model::secs_u64(set.max_token_ttl))
                 ),
             ));
         }
@@ -194,7 +194,7 @@ impl Keyward {
     }
 
     fn seal_secret(&self, client_id: &str, version: i64, secret: &SecretString) -> Vec<u8> {
-        let row = RowId {
+        let row = AeadContext {
             table: SECRETS_TABLE,
             id: client_id,
             version,
@@ -294,7 +294,7 @@ impl Keyward {
     }
 
     fn open_secret(&self, row: &SecretRow) -> Result<SecretString> {
-        let row_id = RowId {
+        let row_id = AeadContext {
             table: SECRETS_TABLE,
             id: &row.client_id,
             version: row.version,

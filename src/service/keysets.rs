@@ -11,7 +11,7 @@ use crate::{
     Error, Result,
     cron::Schedule,
     crypto::{
-        aead::RowId,
+        aead::AeadContext,
         jwt,
         keys::{self, SigningKey},
     },
@@ -301,7 +301,7 @@ impl Keyward {
     pub(super) fn seal_key(&self, binding: &KeyBinding<'_>, pkcs8: &[u8]) -> Vec<u8> {
         let id = binding.row_id();
         self.master.seal(
-            &RowId {
+            &AeadContext {
                 table: KEYS_TABLE,
                 id: &id,
                 version: BOUND_KEY_VERSION,
@@ -318,7 +318,7 @@ impl Keyward {
         sealed: &SealedKey,
     ) -> Result<crate::secret::SecretBytes> {
         let id = binding.row_id();
-        let bound = RowId {
+        let bound = AeadContext {
             table: KEYS_TABLE,
             id: &id,
             version: BOUND_KEY_VERSION,
@@ -326,7 +326,7 @@ impl Keyward {
         if let Ok(pkcs8) = self.master.open(&bound, &sealed.private_key) {
             return Ok(pkcs8);
         }
-        let legacy = RowId {
+        let legacy = AeadContext {
             table: KEYS_TABLE,
             id: binding.kid,
             version: 1,
@@ -442,7 +442,7 @@ impl Keyward {
             )
             .await?;
         tracing::info!(keyset = name, alg = %alg, "key set created");
-        self.published_changed().await;
+        self.refresh_jwks().await;
         self.keyset_info(row).await
     }
 
@@ -474,9 +474,9 @@ impl Keyward {
             next_rotation_at,
             policy: Some(policy_row(&policy)),
         };
-        self.apply_or_conflict(&row, &change).await?;
+        self.commit_change(&row, &change).await?;
         tracing::info!(keyset = name, "key set policy updated");
-        self.published_changed().await;
+        self.refresh_jwks().await;
         self.get_keyset(name).await
     }
 
@@ -488,7 +488,13 @@ impl Keyward {
             .await?
             .into_iter()
             .filter(|c| secs_u64(c.token_ttl) > max_token_ttl)
-            .map(|c| format!("{} ({})", c.id, rotation::human(secs_u64(c.token_ttl))))
+            .map(|c| {
+                format!(
+                    "{} ({})",
+                    c.id,
+                    model::format_duration(secs_u64(c.token_ttl))
+                )
+            })
             .collect();
         if above.is_empty() {
             return Ok(());
@@ -496,7 +502,7 @@ impl Keyward {
         Err(Error::FailedPrecondition(format!(
             "max-token-ttl {} is below the token-ttl of clients whose tokens key set {name:?} \
              signs: {}; lower theirs first (`keyward client put ID --token-ttl …`)",
-            rotation::human(max_token_ttl),
+            model::format_duration(max_token_ttl),
             above.join(", ")
         )))
     }
@@ -555,7 +561,7 @@ impl Keyward {
         }
         self.forget_signer(row.id);
         tracing::info!(keyset = name, "key set deleted");
-        self.published_changed().await;
+        self.refresh_jwks().await;
         Ok(())
     }
 
@@ -568,7 +574,7 @@ impl Keyward {
 
     /// Turns a plan into stored changes, generating the keys it needs (outside
     /// any transaction, off the async workers).
-    async fn build_change(
+    async fn prepare_change(
         &self,
         row: &KeySetRow,
         plan: &Plan,
@@ -674,11 +680,7 @@ impl Keyward {
     }
 
     /// Applies an operator's change, or says the key set moved under it.
-    pub(super) async fn apply_or_conflict(
-        &self,
-        row: &KeySetRow,
-        change: &KeySetChange,
-    ) -> Result<()> {
+    pub(super) async fn commit_change(&self, row: &KeySetRow, change: &KeySetChange) -> Result<()> {
         if self
             .store
             .apply_keyset_change(row.id, row.version, change)
@@ -744,7 +746,7 @@ impl Keyward {
                 events.extend(Self::events_of(&row.name, &plan, None));
                 continue;
             }
-            let change = self.build_change(&row, &plan, &policy, now).await?;
+            let change = self.prepare_change(&row, &plan, &policy, now).await?;
             if self
                 .store
                 .apply_keyset_change(row.id, row.version, &change)
@@ -762,12 +764,12 @@ impl Keyward {
             }
         }
         if changed {
-            self.published_changed().await;
+            self.refresh_jwks().await;
         }
         Ok(events)
     }
 
-    async fn force(&self, row: &KeySetRow, revoke_active: bool) -> Result<Transition> {
+    async fn forced_rotation(&self, row: &KeySetRow, revoke_active: bool) -> Result<Transition> {
         let now = self.clock.now();
         let keys = self.store.list_keys(row.id).await?;
         let plan = rotation::force_rotation(
@@ -778,27 +780,29 @@ impl Keyward {
             &views_of(&keys)?,
             revoke_active,
         );
-        self.execute(row, &plan, now, Vec::new()).await
+        self.apply_plan(row, &plan, now, Vec::new()).await
     }
 
     /// Applies an operator's plan (plus `extra` keys to insert) in one
     /// conditional transaction, then refreshes the JWKS and reports the set's
     /// keys as they now are.
-    pub(super) async fn execute(
+    pub(super) async fn apply_plan(
         &self,
         row: &KeySetRow,
         plan: &Plan,
         now: i64,
         extra: Vec<NewKey>,
     ) -> Result<Transition> {
-        let mut change = self.build_change(row, plan, &policy_of(row)?, now).await?;
+        let mut change = self
+            .prepare_change(row, plan, &policy_of(row)?, now)
+            .await?;
         change.inserts.extend(extra);
-        self.apply_or_conflict(row, &change).await?;
+        self.commit_change(row, &change).await?;
         self.forget_signer(row.id);
         for w in &plan.warnings {
             tracing::warn!(keyset = %row.name, "{w}");
         }
-        self.published_changed().await;
+        self.refresh_jwks().await;
         let fresh = self.keyset_row(&row.name).await?;
         let keys = Self::key_infos(&fresh, self.store.list_keys(fresh.id).await?)?;
         Ok(Transition {
@@ -812,7 +816,7 @@ impl Keyward {
     /// retires, a new pending key is published.
     pub async fn rotate_keyset(&self, name: &str) -> Result<Transition> {
         let row = self.keyset_row(name).await?;
-        let t = self.force(&row, false).await?;
+        let t = self.forced_rotation(&row, false).await?;
         tracing::info!(keyset = name, "key set rotated manually");
         Ok(t)
     }
@@ -835,7 +839,7 @@ impl Keyward {
         let state = key.state;
         let t = match state {
             KeyState::Active => {
-                let mut t = self.force(&row, true).await?;
+                let mut t = self.forced_rotation(&row, true).await?;
                 t.warnings.insert(
                     0,
                     format!("revoked the active key {kid}; a successor signs from now on"),
@@ -852,7 +856,7 @@ impl Keyward {
                     add_pending: state == KeyState::Pending,
                     ..Plan::default()
                 };
-                self.execute(&row, &plan, self.clock.now(), Vec::new())
+                self.apply_plan(&row, &plan, self.clock.now(), Vec::new())
                     .await?
             }
             KeyState::Expired | KeyState::Revoked => {
@@ -957,9 +961,9 @@ impl Keyward {
                 "ttl_seconds",
                 format!(
                     "{} is out of range for key set {:?}: use 1s to its max-token-ttl ({})",
-                    rotation::human(ttl),
+                    model::format_duration(ttl),
                     row.name,
-                    rotation::human(max)
+                    model::format_duration(max)
                 ),
             ));
         }

@@ -27,7 +27,7 @@ use crate::{
     Error, Result,
     clock::Clock,
     crypto::{
-        aead::{MasterKey, RowId},
+        aead::{AeadContext, MasterKey},
         keys::SigningKey,
     },
     jwks::JwksCache,
@@ -119,7 +119,7 @@ pub struct Keyward {
     decoy: Vec<u8>,
 }
 
-const DECOY_ROW: RowId<'static> = RowId {
+const DECOY_ROW: AeadContext<'static> = AeadContext {
     table: "decoy",
     id: "",
     version: 0,
@@ -190,14 +190,14 @@ impl Keyward {
 
     /// Refreshes the JWKS after a local change. The change is committed; a
     /// failed refresh is logged and the watcher retries within its interval.
-    async fn published_changed(&self) {
+    async fn refresh_jwks(&self) {
         if let Err(err) = self.jwks.refresh(self.store.as_ref()).await {
             tracing::warn!(error = %err, "JWKS refresh after a local change failed");
         }
     }
 
     /// Opens a sealed value, logging the row on failure.
-    fn open(&self, row: &RowId<'_>, key_id: &str, sealed: &[u8]) -> Result<SecretBytes> {
+    fn open(&self, row: &AeadContext<'_>, key_id: &str, sealed: &[u8]) -> Result<SecretBytes> {
         self.master.open(row, sealed).map_err(|_| {
             tracing::error!(
                 row = %row,

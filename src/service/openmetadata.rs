@@ -334,7 +334,7 @@ impl Keyward {
             next_rotation_at: Some(policy.next_due(row.next_rotation_at.min(now), now)),
             ..Plan::default()
         };
-        let mut t = self.execute(&row, &plan, now, vec![imported]).await?;
+        let mut t = self.apply_plan(&row, &plan, now, vec![imported]).await?;
         if let Some(e) = t.events.iter_mut().find(|e| e.kid == kid) {
             e.detail = format!("imported {bits}-bit RSA key signs from now on");
         }
