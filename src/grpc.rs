@@ -10,7 +10,8 @@ use crate::{
     crypto::keys::Algorithm,
     crypto::{secrets_equal, sha256},
     error::ErrorKind,
-    model::{self, KeyState, secs_u64},
+    model::{self, KeyState},
+    rotation::Cadence,
     secret::SecretString,
     service::{
         Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, Keyward, PageRequest, PolicyInput,
@@ -153,31 +154,30 @@ fn ok<T>(value: T) -> Reply<T> {
 }
 
 fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
-    let row = info.row;
+    let (rotate_every_seconds, schedule) = match &info.policy.cadence {
+        Cadence::Every(period) => (*period, String::new()),
+        Cadence::Cron(cron) => (0, cron.to_string()),
+    };
     pb::KeySet {
-        name: row.name,
-        algorithm: row.algorithm.as_str().to_string(),
-        rsa_bits: row
-            .rsa_bits
-            .and_then(|b| u32::try_from(b).ok())
-            .unwrap_or(0),
-        created_at: row.created_at,
+        name: info.name,
+        algorithm: info.algorithm.as_str().to_string(),
+        rsa_bits: info.rsa_bits.unwrap_or(0),
+        created_at: info.created_at,
         active_kid: info.active_kid.unwrap_or_default(),
         published_keys: info.published_keys,
-        rotate_every_seconds: row.rotate_every.map_or(0, secs_u64),
-        schedule: row.schedule.unwrap_or_default(),
-        prepublish_seconds: secs_u64(row.prepublish),
-        retain_seconds: secs_u64(row.retain),
-        max_token_ttl_seconds: secs_u64(row.max_token_ttl),
-        next_rotation_at: row.next_rotation_at,
+        rotate_every_seconds,
+        schedule,
+        prepublish_seconds: info.policy.prepublish,
+        retain_seconds: info.policy.retain,
+        max_token_ttl_seconds: info.policy.max_token_ttl,
+        next_rotation_at: info.next_rotation_at,
         jwks_max_age_seconds: info.jwks_max_age,
     }
 }
 
 /// Converts a key to its wire form.
 pub fn key_pb(info: KeyInfo) -> pb::Key {
-    let row = info.row;
-    let state = match row.state {
+    let state = match info.state {
         KeyState::Pending => pb::KeyState::Pending,
         KeyState::Active => pb::KeyState::Active,
         KeyState::Retired => pb::KeyState::Retired,
@@ -185,16 +185,16 @@ pub fn key_pb(info: KeyInfo) -> pb::Key {
         KeyState::Revoked => pb::KeyState::Revoked,
     };
     pb::Key {
-        kid: row.kid,
-        keyset: row.keyset,
-        algorithm: row.algorithm.as_str().to_string(),
+        kid: info.kid,
+        keyset: info.keyset,
+        algorithm: info.algorithm.as_str().to_string(),
         state: state.into(),
-        created_at: row.created_at,
+        created_at: info.created_at,
         activates_at: info.activates_at.unwrap_or(0),
         retires_at: info.retires_at.unwrap_or(0),
         expires_at: info.expires_at.unwrap_or(0),
-        public_jwk_json: row.public_jwk,
-        revoked_at: row.revoked_at.unwrap_or(0),
+        public_jwk_json: info.public_jwk,
+        revoked_at: info.revoked_at.unwrap_or(0),
     }
 }
 

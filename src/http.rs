@@ -156,7 +156,7 @@ fn public_document(h: &mut HeaderMap) {
 async fn discovery(State(state): State<HttpState>) -> Response {
     let issuer = state.svc.issuer().to_string();
     let algs: Vec<String> = match state.svc.get_keyset(&state.default_keyset).await {
-        Ok(set) => vec![set.row.algorithm.as_str().to_string()],
+        Ok(set) => vec![set.algorithm.as_str().to_string()],
         Err(_) => Vec::new(),
     };
     let doc = serde_json::json!({

@@ -53,8 +53,18 @@ impl KeyBinding<'_> {
 /// A key set as shown to callers.
 #[derive(Debug, Clone)]
 pub struct KeySetInfo {
-    /// The stored row (policy included).
-    pub row: KeySetRow,
+    /// Its name.
+    pub name: String,
+    /// Its signing algorithm.
+    pub algorithm: Algorithm,
+    /// RSA modulus size, for RSA algorithms.
+    pub rsa_bits: Option<u32>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Its rotation policy.
+    pub policy: Policy,
+    /// When the next rotation is due.
+    pub next_rotation_at: i64,
     /// The kid that signs now.
     pub active_kid: Option<String>,
     /// Keys currently published.
@@ -66,8 +76,20 @@ pub struct KeySetInfo {
 /// A key as shown to callers: stored times plus planned ones.
 #[derive(Debug, Clone)]
 pub struct KeyInfo {
-    /// The stored row.
-    pub row: KeyRow,
+    /// RFC 7638 thumbprint (or an imported key's kid).
+    pub kid: String,
+    /// Its key set's name.
+    pub keyset: String,
+    /// Its signing algorithm.
+    pub algorithm: Algorithm,
+    /// Its lifecycle state.
+    pub state: KeyState,
+    /// The published JWK, as JSON.
+    pub public_jwk: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
     /// When it starts (or started) signing.
     pub activates_at: Option<i64>,
     /// When it stops (or stopped) signing.
@@ -351,22 +373,27 @@ impl Keyward {
 
     async fn keyset_info(&self, row: KeySetRow) -> Result<KeySetInfo> {
         let keys = self.store.list_keys(row.id).await?;
-        Ok(self.summarise(row, &keys))
+        self.summarise(row, &keys)
     }
 
     /// A key set as shown, from its row and (at least) its published keys.
-    fn summarise(&self, row: KeySetRow, keys: &[KeyRow]) -> KeySetInfo {
-        let prepublish = secs_u64(row.prepublish);
-        KeySetInfo {
+    fn summarise(&self, row: KeySetRow, keys: &[KeyRow]) -> Result<KeySetInfo> {
+        let policy = policy_of(&row)?;
+        Ok(KeySetInfo {
             active_kid: keys
                 .iter()
                 .find(|k| k.state == KeyState::Active)
                 .map(|k| k.kid.clone()),
             published_keys: u32::try_from(keys.iter().filter(|k| k.state.is_published()).count())
                 .unwrap_or(u32::MAX),
-            jwks_max_age: rotation::jwks_max_age(self.jwks_max_age, prepublish),
-            row,
-        }
+            jwks_max_age: rotation::jwks_max_age(self.jwks_max_age, policy.prepublish),
+            rsa_bits: row.rsa_bits.and_then(|b| u32::try_from(b).ok()),
+            name: row.name,
+            algorithm: row.algorithm,
+            created_at: row.created_at,
+            next_rotation_at: row.next_rotation_at,
+            policy,
+        })
     }
 
     /// Stored times, completed with the planned ones for pending and active keys.
@@ -388,7 +415,13 @@ impl Keyward {
             .into_iter()
             .zip(planned)
             .map(|(row, p)| KeyInfo {
-                row,
+                kid: row.kid,
+                keyset: row.keyset,
+                algorithm: row.algorithm,
+                state: row.state,
+                public_jwk: row.public_jwk,
+                created_at: row.created_at,
+                revoked_at: row.revoked_at,
                 activates_at: p.activates_at,
                 retires_at: p.retires_at,
                 expires_at: p.expires_at,
@@ -533,7 +566,7 @@ impl Keyward {
                 let keys = by_set.remove(&row.id).unwrap_or_default();
                 self.summarise(row, &keys)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Page {
             items,
             next_page_token: next,

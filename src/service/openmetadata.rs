@@ -342,7 +342,7 @@ impl Keyward {
         let key = t
             .keys
             .iter()
-            .find(|k| k.row.kid == kid)
+            .find(|k| k.kid == kid)
             .cloned()
             .ok_or_else(|| Error::internal("imported key missing after import"))?;
         let (events, keys) = (t.events, t.keys);
