@@ -6,7 +6,10 @@
 
 use std::sync::Arc;
 
-use super::{Keyward, Page, PageRequest};
+use super::{
+    Keyward, Page, PageRequest,
+    claims::{self, SignProfile},
+};
 use crate::{
     Error, Result,
     cron::Schedule,
@@ -109,16 +112,6 @@ pub struct SignedJwt {
     pub expires_at: i64,
 }
 
-/// Which claim rules a signing request follows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SignProfile {
-    /// The caller's claims as given.
-    #[default]
-    Plain,
-    /// Tokens OpenMetadata accepts (see [`super::openmetadata`]).
-    OpenMetadata,
-}
-
 /// What a rotation sweep (or an operator's change) did to a key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotationAction {
@@ -168,33 +161,6 @@ pub struct SignRequest {
     pub subject: Option<String>,
     /// Sets `email`.
     pub email: Option<String>,
-}
-
-/// Sets `sub` and `email` from the request's fields, refusing a conflict with
-/// the same claim given in `claims_json`.
-fn apply_subject_and_email(
-    claims: &mut serde_json::Map<String, serde_json::Value>,
-    subject: Option<&str>,
-    email: Option<&str>,
-) -> Result<()> {
-    for (field, claim, value) in [("subject", "sub", subject), ("email", "email", email)] {
-        let Some(value) = value else { continue };
-        if value.is_empty() {
-            return Err(Error::invalid(field, "must not be empty when given"));
-        }
-        match claims.get(claim) {
-            Some(existing) if existing.as_str() != Some(value) => {
-                return Err(Error::invalid(
-                    field,
-                    format!("conflicts with the {claim:?} claim in claims_json"),
-                ));
-            }
-            _ => {
-                claims.insert(claim.into(), value.into());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One thing a rotation sweep did (or, in a dry run, would do).
@@ -971,10 +937,8 @@ impl Keyward {
                 ));
             }
         }
-        apply_subject_and_email(&mut claims, req.subject.as_deref(), req.email.as_deref())?;
-        if req.profile == SignProfile::OpenMetadata {
-            super::openmetadata::check_om_claims(&mut claims)?;
-        }
+        claims::apply_subject_and_email(&mut claims, req.subject.as_deref(), req.email.as_deref())?;
+        req.profile.apply(&mut claims)?;
         let row = self.keyset_row(&req.keyset).await?;
         self.sign_claims(&row, claims, req.ttl_seconds).await
     }

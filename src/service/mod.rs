@@ -6,8 +6,11 @@
 //!   [`crate::rotation`].
 //! - [`clients`]: OIDC clients and their secrets.
 //! - [`oauth`]: the OAuth 2.0 client-credentials grant.
-//! - [`openmetadata`]: OpenMetadata's key formats and token rules.
+//! - [`openmetadata`]: OpenMetadata's key formats (it builds on [`keysets`]).
+//! - `claims`: pure claim rules: subject and email, and signing profiles
+//!   (OpenMetadata's token rules).
 
+mod claims;
 mod clients;
 mod keysets;
 mod oauth;
@@ -18,6 +21,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+pub use claims::SignProfile;
 pub use clients::*;
 pub use keysets::*;
 pub use oauth::*;

@@ -10,7 +10,7 @@ use rsa::{
     },
     traits::PublicKeyParts as _,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{KeyInfo, Keyward, RotationEvent, keysets::KeyBinding};
 use crate::{
@@ -55,60 +55,6 @@ pub struct Imported {
     pub events: Vec<RotationEvent>,
     /// The key set's keys afterwards.
     pub keys: Vec<KeyInfo>,
-}
-
-/// OpenMetadata rejects tokens it did not mint that carry these: refuse them
-/// up front with the reason, and set `preferred_username` from `sub`.
-pub fn check_om_claims(claims: &mut Map<String, Value>) -> Result<()> {
-    let refused: [(&str, &str); 3] = [
-        (
-            "isBot",
-            "OpenMetadata accepts isBot only on the bot token it stored itself",
-        ),
-        (
-            "tokenType",
-            "OpenMetadata accepts tokenType only on tokens in its own token cache",
-        ),
-        (
-            "sessionId",
-            "OpenMetadata accepts sessionId only for a live session it created",
-        ),
-    ];
-    for (claim, why) in refused {
-        if claims.contains_key(claim) {
-            return Err(Error::invalid(
-                "claims_json",
-                format!("claim {claim:?} is refused under the openmetadata profile: {why}"),
-            ));
-        }
-    }
-    if claims.get("email_verified") == Some(&Value::Bool(false)) {
-        return Err(Error::invalid(
-            "claims_json",
-            "claim \"email_verified\": false is refused under the openmetadata profile: OpenMetadata rejects such tokens",
-        ));
-    }
-    let sub = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => {
-            return Err(Error::invalid(
-                "subject",
-                "the openmetadata profile needs a subject (--subject, or \"sub\" in the claims)",
-            ));
-        }
-    };
-    if let Some(email) = claims.get("email")
-        && !email.as_str().is_some_and(|e| e.contains('@'))
-    {
-        return Err(Error::invalid(
-            "email",
-            "must be an address like name@example.com: OpenMetadata takes the user name from the part before '@'",
-        ));
-    }
-    claims
-        .entry("preferred_username")
-        .or_insert_with(|| Value::String(sub));
-    Ok(())
 }
 
 fn require_rsa(row: &KeySetRow) -> Result<model::Algorithm> {
