@@ -110,6 +110,16 @@ impl Serve {
     }
 }
 
+/// A test that fails before `terminate` must not leave its server running.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub fn cli(data_dir: &Path, endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
         .arg("--data-dir")
