@@ -52,30 +52,53 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `contents` to a new, uniquely named, fsynced 0600 file beside `path`.
-fn stage(path: &Path, contents: &[u8]) -> std::io::Result<PathBuf> {
-    let tmp = path.with_extension(format!("tmp-{}", b64url(&random::bytes::<6>())));
+/// Options that open a file for writing and create it with mode 0600.
+fn private_options() -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&tmp).and_then(|mut f| {
-        f.write_all(contents)?;
-        f.sync_all()
-    });
+    options
+}
+
+/// Writes `contents` to a new, uniquely named, fsynced 0600 file beside
+/// `path`, to be moved or linked into place.
+pub fn stage_private_file(path: &Path, contents: &[u8]) -> Result<PathBuf> {
+    let tmp = path.with_extension(format!("tmp-{}", b64url(&random::bytes::<6>())));
+    let written = private_options()
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(contents)?;
+            f.sync_all()
+        });
     match written {
         Ok(()) => Ok(tmp),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(e)
+            Err(cannot("write", path, &e))
         }
+    }
+}
+
+/// Links the staged file `staged` to `path` unless `path` exists, then
+/// fsyncs the directory. Exclusive: returns `false`, touching nothing, when
+/// the name is taken.
+pub fn link_into_place(staged: &Path, path: &Path) -> Result<bool> {
+    match std::fs::hard_link(staged, path) {
+        Ok(()) => {
+            sync_dir(parent_of(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(cannot("create", path, &e)),
     }
 }
 
 /// Writes `contents` to `path` atomically and durably (temp file, fsync,
 /// rename, fsync of the directory), mode 0600. Replaces an existing file.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = stage(path, contents).map_err(|e| cannot("write", path, &e))?;
+    let tmp = stage_private_file(path, contents)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(cannot("write", path, &e));
@@ -87,17 +110,10 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
 /// durable and exclusive: of several processes racing, exactly one creates the
 /// file and the others get `false` and leave it untouched.
 pub fn create_private_file(path: &Path, contents: &[u8]) -> Result<bool> {
-    let tmp = stage(path, contents).map_err(|e| cannot("write", path, &e))?;
-    let linked = std::fs::hard_link(&tmp, path);
+    let tmp = stage_private_file(path, contents)?;
+    let linked = link_into_place(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            sync_dir(parent_of(path))?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(cannot("create", path, &e)),
-    }
+    linked
 }
 
 /// Refuses `dir` if it is a symbolic link: writing keys through one would put
@@ -165,15 +181,21 @@ pub fn tighten_file(path: &Path) -> Result<bool> {
 /// then opens it, such as SQLite, keeps that mode and gives it to its
 /// companion files).
 pub fn touch_private(path: &Path) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
+    match private_options().create_new(true).open(path) {
         Ok(_) => sync_dir(parent_of(path)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(cannot("create", path, &e)),
     }
+}
+
+/// Opens `path` for writing, creating it with mode 0600 if missing; never
+/// truncates (a lock file, say).
+pub fn open_private_file(path: &Path) -> Result<std::fs::File> {
+    private_options()
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| cannot("open", path, &e))
 }
 
 #[cfg(test)]

@@ -247,8 +247,7 @@ async fn bootstrap_admin_token(config: &ServeConfig, store: &dyn Store, now: i64
     // would lock everyone out.
     create_private_dir(&config.data_dir)?;
     // Unique per process: replicas bootstrapping one data dir must not swap tokens.
-    let staged = path.with_extension(format!("staged-{}", b64url(&random::bytes::<6>())));
-    files::write_private_file(&staged, format!("{token}\n").as_bytes())?;
+    let staged = files::stage_private_file(&path, format!("{token}\n").as_bytes())?;
     let won = store
         .insert_first_admin_token(&sha256(token.as_bytes()), now)
         .await;
@@ -274,22 +273,25 @@ async fn bootstrap_admin_token(config: &ServeConfig, store: &dyn Store, now: i64
 /// token's hash gets here, so a file already at `path` belongs to an earlier
 /// database: it is moved aside, never overwritten.
 fn publish_admin_token(staged: &Path, path: &Path) -> Result<()> {
-    let cannot = |e: std::io::Error| {
-        Error::FailedPrecondition(format!("cannot write {}: {e}", path.display()))
-    };
-    if let Err(e) = std::fs::hard_link(staged, path) {
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(cannot(e));
-        }
-        let aside = path.with_extension(format!("token.old-{}", b64url(&random::bytes::<6>())));
-        std::fs::rename(path, &aside).map_err(cannot)?;
-        tracing::warn!(
-            old = %aside.display(),
-            "an admin.token from an earlier database was in the data directory; moved it aside"
-        );
-        std::fs::hard_link(staged, path).map_err(cannot)?;
+    if files::link_into_place(staged, path)? {
+        return Ok(());
     }
-    files::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    let aside = path.with_extension(format!("token.old-{}", b64url(&random::bytes::<6>())));
+    std::fs::rename(path, &aside).map_err(|e| {
+        Error::FailedPrecondition(format!("cannot move {} aside: {e}", path.display()))
+    })?;
+    tracing::warn!(
+        old = %aside.display(),
+        "an admin.token from an earlier database was in the data directory; moved it aside"
+    );
+    if files::link_into_place(staged, path)? {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "{} reappeared while it was being replaced; start again",
+            path.display()
+        )))
+    }
 }
 
 /// The built-in scheduler: the same sweep `keyward rotate` runs, every

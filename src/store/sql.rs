@@ -59,9 +59,7 @@ impl SqliteStore {
         if let Some(file) = &file {
             files::touch_private(file)?;
             for companion in ["", "-wal", "-shm"] {
-                let mut name = file.clone().into_os_string();
-                name.push(companion);
-                let path = std::path::PathBuf::from(name);
+                let path = beside(file, companion);
                 if files::tighten_file(&path)? {
                     tracing::warn!(file = %path.display(), "the database file was readable by others; made it 0600");
                 }
@@ -125,20 +123,21 @@ impl SqliteStore {
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
 }
 
+/// `<db><suffix>`: the files SQLite and keyward keep beside a database.
+fn beside(db: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
 /// An exclusive lock on `<db>-setup.lock`, waiting for another process that
 /// holds it.
 async fn lock_beside(db: &std::path::Path) -> Result<StartupLock> {
-    let mut name = db.to_path_buf().into_os_string();
-    name.push("-setup.lock");
-    let path = std::path::PathBuf::from(name);
+    let path = beside(db, "-setup.lock");
     let cannot = |what: &str, e: &dyn std::fmt::Display| {
         Error::FailedPrecondition(format!("cannot {what} {}: {e}", path.display()))
     };
-    files::touch_private(&path)?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| cannot("open", &e))?;
+    let file = files::open_private_file(&path)?;
     match file.try_lock() {
         Ok(()) => return Ok(StartupLock::file(file)),
         Err(std::fs::TryLockError::WouldBlock) => {
