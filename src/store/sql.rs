@@ -691,8 +691,11 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                self.purge_destroyed().await;
-                Ok(done.rows_affected() == 1)
+                let deleted = done.rows_affected() == 1;
+                if deleted {
+                    self.purge_destroyed().await;
+                }
+                Ok(deleted)
             }
 
             #[instrument(skip_all, fields(client = id))]
@@ -737,7 +740,7 @@ macro_rules! impl_store {
                 .bind(new.version)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
+                let ended = sqlx::query(
                     "DELETE FROM client_secrets WHERE client_id = $1 \
                      AND valid_until IS NOT NULL AND valid_until <= $2",
                 )
@@ -747,7 +750,9 @@ macro_rules! impl_store {
                 .await?;
                 $tx::insert_secret(&mut tx, new).await?;
                 tx.commit().await?;
-                self.purge_destroyed().await;
+                if ended.rows_affected() > 0 {
+                    self.purge_destroyed().await;
+                }
                 Ok(true)
             }
 
@@ -761,8 +766,11 @@ macro_rules! impl_store {
                 .bind(version)
                 .execute(&self.pool)
                 .await?;
-                self.purge_destroyed().await;
-                Ok(done.rows_affected() == 1)
+                let deleted = done.rows_affected() == 1;
+                if deleted {
+                    self.purge_destroyed().await;
+                }
+                Ok(deleted)
             }
 
             #[instrument(skip_all, fields(keyset))]
