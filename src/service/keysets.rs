@@ -188,15 +188,13 @@ pub struct Transition {
 }
 
 /// What the pure planner needs of stored keys.
-fn views_of(keys: &[KeyRow]) -> Result<Vec<KeyView>> {
+fn views_of(keys: &[KeyRow]) -> Vec<KeyView> {
     keys.iter()
-        .map(|k| {
-            Ok(KeyView {
-                kid: k.kid.clone(),
-                state: k.state,
-                created_at: k.created_at,
-                expires_at: k.expires_at,
-            })
+        .map(|k| KeyView {
+            kid: k.kid.clone(),
+            state: k.state,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
         })
         .collect()
 }
@@ -353,7 +351,7 @@ impl Keyward {
             published_keys: u32::try_from(keys.iter().filter(|k| k.state.is_published()).count())
                 .unwrap_or(u32::MAX),
             jwks_max_age: rotation::jwks_max_age(self.jwks_max_age, policy.prepublish),
-            rsa_bits: row.rsa_bits.and_then(|b| u32::try_from(b).ok()),
+            rsa_bits: Self::keyset_params(&row).1,
             name: row.name,
             algorithm: row.algorithm,
             created_at: row.created_at,
@@ -738,7 +736,7 @@ impl Keyward {
         for row in rows {
             let now = self.clock.now();
             let keys = by_set.remove(&row.id).unwrap_or_default();
-            let views = views_of(&keys)?;
+            let views = views_of(&keys);
             let policy = policy_of(&row)?;
             let plan = rotation::plan(now, &policy, row.next_rotation_at, &views);
             if plan.is_empty() || dry_run {
@@ -776,7 +774,7 @@ impl Keyward {
             &policy_of(row)?,
             self.jwks_max_age,
             row.next_rotation_at,
-            &views_of(&keys)?,
+            &views_of(&keys),
             revoke_active,
         );
         self.apply_plan(row, &plan, now, Vec::new()).await
