@@ -77,6 +77,28 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// Every item of a paged listing: `fetch` gets a page token and returns one
+/// page and the next token (empty after the last page).
+async fn every_page<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), CliError>>,
+{
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = fetch(token).await?;
+        items.extend(page);
+        if next.is_empty() {
+            return Ok(items);
+        }
+        token = next;
+    }
+}
+
+/// Items per page the CLI asks for: the most the server gives.
+const PAGE_SIZE: u32 = 1000;
+
 /// Runs an admin command; prints its result on stdout.
 pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
     let admin = Admin::connect(cli)?;
@@ -199,22 +221,20 @@ async fn keyset(admin: &Admin, out: Output, cmd: &KeysetCmd) -> Result<(), CliEr
             print_keyset(out, &set);
         }
         KeysetCmd::List => {
-            let mut sets = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = api
-                    .list_key_sets(pb::ListKeySetsRequest {
-                        page_size: 1000,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                sets.extend(page.key_sets);
-                if page.next_page_token.is_empty() {
-                    break;
+            let sets = every_page(|page_token| {
+                let mut api = api.clone();
+                async move {
+                    let page = api
+                        .list_key_sets(pb::ListKeySetsRequest {
+                            page_size: PAGE_SIZE,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.key_sets, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             print_keysets(out, &sets);
         }
         KeysetCmd::Get { name } => {
@@ -343,22 +363,20 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             }
         }
         ClientCmd::List => {
-            let mut clients = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = api
-                    .list_clients(pb::ListClientsRequest {
-                        page_size: 1000,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                clients.extend(page.clients);
-                if page.next_page_token.is_empty() {
-                    break;
+            let clients = every_page(|page_token| {
+                let mut api = api.clone();
+                async move {
+                    let page = api
+                        .list_clients(pb::ListClientsRequest {
+                            page_size: PAGE_SIZE,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.clients, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             print_clients(out, &clients);
         }
         ClientCmd::Rotate {
