@@ -1,5 +1,5 @@
 //! The gRPC transport: `keyward.v1.KeySets` and `keyward.v1.Clients` over the
-//! [`Keyward`] service, behind the bearer-token [`Authenticator`].
+//! [`Service`] service, behind the bearer-token [`Authenticator`].
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -14,8 +14,8 @@ use crate::{
     rotation::Cadence,
     secret::SecretString,
     service::{
-        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, Keyward, PageRequest, PolicyInput,
-        RotationEvent, SignProfile, SignRequest, Transition,
+        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, PageRequest, PolicyInput,
+        RotationEvent, Service, SignProfile, SignRequest, Transition,
     },
 };
 
@@ -118,16 +118,16 @@ impl Interceptor for Authenticator {
     }
 }
 
-/// The gRPC services, sharing one [`Keyward`].
+/// The gRPC services, sharing one [`Service`].
 #[derive(Debug, Clone)]
 pub struct Api {
-    svc: Arc<Keyward>,
+    service: Arc<Service>,
 }
 
 impl Api {
     /// Wraps the service.
-    pub fn new(svc: Arc<Keyward>) -> Self {
-        Self { svc }
+    pub fn new(service: Arc<Service>) -> Self {
+        Self { service }
     }
 
     /// `keyward.v1.KeySets`, behind `auth`.
@@ -287,7 +287,7 @@ impl KeySets for Api {
     async fn create_key_set(&self, req: Request<pb::CreateKeySetRequest>) -> Reply<pb::KeySet> {
         let r = req.into_inner();
         let info = self
-            .svc
+            .service
             .create_keyset(
                 &r.name,
                 algorithm_of(&r.algorithm)?,
@@ -301,7 +301,7 @@ impl KeySets for Api {
     async fn update_key_set(&self, req: Request<pb::UpdateKeySetRequest>) -> Reply<pb::KeySet> {
         let r = req.into_inner();
         let info = self
-            .svc
+            .service
             .update_keyset(&r.name, &policy_input(r.policy))
             .await?;
         ok(keyset_pb(info))
@@ -310,7 +310,7 @@ impl KeySets for Api {
     async fn rotate_due(&self, req: Request<pb::RotateDueRequest>) -> Reply<pb::RotateDueResponse> {
         let r = req.into_inner();
         let events = self
-            .svc
+            .service
             .rotate_due(r.keyset.as_deref(), r.dry_run)
             .await?
             .into_iter()
@@ -321,7 +321,7 @@ impl KeySets for Api {
 
     async fn revoke_key(&self, req: Request<pb::RevokeKeyRequest>) -> Reply<pb::RevokeKeyResponse> {
         let (events, warnings, keys) =
-            transition_parts(self.svc.revoke_key(&req.into_inner().kid).await?);
+            transition_parts(self.service.revoke_key(&req.into_inner().kid).await?);
         ok(pb::RevokeKeyResponse {
             events,
             warnings,
@@ -331,7 +331,7 @@ impl KeySets for Api {
 
     async fn get_key_set(&self, req: Request<pb::GetKeySetRequest>) -> Reply<pb::KeySet> {
         ok(keyset_pb(
-            self.svc.get_keyset(&req.into_inner().name).await?,
+            self.service.get_keyset(&req.into_inner().name).await?,
         ))
     }
 
@@ -341,7 +341,7 @@ impl KeySets for Api {
     ) -> Reply<pb::ListKeySetsResponse> {
         let r = req.into_inner();
         let page = self
-            .svc
+            .service
             .list_keysets(&PageRequest {
                 page_size: r.page_size,
                 page_token: r.page_token,
@@ -357,13 +357,13 @@ impl KeySets for Api {
         &self,
         req: Request<pb::DeleteKeySetRequest>,
     ) -> Reply<pb::DeleteKeySetResponse> {
-        self.svc.delete_keyset(&req.into_inner().name).await?;
+        self.service.delete_keyset(&req.into_inner().name).await?;
         ok(pb::DeleteKeySetResponse {})
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
         let keys = self
-            .svc
+            .service
             .list_keys(&req.into_inner().keyset)
             .await?
             .into_iter()
@@ -377,7 +377,7 @@ impl KeySets for Api {
         req: Request<pb::RotateKeySetRequest>,
     ) -> Reply<pb::RotateKeySetResponse> {
         let (events, warnings, keys) =
-            transition_parts(self.svc.rotate_keyset(&req.into_inner().name).await?);
+            transition_parts(self.service.rotate_keyset(&req.into_inner().name).await?);
         ok(pb::RotateKeySetResponse {
             events,
             warnings,
@@ -388,7 +388,7 @@ impl KeySets for Api {
     async fn sign_jwt(&self, req: Request<pb::SignJwtRequest>) -> Reply<pb::SignJwtResponse> {
         let r = req.into_inner();
         let signed = self
-            .svc
+            .service
             .sign_jwt(&SignRequest {
                 keyset: r.keyset,
                 claims_json: r.claims_json,
@@ -408,7 +408,7 @@ impl KeySets for Api {
     async fn export_key(&self, req: Request<pb::ExportKeyRequest>) -> Reply<pb::ExportKeyResponse> {
         let r = req.into_inner();
         let exported = self
-            .svc
+            .service
             .export_key(&r.keyset, export_which(&r.key)?)
             .await?;
         ok(pb::ExportKeyResponse {
@@ -425,7 +425,7 @@ impl KeySets for Api {
     async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> Reply<pb::ImportKeyResponse> {
         let r = req.into_inner();
         let imported = self
-            .svc
+            .service
             .import_key(&r.keyset, &r.private_key, r.public_key.as_deref(), &r.kid)
             .await?;
         ok(pb::ImportKeyResponse {
@@ -436,7 +436,7 @@ impl KeySets for Api {
     }
 
     async fn get_jwks(&self, req: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
-        let doc = self.svc.jwks(&req.into_inner().keyset)?;
+        let doc = self.service.jwks(&req.into_inner().keyset)?;
         ok(pb::GetJwksResponse {
             jwks_json: doc.body.clone(),
         })
@@ -462,7 +462,7 @@ impl Clients for Api {
             audience: r.audience,
             allowed_scopes: r.allowed_scopes.map(|s| s.values),
         };
-        let outcome = self.svc.put_client(&r.id, patch).await?;
+        let outcome = self.service.put_client(&r.id, patch).await?;
         ok(pb::PutClientResponse {
             client: Some(client_pb(outcome.client)),
             created: outcome.created,
@@ -474,7 +474,9 @@ impl Clients for Api {
     }
 
     async fn get_client(&self, req: Request<pb::GetClientRequest>) -> Reply<pb::Client> {
-        ok(client_pb(self.svc.get_client(&req.into_inner().id).await?))
+        ok(client_pb(
+            self.service.get_client(&req.into_inner().id).await?,
+        ))
     }
 
     async fn get_client_secret(
@@ -486,7 +488,7 @@ impl Clients for Api {
             return Err(Error::invalid("version", "versions start at 1").into());
         }
         let s = self
-            .svc
+            .service
             .get_client_secret(&r.id, r.version.map(i64::from))
             .await?;
         ok(pb::GetClientSecretResponse {
@@ -502,7 +504,7 @@ impl Clients for Api {
     ) -> Reply<pb::ListClientsResponse> {
         let r = req.into_inner();
         let page = self
-            .svc
+            .service
             .list_clients(&PageRequest {
                 page_size: r.page_size,
                 page_token: r.page_token,
@@ -520,7 +522,7 @@ impl Clients for Api {
     ) -> Reply<pb::RotateClientSecretResponse> {
         let r = req.into_inner();
         let rotated = self
-            .svc
+            .service
             .rotate_client_secret(&r.id, r.grace_seconds, r.secret.map(SecretString::new))
             .await?;
         ok(pb::RotateClientSecretResponse {
@@ -537,7 +539,7 @@ impl Clients for Api {
         &self,
         req: Request<pb::DeleteClientRequest>,
     ) -> Reply<pb::DeleteClientResponse> {
-        self.svc.delete_client(&req.into_inner().id).await?;
+        self.service.delete_client(&req.into_inner().id).await?;
         ok(pb::DeleteClientResponse {})
     }
 
@@ -547,7 +549,7 @@ impl Clients for Api {
     ) -> Reply<pb::RevokeClientSecretResponse> {
         let r = req.into_inner();
         let revoked = self
-            .svc
+            .service
             .revoke_client_secret(&r.id, i64::from(r.version))
             .await?;
         ok(pb::RevokeClientSecretResponse {
@@ -562,7 +564,7 @@ impl Clients for Api {
     ) -> Reply<pb::VerifyClientSecretResponse> {
         let r = req.into_inner();
         let presented = SecretString::new(r.secret);
-        let matched = self.svc.verify_client_secret(&r.id, &presented).await?;
+        let matched = self.service.verify_client_secret(&r.id, &presented).await?;
         ok(pb::VerifyClientSecretResponse {
             valid: matched.is_some(),
             version: matched.map_or(0, version_u32),

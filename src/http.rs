@@ -17,7 +17,7 @@ use crate::{
     Error,
     error::ErrorKind,
     secret::SecretString,
-    service::{Keyward, OAuthError, TokenRequest},
+    service::{OAuthError, Service, TokenRequest},
 };
 
 /// The HTTP status of each kind of error.
@@ -67,7 +67,7 @@ pub const MAX_TOKEN_REQUEST_BYTES: usize = 8 * 1024;
 #[derive(Debug, Clone)]
 pub struct HttpState {
     /// The service.
-    pub svc: Arc<Keyward>,
+    pub service: Arc<Service>,
     /// The key set `/.well-known/jwks.json` serves.
     pub default_keyset: Arc<str>,
 }
@@ -102,7 +102,7 @@ async fn keyset_jwks(
 }
 
 fn jwks_response(state: &HttpState, name: &str, headers: &HeaderMap) -> Response {
-    let doc = match state.svc.jwks(name) {
+    let doc = match state.service.jwks(name) {
         Ok(doc) => doc,
         Err(err) => {
             let mut response = err.into_response();
@@ -154,8 +154,8 @@ fn public_document(h: &mut HeaderMap) {
 
 /// OpenID Provider metadata: what keyward really offers, no more.
 async fn discovery(State(state): State<HttpState>) -> Response {
-    let issuer = state.svc.issuer().to_string();
-    let algs: Vec<String> = match state.svc.get_keyset(&state.default_keyset).await {
+    let issuer = state.service.issuer().to_string();
+    let algs: Vec<String> = match state.service.get_keyset(&state.default_keyset).await {
         Ok(set) => vec![set.algorithm.as_str().to_string()],
         Err(_) => Vec::new(),
     };
@@ -253,7 +253,7 @@ fn form_decode(s: &str) -> Option<String> {
 
 /// `POST /oauth2/token`: the client-credentials grant.
 async fn token(State(state): State<HttpState>, TokenForm(req): TokenForm) -> Response {
-    match state.svc.client_credentials(req).await {
+    match state.service.client_credentials(req).await {
         Ok(issued) => {
             let body = serde_json::json!({
                 "access_token": issued.access_token,
@@ -369,7 +369,7 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    match state.svc.ready().await {
+    match state.service.ready().await {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(err) => err.into_response(),
     }

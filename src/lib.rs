@@ -13,7 +13,7 @@
 //! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL
 //!   implementations. Knows SQL, knows nothing of transports.
 //! - [`service`]: the application layer. Every operation the gRPC API, the HTTP
-//!   API and the CLI offer is a method of [`service::Keyward`]; it takes time from
+//!   API and the CLI offer is a method of [`service::Service`]; it takes time from
 //!   an injectable [`clock::Clock`].
 //! - [`jwks`]: the in-memory JWKS snapshot served on the hot path.
 //! - [`grpc`] and [`http`]: thin transports over the service; no SQL.

@@ -21,7 +21,7 @@ use crate::{
     jwks::JwksCache,
     net,
     secret::SecretBytes,
-    service::Keyward,
+    service::Service,
     store::{self, Store},
 };
 
@@ -41,7 +41,7 @@ pub struct App {
     /// The settings it was prepared with.
     pub config: ServeConfig,
     /// The application layer.
-    pub svc: Arc<Keyward>,
+    pub service: Arc<Service>,
     /// Token check for gRPC.
     pub auth: Authenticator,
 }
@@ -184,7 +184,7 @@ pub async fn prepare_with(
     let master = Arc::new(master);
 
     let jwks = Arc::new(JwksCache::new(config.jwks_max_age));
-    let svc = Arc::new(Keyward::new(
+    let service = Arc::new(Service::new(
         Arc::clone(&store),
         master,
         Arc::clone(&clock),
@@ -195,7 +195,7 @@ pub async fn prepare_with(
     if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
         // First start of this database: give it a default key set to serve.
         let policy = crate::service::PolicyInput::default();
-        match svc
+        match service
             .create_keyset(
                 &config.default_keyset,
                 crate::crypto::keys::Algorithm::Rs256,
@@ -218,7 +218,7 @@ pub async fn prepare_with(
         .collect();
     Ok(App {
         config,
-        svc,
+        service,
         auth: Authenticator::new(hashes),
     })
 }
@@ -298,7 +298,7 @@ fn publish_admin_token(staged: &Path, path: &Path) -> Result<()> {
 /// `every`, until shutdown. Safe beside other replicas and cron: each
 /// transition is conditional, so only one of them applies it.
 async fn run_scheduler(
-    svc: Arc<Keyward>,
+    service: Arc<Service>,
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -307,7 +307,7 @@ async fn run_scheduler(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if let Err(err) = svc.rotate_due(None, false).await {
+                if let Err(err) = service.rotate_due(None, false).await {
                     tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
                 }
             }
@@ -334,8 +334,8 @@ pub async fn serve(
     };
 
     let watcher = tokio::spawn({
-        let (svc, stop) = (Arc::clone(&app.svc), stop_rx.clone());
-        async move { svc.follow_other_replicas(WATCH_INTERVAL, stop).await }
+        let (service, stop) = (Arc::clone(&app.service), stop_rx.clone());
+        async move { service.follow_other_replicas(WATCH_INTERVAL, stop).await }
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -355,7 +355,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(Error::internal)?;
-    let api = grpc::Api::new(Arc::clone(&app.svc));
+    let api = grpc::Api::new(Arc::clone(&app.service));
     let grpc_addr = grpc.local_addr().map_err(Error::internal)?;
     let http_addr = http.local_addr().map_err(Error::internal)?;
     let limits = app.config.limits;
@@ -378,7 +378,7 @@ pub async fn serve(
         );
 
     let router = http::router(HttpState {
-        svc: Arc::clone(&app.svc),
+        service: Arc::clone(&app.service),
         default_keyset: Arc::from(app.config.default_keyset.as_str()),
     });
     let http_server = net::serve_http(http, router, limits, stop_rx.clone());
@@ -386,13 +386,16 @@ pub async fn serve(
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
-        backend = app.svc.backend(),
+        backend = app.service.backend(),
         "keyward serving"
     );
-    let scheduler = app
-        .config
-        .rotation_interval
-        .map(|every| tokio::spawn(run_scheduler(Arc::clone(&app.svc), every, stop_rx.clone())));
+    let scheduler = app.config.rotation_interval.map(|every| {
+        tokio::spawn(run_scheduler(
+            Arc::clone(&app.service),
+            every,
+            stop_rx.clone(),
+        ))
+    });
     let both = async { tokio::join!(grpc_server, http_server) };
     // In-flight requests get the shutdown grace; connections still busy
     // after it (a client that never finishes its request) are dropped.

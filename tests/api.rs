@@ -7,7 +7,7 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{Backend, TestDb, TestServer, create_keyset as create, verify};
+use common::{Backend, Clients, TestDb, TestServer, create_keyset as create, verify};
 use keyward::grpc::pb;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -331,15 +331,9 @@ async fn jwks_http_caching(backend: Backend) {
     server.stop().await;
 }
 
-async fn clients_and_secrets(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else {
-        return;
-    };
-    let clock = common::manual_clock_now();
-    let server = TestServer::start_with_clock(&db, clock.clone()).await;
-    let mut cl = server.clients();
-
-    // Generated secret: returned once, 32 random bytes base64url.
+/// `openmetadata`, created with every field set and a generated secret, which
+/// is returned.
+async fn put_openmetadata_client(cl: &mut Clients) -> String {
     let put = cl
         .put_client(pb::PutClientRequest {
             id: "openmetadata".into(),
@@ -360,13 +354,45 @@ async fn clients_and_secrets(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(put.created);
-    let generated = put.generated_secret.clone();
-    assert_eq!(generated.len(), 43, "32 bytes, base64url unpadded");
     let client = put.client.unwrap();
     assert_eq!(client.secret_version, 1);
     assert_eq!(client.auth_method, "client_secret_post");
+    put.generated_secret
+}
 
-    // GetClient never carries the secret; GetClientSecret does.
+async fn verify_secret(cl: &Clients, id: &str, secret: &str) -> pb::VerifyClientSecretResponse {
+    cl.clone()
+        .verify_client_secret(pb::VerifyClientSecretRequest {
+            id: id.into(),
+            secret: secret.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn secret_version(
+    cl: &mut Clients,
+    id: &str,
+    version: Option<u32>,
+) -> Result<pb::GetClientSecretResponse, tonic::Status> {
+    cl.get_client_secret(pb::GetClientSecretRequest {
+        id: id.into(),
+        version,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+async fn generated_secret_is_returned_once_and_only_by_get_client_secret(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut cl = server.clients();
+    let generated = put_openmetadata_client(&mut cl).await;
+    assert_eq!(generated.len(), 43, "32 bytes, base64url unpadded");
+
     let got = cl
         .get_client(pb::GetClientRequest {
             id: "openmetadata".into(),
@@ -376,20 +402,22 @@ async fn clients_and_secrets(backend: Backend) {
         .into_inner();
     assert!(!format!("{got:?}").contains(&generated));
     assert_eq!(got.scopes, ["openid", "email", "profile"]);
-    let secret = cl
-        .get_client_secret(pb::GetClientSecretRequest {
-            id: "openmetadata".into(),
-            version: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let secret = secret_version(&mut cl, "openmetadata", None).await.unwrap();
     assert_eq!(
         (secret.secret.as_str(), secret.version),
         (generated.as_str(), 1)
     );
+    server.stop().await;
+}
 
-    // Update metadata only: the secret stays; a secret on update is refused.
+async fn updating_a_client_keeps_its_secret_and_unset_fields(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut cl = server.clients();
+    let generated = put_openmetadata_client(&mut cl).await;
+
     let upd = cl
         .put_client(pb::PutClientRequest {
             id: "openmetadata".into(),
@@ -415,9 +443,21 @@ async fn clients_and_secrets(backend: Backend) {
         })
         .await,
     );
-    assert_eq!(code, Code::FailedPrecondition, "{msg}");
+    assert_eq!(code, Code::FailedPrecondition, "a secret on update: {msg}");
+    assert!(verify_secret(&cl, "openmetadata", &generated).await.valid);
+    server.stop().await;
+}
 
-    // Rotate with a grace period: both verify during it, only the new after.
+async fn rotated_secrets_overlap_for_the_grace_period(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock = common::manual_clock_now();
+    let server = TestServer::start_with_clock(&db, clock.clone()).await;
+    let mut cl = server.clients();
+    let generated = put_openmetadata_client(&mut cl).await;
+
+    // Both verify during the grace, only the new one after it.
     let rotated = cl
         .rotate_client_secret(pb::RotateClientSecretRequest {
             id: "openmetadata".into(),
@@ -430,47 +470,29 @@ async fn clients_and_secrets(backend: Backend) {
     assert_eq!(rotated.version, 2);
     let new_secret = rotated.generated_secret.clone();
     assert_ne!(new_secret, generated);
-    let verifier = cl.clone();
-    let verify = |secret: &str| {
-        let mut cl = verifier.clone();
-        let secret = secret.to_string();
-        async move {
-            cl.verify_client_secret(pb::VerifyClientSecretRequest {
-                id: "openmetadata".into(),
-                secret,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
+    let old = verify_secret(&cl, "openmetadata", &generated).await;
+    assert_eq!((old.valid, old.version), (true, 1));
     assert_eq!(
-        (
-            verify(&generated).await.valid,
-            verify(&generated).await.version
-        ),
-        (true, 1)
+        verify_secret(&cl, "openmetadata", &new_secret)
+            .await
+            .version,
+        2
     );
-    assert_eq!(verify(&new_secret).await.version, 2);
-    assert!(!verify("wrong").await.valid);
-    assert!(!verify(&format!("{generated}x")).await.valid);
-    let v1 = cl
-        .get_client_secret(pb::GetClientSecretRequest {
-            id: "openmetadata".into(),
-            version: Some(1),
-        })
+    assert!(!verify_secret(&cl, "openmetadata", "wrong").await.valid);
+    let longer = format!("{generated}x");
+    assert!(!verify_secret(&cl, "openmetadata", &longer).await.valid);
+    let v1 = secret_version(&mut cl, "openmetadata", Some(1))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(v1.secret, generated);
     assert_eq!(v1.valid_until, rotated.previous_valid_until);
 
     clock.advance(3601);
     assert!(
-        !verify(&generated).await.valid,
+        !verify_secret(&cl, "openmetadata", &generated).await.valid,
         "previous secret fails after its grace"
     );
-    assert!(verify(&new_secret).await.valid);
+    assert!(verify_secret(&cl, "openmetadata", &new_secret).await.valid);
 
     // A given secret on rotation; the default grace is 48 h.
     let given = cl
@@ -484,20 +506,26 @@ async fn clients_and_secrets(backend: Backend) {
         .into_inner();
     assert!(given.generated_secret.is_empty());
     assert_eq!(given.previous_valid_until, clock_now(&clock) + 48 * 3600);
-    assert!(verify("chosen-by-operator").await.valid);
-    assert!(verify(&new_secret).await.valid);
-    // Version 1 ended its grace before this rotation, so it was deleted.
-    let (code, _) = code_of(
-        cl.get_client_secret(pb::GetClientSecretRequest {
-            id: "openmetadata".into(),
-            version: Some(1),
-        })
-        .await,
+    assert!(
+        verify_secret(&cl, "openmetadata", "chosen-by-operator")
+            .await
+            .valid
     );
-    assert_eq!(code, Code::NotFound);
+    assert!(verify_secret(&cl, "openmetadata", &new_secret).await.valid);
+    // Version 1 ended its grace before this rotation, so it was deleted.
+    let gone = secret_version(&mut cl, "openmetadata", Some(1)).await;
+    assert_eq!(gone.map(|_| ()).unwrap_err().code(), Code::NotFound);
+    server.stop().await;
+}
 
-    // A given secret on create is stored as is and not echoed.
-    let put2 = cl
+async fn a_given_secret_is_stored_as_is_and_not_echoed(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut cl = server.clients();
+    put_openmetadata_client(&mut cl).await;
+    let put = cl
         .put_client(pb::PutClientRequest {
             id: "svc.ingest".into(),
             secret: Some("s3cr3t-from-idp".into()),
@@ -506,7 +534,13 @@ async fn clients_and_secrets(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert!(put2.created && put2.generated_secret.is_empty());
+    assert!(put.created && put.generated_secret.is_empty());
+    assert!(!format!("{put:?}").contains("s3cr3t-from-idp"));
+    assert!(
+        verify_secret(&cl, "svc.ingest", "s3cr3t-from-idp")
+            .await
+            .valid
+    );
     let ids: Vec<_> = cl
         .list_clients(pb::ListClientsRequest::default())
         .await
@@ -517,7 +551,16 @@ async fn clients_and_secrets(backend: Backend) {
         .map(|c| c.id)
         .collect();
     assert_eq!(ids, ["openmetadata", "svc.ingest"]);
+    server.stop().await;
+}
 
+async fn a_deleted_client_is_gone_with_its_secrets(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut cl = server.clients();
+    let generated = put_openmetadata_client(&mut cl).await;
     cl.delete_client(pb::DeleteClientRequest {
         id: "openmetadata".into(),
     })
@@ -533,11 +576,13 @@ async fn clients_and_secrets(backend: Backend) {
     let (code, _) = code_of(
         cl.verify_client_secret(pb::VerifyClientSecretRequest {
             id: "openmetadata".into(),
-            secret: new_secret,
+            secret: generated,
         })
         .await,
     );
     assert_eq!(code, Code::NotFound);
+    let gone = secret_version(&mut cl, "openmetadata", None).await;
+    assert_eq!(gone.map(|_| ()).unwrap_err().code(), Code::NotFound);
     server.stop().await;
 }
 
@@ -818,13 +863,18 @@ async fn bad_input_gets_precise_codes(backend: Backend) {
             "secret",
         ),
     ];
-    for (what, (code, message), want, mentions) in cases.into_iter().chain(more) {
-        assert_eq!(code, want, "{what}: {message}");
-        assert!(
-            message.contains(mentions),
-            "{what}: {message:?} should mention {mentions:?}"
-        );
-    }
+    // Every case is checked and every wrong one reported, not just the first.
+    let wrong: Vec<String> = cases
+        .into_iter()
+        .chain(more)
+        .filter(|(_, (code, message), want, mentions)| {
+            *code != *want || !message.contains(mentions)
+        })
+        .map(|(what, (code, message), want, mentions)| {
+            format!("{what}: got {code:?} {message:?}, want {want:?} mentioning {mentions:?}")
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // None of the refused client calls created anything.
     let clients = cl
         .list_clients(pb::ListClientsRequest::default())
@@ -1184,7 +1234,11 @@ both_backends!(
     sign_and_verify_every_algorithm,
     keyset_lifecycle_and_rotation,
     jwks_http_caching,
-    clients_and_secrets,
+    generated_secret_is_returned_once_and_only_by_get_client_secret,
+    updating_a_client_keeps_its_secret_and_unset_fields,
+    rotated_secrets_overlap_for_the_grace_period,
+    a_given_secret_is_stored_as_is_and_not_echoed,
+    a_deleted_client_is_gone_with_its_secrets,
     bad_input_gets_precise_codes,
     authentication_and_public_services,
     restart_keeps_keys_and_secrets,

@@ -9,10 +9,107 @@ mod common;
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
+    process::Output,
     time::Duration,
 };
 
-use common::process::{cli, json_out, serve, serve_command, stdout};
+use common::process::{Serve, cli, json_out, serve, serve_command, stdout};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A fresh data directory with `keyward serve` running on its SQLite
+/// default, and the admin CLI pointed at it: what an operator has after the
+/// README's first command.
+struct Operator {
+    _dir: TempDir,
+    data: PathBuf,
+    server: Serve,
+}
+
+impl Operator {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let server = serve(&data, &[]).expect("serve starts on a fresh machine");
+        Self {
+            _dir: dir,
+            data,
+            server,
+        }
+    }
+
+    /// Runs `keyward ARGS` against the server; the token comes from `<data-dir>/admin.token`.
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        cli(&self.data, &self.server.grpc, args, stdin)
+    }
+
+    /// The standard output of a command that must succeed.
+    fn text(&self, args: &[&str]) -> String {
+        stdout(&self.run(args, None))
+    }
+
+    /// The `--output json` document of a command that must succeed.
+    fn json(&self, args: &[&str]) -> Value {
+        let args: Vec<&str> = ["--output", "json"].iter().chain(args).copied().collect();
+        json_out(&self.run(&args, None))
+    }
+
+    /// The one line a failing command printed to stderr.
+    fn error(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} must fail with status 1"
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
+        err
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string()
+    }
+
+    /// A client with an operator-chosen secret given on stdin.
+    fn put_client_with_secret(&self, id: &str, secret: &str) {
+        let put = self.run(
+            &[
+                "client",
+                "put",
+                id,
+                "--secret-stdin",
+                "--scope",
+                "openid",
+                "--scope",
+                "email",
+                "--callback-url",
+                "https://om.example.com/callback",
+            ],
+            Some(&format!("{secret}\n")),
+        );
+        assert!(stdout(&put).contains(id));
+    }
+
+    /// A client whose secret keyward generates; returns that secret.
+    fn put_client_generated(&self, id: &str) -> String {
+        let put = self.json(&["client", "put", id]);
+        put["generated_secret"]
+            .as_str()
+            .expect("generated secret")
+            .to_string()
+    }
+
+    /// SIGTERM; asserts a clean exit and returns the log.
+    fn stop(self) -> (PathBuf, TempDir, String) {
+        let (status, log) = self.server.terminate();
+        assert!(status.success(), "SIGTERM exits 0, got {status}");
+        (self.data, self._dir, log.join("\n"))
+    }
+}
 
 fn db_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -26,72 +123,54 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-#[test]
-fn operator_workflow_on_the_sqlite_default() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let server = serve(&data, &[]).expect("serve starts on a fresh machine");
-    let ep = server.grpc.clone();
+const CHOSEN_SECRET: &str = "operator-chosen-secret-123";
 
-    #[cfg(unix)]
-    for (file, mode) in [("master.key", 0o600), ("admin.token", 0o600)] {
-        use std::os::unix::fs::PermissionsExt as _;
-        let m = std::fs::metadata(data.join(file))
+#[cfg(unix)]
+#[test]
+fn fresh_start_writes_master_key_and_admin_token_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let op = Operator::start();
+    for file in ["master.key", "admin.token"] {
+        let mode = std::fs::metadata(op.data.join(file))
             .expect(file)
             .permissions()
             .mode();
-        assert_eq!(m & 0o777, mode, "{file}");
+        assert_eq!(mode & 0o777, 0o600, "{file}");
     }
-    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin.token");
-    let token = token.trim();
+    assert!(op.admin_token().starts_with("kw_"));
+}
 
-    // Key sets, with the token read from <data-dir>/admin.token.
-    let created = json_out(&cli(
-        &data,
-        &ep,
-        &[
-            "--output",
-            "json",
-            "keyset",
-            "create",
-            "om",
-            "--alg",
-            "RS256",
-            "--rsa-bits",
-            "3072",
-        ],
-        None,
-    ));
+#[test]
+fn keysets_are_created_signed_with_and_rotated() {
+    let op = Operator::start();
+    let created = op.json(&[
+        "keyset",
+        "create",
+        "om",
+        "--alg",
+        "RS256",
+        "--rsa-bits",
+        "3072",
+    ]);
     assert_eq!(created["name"], "om");
     assert_eq!(created["rsa_bits"], 3072);
     let kid = created["active_kid"].as_str().expect("kid").to_string();
-    let table = stdout(&cli(&data, &ep, &["keyset", "list"], None));
+    let table = op.text(&["keyset", "list"]);
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("default") && table.contains(&kid), "{table}");
 
-    let jwt = stdout(&cli(
-        &data,
-        &ep,
-        &[
-            "sign",
-            "--keyset",
-            "om",
-            "--claims",
-            r#"{"sub":"ingestion-bot"}"#,
-            "--ttl",
-            "15m",
-        ],
-        None,
-    ));
-    let jwt = jwt.trim();
-    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+    let jwt = op.text(&[
+        "sign",
+        "--keyset",
+        "om",
+        "--claims",
+        r#"{"sub":"ingestion-bot"}"#,
+        "--ttl",
+        "15m",
+    ]);
+    assert_eq!(jwt.trim().split('.').count(), 3, "{jwt}");
 
-    let rotated = json_out(&cli(
-        &data,
-        &ep,
-        &["--output", "json", "keyset", "rotate", "om"],
-        None,
-    ));
+    let rotated = op.json(&["keyset", "rotate", "om"]);
     assert_eq!(rotated["warnings"].as_array().expect("warnings").len(), 1);
     assert_eq!(
         rotated["keys"]
@@ -101,12 +180,7 @@ fn operator_workflow_on_the_sqlite_default() {
         3,
         "{rotated}"
     );
-    let keys = json_out(&cli(
-        &data,
-        &ep,
-        &["--output", "json", "keys", "list", "om"],
-        None,
-    ));
+    let keys = op.json(&["keys", "list", "om"]);
     let mut states: Vec<_> = keys
         .as_array()
         .expect("keys")
@@ -115,117 +189,78 @@ fn operator_workflow_on_the_sqlite_default() {
         .collect();
     states.sort();
     assert_eq!(states, ["active", "pending", "retired"]);
+}
 
-    // Clients: a given secret from stdin, a generated one printed once.
-    let put = cli(
-        &data,
-        &ep,
-        &[
-            "client",
-            "put",
-            "om-sso",
-            "--secret-stdin",
-            "--scope",
-            "openid",
-            "--scope",
-            "email",
-            "--callback-url",
-            "https://om.example.com/callback",
-        ],
-        Some("operator-chosen-secret-123\n"),
-    );
-    assert!(stdout(&put).contains("om-sso"));
-    let generated = json_out(&cli(
-        &data,
-        &ep,
-        &["--output", "json", "client", "put", "generated"],
-        None,
-    ));
-    let generated_secret = generated["generated_secret"]
-        .as_str()
-        .expect("generated secret")
-        .to_string();
+#[test]
+fn client_secrets_are_given_generated_verified_and_rotated() {
+    let op = Operator::start();
+    op.put_client_with_secret("om-sso", CHOSEN_SECRET);
+    op.put_client_generated("generated");
     assert_eq!(
-        stdout(&cli(&data, &ep, &["client", "secret", "om-sso"], None)).trim(),
-        "operator-chosen-secret-123"
+        op.text(&["client", "secret", "om-sso"]).trim(),
+        CHOSEN_SECRET
     );
-    let got = stdout(&cli(&data, &ep, &["client", "get", "om-sso"], None));
-    assert!(
-        !got.contains("operator-chosen-secret-123"),
-        "get never shows the secret"
-    );
-    let verified = cli(
-        &data,
-        &ep,
-        &["client", "verify", "om-sso", "--secret-stdin"],
-        Some("operator-chosen-secret-123\n"),
-    );
-    assert!(stdout(&verified).contains("valid (version 1)"));
-    let wrong = cli(
-        &data,
-        &ep,
-        &["client", "verify", "om-sso", "--secret-stdin"],
-        Some("nope\n"),
-    );
-    assert_eq!(wrong.status.code(), Some(1));
-    let rotated = json_out(&cli(
-        &data,
-        &ep,
-        &[
-            "--output", "json", "client", "rotate", "om-sso", "--grace", "1h",
-        ],
-        None,
-    ));
+    let got = op.text(&["client", "get", "om-sso"]);
+    assert!(!got.contains(CHOSEN_SECRET), "get never shows the secret");
+
+    let verify = |secret: &str| {
+        op.run(
+            &["client", "verify", "om-sso", "--secret-stdin"],
+            Some(&format!("{secret}\n")),
+        )
+    };
+    assert!(stdout(&verify(CHOSEN_SECRET)).contains("valid (version 1)"));
+    assert_eq!(verify("nope").status.code(), Some(1));
+
+    let rotated = op.json(&["client", "rotate", "om-sso", "--grace", "1h"]);
     assert_eq!(rotated["version"], 2);
-    assert!(stdout(&cli(&data, &ep, &["client", "list"], None)).contains("generated"));
+    assert!(op.text(&["client", "list"]).contains("generated"));
+}
 
-    // Errors: non-zero exit, one line on stderr with the gRPC code and message.
-    let missing = cli(&data, &ep, &["keyset", "get", "ghost"], None);
-    assert_eq!(missing.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&missing.stderr).to_string();
-    assert_eq!(err.lines().count(), 1, "{err}");
+#[test]
+fn errors_are_one_line_naming_the_grpc_code() {
+    let op = Operator::start();
+    let missing = op.error(&["keyset", "get", "ghost"]);
     assert!(
-        err.starts_with("error: NOT_FOUND: ") && err.contains("ghost"),
-        "{err}"
+        missing.starts_with("error: NOT_FOUND: ") && missing.contains("ghost"),
+        "{missing}"
     );
-    let bad = cli(&data, &ep, &["keyset", "create", "Bad!"], None);
+    let bad = op.error(&["keyset", "create", "Bad!"]);
     assert!(
-        String::from_utf8_lossy(&bad.stderr).starts_with("error: INVALID_ARGUMENT: invalid name")
+        bad.starts_with("error: INVALID_ARGUMENT: invalid name"),
+        "{bad}"
     );
-    let unauth = cli(&data, &ep, &["--token", "kw_wrong", "keyset", "list"], None);
-    assert!(String::from_utf8_lossy(&unauth.stderr).starts_with("error: UNAUTHENTICATED"));
-    let bad_ttl = cli(
-        &data,
-        &ep,
-        &["sign", "--keyset", "om", "--claims", "{}", "--ttl", "soon"],
-        None,
-    );
-    assert!(String::from_utf8_lossy(&bad_ttl.stderr).contains("invalid ttl"));
+    let unauth = op.error(&["--token", "kw_wrong", "keyset", "list"]);
+    assert!(unauth.starts_with("error: UNAUTHENTICATED"), "{unauth}");
+    let bad_ttl = op.error(&[
+        "sign", "--keyset", "default", "--claims", "{}", "--ttl", "soon",
+    ]);
+    assert!(bad_ttl.contains("invalid ttl"), "{bad_ttl}");
+}
 
-    let (status, log) = server.terminate();
-    assert!(status.success(), "SIGTERM exits 0, got {status}");
-    let log = log.join("\n");
-    for secret in [
-        token,
-        "operator-chosen-secret-123",
-        generated_secret.as_str(),
-    ] {
+#[test]
+fn no_secret_reaches_the_log_or_the_database_in_clear() {
+    let op = Operator::start();
+    let token = op.admin_token();
+    op.put_client_with_secret("om-sso", CHOSEN_SECRET);
+    let generated = op.put_client_generated("generated");
+    let jwt = op.text(&["sign", "--keyset", "default", "--claims", "{}"]);
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        op.text(&["keyset", "create", &alg.to_lowercase(), "--alg", alg]);
+    }
+    let (data, _dir, log) = op.stop();
+
+    let secrets = [token.as_str(), CHOSEN_SECRET, &generated, jwt.trim()];
+    for secret in &secrets[..3] {
         assert!(!log.contains(secret), "a secret reached the log");
     }
-
-    // The database files hold no secret and no private key in clear.
     let files = db_files(&data);
     assert!(!files.is_empty());
     let bytes: Vec<u8> = files
         .iter()
         .flat_map(|f| std::fs::read(f).unwrap_or_default())
         .collect();
-    for secret in [
-        token,
-        "operator-chosen-secret-123",
-        generated_secret.as_str(),
-        jwt,
-    ] {
+    for secret in secrets {
         assert!(
             !contains(&bytes, secret.as_bytes()),
             "secret in clear in the database"
@@ -248,29 +283,39 @@ fn operator_workflow_on_the_sqlite_default() {
             "an unencrypted PKCS#8 key is in the database"
         );
     }
+}
 
-    // Restart on the same data dir: keys and secrets are still there.
+#[test]
+fn restart_keeps_keys_and_secrets() {
+    let op = Operator::start();
+    let kid = op.json(&["keyset", "create", "om"])["active_kid"]
+        .as_str()
+        .expect("kid")
+        .to_string();
+    op.json(&["keyset", "rotate", "om"]);
+    op.put_client_with_secret("om-sso", CHOSEN_SECRET);
+    op.json(&["client", "rotate", "om-sso", "--grace", "1h"]);
+    let (data, _dir, _) = op.stop();
+
     let server = serve(&data, &[]).expect("restart");
-    let ep = server.grpc.clone();
-    assert_eq!(
-        stdout(&cli(
-            &data,
-            &ep,
-            &["client", "secret", "om-sso", "--version", "1"],
-            None
-        ))
-        .trim(),
-        "operator-chosen-secret-123"
+    let secret = cli(
+        &data,
+        &server.grpc,
+        &["client", "secret", "om-sso", "--version", "1"],
+        None,
     );
+    assert_eq!(stdout(&secret).trim(), CHOSEN_SECRET);
     let jwks = reqwest_like_get(&format!("{}/keysets/om/jwks.json", server.http));
     assert!(
         jwks.contains(&kid),
         "the retired key is still published after restart"
     );
-    let (status, _) = server.terminate();
-    assert!(status.success());
+    assert!(server.terminate().0.success());
+}
 
-    // A wrong master key refuses to start, with a clear message.
+#[test]
+fn a_wrong_master_key_refuses_to_start() {
+    let (data, _dir, _) = Operator::start().stop();
     let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let refused =
         serve(&data, &[("KEYWARD_MASTER_KEY", other)]).expect_err("wrong key must refuse");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Keyward;
+use super::Service;
 use crate::{
     Error, Result,
     crypto::{aead::AeadContext, b64url, random, secrets_equal},
@@ -127,7 +127,7 @@ pub struct RevokedSecret {
     pub current_version: i64,
 }
 
-impl Keyward {
+impl Service {
     pub(super) fn client_from_row(row: ClientRow) -> Result<Client> {
         let scopes = serde_json::from_str(&row.scopes).map_err(Error::internal)?;
         let labels = serde_json::from_str(&row.labels).map_err(Error::internal)?;
@@ -447,7 +447,7 @@ impl Keyward {
 /// Validates the fields a patch sets.
 fn validate_patch(patch: ClientPatch) -> Result<ClientPatch> {
     if let Some(secret) = &patch.secret {
-        Keyward::check_secret(secret)?;
+        Service::check_secret(secret)?;
     }
     if let Some(method) = &patch.auth_method {
         AuthMethod::parse(method)?;

@@ -1,5 +1,5 @@
 //! Key sets, signing, and the key lifecycle: creation with an active and a
-//! pending key, scheduled rotation ([`Keyward::rotate_due`]), the manual
+//! pending key, scheduled rotation ([`Service::rotate_due`]), the manual
 //! emergency rotation, and revocation. Every transition is planned by the pure
 //! [`crate::rotation`] functions and applied in one transaction conditional on
 //! the key set's version, so racing replicas change a key set exactly once.
@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{
-    Keyward, Page, PageRequest,
+    Page, PageRequest, Service,
     claims::{self, SignProfile},
 };
 use crate::{
@@ -237,7 +237,7 @@ fn policy_row(policy: &Policy) -> PolicyRow {
     }
 }
 
-impl Keyward {
+impl Service {
     /// Generates a key off the async workers.
     async fn generate_key(alg: Algorithm, rsa_bits: Option<u32>) -> Result<keys::GeneratedKey> {
         tokio::task::spawn_blocking(move || keys::generate(alg, rsa_bits.unwrap_or(2048)))

@@ -107,7 +107,7 @@ impl PageRequest {
 
 /// keyward's application layer.
 #[derive(Debug)]
-pub struct Keyward {
+pub struct Service {
     store: Arc<dyn Store>,
     master: Arc<MasterKey>,
     clock: Arc<dyn Clock>,
@@ -129,7 +129,7 @@ const DECOY_ROW: AeadContext<'static> = AeadContext {
     version: 0,
 };
 
-impl Keyward {
+impl Service {
     /// Assembles the service. The JWKS cache should already be loaded.
     pub fn new(
         store: Arc<dyn Store>,

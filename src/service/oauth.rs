@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Keyward;
+use super::Service;
 use crate::{
     Error,
     crypto::{b64url, random},
@@ -83,7 +83,7 @@ impl OAuthError {
     }
 }
 
-impl Keyward {
+impl Service {
     /// Issues a client-credentials token.
     pub async fn client_credentials(&self, req: TokenRequest) -> Result<IssuedToken, OAuthError> {
         match req.grant_type.as_deref() {

@@ -12,7 +12,7 @@ use rsa::{
 };
 use serde_json::Value;
 
-use super::{KeyInfo, Keyward, RotationEvent, keysets::KeyBinding};
+use super::{KeyInfo, RotationEvent, Service, keysets::KeyBinding};
 use crate::{
     Error, Result,
     crypto::keys::SigningKey,
@@ -141,7 +141,7 @@ pub enum ExportWhich {
     Pending,
 }
 
-impl Keyward {
+impl Service {
     /// Exports a key set's active (or pending) RSA key for OpenMetadata.
     pub async fn export_key(&self, keyset: &str, which: ExportWhich) -> Result<ExportedKey> {
         let state = match which {
