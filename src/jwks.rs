@@ -94,7 +94,7 @@ impl JwksCache {
             .keysets
             .into_iter()
             .map(|set| {
-                let prepublish = crate::model::secs_u64(set.prepublish);
+                let prepublish = set.policy.prepublish;
                 let max_age = crate::rotation::jwks_max_age(self.max_age, prepublish);
                 (set.name, (max_age, Vec::new()))
             })

@@ -157,13 +157,13 @@ impl Service {
         let set = self.store.get_keyset(name).await?.ok_or_else(|| {
             Error::invalid("token_keyset", format!("key set {name:?} does not exist"))
         })?;
-        if row.token_ttl > set.max_token_ttl {
+        if model::secs_u64(row.token_ttl) > set.policy.max_token_ttl {
             return Err(Error::invalid(
                 "token_ttl",
                 format!(
                     "{} is above key set {name:?}'s max-token-ttl ({})",
                     model::format_duration(model::secs_u64(row.token_ttl)),
-                    model::format_duration(model::secs_u64(set.max_token_ttl))
+                    model::format_duration(set.policy.max_token_ttl)
                 ),
             ));
         }

@@ -12,7 +12,6 @@ use super::{
 };
 use crate::{
     Error, Result,
-    cron::Schedule,
     crypto::{
         aead::AeadContext,
         jwt,
@@ -20,8 +19,8 @@ use crate::{
     },
     jwks::JwksDoc,
     model::{self, Algorithm, KeyState, secs_i64, secs_u64},
-    rotation::{self, Cadence, KeyView, Plan, Policy},
-    store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, PolicyRow, SealedKey},
+    rotation::{self, KeyView, Plan, Policy},
+    store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, SealedKey},
 };
 
 /// Largest accepted `claims_json`, in bytes.
@@ -208,35 +207,6 @@ fn by_keyset(keys: Vec<KeyRow>) -> std::collections::HashMap<i64, Vec<KeyRow>> {
     grouped
 }
 
-/// The stored policy of a key set.
-pub fn policy_of(row: &KeySetRow) -> Result<Policy> {
-    let cadence = match (&row.schedule, row.rotate_every) {
-        (Some(expr), _) => Cadence::Cron(Schedule::parse(expr).map_err(Error::internal)?),
-        (None, Some(every)) => Cadence::Every(secs_u64(every)),
-        (None, None) => Cadence::Every(rotation::DEFAULT_ROTATE_EVERY),
-    };
-    Ok(Policy {
-        cadence,
-        prepublish: secs_u64(row.prepublish),
-        retain: secs_u64(row.retain),
-        max_token_ttl: secs_u64(row.max_token_ttl),
-    })
-}
-
-fn policy_row(policy: &Policy) -> PolicyRow {
-    let (rotate_every, schedule) = match &policy.cadence {
-        Cadence::Every(p) => (Some(secs_i64(*p)), None),
-        Cadence::Cron(s) => (None, Some(s.to_string())),
-    };
-    PolicyRow {
-        rotate_every,
-        schedule,
-        prepublish: secs_i64(policy.prepublish),
-        retain: secs_i64(policy.retain),
-        max_token_ttl: secs_i64(policy.max_token_ttl),
-    }
-}
-
 impl Service {
     /// Generates a key off the async workers.
     async fn generate_key(alg: Algorithm, rsa_bits: Option<u32>) -> Result<keys::GeneratedKey> {
@@ -342,7 +312,7 @@ impl Service {
 
     /// A key set as shown, from its row and (at least) its published keys.
     fn summarise(&self, row: KeySetRow, keys: &[KeyRow]) -> Result<KeySetInfo> {
-        let policy = policy_of(&row)?;
+        let policy = row.policy.clone();
         Ok(KeySetInfo {
             active_kid: keys
                 .iter()
@@ -362,7 +332,7 @@ impl Service {
 
     /// Stored times, completed with the planned ones for pending and active keys.
     pub(super) fn key_infos(row: &KeySetRow, keys: Vec<KeyRow>) -> Result<Vec<KeyInfo>> {
-        let policy = policy_of(row)?;
+        let policy = row.policy.clone();
         let times: Vec<rotation::KeyTimes> = keys
             .iter()
             .map(|k| rotation::KeyTimes {
@@ -431,7 +401,7 @@ impl Service {
                     name: name.to_string(),
                     algorithm: alg,
                     rsa_bits: bits.map(i64::from),
-                    policy: policy_row(&policy),
+                    policy: policy.clone(),
                     next_rotation_at: policy.first_due(now, now),
                     created_at: now,
                 },
@@ -447,7 +417,7 @@ impl Service {
     pub async fn update_keyset(&self, name: &str, input: &PolicyInput) -> Result<KeySetInfo> {
         let row = self.keyset_row(name).await?;
         let now = self.clock.now();
-        let current = policy_of(&row)?;
+        let current = row.policy.clone();
         let policy = current.clone().merged(input)?;
         policy.validate(self.jwks_max_age, now)?;
         if policy.max_token_ttl < current.max_token_ttl {
@@ -469,7 +439,7 @@ impl Service {
             updates: Vec::new(),
             inserts: Vec::new(),
             next_rotation_at,
-            policy: Some(policy_row(&policy)),
+            policy: Some(policy.clone()),
         };
         self.commit_change(&row, &change).await?;
         tracing::info!(keyset = name, "key set policy updated");
@@ -737,7 +707,7 @@ impl Service {
             let now = self.clock.now();
             let keys = by_set.remove(&row.id).unwrap_or_default();
             let views = views_of(&keys);
-            let policy = policy_of(&row)?;
+            let policy = row.policy.clone();
             let plan = rotation::plan(now, &policy, row.next_rotation_at, &views);
             if plan.is_empty() || dry_run {
                 events.extend(Self::events_of(&row.name, &plan, None));
@@ -771,7 +741,7 @@ impl Service {
         let keys = self.store.list_keys(row.id).await?;
         let plan = rotation::force_rotation(
             now,
-            &policy_of(row)?,
+            &row.policy,
             self.jwks_max_age,
             row.next_rotation_at,
             &views_of(&keys),
@@ -790,9 +760,7 @@ impl Service {
         now: i64,
         extra: Vec<NewKey>,
     ) -> Result<Transition> {
-        let mut change = self
-            .prepare_change(row, plan, &policy_of(row)?, now)
-            .await?;
+        let mut change = self.prepare_change(row, plan, &row.policy, now).await?;
         change.inserts.extend(extra);
         self.commit_change(row, &change).await?;
         self.forget_signer(row.id);
@@ -949,7 +917,7 @@ impl Service {
         claims: serde_json::Map<String, serde_json::Value>,
         ttl: Option<u64>,
     ) -> Result<SignedJwt> {
-        let max = secs_u64(row.max_token_ttl);
+        let max = row.policy.max_token_ttl;
         let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL.min(max));
         if ttl == 0 || ttl > max {
             return Err(Error::invalid(

@@ -171,7 +171,7 @@ impl Service {
         // Updates refuse a client token-ttl above its key set's max-token-ttl
         // and the reverse; should a race still leave one above, the token gets
         // the key set's maximum rather than the client an error.
-        let max = model::secs_u64(set.max_token_ttl);
+        let max = set.policy.max_token_ttl;
         let ttl = client.token_ttl.min(max);
         if ttl < client.token_ttl {
             tracing::warn!(client = %client.id, keyset, "client token-ttl above the key set's max-token-ttl; issued with the maximum");

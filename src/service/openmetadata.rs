@@ -259,7 +259,7 @@ impl Service {
             master_key_id: self.master.id().to_string(),
             created_at: now,
         };
-        let policy = super::policy_of(&row)?;
+        let policy = row.policy.clone();
         let active: Vec<_> = self
             .store
             .list_keys(row.id)

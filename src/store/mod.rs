@@ -14,51 +14,110 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 pub use sql::{PgStore, SqliteStore};
 
-use crate::{Error, Result, crypto::keys::Algorithm, model::KeyState};
+use crate::{
+    Error, Result,
+    cron::Schedule,
+    crypto::keys::Algorithm,
+    model::{KeyState, secs_i64, secs_u64},
+    rotation::{self, Cadence, Policy},
+};
 
-/// A live key set.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A live key set, its policy decoded.
+#[derive(Debug, Clone)]
 pub struct KeySetRow {
     /// Surrogate id; names can be reused after deletion, ids cannot.
     pub id: i64,
     /// The key set's name.
     pub name: String,
     /// Its signing algorithm.
-    #[sqlx(try_from = "String")]
     pub algorithm: Algorithm,
     /// RSA modulus size, for RSA algorithms.
     pub rsa_bits: Option<i64>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
-    /// Rotation period in seconds (exclusive with `schedule`).
-    pub rotate_every: Option<i64>,
-    /// 5-field UTC cron schedule (exclusive with `rotate_every`).
-    pub schedule: Option<String>,
-    /// Minimum pre-publication, seconds.
-    pub prepublish: i64,
-    /// Publication after retirement, seconds.
-    pub retain: i64,
-    /// Longest token lifetime, seconds.
-    pub max_token_ttl: i64,
+    /// Its rotation policy.
+    pub policy: Policy,
     /// When the next rotation is due.
     pub next_rotation_at: i64,
     /// Optimistic-concurrency version of the set and its keys.
     pub version: i64,
 }
 
-/// A key set's rotation policy as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyRow {
-    /// Rotation period in seconds (exclusive with `schedule`).
-    pub rotate_every: Option<i64>,
-    /// Cron schedule (exclusive with `rotate_every`).
-    pub schedule: Option<String>,
-    /// Minimum pre-publication, seconds.
-    pub prepublish: i64,
-    /// Publication after retirement, seconds.
-    pub retain: i64,
-    /// Longest token lifetime, seconds.
-    pub max_token_ttl: i64,
+/// The columns of a `keysets` row, as the database holds them.
+#[derive(sqlx::FromRow)]
+struct KeySetColumns {
+    id: i64,
+    name: String,
+    #[sqlx(try_from = "String")]
+    algorithm: Algorithm,
+    rsa_bits: Option<i64>,
+    created_at: i64,
+    #[sqlx(flatten)]
+    policy: PolicyColumns,
+    next_rotation_at: i64,
+    version: i64,
+}
+
+impl TryFrom<KeySetColumns> for KeySetRow {
+    type Error = Error;
+
+    fn try_from(c: KeySetColumns) -> Result<Self> {
+        Ok(Self {
+            policy: Policy::try_from(&c.policy)?,
+            id: c.id,
+            name: c.name,
+            algorithm: c.algorithm,
+            rsa_bits: c.rsa_bits,
+            created_at: c.created_at,
+            next_rotation_at: c.next_rotation_at,
+            version: c.version,
+        })
+    }
+}
+
+/// A rotation policy in its stored columns: a period or a cron schedule, and
+/// durations in seconds.
+#[derive(sqlx::FromRow)]
+struct PolicyColumns {
+    rotate_every: Option<i64>,
+    schedule: Option<String>,
+    prepublish: i64,
+    retain: i64,
+    max_token_ttl: i64,
+}
+
+impl TryFrom<&PolicyColumns> for Policy {
+    type Error = Error;
+
+    fn try_from(c: &PolicyColumns) -> Result<Self> {
+        let cadence = match (&c.schedule, c.rotate_every) {
+            (Some(expr), _) => Cadence::Cron(Schedule::parse(expr).map_err(Error::internal)?),
+            (None, Some(every)) => Cadence::Every(secs_u64(every)),
+            (None, None) => Cadence::Every(rotation::DEFAULT_ROTATE_EVERY),
+        };
+        Ok(Self {
+            cadence,
+            prepublish: secs_u64(c.prepublish),
+            retain: secs_u64(c.retain),
+            max_token_ttl: secs_u64(c.max_token_ttl),
+        })
+    }
+}
+
+impl From<&Policy> for PolicyColumns {
+    fn from(policy: &Policy) -> Self {
+        let (rotate_every, schedule) = match &policy.cadence {
+            Cadence::Every(p) => (Some(secs_i64(*p)), None),
+            Cadence::Cron(s) => (None, Some(s.to_string())),
+        };
+        Self {
+            rotate_every,
+            schedule,
+            prepublish: secs_i64(policy.prepublish),
+            retain: secs_i64(policy.retain),
+            max_token_ttl: secs_i64(policy.max_token_ttl),
+        }
+    }
 }
 
 /// A key set about to be inserted.
@@ -71,7 +130,7 @@ pub struct NewKeySet {
     /// RSA modulus size, for RSA algorithms.
     pub rsa_bits: Option<i64>,
     /// Rotation policy.
-    pub policy: PolicyRow,
+    pub policy: Policy,
     /// First due rotation.
     pub next_rotation_at: i64,
     /// Creation time.
@@ -166,7 +225,7 @@ pub struct KeySetChange {
     /// New due time, if it moves.
     pub next_rotation_at: Option<i64>,
     /// New policy, if it changes.
-    pub policy: Option<PolicyRow>,
+    pub policy: Option<Policy>,
 }
 
 /// Key sets and their published keys as of one generation.
@@ -411,5 +470,64 @@ fn unique_as_exists(err: sqlx::Error, message: impl FnOnce() -> String) -> Error
     match err.as_database_error() {
         Some(db) if db.is_unique_violation() => Error::AlreadyExists(message()),
         _ => err.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(policy: &Policy) -> Policy {
+        Policy::try_from(&PolicyColumns::from(policy)).expect("decodes")
+    }
+
+    #[test]
+    fn policies_round_trip_through_their_columns() {
+        let every = Policy {
+            cadence: Cadence::Every(7 * 86_400),
+            prepublish: 3600,
+            retain: 2 * 86_400,
+            max_token_ttl: 900,
+        };
+        assert_eq!(round_trip(&every), every);
+        let cron = Policy {
+            cadence: Cadence::Cron(Schedule::parse("0 3 * * 1").expect("cron")),
+            ..Policy::default()
+        };
+        let columns = PolicyColumns::from(&cron);
+        assert_eq!(
+            (columns.rotate_every, columns.schedule.as_deref()),
+            (None, Some("0 3 * * 1"))
+        );
+        assert_eq!(round_trip(&cron), cron);
+    }
+
+    #[test]
+    fn a_policy_without_a_cadence_reads_as_the_default_period() {
+        let columns = PolicyColumns {
+            rotate_every: None,
+            schedule: None,
+            prepublish: 60,
+            retain: 60,
+            max_token_ttl: 60,
+        };
+        let policy = Policy::try_from(&columns).expect("decodes");
+        assert_eq!(
+            policy.cadence,
+            Cadence::Every(rotation::DEFAULT_ROTATE_EVERY)
+        );
+    }
+
+    #[test]
+    fn a_corrupt_stored_schedule_is_an_internal_error_not_a_panic() {
+        let columns = PolicyColumns {
+            rotate_every: None,
+            schedule: Some("not cron".into()),
+            prepublish: 60,
+            retain: 60,
+            max_token_ttl: 60,
+        };
+        let err = Policy::try_from(&columns).expect_err("refused");
+        assert!(matches!(err, Error::Internal(_)), "{err:?}");
     }
 }

@@ -16,10 +16,15 @@ use sqlx::{
 use tracing::instrument;
 
 use super::{
-    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, PublishedDelta, SealedKey,
-    SecretRow, StartupLock, Store, unique_as_exists,
+    ClientRow, KeyRow, KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns,
+    PublishedDelta, SealedKey, SecretRow, StartupLock, Store, unique_as_exists,
 };
 use crate::{Error, Result, files, model::KeyState};
+
+/// Key set rows decoded into domain types.
+fn decode_keysets(rows: Vec<KeySetColumns>) -> Result<Vec<KeySetRow>> {
+    rows.into_iter().map(KeySetRow::try_from).collect()
+}
 
 const KEY_COLUMNS: &str = "k.kid, k.keyset_id, s.name AS keyset, k.algorithm, k.state, \
      k.public_jwk, k.created_at, k.activated_at, k.retired_at, k.expires_at, k.revoked_at \
@@ -327,9 +332,10 @@ macro_rules! impl_store {
                 set: &NewKeySet,
                 keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync),
             ) -> Result<KeySetRow> {
-                let (name, policy, now) = (&set.name, &set.policy, set.created_at);
+                let (name, now) = (&set.name, set.created_at);
+                let policy = PolicyColumns::from(&set.policy);
                 let mut tx = self.begin_write().await?;
-                let row: KeySetRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                let row: KeySetColumns = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO keysets (name, algorithm, rsa_bits, created_at, rotate_every, \
                      schedule, prepublish, retain, max_token_ttl, next_rotation_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEYSET_COLUMNS}"
@@ -347,6 +353,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| unique_as_exists(e, || format!("key set {name:?} already exists")))?;
+                let row = KeySetRow::try_from(row)?;
                 for key in keys(row.id) {
                     $tx::insert_key(&mut tx, row.id, &key, now).await?;
                 }
@@ -357,24 +364,28 @@ macro_rules! impl_store {
 
             #[instrument(skip_all, fields(keyset = name))]
             async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>> {
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                sqlx::query_as::<_, KeySetColumns>(sqlx::AssertSqlSafe(format!(
                     "SELECT {KEYSET_COLUMNS} FROM keysets WHERE name = $1 AND deleted_at IS NULL"
                 )))
                 .bind(name)
                 .fetch_optional(&self.pool)
-                .await?)
+                .await?
+                .map(KeySetRow::try_from)
+                .transpose()
             }
 
             #[instrument(skip_all)]
             async fn list_keysets(&self, after: &str, limit: i64) -> Result<Vec<KeySetRow>> {
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
-                     AND name > $1 ORDER BY name LIMIT $2"
-                )))
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?)
+                decode_keysets(
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
+                         AND name > $1 ORDER BY name LIMIT $2"
+                    )))
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                )
             }
 
             #[instrument(skip_all)]
@@ -398,14 +409,16 @@ macro_rules! impl_store {
                 } else {
                     ("ORDER BY name", "s.name,")
                 };
-                let keysets: Vec<KeySetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
-                     AND changed_generation > $1 AND changed_generation <= $2 {set_order}"
-                )))
-                .bind(after)
-                .bind(generation)
-                .fetch_all(&mut *tx)
-                .await?;
+                let keysets = decode_keysets(
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
+                         AND changed_generation > $1 AND changed_generation <= $2 {set_order}"
+                    )))
+                    .bind(after)
+                    .bind(generation)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                )?;
                 let deleted: Vec<String> = if since.is_some() {
                     sqlx::query_scalar(
                         "SELECT name FROM keysets WHERE deleted_at IS NOT NULL \
@@ -541,7 +554,7 @@ macro_rules! impl_store {
                 change: &KeySetChange,
             ) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
-                let policy = change.policy.as_ref();
+                let policy = change.policy.as_ref().map(PolicyColumns::from);
                 let claimed = sqlx::query(
                     "UPDATE keysets SET version = version + 1, \
                      next_rotation_at = COALESCE($1, next_rotation_at), \
@@ -553,11 +566,11 @@ macro_rules! impl_store {
                 )
                 .bind(change.next_rotation_at)
                 .bind(policy.is_some())
-                .bind(policy.and_then(|p| p.rotate_every))
-                .bind(policy.and_then(|p| p.schedule.clone()))
-                .bind(policy.map(|p| p.prepublish))
-                .bind(policy.map(|p| p.retain))
-                .bind(policy.map(|p| p.max_token_ttl))
+                .bind(policy.as_ref().and_then(|p| p.rotate_every))
+                .bind(policy.as_ref().and_then(|p| p.schedule.clone()))
+                .bind(policy.as_ref().map(|p| p.prepublish))
+                .bind(policy.as_ref().map(|p| p.retain))
+                .bind(policy.as_ref().map(|p| p.max_token_ttl))
                 .bind(keyset_id)
                 .bind(version)
                 .execute(&mut *tx)
