@@ -106,6 +106,77 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     sync_dir(parent_of(path))
 }
 
+/// Who, besides the writer, may read files handed over to another program
+/// running as another user (OpenMetadata in its container runs as its own
+/// non-root user). The default is nobody: 0700 directories and 0600 files
+/// owned by whoever wrote them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handover {
+    /// New owning user id, if not the writer.
+    pub owner: Option<u32>,
+    /// New owning group id, if not the writer's.
+    pub group: Option<u32>,
+    /// Whether the owning group may read (files 0640, directories 0750).
+    pub group_readable: bool,
+}
+
+impl Handover {
+    fn file_mode(self) -> u32 {
+        if self.group_readable { 0o640 } else { 0o600 }
+    }
+
+    fn dir_mode(self) -> u32 {
+        if self.group_readable { 0o750 } else { 0o700 }
+    }
+
+    /// Gives `path` to the owner and group, then sets `mode`.
+    fn apply(self, path: &Path, mode: u32) -> Result<()> {
+        #[cfg(unix)]
+        if self.owner.is_some() || self.group.is_some() {
+            std::os::unix::fs::chown(path, self.owner, self.group).map_err(|e| {
+                let to = match (self.owner, self.group) {
+                    (Some(u), Some(g)) => format!("{u}:{g}"),
+                    (Some(u), None) => u.to_string(),
+                    (None, Some(g)) => format!(":{g}"),
+                    (None, None) => String::new(),
+                };
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (giving files to another user needs root; or use --group-readable \
+                     with a group you belong to)"
+                } else {
+                    ""
+                };
+                Error::FailedPrecondition(format!(
+                    "cannot give {} to {to}: {e}{hint}",
+                    path.display()
+                ))
+            })?;
+        }
+        restrict(path, mode)
+    }
+}
+
+/// [`ensure_private_dir`], then hands `dir` over as `to` says.
+pub fn ensure_handover_dir(dir: &Path, to: Handover) -> Result<()> {
+    ensure_private_dir(dir)?;
+    to.apply(dir, to.dir_mode())
+}
+
+/// [`write_private_file`] for a file another user reads: the staged copy gets
+/// its owner and mode before it is renamed into place, so no reader ever sees
+/// it with other permissions.
+pub fn write_handover_file(path: &Path, contents: &[u8], to: Handover) -> Result<()> {
+    let tmp = stage_private_file(path, contents)?;
+    let placed = to
+        .apply(&tmp, to.file_mode())
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| cannot("write", path, &e)));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(parent_of(path))
+}
+
 /// Creates `path` with `contents` (mode 0600) unless it exists. Atomic,
 /// durable and exclusive: of several processes racing, exactly one creates the
 /// file and the others get `false` and leave it untouched.
@@ -246,6 +317,30 @@ mod tests {
         let err = ensure_private_dir(&link).unwrap_err().to_string();
         assert!(err.contains("symbolic link"), "{err}");
         assert_eq!(mode_of(&target), Some(0o755), "the target was not touched");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn handed_over_files_get_their_mode_before_they_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("om-keys");
+        let to = Handover {
+            group_readable: true,
+            ..Handover::default()
+        };
+        ensure_handover_dir(&out, to).unwrap();
+        assert_eq!(mode_of(&out), Some(0o750));
+        let path = out.join("private_key.der");
+        write_handover_file(&path, b"key", to).unwrap();
+        assert_eq!(mode_of(&path), Some(0o640));
+        // The default hands nothing over.
+        write_handover_file(&path, b"key", Handover::default()).unwrap();
+        assert_eq!(mode_of(&path), Some(0o600));
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            1,
+            "no staged leftovers"
+        );
     }
 
     #[cfg(unix)]

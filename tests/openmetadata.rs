@@ -951,3 +951,105 @@ both_backends!(
     client_credentials_grant,
     client_env_for_openmetadata,
 );
+
+/// OpenMetadata's container runs as its own non-root user (`openmetadata`,
+/// uid 1000): the export can give it the files, or let its group read them,
+/// without opening them to everyone. (No store is involved: SQLite only.)
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_for_openmetadata_running_as_another_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let server = TestServer::start(&db).await;
+    create(&server, "om", "RS256").await;
+    let out = tempfile::tempdir().unwrap();
+    let files = ["private_key.der", "public_key.der", "openmetadata.env"];
+
+    // Group-readable, plus the IdP's JWKS kept in AUTHENTICATION_PUBLIC_KEYS.
+    let shared = out.path().join("shared");
+    let o = cli(
+        &server,
+        &[
+            "export",
+            "openmetadata",
+            "--keyset",
+            "om",
+            "--out",
+            shared.to_str().unwrap(),
+            "--group-readable",
+            "--public-key-url",
+            "https://idp.example.com/jwks",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode(&shared), 0o750);
+    for f in files {
+        assert_eq!(mode(&shared.join(f)), 0o640, "{f}");
+    }
+    let env = std::fs::read_to_string(shared.join("openmetadata.env")).unwrap();
+    assert!(
+        env.contains(&format!(
+            "AUTHENTICATION_PUBLIC_KEYS=[http://localhost:8585/api/v1/system/config/jwks,{}/keysets/om/jwks.json,https://idp.example.com/jwks]",
+            server.http_url
+        )),
+        "{env}"
+    );
+
+    // Owned by OM's uid and gid, still 0600: only root may give files away.
+    let owned = out.path().join("owned");
+    let o = cli(
+        &server,
+        &[
+            "export",
+            "openmetadata",
+            "--keyset",
+            "om",
+            "--out",
+            owned.to_str().unwrap(),
+            "--owner",
+            "4242:4343",
+        ],
+    );
+    let root = std::fs::metadata(out.path()).unwrap().uid() == 0;
+    if root {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let dir = std::fs::metadata(&owned).unwrap();
+        assert_eq!((dir.uid(), dir.gid(), mode(&owned)), (4242, 4343, 0o700));
+        for f in files {
+            let meta = std::fs::metadata(owned.join(f)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4343), "{f}");
+            assert_eq!(mode(&owned.join(f)), 0o600, "{f}");
+        }
+    } else {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("cannot give") && err.contains("needs root"),
+            "{err}"
+        );
+    }
+
+    // Bad ids and URLs are refused before anything is written.
+    for (flag, value) in [
+        ("--owner", "openmetadata"),
+        ("--public-key-url", "https://a,b"),
+    ] {
+        let bad = out.path().join("bad");
+        let o = cli(
+            &server,
+            &[
+                "export",
+                "openmetadata",
+                "--keyset",
+                "om",
+                "--out",
+                bad.to_str().unwrap(),
+                flag,
+                value,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        assert!(!bad.exists(), "{flag} {value}: nothing written");
+    }
+    server.stop().await;
+}

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{Admin, CliError, Output, print_transition};
 use crate::{
-    files::{ensure_private_dir, write_private_file},
+    files::{Handover, ensure_handover_dir, write_handover_file},
     grpc::pb,
 };
 
@@ -38,7 +38,54 @@ pub enum ExportCmd {
         /// OpenMetadata's own JWKS URL, kept first in AUTHENTICATION_PUBLIC_KEYS.
         #[arg(long, default_value = OM_DEFAULT_JWKS_URL)]
         om_jwks_url: String,
+        /// Another JWKS URL OpenMetadata must trust (your IdP's), kept in
+        /// AUTHENTICATION_PUBLIC_KEYS on every export. Repeatable.
+        #[arg(long = "public-key-url", value_name = "URL", value_parser = parse_jwks_url)]
+        public_key_urls: Vec<String>,
+        /// Give the directory and files to this numeric user (and group):
+        /// OpenMetadata's container runs as `openmetadata`, uid 1000, gid 1000.
+        /// Needs root.
+        #[arg(long, value_name = "UID[:GID]", value_parser = parse_owner)]
+        owner: Option<(Option<u32>, Option<u32>)>,
+        /// Let the owning group read the files (0640, directory 0750), e.g.
+        /// with `--owner :1000` or a Kubernetes fsGroup.
+        #[arg(long)]
+        group_readable: bool,
     },
+}
+
+/// An http(s) URL that fits in OM's bracketed, comma-separated list.
+fn parse_jwks_url(text: &str) -> Result<String, String> {
+    if !(text.starts_with("https://") || text.starts_with("http://")) {
+        return Err(format!("{text:?} is not an http(s) URL"));
+    }
+    if text.contains([',', '[', ']', '\'', '"']) || text.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{text:?} cannot go in AUTHENTICATION_PUBLIC_KEYS (no commas, brackets, quotes or spaces)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `UID`, `UID:GID` or `:GID`, numeric: the user OpenMetadata runs as need not
+/// exist on the machine that exports.
+fn parse_owner(text: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    let id = |part: &str, what: &str| -> Result<Option<u32>, String> {
+        if part.is_empty() {
+            return Ok(None);
+        }
+        part.parse::<u32>().map(Some).map_err(|_| {
+            format!("{what} {part:?} is not a number (give numeric ids, e.g. 1000:1000)")
+        })
+    };
+    let (user, group) = match text.split_once(':') {
+        Some((u, g)) => (id(u, "user id")?, id(g, "group id")?),
+        None => (id(text, "user id")?, None),
+    };
+    if user.is_none() && group.is_none() {
+        return Err("give UID, UID:GID or :GID".into());
+    }
+    Ok((user, group))
 }
 
 /// `keyward import …`
@@ -105,6 +152,21 @@ fn pairs_json(pairs: &[(&str, String)]) -> Value {
     Value::Object(map)
 }
 
+/// OM's `AUTHENTICATION_PUBLIC_KEYS`: OM's own JWKS first (it must stay), then
+/// keyward's, then the others given, each once.
+fn public_keys(om_jwks_url: &str, keyward_jwks_url: &str, others: &[String]) -> String {
+    let mut urls: Vec<&str> = Vec::new();
+    for url in [om_jwks_url, keyward_jwks_url]
+        .into_iter()
+        .chain(others.iter().map(String::as_str))
+    {
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    format!("[{}]", urls.join(","))
+}
+
 /// `keyward export openmetadata`.
 pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), CliError> {
     let ExportCmd::Openmetadata {
@@ -114,7 +176,15 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         key,
         om_dir,
         om_jwks_url,
+        public_key_urls,
+        owner,
+        group_readable,
     } = cmd;
+    let to = Handover {
+        owner: owner.and_then(|(u, _)| u),
+        group: owner.and_then(|(_, g)| g),
+        group_readable: *group_readable,
+    };
     let exported = admin
         .keysets()
         .export_key(pb::ExportKeyRequest {
@@ -123,11 +193,17 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         })
         .await?
         .into_inner();
-    ensure_private_dir(dir)?;
-    let private = dir.join("private_key.der");
-    let public = dir.join("public_key.der");
-    write_private_file(&private, &exported.private_key_pkcs8_der)?;
-    write_private_file(&public, &exported.public_key_spki_der)?;
+    ensure_handover_dir(dir, to)?;
+    write_handover_file(
+        &dir.join("private_key.der"),
+        &exported.private_key_pkcs8_der,
+        to,
+    )?;
+    write_handover_file(
+        &dir.join("public_key.der"),
+        &exported.public_key_spki_der,
+        to,
+    )?;
     let om_base = match om_dir {
         Some(d) => d.clone(),
         None => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
@@ -145,7 +221,7 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         ("JWT_KEY_ID", exported.kid.clone()),
         (
             "AUTHENTICATION_PUBLIC_KEYS",
-            format!("[{om_jwks_url},{}]", exported.jwks_uri),
+            public_keys(om_jwks_url, &exported.jwks_uri, public_key_urls),
         ),
     ];
     let env = format!(
@@ -154,7 +230,7 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         exported.kid,
         env_lines(&pairs)
     );
-    write_private_file(&dir.join("openmetadata.env"), env.as_bytes())?;
+    write_handover_file(&dir.join("openmetadata.env"), env.as_bytes(), to)?;
     match out {
         Output::Json => {
             let mut v = pairs_json(&pairs);
@@ -264,4 +340,38 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_numeric_user_and_group_ids() {
+        assert_eq!(parse_owner("1000"), Ok((Some(1000), None)));
+        assert_eq!(parse_owner("1000:1000"), Ok((Some(1000), Some(1000))));
+        assert_eq!(parse_owner(":1000"), Ok((None, Some(1000))));
+        for bad in ["", ":", "openmetadata", "1000:staff", "-1"] {
+            assert!(parse_owner(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn public_keys_keep_om_first_and_every_url_once() {
+        let keyward = "https://keyward.example.com/keysets/om/jwks.json";
+        let idp = "https://idp.example.com/jwks".to_string();
+        assert_eq!(
+            public_keys(OM_DEFAULT_JWKS_URL, keyward, &[idp.clone(), idp.clone()]),
+            format!("[{OM_DEFAULT_JWKS_URL},{keyward},{idp}]")
+        );
+        assert!(parse_jwks_url(&idp).is_ok());
+        for bad in [
+            "idp.example.com/jwks",
+            "https://a,b",
+            "https://a b",
+            "https://a]",
+        ] {
+            assert!(parse_jwks_url(bad).is_err(), "{bad:?}");
+        }
+    }
 }
