@@ -208,10 +208,12 @@ fn algorithm_of(name: &str) -> Result<Algorithm, Error> {
 }
 
 /// An empty profile means none.
-fn profile_of(name: &str) -> Result<SignProfile, Error> {
+fn profile_of(name: &str, allow_identity_mismatch: bool) -> Result<SignProfile, Error> {
     match name {
         "" => Ok(SignProfile::Plain),
-        "openmetadata" => Ok(SignProfile::OpenMetadata),
+        "openmetadata" => Ok(SignProfile::OpenMetadata {
+            allow_identity_mismatch,
+        }),
         other => Err(Error::invalid(
             "profile",
             format!("{other:?} is not a profile; use openmetadata or leave it empty"),
@@ -393,7 +395,7 @@ impl KeySets for Api {
                 keyset: r.keyset,
                 claims_json: r.claims_json,
                 ttl_seconds: r.ttl_seconds,
-                profile: profile_of(&r.profile)?,
+                profile: profile_of(&r.profile, r.allow_identity_mismatch)?,
                 subject: r.subject,
                 email: r.email,
             })

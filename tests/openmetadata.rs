@@ -587,6 +587,76 @@ async fn openmetadata_profile_tokens(backend: Backend) {
     assert_eq!(mode(&file), 0o600);
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+
+    // A subject and an email naming different OM users: OM would log in as
+    // the email's, so the profile refuses unless forced.
+    let mismatch = |force: bool| {
+        let mut args = vec![
+            "sign",
+            "--keyset",
+            "om",
+            "--profile",
+            "openmetadata",
+            "--subject",
+            "ingestion-bot",
+            "--email",
+            "robot@example.com",
+        ];
+        if force {
+            args.push("--force");
+        }
+        cli(&server, &args)
+    };
+    let refused = mismatch(false);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: INVALID_ARGUMENT") && err.contains("\"robot\" (from email)"),
+        "{err}"
+    );
+    let forced = mismatch(true);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let token = String::from_utf8(forced.stdout).unwrap();
+    assert_eq!(verify(token.trim(), &jwks)["email"], "robot@example.com");
+    let expiry = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        expiry.starts_with("expires ") && expiry.contains("once per run"),
+        "the token's expiry is printed: {expiry}"
+    );
+
+    // Key sets OM cannot verify are refused, naming what OM accepts.
+    for alg in ["PS256", "EdDSA"] {
+        let name = format!("om-{}", alg.to_lowercase());
+        create(&server, &name, alg).await;
+        let err = ks
+            .sign_jwt(pb::SignJwtRequest {
+                keyset: name.clone(),
+                ..om("{}", Some("ingestion-bot"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{alg}");
+        assert!(
+            err.message().contains(alg) && err.message().contains("RS256, RS384, RS512, ES256"),
+            "{}",
+            err.message()
+        );
+    }
+    create(&server, "om-es256", "ES256").await;
+    let es = ks
+        .sign_jwt(pb::SignJwtRequest {
+            keyset: "om-es256".into(),
+            ..om("{}", Some("ingestion-bot"))
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let es_jwks = server.get("/keysets/om-es256/jwks.json", &[]).await.json();
+    assert_eq!(verify(&es.jwt, &es_jwks)["sub"], "ingestion-bot");
     server.stop().await;
 }
 

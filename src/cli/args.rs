@@ -78,6 +78,10 @@ pub enum Command {
         /// Sets `email`.
         #[arg(long)]
         email: Option<String>,
+        /// Under --profile openmetadata: sign even if email and subject name
+        /// different OpenMetadata users (OM logs in as the email's).
+        #[arg(long)]
+        force: bool,
         /// Write the token to FILE atomically (mode 0600) instead of printing it.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,

@@ -151,6 +151,7 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
             profile,
             subject,
             email,
+            force,
             out: out_file,
         } => {
             let signed = admin
@@ -162,9 +163,11 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
                     profile: profile.clone().unwrap_or_default(),
                     subject: subject.clone(),
                     email: email.clone(),
+                    allow_identity_mismatch: *force,
                 })
                 .await?
                 .into_inner();
+            let for_om = profile.as_deref() == Some("openmetadata");
             if let Some(path) = out_file {
                 crate::files::write_private_file(path, format!("{}\n", signed.jwt).as_bytes())?;
                 eprintln!(
@@ -176,7 +179,17 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
                 return Ok(());
             }
             match out {
-                Output::Table => println!("{}", signed.jwt),
+                Output::Table => {
+                    println!("{}", signed.jwt);
+                    if for_om {
+                        // stderr: stdout stays the bare token for pipes.
+                        eprintln!(
+                            "expires {} (kid {}); openmetadata-ingestion reads a token once per run, so a run longer than its life fails",
+                            format_time(signed.expires_at),
+                            signed.kid
+                        );
+                    }
+                }
                 Output::Json => println!(
                     "{}",
                     json!({ "jwt": signed.jwt, "kid": signed.kid, "expires_at": format_time(signed.expires_at) })

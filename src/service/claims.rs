@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{Error, Result};
+use crate::{Error, Result, crypto::keys::Algorithm};
 
 /// Which claim rules a signing request follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -12,17 +12,93 @@ pub enum SignProfile {
     #[default]
     Plain,
     /// Tokens OpenMetadata accepts.
-    OpenMetadata,
+    OpenMetadata {
+        /// Sign even when the claims name different OpenMetadata users
+        /// (`--force`): for an OM whose principal claims are not the default.
+        allow_identity_mismatch: bool,
+    },
 }
 
 impl SignProfile {
-    /// Checks (and completes) `claims` under this profile.
-    pub fn apply(self, claims: &mut Map<String, Value>) -> Result<()> {
+    /// Checks (and completes) `claims` under this profile, for a token signed
+    /// with `alg`.
+    pub fn apply(self, claims: &mut Map<String, Value>, alg: Algorithm) -> Result<()> {
         match self {
             Self::Plain => Ok(()),
-            Self::OpenMetadata => check_om_claims(claims),
+            Self::OpenMetadata {
+                allow_identity_mismatch,
+            } => {
+                check_om_algorithm(alg)?;
+                check_om_claims(claims)?;
+                if !allow_identity_mismatch {
+                    check_om_identity(claims)?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The algorithms keyward signs with that OpenMetadata's
+/// `tokenValidationAlgorithm` can name (it also allows ES512, which keyward
+/// does not sign with). OM verifies every token with that one algorithm.
+pub const OM_ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::Rs256,
+    Algorithm::Rs384,
+    Algorithm::Rs512,
+    Algorithm::Es256,
+    Algorithm::Es384,
+];
+
+fn check_om_algorithm(alg: Algorithm) -> Result<()> {
+    if OM_ALGORITHMS.contains(&alg) {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "the key set signs with {alg}, which OpenMetadata cannot verify: its \
+         tokenValidationAlgorithm is one of RS256, RS384, RS512, ES256, ES384, ES512 \
+         (RS256 by default); sign with a key set of that algorithm"
+    )))
+}
+
+/// The OpenMetadata user a claim value names: OM takes the part before `@`,
+/// lower-cased.
+pub fn om_user_name(value: &str) -> String {
+    value
+        .split_once('@')
+        .map_or(value, |(local, _)| local)
+        .to_lowercase()
+}
+
+/// OpenMetadata logs a token in as the user named by the first of `email`,
+/// `preferred_username`, `sub` that is present (its default
+/// `jwtPrincipalClaims`); newer releases with `AUTHENTICATION_EMAIL_CLAIM` set
+/// look the user up by email instead. A token whose claims name different users
+/// logs in as someone the signer may not expect: refuse it, naming both.
+pub fn check_om_identity(claims: &Map<String, Value>) -> Result<()> {
+    let named: Vec<(&str, String)> = ["email", "preferred_username", "sub"]
+        .into_iter()
+        .filter_map(|claim| {
+            let value = claims.get(claim)?.as_str()?;
+            Some((claim, om_user_name(value)))
+        })
+        .collect();
+    let Some((first_claim, user)) = named.first() else {
+        return Ok(());
+    };
+    if let Some((claim, other)) = named.iter().find(|(_, name)| name != user) {
+        return Err(Error::invalid(
+            "email",
+            format!(
+                "OpenMetadata would log this token in as {user:?} (from {first_claim}), \
+                 not {other:?} (from {claim}): it takes the user from the first of email, \
+                 preferred_username, sub, and by email where AUTHENTICATION_EMAIL_CLAIM is \
+                 set. Give an email whose part before '@' is the subject (e.g. \
+                 {other}@example.com), or force it"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Sets `sub` and `email` from the request's fields, refusing a conflict with
@@ -123,7 +199,7 @@ mod tests {
     #[test]
     fn plain_takes_claims_as_given() {
         let mut c = claims(json!({"isBot": true}));
-        SignProfile::Plain.apply(&mut c).unwrap();
+        SignProfile::Plain.apply(&mut c, Algorithm::EdDsa).unwrap();
         assert_eq!(Value::Object(c), json!({"isBot": true}));
     }
 
@@ -139,15 +215,62 @@ mod tests {
             (json!({}), "subject"),
             (json!({"sub": "bot", "email": "no-at-sign"}), "email"),
         ] {
-            let err = SignProfile::OpenMetadata
-                .apply(&mut claims(bad.clone()))
+            let err = OM
+                .apply(&mut claims(bad.clone()), Algorithm::Rs256)
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with(&format!("invalid {field}")), "{bad}: {err}");
         }
-        let mut ok = claims(json!({"sub": "ingestion-bot", "email": "bot@example.com"}));
-        SignProfile::OpenMetadata.apply(&mut ok).unwrap();
+        let mut ok = claims(json!({"sub": "ingestion-bot", "email": "Ingestion-Bot@example.com"}));
+        OM.apply(&mut ok, Algorithm::Rs256).unwrap();
         assert_eq!(ok["preferred_username"], "ingestion-bot");
+    }
+
+    const OM: SignProfile = SignProfile::OpenMetadata {
+        allow_identity_mismatch: false,
+    };
+
+    #[test]
+    fn openmetadata_refuses_claims_naming_different_users_unless_forced() {
+        let bad = json!({"sub": "ingestion-bot", "email": "robot@example.com"});
+        let err = OM
+            .apply(&mut claims(bad.clone()), Algorithm::Rs256)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"robot\" (from email)")
+                && err.contains("\"ingestion-bot\" (from preferred_username)"),
+            "{err}"
+        );
+        let forced = SignProfile::OpenMetadata {
+            allow_identity_mismatch: true,
+        };
+        forced.apply(&mut claims(bad), Algorithm::Rs256).unwrap();
+        let named = json!({"sub": "a", "preferred_username": "b"});
+        assert!(OM.apply(&mut claims(named), Algorithm::Rs256).is_err());
+        assert_eq!(om_user_name("Bot.One@Example.com"), "bot.one");
+        assert_eq!(om_user_name("admin"), "admin");
+    }
+
+    #[test]
+    fn openmetadata_signs_only_with_algorithms_om_verifies() {
+        for alg in [
+            Algorithm::Ps256,
+            Algorithm::Ps384,
+            Algorithm::Ps512,
+            Algorithm::EdDsa,
+        ] {
+            let err = OM
+                .apply(&mut claims(json!({"sub": "bot"})), alg)
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::FailedPrecondition(m) if m.contains("RS256, RS384, RS512, ES256, ES384, ES512")),
+                "{alg}: {err}"
+            );
+        }
+        for alg in OM_ALGORITHMS {
+            OM.apply(&mut claims(json!({"sub": "bot"})), alg).unwrap();
+        }
     }
 
     #[test]

@@ -904,8 +904,8 @@ impl Service {
             }
         }
         claims::apply_subject_and_email(&mut claims, req.subject.as_deref(), req.email.as_deref())?;
-        req.profile.apply(&mut claims)?;
         let row = self.keyset_row(&req.keyset).await?;
+        req.profile.apply(&mut claims, row.algorithm)?;
         self.sign_claims(&row, claims, req.ttl_seconds).await
     }
 
