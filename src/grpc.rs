@@ -277,6 +277,8 @@ fn client_pb(c: Client) -> pb::Client {
         token_ttl_seconds: c.token_ttl,
         audience: c.audience,
         allowed_scopes: c.allowed_scopes,
+        token_subject: c.token_subject,
+        token_email: c.token_email,
     }
 }
 
@@ -463,6 +465,8 @@ impl Clients for Api {
             token_ttl: r.token_ttl_seconds,
             audience: r.audience,
             allowed_scopes: r.allowed_scopes.map(|s| s.values),
+            token_subject: r.token_subject,
+            token_email: r.token_email,
         };
         let outcome = self.service.put_client(&r.id, patch).await?;
         ok(pb::PutClientResponse {

@@ -1014,11 +1014,110 @@ async fn client_env_for_openmetadata(backend: Backend) {
     server.stop().await;
 }
 
+/// A client's tokens log in to OpenMetadata as the user OM has: its bot is
+/// `ingestion-bot`, not the client id, and OM reads `email` first.
+async fn client_tokens_carry_the_openmetadata_identity(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let secret = "ingestion-secret-0123456789";
+    let put = cli(
+        &server,
+        &[
+            "--output",
+            "json",
+            "client",
+            "put",
+            "ingestion",
+            "--token-keyset",
+            "default",
+            "--token-subject",
+            "ingestion-bot",
+            "--token-email",
+            "ingestion-bot@example.com",
+        ],
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&put.stdout).unwrap();
+    assert_eq!(shown["token_subject"], "ingestion-bot", "{shown}");
+    assert_eq!(shown["token_email"], "ingestion-bot@example.com");
+    let mut cl = server.clients();
+    cl.rotate_client_secret(pb::RotateClientSecretRequest {
+        id: "ingestion".into(),
+        grace_seconds: Some(0),
+        secret: Some(secret.into()),
+    })
+    .await
+    .unwrap();
+
+    let token_url = format!("{}/oauth2/token", server.http_url);
+    let grant = form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", "ingestion"),
+        ("client_secret", secret),
+    ]);
+    let r = http_post(&token_url, &[FORM], &grant).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let jwks = server.get("/.well-known/jwks.json", &[]).await.json();
+    let claims = verify(r.json()["access_token"].as_str().unwrap(), &jwks);
+    assert_eq!(claims["sub"], "ingestion-bot");
+    assert_eq!(claims["preferred_username"], "ingestion-bot");
+    assert_eq!(claims["email"], "ingestion-bot@example.com");
+    assert_eq!(claims["client_id"], "ingestion");
+
+    // An email naming another OM user, or no address at all, is refused and
+    // changes nothing.
+    for (email, why) in [
+        ("robot@example.com", "names the OpenMetadata user \"robot\""),
+        ("not-an-address", "not an address"),
+    ] {
+        let err = cl
+            .put_client(pb::PutClientRequest {
+                id: "ingestion".into(),
+                token_email: Some(email.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{email}");
+        assert!(err.message().contains(why), "{}", err.message());
+    }
+    let kept = cl
+        .get_client(pb::GetClientRequest {
+            id: "ingestion".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.token_email, "ingestion-bot@example.com");
+
+    // Cleared, tokens fall back to the client id and carry no email.
+    cl.put_client(pb::PutClientRequest {
+        id: "ingestion".into(),
+        token_subject: Some(String::new()),
+        token_email: Some(String::new()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = http_post(&token_url, &[FORM], &grant).await;
+    let claims = verify(r.json()["access_token"].as_str().unwrap(), &jwks);
+    assert_eq!(claims["sub"], "ingestion");
+    assert!(claims.get("email").is_none() && claims.get("preferred_username").is_none());
+    server.stop().await;
+}
+
 both_backends!(
     export_writes_what_openmetadata_reads,
     import_an_openssl_key_keeping_its_kid,
     openmetadata_profile_tokens,
     client_credentials_grant,
+    client_tokens_carry_the_openmetadata_identity,
     client_env_for_openmetadata,
 );
 

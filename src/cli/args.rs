@@ -241,6 +241,14 @@ pub enum ClientCmd {
         /// Scope it may request at the token endpoint (repeatable); replaces the stored ones.
         #[arg(long = "allowed-scope")]
         allowed_scopes: Vec<String>,
+        /// The OpenMetadata user its tokens log in as: their `sub` and
+        /// `preferred_username` (default: the client id; "" clears it).
+        #[arg(long, value_name = "NAME")]
+        token_subject: Option<String>,
+        /// `email` of its tokens; OpenMetadata looks the user up by it first,
+        /// so its part before '@' must be the token subject ("" clears it).
+        #[arg(long, value_name = "EMAIL")]
+        token_email: Option<String>,
     },
     /// Print a client's settings as another system's configuration.
     #[command(subcommand)]

@@ -289,6 +289,8 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             token_ttl,
             audience,
             allowed_scopes,
+            token_subject,
+            token_email,
         } => {
             let labels = if labels.is_empty() {
                 None
@@ -328,6 +330,8 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
                     allowed_scopes: (!allowed_scopes.is_empty()).then(|| pb::StringList {
                         values: allowed_scopes.clone(),
                     }),
+                    token_subject: token_subject.clone(),
+                    token_email: token_email.clone(),
                 })
                 .await?
                 .into_inner();

@@ -174,6 +174,8 @@ pub(crate) fn client_json(c: &pb::Client) -> Value {
         "token_ttl": format_duration(c.token_ttl_seconds),
         "audience": c.audience,
         "allowed_scopes": c.allowed_scopes,
+        "token_subject": c.token_subject,
+        "token_email": c.token_email,
     })
 }
 

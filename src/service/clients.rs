@@ -52,6 +52,10 @@ pub struct Client {
     pub audience: String,
     /// Scopes it may request at the token endpoint.
     pub allowed_scopes: Vec<String>,
+    /// `sub` and `preferred_username` of its tokens; empty: the client id.
+    pub token_subject: String,
+    /// `email` of its tokens; empty for none.
+    pub token_email: String,
 }
 
 /// `PutClient`'s input: `None` keeps the stored value (or takes the default on
@@ -80,6 +84,10 @@ pub struct ClientPatch {
     pub audience: Option<String>,
     /// Scopes it may request (replaces all).
     pub allowed_scopes: Option<Vec<String>>,
+    /// `sub` and `preferred_username` of its tokens; empty clears it.
+    pub token_subject: Option<String>,
+    /// `email` of its tokens; empty clears it.
+    pub token_email: Option<String>,
 }
 
 /// Default lifetime of client-credentials tokens.
@@ -146,6 +154,8 @@ impl Service {
             token_ttl: model::secs_u64(row.token_ttl),
             audience: row.audience,
             allowed_scopes: serde_json::from_str(&row.allowed_scopes).map_err(Error::internal)?,
+            token_subject: row.token_subject,
+            token_email: row.token_email,
         })
     }
 
@@ -240,6 +250,8 @@ impl Service {
             token_ttl: model::secs_i64(DEFAULT_CLIENT_TOKEN_TTL),
             audience: String::new(),
             allowed_scopes: "[]".into(),
+            token_subject: String::new(),
+            token_email: String::new(),
         };
         let (secret, generated) = match &patch.secret {
             Some(given) => (given.clone(), false),
@@ -492,6 +504,27 @@ fn validate_patch(patch: ClientPatch) -> Result<ClientPatch> {
     if patch.audience.as_ref().is_some_and(|a| a.len() > 1024) {
         return Err(Error::invalid("audience", "at most 1024 characters"));
     }
+    if let Some(subject) = patch.token_subject.as_deref()
+        && (subject.len() > 256 || subject.chars().any(char::is_control))
+    {
+        return Err(Error::invalid(
+            "token_subject",
+            "at most 256 characters, no control characters",
+        ));
+    }
+    if let Some(email) = patch.token_email.as_deref().filter(|e| !e.is_empty()) {
+        let well_formed = email.len() <= 254
+            && !email.chars().any(|c| c.is_control() || c.is_whitespace())
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.contains('@')
+            });
+        if !well_formed {
+            return Err(Error::invalid(
+                "token_email",
+                format!("{email:?} is not an address like name@example.com"),
+            ));
+        }
+    }
     if let Some(labels) = &patch.labels
         && (labels.len() > 64
             || labels
@@ -538,6 +571,31 @@ fn apply_patch(mut row: ClientRow, patch: ClientPatch, now: i64) -> Result<Clien
     }
     if let Some(v) = patch.allowed_scopes {
         row.allowed_scopes = serde_json::to_string(&v).map_err(Error::internal)?;
+    }
+    if let Some(v) = patch.token_subject {
+        row.token_subject = v;
+    }
+    if let Some(v) = patch.token_email {
+        row.token_email = v;
+    }
+    // OpenMetadata logs a token in as the user its email names: a subject
+    // naming someone else would be a silent surprise.
+    if !row.token_subject.is_empty() && !row.token_email.is_empty() {
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), row.token_subject.clone().into());
+        claims.insert("email".into(), row.token_email.clone().into());
+        super::claims::check_om_identity(&claims).map_err(|_| {
+            Error::invalid(
+                "token_email",
+                format!(
+                    "{:?} names the OpenMetadata user {:?}, not the token subject {:?}: \
+                         OpenMetadata logs tokens in by email first",
+                    row.token_email,
+                    super::claims::om_user_name(&row.token_email),
+                    row.token_subject
+                ),
+            )
+        })?;
     }
     if let Some(v) = patch.display_name {
         row.display_name = v;

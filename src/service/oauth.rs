@@ -159,7 +159,20 @@ impl Service {
         let jti = b64url(&random::bytes::<16>());
         let mut claims = Map::new();
         claims.insert("iss".into(), Value::String(self.issuer.clone()));
-        claims.insert("sub".into(), Value::String(client.id.clone()));
+        // The OpenMetadata identity the client asserts, if it has one: OM
+        // loads the user named by email, else preferred_username, else sub.
+        if client.token_subject.is_empty() {
+            claims.insert("sub".into(), Value::String(client.id.clone()));
+        } else {
+            claims.insert("sub".into(), Value::String(client.token_subject.clone()));
+            claims.insert(
+                "preferred_username".into(),
+                Value::String(client.token_subject.clone()),
+            );
+        }
+        if !client.token_email.is_empty() {
+            claims.insert("email".into(), Value::String(client.token_email.clone()));
+        }
         claims.insert("client_id".into(), Value::String(client.id.clone()));
         if !client.audience.is_empty() {
             claims.insert("aud".into(), Value::String(client.audience.clone()));

@@ -274,6 +274,10 @@ pub struct ClientRow {
     pub audience: String,
     /// Scopes it may request, as a JSON array.
     pub allowed_scopes: String,
+    /// `sub` and `preferred_username` of its tokens; empty: the client id.
+    pub token_subject: String,
+    /// `email` of its tokens; empty for none.
+    pub token_email: String,
 }
 
 /// One version of a client secret, sealed.

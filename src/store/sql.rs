@@ -621,8 +621,8 @@ macro_rules! impl_store {
                 sqlx::query(
                     "INSERT INTO clients (id, display_name, discovery_uri, callback_url, scopes, \
                      auth_method, labels, secret_version, created_at, updated_at, token_keyset, \
-                     token_ttl, audience, allowed_scopes) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     token_ttl, audience, allowed_scopes, token_subject, token_email) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 )
                 .bind(&client.id)
                 .bind(&client.display_name)
@@ -638,6 +638,8 @@ macro_rules! impl_store {
                 .bind(client.token_ttl)
                 .bind(&client.audience)
                 .bind(&client.allowed_scopes)
+                .bind(&client.token_subject)
+                .bind(&client.token_email)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -654,7 +656,7 @@ macro_rules! impl_store {
                     "UPDATE clients SET display_name = $1, discovery_uri = $2, \
                      callback_url = $3, scopes = $4, auth_method = $5, labels = $6, \
                      updated_at = $7, token_keyset = $8, token_ttl = $9, audience = $10, \
-                     allowed_scopes = $11 WHERE id = $12",
+                     allowed_scopes = $11, token_subject = $12, token_email = $13 WHERE id = $14",
                 )
                 .bind(&client.display_name)
                 .bind(&client.discovery_uri)
@@ -667,6 +669,8 @@ macro_rules! impl_store {
                 .bind(client.token_ttl)
                 .bind(&client.audience)
                 .bind(&client.allowed_scopes)
+                .bind(&client.token_subject)
+                .bind(&client.token_email)
                 .bind(&client.id)
                 .execute(&self.pool)
                 .await?;
