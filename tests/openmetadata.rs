@@ -992,9 +992,113 @@ async fn client_env_for_openmetadata(backend: Backend) {
         "OIDC_CALLBACK=https://om.example.com/callback",
         "OIDC_SCOPE='openid email profile'",
         "OIDC_CLIENT_AUTH_METHOD=client_secret_post",
+        "OIDC_SERVER_URL=https://om.example.com",
+        "CUSTOM_OIDC_AUTHENTICATION_PROVIDER_NAME=openmetadata",
     ] {
         assert!(env.lines().any(|l| l == line), "{line} missing in\n{env}");
     }
+    let named = cli(
+        &server,
+        &[
+            "--output",
+            "json",
+            "client",
+            "env",
+            "openmetadata",
+            "openmetadata",
+            "--server-url",
+            "https://catalog.example.com/",
+            "--provider-name",
+            "Keycloak",
+        ],
+    );
+    let named: Value = serde_json::from_slice(&named.stdout).unwrap();
+    assert_eq!(named["OIDC_SERVER_URL"], "https://catalog.example.com");
+    assert_eq!(
+        named["CUSTOM_OIDC_AUTHENTICATION_PROVIDER_NAME"],
+        "Keycloak"
+    );
+
+    // --ingestion: the workflow's server config. Current clients read a token
+    // file; the sign command that refreshes it uses the client's identity.
+    cli(
+        &server,
+        &[
+            "client",
+            "put",
+            "openmetadata",
+            "--token-keyset",
+            "default",
+            "--token-subject",
+            "ingestion-bot",
+            "--token-email",
+            "ingestion-bot@example.com",
+        ],
+    );
+    let yaml = cli(
+        &server,
+        &[
+            "client",
+            "env",
+            "openmetadata",
+            "openmetadata",
+            "--ingestion",
+        ],
+    );
+    assert!(
+        yaml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&yaml.stderr)
+    );
+    let yaml = String::from_utf8(yaml.stdout).unwrap();
+    for line in [
+        "workflowConfig:",
+        "  openMetadataServerConfig:",
+        "    hostPort: \"https://om.example.com/api\"",
+        "    authProvider: \"openmetadata\"",
+        "    securityConfig:",
+        "      jwtToken: \"/etc/openmetadata/ingestion.jwt\"",
+        "# keyward sign --keyset default --profile openmetadata --subject ingestion-bot --email ingestion-bot@example.com --ttl 2h --out /etc/openmetadata/ingestion.jwt",
+    ] {
+        assert!(yaml.lines().any(|l| l == line), "{line} missing in\n{yaml}");
+    }
+    assert!(
+        !yaml.contains(&generated),
+        "the jwt-token form carries no secret"
+    );
+    let legacy = |extra: &[&str]| {
+        let mut args = vec![
+            "--output",
+            "json",
+            "client",
+            "env",
+            "openmetadata",
+            "openmetadata",
+            "--ingestion=client-credentials",
+        ];
+        args.extend_from_slice(extra);
+        cli(&server, &args)
+    };
+    let no_endpoint = legacy(&[]);
+    assert_eq!(no_endpoint.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_endpoint.stderr).contains("--token-endpoint"));
+    let old = legacy(&[
+        "--token-endpoint",
+        "https://keyward.example.com/oauth2/token",
+    ]);
+    assert!(
+        old.status.success(),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    let old: Value = serde_json::from_slice(&old.stdout).unwrap();
+    assert_eq!(old["authProvider"], "custom-oidc");
+    assert_eq!(old["securityConfig"]["clientId"], "openmetadata");
+    assert_eq!(old["securityConfig"]["secretKey"], generated.as_str());
+    assert_eq!(
+        old["securityConfig"]["tokenEndpoint"],
+        "https://keyward.example.com/oauth2/token"
+    );
     let json_env = cli(
         &server,
         &[

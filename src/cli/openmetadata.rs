@@ -111,11 +111,56 @@ pub enum ImportCmd {
 /// `keyward client env …`
 #[derive(Subcommand, Debug)]
 pub enum EnvCmd {
-    /// The OIDC_* / AUTHENTICATION_* lines of OM's confidential custom-OIDC setup.
+    /// The OIDC_* / AUTHENTICATION_* lines of OM's confidential custom-OIDC
+    /// setup, or with --ingestion the ingestion workflow's server config.
     Openmetadata {
         /// Client id.
         id: String,
+        /// OpenMetadata's external URL (OIDC_SERVER_URL, where OM sends users
+        /// after login; ingestion's hostPort) [default: the callback URL's origin]
+        #[arg(long, value_name = "URL")]
+        server_url: Option<String>,
+        /// The name on OM's login button (CUSTOM_OIDC_AUTHENTICATION_PROVIDER_NAME)
+        /// [default: the client's display name, or its id]
+        #[arg(long, value_name = "NAME")]
+        provider_name: Option<String>,
+        /// Print the ingestion workflow's `openMetadataServerConfig` instead:
+        /// `--ingestion` or `--ingestion=jwt-token` (openmetadata-ingestion 1.3
+        /// and later: a token file `keyward sign --out` refreshes), or
+        /// `--ingestion=client-credentials` (openmetadata-ingestion 1.2.x and
+        /// earlier only).
+        #[arg(
+            long,
+            value_enum,
+            value_name = "FORM",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "jwt-token"
+        )]
+        ingestion: Option<IngestionForm>,
+        /// With --ingestion (jwt-token): the token file the workflow reads.
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/openmetadata/ingestion.jwt"
+        )]
+        jwt_token_file: String,
+        /// With --ingestion client-credentials: keyward's token endpoint,
+        /// e.g. https://keyward.example.com/oauth2/token.
+        #[arg(long, value_name = "URL")]
+        token_endpoint: Option<String>,
     },
+}
+
+/// How an ingestion workflow authenticates to OpenMetadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngestionForm {
+    /// `authProvider: openmetadata` with `securityConfig.jwtToken`: the only
+    /// form openmetadata-ingestion 1.3 and later accept.
+    JwtToken,
+    /// `authProvider: custom-oidc` with clientId, secretKey, tokenEndpoint:
+    /// openmetadata-ingestion 1.2.x and earlier.
+    ClientCredentials,
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
@@ -286,14 +331,44 @@ fn authority_of(discovery_uri: &str) -> String {
         .to_string()
 }
 
+/// `scheme://host[:port]` of a URL, if it has one.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+}
+
 /// `keyward client env openmetadata ID`.
 pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), CliError> {
-    let EnvCmd::Openmetadata { id } = cmd;
+    let EnvCmd::Openmetadata {
+        id,
+        server_url,
+        provider_name,
+        ingestion,
+        jwt_token_file,
+        token_endpoint,
+    } = cmd;
     let mut api = admin.clients();
     let client = api
         .get_client(pb::GetClientRequest { id: id.clone() })
         .await?
         .into_inner();
+    let server_url = server_url
+        .clone()
+        .or_else(|| origin_of(&client.callback_url))
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(form) = ingestion {
+        return ingestion_config(
+            admin,
+            out,
+            &client,
+            *form,
+            server_url,
+            jwt_token_file,
+            token_endpoint.as_deref(),
+        )
+        .await;
+    }
     let secret = api
         .get_client_secret(pb::GetClientSecretRequest {
             id: id.clone(),
@@ -306,8 +381,16 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
     } else {
         client.scopes.join(" ")
     };
+    let provider_name = provider_name.clone().unwrap_or_else(|| {
+        if client.display_name.is_empty() {
+            client.id.clone()
+        } else {
+            client.display_name.clone()
+        }
+    });
     let pairs = [
         ("AUTHENTICATION_PROVIDER", "custom-oidc".to_string()),
+        ("CUSTOM_OIDC_AUTHENTICATION_PROVIDER_NAME", provider_name),
         ("AUTHENTICATION_CLIENT_TYPE", "confidential".to_string()),
         ("AUTHENTICATION_CLIENT_ID", client.id.clone()),
         (
@@ -321,6 +404,7 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
         ("OIDC_SCOPE", scope),
         ("OIDC_DISCOVERY_URI", client.discovery_uri.clone()),
         ("OIDC_CALLBACK", client.callback_url.clone()),
+        ("OIDC_SERVER_URL", server_url.clone().unwrap_or_default()),
         ("OIDC_CLIENT_AUTH_METHOD", client.auth_method.clone()),
         ("OIDC_RESPONSE_TYPE", "code".to_string()),
         ("OIDC_PREFERRED_JWS", "RS256".to_string()),
@@ -328,6 +412,11 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
     match out {
         Output::Json => println!("{}", pairs_json(&pairs)),
         Output::Table => print!("{}", env_lines(&pairs)),
+    }
+    if server_url.is_none() {
+        eprintln!(
+            "warning: OIDC_SERVER_URL is empty: give --server-url (OpenMetadata's external URL); unset, OM sends users to http://localhost:8585 after login"
+        );
     }
     if client.discovery_uri.is_empty() || client.callback_url.is_empty() {
         eprintln!(
@@ -342,9 +431,128 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
     Ok(())
 }
 
+/// `keyward client env openmetadata ID --ingestion[=FORM]`: the
+/// `workflowConfig.openMetadataServerConfig` block of an ingestion workflow.
+async fn ingestion_config(
+    admin: &Admin,
+    out: Output,
+    client: &pb::Client,
+    form: IngestionForm,
+    server_url: Option<String>,
+    token_file: &str,
+    token_endpoint: Option<&str>,
+) -> Result<(), CliError> {
+    let server_url = server_url.ok_or_else(|| {
+        CliError::usage("give --server-url: OpenMetadata's URL, which the workflow calls")
+    })?;
+    let host_port = format!("{server_url}/api");
+    let (config, note) = match form {
+        IngestionForm::JwtToken => {
+            let subject = if client.token_subject.is_empty() {
+                "ingestion-bot"
+            } else {
+                client.token_subject.as_str()
+            };
+            let email = if client.token_email.is_empty() {
+                format!("{subject}@example.com")
+            } else {
+                client.token_email.clone()
+            };
+            let keyset = if client.token_keyset.is_empty() {
+                "om"
+            } else {
+                client.token_keyset.as_str()
+            };
+            let config = serde_json::json!({
+                "hostPort": host_port,
+                "authProvider": "openmetadata",
+                "securityConfig": { "jwtToken": token_file },
+            });
+            let note = format!(
+                "openmetadata-ingestion 1.3 and later. The workflow reads {token_file} once per run; \
+                 keep it fresh, with a lifetime longer than the longest run:\n\
+                 keyward sign --keyset {keyset} --profile openmetadata --subject {subject} --email {email} --ttl 2h --out {token_file}"
+            );
+            (config, note)
+        }
+        IngestionForm::ClientCredentials => {
+            let endpoint = token_endpoint.ok_or_else(|| {
+                CliError::usage("give --token-endpoint: keyward's token endpoint, e.g. https://keyward.example.com/oauth2/token")
+            })?;
+            if client.token_keyset.is_empty() {
+                return Err(CliError::usage(format!(
+                    "client {} issues no tokens: set `keyward client put {} --token-keyset KEYSET`",
+                    client.id, client.id
+                )));
+            }
+            let secret = admin
+                .clients()
+                .get_client_secret(pb::GetClientSecretRequest {
+                    id: client.id.clone(),
+                    version: None,
+                })
+                .await?
+                .into_inner();
+            let config = serde_json::json!({
+                "hostPort": host_port,
+                "authProvider": "custom-oidc",
+                "securityConfig": {
+                    "clientId": client.id,
+                    "secretKey": secret.secret,
+                    "tokenEndpoint": endpoint,
+                },
+            });
+            let note = "openmetadata-ingestion 1.2.x and earlier only: 1.3 removed the custom-oidc provider (use --ingestion)".to_string();
+            (config, note)
+        }
+    };
+    match out {
+        Output::Json => println!("{config}"),
+        Output::Table => {
+            for line in note.lines() {
+                println!("# {line}");
+            }
+            print!("{}", ingestion_yaml(&config));
+        }
+    }
+    Ok(())
+}
+
+/// The block as YAML under `workflowConfig.openMetadataServerConfig`. The
+/// values are URLs, paths, ids and secrets: each is written as a quoted
+/// string, which YAML reads back verbatim.
+fn ingestion_yaml(config: &Value) -> String {
+    fn quoted(v: &Value) -> String {
+        // A JSON string literal is a valid YAML double-quoted scalar.
+        v.to_string()
+    }
+    let mut yaml = String::from("workflowConfig:\n  openMetadataServerConfig:\n");
+    for key in ["hostPort", "authProvider"] {
+        yaml.push_str(&format!("    {key}: {}\n", quoted(&config[key])));
+    }
+    yaml.push_str("    securityConfig:\n");
+    if let Some(security) = config["securityConfig"].as_object() {
+        for (key, value) in security {
+            yaml.push_str(&format!("      {key}: {}\n", quoted(value)));
+        }
+    }
+    yaml
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_url_defaults_to_the_callback_origin() {
+        assert_eq!(
+            origin_of("https://om.example.com:8443/callback?x=1").as_deref(),
+            Some("https://om.example.com:8443")
+        );
+        assert_eq!(origin_of("http://om/").as_deref(), Some("http://om"));
+        assert_eq!(origin_of(""), None);
+        assert_eq!(origin_of("om.example.com/callback"), None);
+    }
 
     #[test]
     fn owners_are_numeric_user_and_group_ids() {
