@@ -146,9 +146,8 @@ fn the_docs_set_what_the_chart_needs_to_inject_oidc_and_jwt_settings() {
 
 #[test]
 fn the_yaml_reader_reads_paths_and_skips_list_items() {
-    let paths = key_paths(
-        "a:\n  b: 1 # note\n  list:\n  - x: 1\n    y: 2\n  - z\n  c: {}\nd: two\n",
-    );
+    let paths =
+        key_paths("a:\n  b: 1 # note\n  list:\n  - x: 1\n    y: 2\n  - z\n  c: {}\nd: two\n");
     let keys: Vec<&str> = paths.keys().map(String::as_str).collect();
     assert_eq!(keys, ["a", "a.b", "a.c", "a.list", "d"]);
     assert_eq!(paths["a.b"], "1");

@@ -388,7 +388,7 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
             client.display_name.clone()
         }
     });
-    let pairs = [
+    let mut pairs = vec![
         ("AUTHENTICATION_PROVIDER", "custom-oidc".to_string()),
         ("CUSTOM_OIDC_AUTHENTICATION_PROVIDER_NAME", provider_name),
         ("AUTHENTICATION_CLIENT_TYPE", "confidential".to_string()),
@@ -404,18 +404,22 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
         ("OIDC_SCOPE", scope),
         ("OIDC_DISCOVERY_URI", client.discovery_uri.clone()),
         ("OIDC_CALLBACK", client.callback_url.clone()),
-        ("OIDC_SERVER_URL", server_url.clone().unwrap_or_default()),
         ("OIDC_CLIENT_AUTH_METHOD", client.auth_method.clone()),
         ("OIDC_RESPONSE_TYPE", "code".to_string()),
         ("OIDC_PREFERRED_JWS", "RS256".to_string()),
     ];
+    // Unknown, it is left out: an empty OIDC_SERVER_URL would replace OM's
+    // default with nothing.
+    if let Some(url) = &server_url {
+        pairs.push(("OIDC_SERVER_URL", url.clone()));
+    }
     match out {
         Output::Json => println!("{}", pairs_json(&pairs)),
         Output::Table => print!("{}", env_lines(&pairs)),
     }
     if server_url.is_none() {
         eprintln!(
-            "warning: OIDC_SERVER_URL is empty: give --server-url (OpenMetadata's external URL); unset, OM sends users to http://localhost:8585 after login"
+            "warning: no OIDC_SERVER_URL: give --server-url (OpenMetadata's external URL) or a callback URL; unset, OM sends users to http://localhost:8585 after login"
         );
     }
     if client.discovery_uri.is_empty() || client.callback_url.is_empty() {

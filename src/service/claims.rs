@@ -63,7 +63,7 @@ fn check_om_algorithm(alg: Algorithm) -> Result<()> {
 
 /// The OpenMetadata user a claim value names: OM takes the part before `@`,
 /// lower-cased.
-pub fn om_user_name(value: &str) -> String {
+pub(crate) fn om_user_name(value: &str) -> String {
     value
         .split_once('@')
         .map_or(value, |(local, _)| local)
@@ -75,7 +75,7 @@ pub fn om_user_name(value: &str) -> String {
 /// `jwtPrincipalClaims`); newer releases with `AUTHENTICATION_EMAIL_CLAIM` set
 /// look the user up by email instead. A token whose claims name different users
 /// logs in as someone the signer may not expect: refuse it, naming both.
-pub fn check_om_identity(claims: &Map<String, Value>) -> Result<()> {
+fn check_om_identity(claims: &Map<String, Value>) -> Result<()> {
     let named: Vec<(&str, String)> = ["email", "preferred_username", "sub"]
         .into_iter()
         .filter_map(|claim| {
