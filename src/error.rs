@@ -19,6 +19,8 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// Missing or wrong credentials. gRPC `UNAUTHENTICATED`, HTTP 401.
     Unauthenticated,
+    /// Valid credentials without the right. gRPC `PERMISSION_DENIED`, HTTP 403.
+    PermissionDenied,
     /// Stored ciphertext does not open. gRPC `DATA_LOSS`, HTTP 500.
     DataLoss,
     /// The database cannot be reached. gRPC `UNAVAILABLE`, HTTP 503.
@@ -52,6 +54,10 @@ pub enum Error {
     /// Missing or wrong credentials. gRPC `UNAUTHENTICATED`, HTTP 401.
     #[error("missing or invalid credentials")]
     Unauthenticated,
+    /// A valid token without the right for this call; says which role or scope
+    /// it would need. gRPC `PERMISSION_DENIED`, HTTP 403.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Stored ciphertext failed to decrypt (wrong key, tampering or a row copied
     /// elsewhere). The row is logged where this is raised; the caller gets a
     /// generic message. gRPC `DATA_LOSS`, HTTP 500.
@@ -87,6 +93,7 @@ impl Error {
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Unauthenticated => ErrorKind::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::DataLoss => ErrorKind::DataLoss,
             Self::Unavailable => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,

@@ -7,15 +7,15 @@ use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     Error,
+    access::{Grant, Method},
     crypto::keys::Algorithm,
-    crypto::{secrets_equal, sha256},
     error::ErrorKind,
     model::{self, KeyState},
     rotation::Cadence,
     secret::SecretString,
     service::{
-        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, PageRequest, PolicyInput,
-        RotationEvent, Service, SignProfile, SignRequest, Transition,
+        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, NewToken, PageRequest, PolicyInput,
+        RotationEvent, Service, SignProfile, SignRequest, TokenInfo, Transition,
     },
 };
 
@@ -27,6 +27,7 @@ pub fn grpc_code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
         ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
         ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
         ErrorKind::DataLoss => tonic::Code::DataLoss,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,
@@ -51,49 +52,29 @@ pub mod pb {
 }
 
 use pb::{
+    access_server::{Access, AccessServer},
     clients_server::{Clients, ClientsServer},
     key_sets_server::{KeySets, KeySetsServer},
 };
 
-/// Who a request acts as. Handlers that need finer roles read it from the
-/// request extensions; today every token is an admin token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Principal {
-    /// Full access.
-    Admin,
-}
-
-/// Checks `authorization: Bearer <token>` against the stored token hashes, in
-/// constant time, and records the [`Principal`] in the request extensions.
+/// Authenticates `authorization: Bearer <token>` against the service's
+/// in-memory token view and records the token's [`Grant`] in the request
+/// extensions, where each handler checks it with [`allow`].
 #[derive(Clone)]
 pub struct Authenticator {
-    hashes: Arc<Vec<[u8; 32]>>,
+    service: Arc<Service>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("tokens", &self.hashes.len())
-            .finish()
+        f.debug_struct("Authenticator").finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
-    /// An authenticator accepting the tokens whose SHA-256 hashes are given.
-    pub fn new(hashes: Vec<[u8; 32]>) -> Self {
-        Self {
-            hashes: Arc::new(hashes),
-        }
-    }
-
-    fn principal(&self, presented: &str) -> Option<Principal> {
-        let hash = sha256(presented.as_bytes());
-        // Compare against every stored hash without stopping early.
-        let matched = self
-            .hashes
-            .iter()
-            .fold(false, |found, stored| found | secrets_equal(stored, &hash));
-        matched.then_some(Principal::Admin)
+    /// Authenticates against `service`'s tokens.
+    pub fn new(service: Arc<Service>) -> Self {
+        Self { service }
     }
 }
 
@@ -110,12 +91,24 @@ impl Interceptor for Authenticator {
                 "missing `authorization: Bearer <token>` metadata",
             ));
         };
-        let principal = self
-            .principal(token)
-            .ok_or_else(|| Status::unauthenticated("invalid token"))?;
-        request.extensions_mut().insert(principal);
+        let grant = self
+            .service
+            .authenticate(token)
+            .map_err(|_| Status::unauthenticated("invalid token (unknown, revoked or expired)"))?;
+        request.extensions_mut().insert(grant);
         Ok(request)
     }
+}
+
+/// Checks that the request's token may call `method` on `target`.
+fn allow<T>(req: &Request<T>, method: Method, target: Option<&str>) -> Result<Arc<Grant>, Status> {
+    let grant = req
+        .extensions()
+        .get::<Arc<Grant>>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no token"))?;
+    grant.authorize(method, target)?;
+    Ok(grant)
 }
 
 /// The gRPC services, sharing one [`Service`].
@@ -144,6 +137,14 @@ impl Api {
         auth: Authenticator,
     ) -> tonic::service::interceptor::InterceptedService<ClientsServer<Self>, Authenticator> {
         ClientsServer::with_interceptor(self.clone(), auth)
+    }
+
+    /// `keyward.v1.Access`, behind `auth`.
+    pub fn access(
+        &self,
+        auth: Authenticator,
+    ) -> tonic::service::interceptor::InterceptedService<AccessServer<Self>, Authenticator> {
+        AccessServer::with_interceptor(self.clone(), auth)
     }
 }
 
@@ -289,6 +290,7 @@ fn version_u32(v: i64) -> u32 {
 #[tonic::async_trait]
 impl KeySets for Api {
     async fn create_key_set(&self, req: Request<pb::CreateKeySetRequest>) -> Reply<pb::KeySet> {
+        allow(&req, Method::CreateKeySet, Some(&req.get_ref().name))?;
         let r = req.into_inner();
         let info = self
             .service
@@ -303,6 +305,7 @@ impl KeySets for Api {
     }
 
     async fn update_key_set(&self, req: Request<pb::UpdateKeySetRequest>) -> Reply<pb::KeySet> {
+        allow(&req, Method::UpdateKeySet, Some(&req.get_ref().name))?;
         let r = req.into_inner();
         let info = self
             .service
@@ -312,6 +315,7 @@ impl KeySets for Api {
     }
 
     async fn rotate_due(&self, req: Request<pb::RotateDueRequest>) -> Reply<pb::RotateDueResponse> {
+        allow(&req, Method::RotateDue, req.get_ref().keyset.as_deref())?;
         let r = req.into_inner();
         let events = self
             .service
@@ -324,6 +328,7 @@ impl KeySets for Api {
     }
 
     async fn revoke_key(&self, req: Request<pb::RevokeKeyRequest>) -> Reply<pb::RevokeKeyResponse> {
+        allow(&req, Method::RevokeKey, None)?;
         let (events, warnings, keys) =
             transition_parts(self.service.revoke_key(&req.into_inner().kid).await?);
         ok(pb::RevokeKeyResponse {
@@ -334,6 +339,7 @@ impl KeySets for Api {
     }
 
     async fn get_key_set(&self, req: Request<pb::GetKeySetRequest>) -> Reply<pb::KeySet> {
+        allow(&req, Method::GetKeySet, Some(&req.get_ref().name))?;
         ok(keyset_pb(
             self.service.get_keyset(&req.into_inner().name).await?,
         ))
@@ -343,6 +349,7 @@ impl KeySets for Api {
         &self,
         req: Request<pb::ListKeySetsRequest>,
     ) -> Reply<pb::ListKeySetsResponse> {
+        allow(&req, Method::ListKeySets, None)?;
         let r = req.into_inner();
         let page = self
             .service
@@ -361,11 +368,13 @@ impl KeySets for Api {
         &self,
         req: Request<pb::DeleteKeySetRequest>,
     ) -> Reply<pb::DeleteKeySetResponse> {
+        allow(&req, Method::DeleteKeySet, Some(&req.get_ref().name))?;
         self.service.delete_keyset(&req.into_inner().name).await?;
         ok(pb::DeleteKeySetResponse {})
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
+        allow(&req, Method::ListKeys, Some(&req.get_ref().keyset))?;
         let keys = self
             .service
             .list_keys(&req.into_inner().keyset)
@@ -380,6 +389,7 @@ impl KeySets for Api {
         &self,
         req: Request<pb::RotateKeySetRequest>,
     ) -> Reply<pb::RotateKeySetResponse> {
+        allow(&req, Method::RotateKeySet, Some(&req.get_ref().name))?;
         let (events, warnings, keys) =
             transition_parts(self.service.rotate_keyset(&req.into_inner().name).await?);
         ok(pb::RotateKeySetResponse {
@@ -390,6 +400,7 @@ impl KeySets for Api {
     }
 
     async fn sign_jwt(&self, req: Request<pb::SignJwtRequest>) -> Reply<pb::SignJwtResponse> {
+        allow(&req, Method::SignJwt, Some(&req.get_ref().keyset))?;
         let r = req.into_inner();
         let signed = self
             .service
@@ -410,6 +421,7 @@ impl KeySets for Api {
     }
 
     async fn export_key(&self, req: Request<pb::ExportKeyRequest>) -> Reply<pb::ExportKeyResponse> {
+        allow(&req, Method::ExportKey, Some(&req.get_ref().keyset))?;
         let r = req.into_inner();
         let exported = self
             .service
@@ -427,6 +439,7 @@ impl KeySets for Api {
     }
 
     async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> Reply<pb::ImportKeyResponse> {
+        allow(&req, Method::ImportKey, Some(&req.get_ref().keyset))?;
         let r = req.into_inner();
         let imported = self
             .service
@@ -440,6 +453,7 @@ impl KeySets for Api {
     }
 
     async fn get_jwks(&self, req: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
+        allow(&req, Method::GetJwks, Some(&req.get_ref().keyset))?;
         let doc = self.service.jwks(&req.into_inner().keyset)?;
         ok(pb::GetJwksResponse {
             jwks_json: doc.body.clone(),
@@ -450,6 +464,7 @@ impl KeySets for Api {
 #[tonic::async_trait]
 impl Clients for Api {
     async fn put_client(&self, req: Request<pb::PutClientRequest>) -> Reply<pb::PutClientResponse> {
+        allow(&req, Method::PutClient, Some(&req.get_ref().id))?;
         let r = req.into_inner();
         let patch = ClientPatch {
             display_name: r.display_name,
@@ -480,6 +495,7 @@ impl Clients for Api {
     }
 
     async fn get_client(&self, req: Request<pb::GetClientRequest>) -> Reply<pb::Client> {
+        allow(&req, Method::GetClient, Some(&req.get_ref().id))?;
         ok(client_pb(
             self.service.get_client(&req.into_inner().id).await?,
         ))
@@ -489,6 +505,7 @@ impl Clients for Api {
         &self,
         req: Request<pb::GetClientSecretRequest>,
     ) -> Reply<pb::GetClientSecretResponse> {
+        allow(&req, Method::GetClientSecret, Some(&req.get_ref().id))?;
         let r = req.into_inner();
         if r.version == Some(0) {
             return Err(Error::invalid("version", "versions start at 1").into());
@@ -508,6 +525,7 @@ impl Clients for Api {
         &self,
         req: Request<pb::ListClientsRequest>,
     ) -> Reply<pb::ListClientsResponse> {
+        allow(&req, Method::ListClients, None)?;
         let r = req.into_inner();
         let page = self
             .service
@@ -526,6 +544,7 @@ impl Clients for Api {
         &self,
         req: Request<pb::RotateClientSecretRequest>,
     ) -> Reply<pb::RotateClientSecretResponse> {
+        allow(&req, Method::RotateClientSecret, Some(&req.get_ref().id))?;
         let r = req.into_inner();
         let rotated = self
             .service
@@ -545,6 +564,7 @@ impl Clients for Api {
         &self,
         req: Request<pb::DeleteClientRequest>,
     ) -> Reply<pb::DeleteClientResponse> {
+        allow(&req, Method::DeleteClient, Some(&req.get_ref().id))?;
         self.service.delete_client(&req.into_inner().id).await?;
         ok(pb::DeleteClientResponse {})
     }
@@ -553,6 +573,7 @@ impl Clients for Api {
         &self,
         req: Request<pb::RevokeClientSecretRequest>,
     ) -> Reply<pb::RevokeClientSecretResponse> {
+        allow(&req, Method::RevokeClientSecret, Some(&req.get_ref().id))?;
         let r = req.into_inner();
         let revoked = self
             .service
@@ -568,6 +589,7 @@ impl Clients for Api {
         &self,
         req: Request<pb::VerifyClientSecretRequest>,
     ) -> Reply<pb::VerifyClientSecretResponse> {
+        allow(&req, Method::VerifyClientSecret, Some(&req.get_ref().id))?;
         let r = req.into_inner();
         let presented = SecretString::new(r.secret);
         let matched = self.service.verify_client_secret(&r.id, &presented).await?;
@@ -575,5 +597,80 @@ impl Clients for Api {
             valid: matched.is_some(),
             version: matched.map_or(0, version_u32),
         })
+    }
+}
+
+fn token_pb(t: TokenInfo, now: i64) -> pb::Token {
+    let state = if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    pb::Token {
+        name: t.name,
+        role: t.role.as_str().to_string(),
+        keysets: t.keysets,
+        clients: t.clients,
+        description: t.description,
+        created_at: t.created_at,
+        expires_at: t.expires_at.unwrap_or(0),
+        revoked_at: t.revoked_at.unwrap_or(0),
+        state: state.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl Access for Api {
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Reply<pb::CreateTokenResponse> {
+        allow(&req, Method::CreateToken, Some(&req.get_ref().name))?;
+        let r = req.into_inner();
+        let (info, token) = self
+            .service
+            .create_token(NewToken {
+                name: r.name,
+                role: Some(crate::access::Role::parse(&r.role)?),
+                keysets: r.keysets,
+                clients: r.clients,
+                expires_in: r.expires_in_seconds,
+                description: r.description,
+            })
+            .await?;
+        ok(pb::CreateTokenResponse {
+            info: Some(token_pb(info, self.service.now())),
+            token: token.expose().to_string(),
+        })
+    }
+
+    async fn get_token(&self, req: Request<pb::GetTokenRequest>) -> Reply<pb::Token> {
+        allow(&req, Method::GetToken, Some(&req.get_ref().name))?;
+        let info = self.service.get_token(&req.get_ref().name).await?;
+        ok(token_pb(info, self.service.now()))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Reply<pb::ListTokensResponse> {
+        allow(&req, Method::ListTokens, None)?;
+        let now = self.service.now();
+        let tokens = self
+            .service
+            .list_tokens()
+            .await?
+            .into_iter()
+            .map(|t| token_pb(t, now))
+            .collect();
+        ok(pb::ListTokensResponse { tokens })
+    }
+
+    async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Reply<pb::Token> {
+        allow(&req, Method::RevokeToken, Some(&req.get_ref().name))?;
+        let info = self.service.revoke_token(&req.get_ref().name).await?;
+        ok(token_pb(info, self.service.now()))
     }
 }

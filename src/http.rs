@@ -27,6 +27,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::AlreadyExists | ErrorKind::FailedPrecondition => StatusCode::CONFLICT,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::DataLoss | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -403,6 +404,11 @@ mod tests {
                 ErrorKind::Unauthenticated,
                 tonic::Code::Unauthenticated,
                 401,
+            ),
+            (
+                ErrorKind::PermissionDenied,
+                tonic::Code::PermissionDenied,
+                403,
             ),
             (ErrorKind::DataLoss, tonic::Code::DataLoss, 500),
             (ErrorKind::Unavailable, tonic::Code::Unavailable, 503),

@@ -7,7 +7,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
-    time::Duration,
 };
 
 use serde_json::{Map, Value};
@@ -134,30 +133,5 @@ impl JwksCache {
         }
         self.refresh(store).await?;
         Ok(true)
-    }
-}
-
-/// Polls for changes made by other processes every `interval` until
-/// `shutdown` flips to true. Failures are logged and retried; the last good
-/// snapshot keeps being served meanwhile.
-pub async fn watch(
-    cache: Arc<JwksCache>,
-    store: Arc<dyn Store>,
-    interval: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                match cache.refresh_if_changed(store.as_ref()).await {
-                    Ok(true) => tracing::debug!("JWKS snapshot reloaded after a change elsewhere"),
-                    Ok(false) => {}
-                    Err(err) => tracing::warn!(error = %err, "JWKS refresh failed; serving the last snapshot"),
-                }
-            }
-            _ = shutdown.changed() => return,
-        }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`crypto`]: pure cryptography — AES-256-GCM sealing under the master key,
 //!   signing-key generation, JWK thumbprints and JWT signing. No I/O, no clock.
 //! - [`model`]: validated names, algorithms, durations and key states.
+//! - [`access`]: API token roles, scope patterns and the method-by-role table.
 //! - [`rotation`] and [`cron`]: the key lifecycle as pure functions of `now`.
 //! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL
 //!   implementations. Knows SQL, knows nothing of transports.
@@ -24,6 +25,7 @@
 //!
 //! Errors are one type, [`Error`], mapped once to gRPC codes and HTTP statuses.
 
+pub mod access;
 pub mod cli;
 pub mod clock;
 pub mod config;

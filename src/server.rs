@@ -210,16 +210,12 @@ pub async fn prepare_with(
     }
     lock.release().await;
     jwks.refresh(store.as_ref()).await?;
-    let hashes = store
-        .admin_token_hashes()
-        .await?
-        .into_iter()
-        .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
-        .collect();
+    service.load_tokens().await?;
+    let auth = Authenticator::new(Arc::clone(&service));
     Ok(App {
         config,
         service,
-        auth: Authenticator::new(hashes),
+        auth,
     })
 }
 
@@ -345,6 +341,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<grpc::pb::clients_server::ClientsServer<grpc::Api>>()
         .await;
+    health_reporter
+        .set_serving::<grpc::pb::access_server::AccessServer<grpc::Api>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -371,6 +370,7 @@ pub async fn serve(
         .add_service(reflection_alpha)
         .add_service(api.key_sets(app.auth.clone()))
         .add_service(api.clients(app.auth.clone()))
+        .add_service(api.access(app.auth.clone()))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(grpc_incoming)
                 .map(Ok::<_, std::convert::Infallible>),

@@ -17,7 +17,9 @@ use tonic::{
 use super::{Cli, CliError};
 use crate::{
     config::DEFAULT_DATA_DIR,
-    grpc::pb::{clients_client::ClientsClient, key_sets_client::KeySetsClient},
+    grpc::pb::{
+        access_client::AccessClient, clients_client::ClientsClient, key_sets_client::KeySetsClient,
+    },
 };
 
 /// An authenticated connection to a running keyward.
@@ -64,6 +66,10 @@ impl Admin {
 
     pub(crate) fn clients(&self) -> ClientsClient<Authed> {
         ClientsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn access(&self) -> AccessClient<Authed> {
+        AccessClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 

@@ -95,6 +95,9 @@ pub enum Command {
     /// Manage OIDC clients and their secrets.
     #[command(subcommand)]
     Client(ClientCmd),
+    /// Manage named API tokens with a role and a scope (admin).
+    #[command(subcommand)]
+    Token(super::tokens::TokenCmd),
     /// Perform every key transition that is due (what cron or a timer runs).
     Rotate {
         /// Only this key set.

@@ -6,11 +6,13 @@
 //! - this module: running a command (dispatch) and the CLI's errors.
 //! - `print`: tables and JSON.
 //! - `openmetadata`: the commands that speak OpenMetadata's formats.
+//! - `tokens`: named API tokens.
 
 mod admin;
 mod args;
 mod openmetadata;
 mod print;
+mod tokens;
 
 use serde_json::json;
 
@@ -198,6 +200,7 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Client(cmd) => client(&admin, out, cmd).await,
+        Command::Token(cmd) => tokens::run(&admin, out, cmd).await,
         Command::Export(cmd) => openmetadata::export(&admin, out, cmd).await,
         Command::Import(cmd) => openmetadata::import(&admin, out, cmd).await,
     }

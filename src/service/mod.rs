@@ -7,6 +7,8 @@
 //! - [`clients`]: OIDC clients and their secrets.
 //! - [`oauth`]: the OAuth 2.0 client-credentials grant.
 //! - [`openmetadata`]: OpenMetadata's key formats (it builds on [`keysets`]).
+//! - [`tokens`]: named API tokens and the in-memory view requests are
+//!   authenticated against.
 //! - `claims`: pure claim rules: subject and email, and signing profiles
 //!   (OpenMetadata's token rules).
 
@@ -15,10 +17,11 @@ mod clients;
 mod keysets;
 mod oauth;
 mod openmetadata;
+mod tokens;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
 };
 
 pub use claims::SignProfile;
@@ -26,6 +29,7 @@ pub use clients::*;
 pub use keysets::*;
 pub use oauth::*;
 pub use openmetadata::*;
+pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 
 use crate::{
     Error, Result,
@@ -121,6 +125,8 @@ pub struct Service {
     /// A random value sealed at start: opened and compared in place of a
     /// client's secret when there is none to check, so that costs the same.
     decoy: Vec<u8>,
+    /// The API tokens that authenticate, reloaded when they change.
+    tokens: RwLock<tokens::TokenView>,
 }
 
 const DECOY_ROW: AeadContext<'static> = AeadContext {
@@ -148,7 +154,18 @@ impl Service {
             signers: Mutex::new(HashMap::new()),
             decoy: master.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
             master,
+            tokens: RwLock::new(tokens::TokenView::default()),
         }
+    }
+
+    /// Loads the API tokens; done once at start, before serving.
+    pub async fn load_tokens(&self) -> Result<()> {
+        let view = tokens::TokenView::load(self.store.as_ref()).await?;
+        *self
+            .tokens
+            .write()
+            .map_err(|_| Error::internal("token view lock poisoned"))? = view;
+        Ok(())
     }
 
     /// The work of checking one secret, with no secret to check.
@@ -159,6 +176,11 @@ impl Service {
                 presented.expose().as_bytes(),
             ));
         }
+    }
+
+    /// The current time, Unix seconds, from the service's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
     }
 
     /// keyward's issuer URL.
@@ -181,15 +203,27 @@ impl Service {
     pub async fn follow_other_replicas(
         &self,
         interval: std::time::Duration,
-        shutdown: tokio::sync::watch::Receiver<bool>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        crate::jwks::watch(
-            Arc::clone(&self.jwks),
-            Arc::clone(&self.store),
-            interval,
-            shutdown,
-        )
-        .await;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    match self.jwks.refresh_if_changed(self.store.as_ref()).await {
+                        Ok(true) => tracing::debug!("JWKS snapshot reloaded after a change elsewhere"),
+                        Ok(false) => {}
+                        Err(err) => tracing::warn!(error = %err, "JWKS refresh failed; serving the last snapshot"),
+                    }
+                    match self.refresh_tokens_if_changed().await {
+                        Ok(true) => tracing::debug!("API tokens reloaded after a change"),
+                        Ok(false) => {}
+                        Err(err) => tracing::warn!(error = %err, "token refresh failed; keeping the last view"),
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 
     /// Refreshes the JWKS after a local change. The change is committed; a

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::{
     ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, PublishedDelta, SealedKey,
-    SecretRow, StartupLock, Store,
+    SecretRow, StartupLock, Store, TokenRow,
 };
 use crate::Result;
 
@@ -106,6 +106,10 @@ delegate! {
     fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool>;
     fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool>;
     fn admin_token_hashes(&self) -> Result<Vec<Vec<u8>>>;
+    fn insert_token(&self, token: &TokenRow) -> Result<()>;
+    fn list_tokens(&self) -> Result<Vec<TokenRow>>;
+    fn revoke_token(&self, name: &str, now: i64) -> Result<bool>;
+    fn tokens_generation(&self) -> Result<i64>;
     fn generation(&self) -> Result<i64>;
     fn insert_keyset(
         &self,

@@ -17,7 +17,7 @@ use tracing::instrument;
 
 use super::{
     ClientRow, KeyRow, KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns,
-    PublishedDelta, SealedKey, SecretRow, StartupLock, Store, unique_as_exists,
+    PublishedDelta, SealedKey, SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
 };
 use crate::{Error, Result, files, model::KeyState};
 
@@ -308,6 +308,67 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            #[instrument(skip_all, fields(token = token.name))]
+            async fn insert_token(&self, token: &TokenRow) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO admin_tokens (id, token_hash, role, keysets, clients, \
+                     description, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&token.name)
+                .bind(&token.token_hash)
+                .bind(token.role.as_str())
+                .bind(&token.keysets)
+                .bind(&token.clients)
+                .bind(&token.description)
+                .bind(token.created_at)
+                .bind(token.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    unique_as_exists(e, || format!("a token named {:?} exists", token.name))
+                })?;
+                $tx::bump_tokens_generation(&mut tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            #[instrument(skip_all)]
+            async fn list_tokens(&self) -> Result<Vec<TokenRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, token_hash, role, keysets, clients, description, created_at, \
+                     expires_at, revoked_at FROM admin_tokens ORDER BY id",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all, fields(token = name))]
+            async fn revoke_token(&self, name: &str, now: i64) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                $tx::bump_tokens_generation(&mut tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            #[instrument(skip_all)]
+            async fn tokens_generation(&self) -> Result<i64> {
+                Ok(sqlx::query_scalar("SELECT tokens_generation FROM keyward_state WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?)
             }
 
             #[instrument(skip_all)]
@@ -872,6 +933,18 @@ macro_rules! tx_helpers {
                 .bind(keyset_id)
                 .execute(&mut **tx)
                 .await?;
+            Ok(())
+        }
+
+        /// Bumps the token generation, so every replica reloads its tokens.
+        pub(super) async fn bump_tokens_generation(
+            tx: &mut Transaction<'static, $db>,
+        ) -> Result<()> {
+            sqlx::query(
+                "UPDATE keyward_state SET tokens_generation = tokens_generation + 1 WHERE id = 1",
+            )
+            .execute(&mut **tx)
+            .await?;
             Ok(())
         }
     };

@@ -19,7 +19,10 @@ use keyward::{
     clock::{Clock, ManualClock, SystemClock},
     config::{MasterKeySource, ServeConfig},
     crypto::aead::MasterKey,
-    grpc::pb::{self, clients_client::ClientsClient, key_sets_client::KeySetsClient},
+    grpc::pb::{
+        self, access_client::AccessClient, clients_client::ClientsClient,
+        key_sets_client::KeySetsClient,
+    },
     secret::SecretString,
     server,
     store::{Store, counting::CountingStore},
@@ -284,6 +287,14 @@ impl Interceptor for Bearer {
 
 pub type KeySets = KeySetsClient<InterceptedService<Channel, Bearer>>;
 pub type Clients = ClientsClient<InterceptedService<Channel, Bearer>>;
+pub type Access = AccessClient<InterceptedService<Channel, Bearer>>;
+
+/// The three gRPC clients, all carrying one token.
+pub struct As {
+    pub keysets: KeySets,
+    pub clients: Clients,
+    pub access: Access,
+}
 
 /// A running in-process server.
 pub struct TestServer {
@@ -374,6 +385,20 @@ impl TestServer {
 
     pub fn clients(&self) -> Clients {
         ClientsClient::with_interceptor(self.channel.clone(), self.bearer())
+    }
+
+    pub fn access(&self) -> Access {
+        AccessClient::with_interceptor(self.channel.clone(), self.bearer())
+    }
+
+    /// Clients that present `token` instead of the bootstrap admin token.
+    pub fn as_token(&self, token: &str) -> As {
+        let bearer = Bearer(Some(format!("Bearer {token}").parse().expect("ascii")));
+        As {
+            keysets: KeySetsClient::with_interceptor(self.channel.clone(), bearer.clone()),
+            clients: ClientsClient::with_interceptor(self.channel.clone(), bearer.clone()),
+            access: AccessClient::with_interceptor(self.channel.clone(), bearer),
+        }
     }
 
     pub fn keysets_with(&self, header: Option<&str>) -> KeySets {

@@ -1,0 +1,419 @@
+//! Least privilege through the real gRPC API: every method with every role,
+//! in and out of scope, against the README's table; token lifecycle
+//! (expiry, revocation); the CLI's token commands.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{As, Backend, TestDb, TestServer};
+use keyward::grpc::pb;
+use tonic::Code;
+
+/// The README's table: which roles (besides admin) may call each method, and
+/// which of them only within their scope. Written out here, independently of
+/// the server's own table, so that a change to either shows.
+const TABLE: &[(&str, &[&str], &[&str])] = &[
+    // (method, roles on anything, roles within their scope)
+    ("CreateKeySet", &["operator"], &[]),
+    ("UpdateKeySet", &["operator"], &[]),
+    ("GetKeySet", &["operator", "auditor"], &["signer"]),
+    ("ListKeySets", &["operator", "auditor"], &[]),
+    ("DeleteKeySet", &["operator"], &[]),
+    ("ListKeys", &["operator", "auditor"], &["signer"]),
+    ("RotateKeySet", &["operator"], &[]),
+    ("RotateDue", &["operator", "rotator"], &[]),
+    ("RevokeKey", &["operator"], &[]),
+    ("SignJwt", &[], &["signer"]),
+    ("GetJwks", &["operator", "auditor"], &["signer"]),
+    ("ExportKey", &[], &["exporter"]),
+    ("ImportKey", &["operator"], &[]),
+    ("PutClient", &["operator"], &[]),
+    ("GetClient", &["operator", "auditor"], &["secret-reader"]),
+    ("GetClientSecret", &[], &["secret-reader"]),
+    ("ListClients", &["operator", "auditor"], &[]),
+    ("RotateClientSecret", &["operator"], &[]),
+    ("DeleteClient", &["operator"], &[]),
+    ("RevokeClientSecret", &["operator"], &[]),
+    ("VerifyClientSecret", &[], &["secret-reader"]),
+    ("CreateToken", &[], &[]),
+    ("GetToken", &["auditor"], &[]),
+    ("ListTokens", &["auditor"], &[]),
+    ("RevokeToken", &[], &[]),
+];
+
+const ROLES: [&str; 7] = [
+    "admin",
+    "operator",
+    "rotator",
+    "signer",
+    "secret-reader",
+    "exporter",
+    "auditor",
+];
+
+fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Calls `method` on `target`, a name that does not exist (so an allowed call
+/// fails later, with NOT_FOUND or INVALID_ARGUMENT, and changes nothing).
+async fn call(api: &mut As, method: &str, target: &str) -> Code {
+    let name = target.to_string();
+    let ks = &mut api.keysets;
+    let cl = &mut api.clients;
+    let ac = &mut api.access;
+    match method {
+        "CreateKeySet" => code(
+            ks.create_key_set(pb::CreateKeySetRequest {
+                name,
+                algorithm: "HS256".into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "UpdateKeySet" => code(
+            ks.update_key_set(pb::UpdateKeySetRequest {
+                name,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetKeySet" => code(ks.get_key_set(pb::GetKeySetRequest { name }).await),
+        "ListKeySets" => code(ks.list_key_sets(pb::ListKeySetsRequest::default()).await),
+        "DeleteKeySet" => code(ks.delete_key_set(pb::DeleteKeySetRequest { name }).await),
+        "ListKeys" => code(ks.list_keys(pb::ListKeysRequest { keyset: name }).await),
+        "RotateKeySet" => code(ks.rotate_key_set(pb::RotateKeySetRequest { name }).await),
+        "RotateDue" => code(
+            ks.rotate_due(pb::RotateDueRequest {
+                keyset: Some(name),
+                dry_run: true,
+            })
+            .await,
+        ),
+        "RevokeKey" => code(ks.revoke_key(pb::RevokeKeyRequest { kid: name }).await),
+        "SignJwt" => code(
+            ks.sign_jwt(pb::SignJwtRequest {
+                keyset: name,
+                claims_json: "{}".into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetJwks" => code(ks.get_jwks(pb::GetJwksRequest { keyset: name }).await),
+        "ExportKey" => code(
+            ks.export_key(pb::ExportKeyRequest {
+                keyset: name,
+                key: String::new(),
+            })
+            .await,
+        ),
+        "ImportKey" => code(
+            ks.import_key(pb::ImportKeyRequest {
+                keyset: name,
+                private_key: b"not a key".to_vec(),
+                public_key: None,
+                kid: "k".into(),
+            })
+            .await,
+        ),
+        "PutClient" => code(
+            cl.put_client(pb::PutClientRequest {
+                id: name,
+                auth_method: Some("bogus".into()),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetClient" => code(cl.get_client(pb::GetClientRequest { id: name }).await),
+        "GetClientSecret" => code(
+            cl.get_client_secret(pb::GetClientSecretRequest {
+                id: name,
+                version: None,
+            })
+            .await,
+        ),
+        "ListClients" => code(cl.list_clients(pb::ListClientsRequest::default()).await),
+        "RotateClientSecret" => code(
+            cl.rotate_client_secret(pb::RotateClientSecretRequest {
+                id: name,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "DeleteClient" => code(cl.delete_client(pb::DeleteClientRequest { id: name }).await),
+        "RevokeClientSecret" => code(
+            cl.revoke_client_secret(pb::RevokeClientSecretRequest {
+                id: name,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "VerifyClientSecret" => code(
+            cl.verify_client_secret(pb::VerifyClientSecretRequest {
+                id: name,
+                secret: "x".into(),
+            })
+            .await,
+        ),
+        "CreateToken" => code(
+            ac.create_token(pb::CreateTokenRequest {
+                name,
+                role: "nope".into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetToken" => code(ac.get_token(pb::GetTokenRequest { name }).await),
+        "ListTokens" => code(ac.list_tokens(pb::ListTokensRequest {}).await),
+        "RevokeToken" => code(ac.revoke_token(pb::RevokeTokenRequest { name }).await),
+        other => panic!("no call for {other}"),
+    }
+}
+
+async fn create_token(server: &TestServer, name: &str, role: &str) -> String {
+    let scoped = |wanted: &str| {
+        if role == wanted {
+            vec!["in-*".to_string()]
+        } else {
+            Vec::new()
+        }
+    };
+    let keysets = if role == "signer" || role == "exporter" {
+        vec!["in-*".to_string()]
+    } else {
+        Vec::new()
+    };
+    server
+        .access()
+        .create_token(pb::CreateTokenRequest {
+            name: name.into(),
+            role: role.into(),
+            keysets,
+            clients: scoped("secret-reader"),
+            expires_in_seconds: None,
+            description: format!("the {role} of the access table test"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+async fn every_method_is_allowed_exactly_as_the_table_says(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let mut wrong = Vec::new();
+    for role in ROLES {
+        let token = create_token(&server, &format!("t-{role}"), role).await;
+        assert!(token.starts_with("kw_"), "{token}");
+        let mut api = server.as_token(&token);
+        for (method, anywhere, scoped) in TABLE {
+            for (target, in_scope) in [("in-missing", true), ("out-missing", false)] {
+                let allowed = role == "admin"
+                    || anywhere.contains(&role)
+                    || (in_scope && scoped.contains(&role));
+                let got = call(&mut api, method, target).await;
+                let denied = got == Code::PermissionDenied;
+                if allowed == denied || got == Code::Unauthenticated {
+                    wrong.push(format!(
+                        "{role} {method} {target}: got {got:?}, want {}",
+                        if allowed {
+                            "allowed"
+                        } else {
+                            "PERMISSION_DENIED"
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    server.stop().await;
+}
+
+async fn denials_name_the_role_and_scope_needed(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    common::create_keyset(&server, "in-om", "RS256").await;
+    let signer = create_token(&server, "om-signer", "signer").await;
+    let mut api = server.as_token(&signer);
+    let sign = |keyset: &str| pb::SignJwtRequest {
+        keyset: keyset.into(),
+        claims_json: r#"{"sub":"bot"}"#.into(),
+        ..Default::default()
+    };
+    let signed = api
+        .keysets
+        .sign_jwt(sign("in-om"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(signed.jwt.split('.').count(), 3);
+    let err = api.keysets.sign_jwt(sign("default")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("in-*") && err.message().contains("\"default\""),
+        "{}",
+        err.message()
+    );
+    let err = api
+        .keysets
+        .export_key(pb::ExportKeyRequest {
+            keyset: "in-om".into(),
+            key: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("role signer") && err.message().contains("admin or exporter"),
+        "{}",
+        err.message()
+    );
+    server.stop().await;
+}
+
+async fn tokens_expire_and_revoke_and_are_shown_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock = common::manual_clock_now();
+    let server = TestServer::start_with_clock(&db, clock.clone()).await;
+    let mut admin = server.access();
+    let created = admin
+        .create_token(pb::CreateTokenRequest {
+            name: "cron".into(),
+            role: "rotator".into(),
+            expires_in_seconds: Some(3600),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut cron = server.as_token(&created.token);
+    let rotate = pb::RotateDueRequest {
+        keyset: None,
+        dry_run: true,
+    };
+    cron.keysets.rotate_due(rotate.clone()).await.unwrap();
+
+    // Listing never shows the token; the store holds only its hash.
+    let listed = admin
+        .list_tokens(pb::ListTokensRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!format!("{listed:?}").contains(&created.token));
+    let names: Vec<_> = listed.tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["bootstrap", "cron"]);
+    assert_eq!(listed.tokens[1].state, "active");
+    let stored: Vec<u8> = db
+        .raw()
+        .await
+        .scalar("SELECT token_hash FROM admin_tokens WHERE id = 'cron'")
+        .await;
+    assert_eq!(
+        stored,
+        keyward::crypto::sha256(created.token.as_bytes()).to_vec(),
+        "only the token's hash is stored"
+    );
+
+    // Expired: unauthenticated.
+    clock.advance(3601);
+    let err = cron.keysets.rotate_due(rotate.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let shown = admin
+        .get_token(pb::GetTokenRequest {
+            name: "cron".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.state, "expired");
+
+    // Revoked: unauthenticated at once; revoking twice is refused.
+    let fresh = create_token(&server, "cron-2", "rotator").await;
+    let mut cron = server.as_token(&fresh);
+    cron.keysets.rotate_due(rotate.clone()).await.unwrap();
+    let revoked = admin
+        .revoke_token(pb::RevokeTokenRequest {
+            name: "cron-2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.state, "revoked");
+    let err = cron.keysets.rotate_due(rotate).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let again = admin
+        .revoke_token(pb::RevokeTokenRequest {
+            name: "cron-2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // Bad requests are precise.
+    for (request, field) in [
+        (
+            pb::CreateTokenRequest {
+                name: "cron".into(),
+                role: "rotator".into(),
+                ..Default::default()
+            },
+            Code::AlreadyExists,
+        ),
+        (
+            pb::CreateTokenRequest {
+                name: "x".into(),
+                role: "root".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CreateTokenRequest {
+                name: "x".into(),
+                role: "signer".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CreateTokenRequest {
+                name: "x".into(),
+                role: "operator".into(),
+                keysets: vec!["om".into()],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CreateTokenRequest {
+                name: "x".into(),
+                role: "signer".into(),
+                keysets: vec!["o*m".into()],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+    ] {
+        let err = admin.create_token(request.clone()).await.unwrap_err();
+        assert_eq!(err.code(), field, "{request:?}: {}", err.message());
+    }
+    server.stop().await;
+}
+
+both_backends!(
+    every_method_is_allowed_exactly_as_the_table_says,
+    denials_name_the_role_and_scope_needed,
+    tokens_expire_and_revoke_and_are_shown_once,
+);
