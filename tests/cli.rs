@@ -453,3 +453,90 @@ fn two_serve_processes_share_rotations_within_two_seconds() {
     assert!(one.terminate().0.success());
     assert!(two.terminate().0.success());
 }
+
+/// A token made on one replica works on the other, and its revocation on the
+/// first is refused by the second within 2 s; `keyward rotate` runs with a
+/// rotator token and nothing more.
+#[test]
+fn a_token_revoked_on_one_replica_is_refused_by_another_within_two_seconds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let one = serve(&data, &[]).expect("first replica");
+    let two = serve(&data, &[("KEYWARD_NO_SCHEDULER", "true")]).expect("second replica");
+
+    let created = json_out(&cli(
+        &data,
+        &one.grpc,
+        &[
+            "--output",
+            "json",
+            "token",
+            "create",
+            "cron",
+            "--role",
+            "rotator",
+            "--expires-in",
+            "90d",
+            "--description",
+            "nightly rotation",
+        ],
+        None,
+    ));
+    for field in ["name", "role", "token", "keysets", "clients", "expires_at"] {
+        assert!(created.get(field).is_some(), "{field} in {created}");
+    }
+    assert_eq!(created["role"], "rotator");
+    let token = created["token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("kw_"));
+
+    let rotate = |endpoint: &str| {
+        cli(
+            &data,
+            endpoint,
+            &["--token", &token, "rotate", "--dry-run"],
+            None,
+        )
+    };
+    let started = std::time::Instant::now();
+    while !rotate(&two.grpc).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the second replica did not accept the new token within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let denied = cli(
+        &data,
+        &two.grpc,
+        &["--token", &token, "keyset", "list"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&denied.stderr).to_string();
+    assert!(
+        err.starts_with("error: PERMISSION_DENIED") && err.contains("role rotator"),
+        "{err}"
+    );
+    let listed = stdout(&cli(&data, &two.grpc, &["token", "list"], None));
+    assert!(
+        listed.contains("cron") && !listed.contains(&token),
+        "{listed}"
+    );
+
+    stdout(&cli(&data, &one.grpc, &["token", "revoke", "cron"], None));
+    let revoked = std::time::Instant::now();
+    loop {
+        let out = rotate(&two.grpc);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(err.starts_with("error: UNAUTHENTICATED"), "{err}");
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(2),
+            "the second replica still accepted the revoked token after 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(one.terminate().0.success());
+    assert!(two.terminate().0.success());
+}
