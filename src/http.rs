@@ -16,6 +16,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use crate::{
     Error,
     error::ErrorKind,
+    model::AuthMethod,
     secret::SecretString,
     service::{OAuthError, Service, TokenRequest},
 };
@@ -338,7 +339,7 @@ fn token_request(
     let form_id = take("client_id");
     let form_secret = take("client_secret").map(SecretString::new);
     let basic = basic_credentials(headers).map_err(fail)?;
-    let (client_id, client_secret) = match (basic, form_id, form_secret) {
+    let (client_id, client_secret, auth_method) = match (basic, form_id, form_secret) {
         (Some(_), _, Some(_)) => {
             return Err(fail(OAuthError::InvalidRequest(
                 "use one client authentication method: Basic or client_secret in the body, not both".into(),
@@ -349,8 +350,8 @@ fn token_request(
                 "client_id in the body differs from the Basic credentials".into(),
             )));
         }
-        (Some((id, secret)), _, None) => (id, secret),
-        (None, Some(id), Some(secret)) => (id, secret),
+        (Some((id, secret)), _, None) => (id, secret, AuthMethod::ClientSecretBasic),
+        (None, Some(id), Some(secret)) => (id, secret, AuthMethod::ClientSecretPost),
         (None, _, _) => {
             return Err(fail(OAuthError::InvalidClient(
                 "client authentication is required: HTTP Basic, or client_id and client_secret in the body".into(),
@@ -362,6 +363,7 @@ fn token_request(
         scope,
         client_id,
         client_secret,
+        auth_method,
     })
 }
 

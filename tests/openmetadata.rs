@@ -747,7 +747,9 @@ async fn client_credentials_grant(backend: Backend) {
     );
     assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
 
-    // Form post; no scope means every allowed scope.
+    // Only the registered method authenticates: this client is registered
+    // for client_secret_basic, so its secret in a form body is refused, and
+    // once it is registered for client_secret_post, Basic is.
     let post = |s: &str| {
         form(&[
             ("grant_type", "client_credentials"),
@@ -755,6 +757,32 @@ async fn client_credentials_grant(backend: Backend) {
             ("client_secret", s),
         ])
     };
+    let r = http_post(&token_url, &[FORM], &post(secret)).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("invalid_client")),
+        "form authentication for a client_secret_basic client"
+    );
+    cl.put_client(pb::PutClientRequest {
+        id: "ingestion".into(),
+        auth_method: Some("client_secret_post".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = http_post(
+        &token_url,
+        &[FORM, ("authorization", &basic("ingestion", secret))],
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("invalid_client")),
+        "Basic authentication for a client_secret_post client"
+    );
+
+    // Form post; no scope means every allowed scope.
     let r = http_post(&token_url, &[FORM], &post(secret)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["scope"], "read write");
@@ -809,7 +837,14 @@ async fn client_credentials_grant(backend: Backend) {
     assert_eq!(fresh.status, 200);
     verify(fresh.json()["access_token"].as_str().unwrap(), &jwks);
 
-    // RFC 6749 §5.2, case by case.
+    // RFC 6749 §5.2, case by case, with Basic authentication again.
+    cl.put_client(pb::PutClientRequest {
+        id: "ingestion".into(),
+        auth_method: Some("client_secret_basic".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let new_auth = basic("ingestion", &rotated.generated_secret);
     let with_auth = [FORM, ("authorization", new_auth.as_str())];
     let json_body = [
@@ -1160,12 +1195,9 @@ async fn client_tokens_carry_the_openmetadata_identity(backend: Backend) {
     .unwrap();
 
     let token_url = format!("{}/oauth2/token", server.http_url);
-    let grant = form(&[
-        ("grant_type", "client_credentials"),
-        ("client_id", "ingestion"),
-        ("client_secret", secret),
-    ]);
-    let r = http_post(&token_url, &[FORM], &grant).await;
+    let auth = basic("ingestion", secret);
+    let grant = "grant_type=client_credentials";
+    let r = http_post(&token_url, &[FORM, ("authorization", &auth)], grant).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let jwks = server.get("/.well-known/jwks.json", &[]).await.json();
     let claims = verify(r.json()["access_token"].as_str().unwrap(), &jwks);
@@ -1209,7 +1241,7 @@ async fn client_tokens_carry_the_openmetadata_identity(backend: Backend) {
     })
     .await
     .unwrap();
-    let r = http_post(&token_url, &[FORM], &grant).await;
+    let r = http_post(&token_url, &[FORM, ("authorization", &auth)], grant).await;
     let claims = verify(r.json()["access_token"].as_str().unwrap(), &jwks);
     assert_eq!(claims["sub"], "ingestion");
     assert!(claims.get("email").is_none() && claims.get("preferred_username").is_none());

@@ -489,6 +489,14 @@ async fn ingestion_config(
                     client.id, client.id
                 )));
             }
+            // keyward enforces the registered method, and the ingestion
+            // framework sends the secret in the form body.
+            if client.auth_method != "client_secret_post" {
+                return Err(CliError::usage(format!(
+                    "openmetadata-ingestion sends its secret in the form body, and client {} is registered for {}: set `keyward client put {} --auth-method client_secret_post`",
+                    client.id, client.auth_method, client.id
+                )));
+            }
             let secret = admin
                 .clients()
                 .get_client_secret(pb::GetClientSecretRequest {

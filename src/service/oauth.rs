@@ -9,7 +9,7 @@ use crate::{
     Error,
     crypto::{b64url, random},
     error::ErrorKind,
-    model,
+    model::{self, AuthMethod},
     secret::SecretString,
 };
 
@@ -25,6 +25,8 @@ pub struct TokenRequest {
     pub client_id: String,
     /// The presented secret.
     pub client_secret: SecretString,
+    /// How the client authenticated: HTTP Basic or the form body.
+    pub auth_method: AuthMethod,
 }
 
 /// A successful token response.
@@ -124,6 +126,18 @@ impl Service {
             return Err(bad_client());
         }
         let client = Self::client_from_row(row).map_err(OAuthError::Server)?;
+        // The registered method only (RFC 7591 token_endpoint_auth_method): a
+        // client_secret_basic secret sent in a form body, or the reverse, is
+        // refused as any failed authentication is.
+        if client.auth_method != req.auth_method {
+            tracing::info!(
+                client = %req.client_id,
+                registered = client.auth_method.as_str(),
+                used = req.auth_method.as_str(),
+                "token request with an authentication method the client is not registered for"
+            );
+            return Err(bad_client());
+        }
         let Some(keyset) = client.token_keyset.as_deref() else {
             return Err(bad_client());
         };
