@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{Error, Result, net::Limits, secret::SecretString};
+use crate::{Error, Result, net::Limits, secret::SecretString, throttle::ThrottleSettings};
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./keyward-data";
@@ -67,6 +67,13 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may take [default: 10s]
     #[arg(long, env = "KEYWARD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// Failed authentications allowed per address (and client, at the token
+    /// endpoint) within --auth-failure-window; more are refused [default: 10]
+    #[arg(long, env = "KEYWARD_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<u32>,
+    /// The window failed authentications are counted over [default: 60s]
+    #[arg(long, env = "KEYWARD_AUTH_FAILURE_WINDOW")]
+    pub auth_failure_window: Option<String>,
     /// Optional TOML file with the same settings (snake_case keys)
     #[arg(long, env = "KEYWARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -90,6 +97,8 @@ struct FileConfig {
     idle_timeout: Option<String>,
     header_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    auth_failure_limit: Option<u32>,
+    auth_failure_window: Option<String>,
 }
 
 /// Where the master key comes from.
@@ -136,6 +145,8 @@ pub struct ServeConfig {
     pub issuer: Option<String>,
     /// Connection limits and timeouts of both listeners.
     pub limits: Limits,
+    /// How many failed authentications, over how long, an address may make.
+    pub auth_throttle: ThrottleSettings,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -151,6 +162,7 @@ impl fmt::Debug for ServeConfig {
             .field("rotation_interval", &self.rotation_interval)
             .field("issuer", &self.issuer)
             .field("limits", &self.limits)
+            .field("auth_throttle", &self.auth_throttle)
             .finish()
     }
 }
@@ -184,6 +196,7 @@ impl ServeConfig {
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
             issuer: None,
             limits: Limits::default(),
+            auth_throttle: ThrottleSettings::default(),
         }
     }
 
@@ -283,6 +296,32 @@ impl ServeConfig {
                 {
                     Some(text) => crate::model::parse_duration("shutdown_grace", text)?,
                     None => defaults.limits.shutdown_grace,
+                },
+            },
+            auth_throttle: ThrottleSettings {
+                limit: match args.auth_failure_limit.or(file.auth_failure_limit) {
+                    Some(0) => {
+                        return Err(Error::invalid("auth_failure_limit", "must be at least 1"));
+                    }
+                    Some(n) => n,
+                    None => defaults.auth_throttle.limit,
+                },
+                window: match args
+                    .auth_failure_window
+                    .as_ref()
+                    .or(file.auth_failure_window.as_ref())
+                {
+                    Some(text) => {
+                        let window = crate::model::parse_duration("auth_failure_window", text)?;
+                        if window.as_secs() == 0 {
+                            return Err(Error::invalid(
+                                "auth_failure_window",
+                                "must be at least 1s",
+                            ));
+                        }
+                        window.as_secs()
+                    }
+                    None => defaults.auth_throttle.window,
                 },
             },
             data_dir,

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// Valid credentials without the right. gRPC `PERMISSION_DENIED`, HTTP 403.
     PermissionDenied,
+    /// Too many failed attempts; retry later. gRPC `RESOURCE_EXHAUSTED`, HTTP 429.
+    ResourceExhausted,
     /// Stored ciphertext does not open. gRPC `DATA_LOSS`, HTTP 500.
     DataLoss,
     /// The database cannot be reached. gRPC `UNAVAILABLE`, HTTP 503.
@@ -58,6 +60,13 @@ pub enum Error {
     /// it would need. gRPC `PERMISSION_DENIED`, HTTP 403.
     #[error("{0}")]
     PermissionDenied(String),
+    /// Too many failed authentications from this caller; names when to retry.
+    /// gRPC `RESOURCE_EXHAUSTED`, HTTP 429 with `Retry-After`.
+    #[error("too many failed authentications from this address; retry in {retry_after}s")]
+    Throttled {
+        /// Seconds until an attempt is accepted again.
+        retry_after: u64,
+    },
     /// Stored ciphertext failed to decrypt (wrong key, tampering or a row copied
     /// elsewhere). The row is logged where this is raised; the caller gets a
     /// generic message. gRPC `DATA_LOSS`, HTTP 500.
@@ -94,6 +103,7 @@ impl Error {
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Unauthenticated => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Self::Throttled { .. } => ErrorKind::ResourceExhausted,
             Self::DataLoss => ErrorKind::DataLoss,
             Self::Unavailable => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,

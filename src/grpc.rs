@@ -28,6 +28,7 @@ pub fn grpc_code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
         ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
         ErrorKind::DataLoss => tonic::Code::DataLoss,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,
@@ -86,15 +87,21 @@ impl Interceptor for Authenticator {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let Some(token) = token else {
-            return Err(Status::unauthenticated(
-                "missing `authorization: Bearer <token>` metadata",
-            ));
+        let peer = request.remote_addr().map(|a| a.ip());
+        let grant = match self.service.authenticate_peer(peer, token) {
+            Ok(grant) => grant,
+            Err(err @ Error::Throttled { .. }) => return Err(err.into()),
+            Err(_) if token.is_none() => {
+                return Err(Status::unauthenticated(
+                    "missing `authorization: Bearer <token>` metadata",
+                ));
+            }
+            Err(_) => {
+                return Err(Status::unauthenticated(
+                    "invalid token (unknown, revoked or expired)",
+                ));
+            }
         };
-        let grant = self
-            .service
-            .authenticate(token)
-            .map_err(|_| Status::unauthenticated("invalid token (unknown, revoked or expired)"))?;
         request.extensions_mut().insert(grant);
         Ok(request)
     }

@@ -29,6 +29,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::AlreadyExists | ErrorKind::FailedPrecondition => StatusCode::CONFLICT,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::DataLoss | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -195,6 +196,9 @@ fn oauth_error(err: &OAuthError) -> Response {
     let body = serde_json::json!({ "error": err.code(), "error_description": description });
     let mut response = (status, Json(body)).into_response();
     let h = response.headers_mut();
+    if let OAuthError::Throttled(wait) = err {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(*wait));
+    }
     if status == StatusCode::UNAUTHORIZED {
         h.insert(
             header::WWW_AUTHENTICATE,
@@ -290,9 +294,13 @@ impl<S: Send + Sync> FromRequest<S> for TokenForm {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let headers = req.headers().clone();
+        let peer = req.extensions().get::<crate::net::Peer>().map(|p| p.0.ip());
         let body = Bytes::from_request(req, state).await;
         token_request(&headers, body)
-            .map(TokenForm)
+            .map(|mut request| {
+                request.peer = peer;
+                TokenForm(request)
+            })
             .map_err(OAuthRejection)
     }
 }
@@ -364,6 +372,7 @@ fn token_request(
         client_id,
         client_secret,
         auth_method,
+        peer: None,
     })
 }
 
@@ -411,6 +420,11 @@ mod tests {
                 ErrorKind::PermissionDenied,
                 tonic::Code::PermissionDenied,
                 403,
+            ),
+            (
+                ErrorKind::ResourceExhausted,
+                tonic::Code::ResourceExhausted,
+                429,
             ),
             (ErrorKind::DataLoss, tonic::Code::DataLoss, 500),
             (ErrorKind::Unavailable, tonic::Code::Unavailable, 503),

@@ -43,6 +43,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod throttle;
 
 pub use error::Error;
 

@@ -134,6 +134,17 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// The address an HTTP request came from, in its extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl Conn {
+    /// The remote address of the connection.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        tonic::transport::server::Connected::connect_info(&self.io).remote_addr()
+    }
+}
+
 impl tonic::transport::server::Connected for Conn {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
@@ -221,7 +232,12 @@ pub async fn serve_http(
         .header_read_timeout(limits.header_timeout);
     while let Some(conn) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // Handlers that throttle by address (the token endpoint) read it here.
+        let router = match conn.peer() {
+            Some(addr) => router.clone().layer(axum::Extension(Peer(addr))),
+            None => router.clone(),
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router);
         let served =
             graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
         tasks.spawn(async move {

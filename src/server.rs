@@ -184,14 +184,17 @@ pub async fn prepare_with(
     let master = Arc::new(master);
 
     let jwks = Arc::new(JwksCache::new(config.jwks_max_age));
-    let service = Arc::new(Service::new(
-        Arc::clone(&store),
-        master,
-        Arc::clone(&clock),
-        Arc::clone(&jwks),
-        config.jwks_max_age,
-        config.issuer(),
-    ));
+    let service = Arc::new(
+        Service::new(
+            Arc::clone(&store),
+            master,
+            Arc::clone(&clock),
+            Arc::clone(&jwks),
+            config.jwks_max_age,
+            config.issuer(),
+        )
+        .with_auth_throttle(config.auth_throttle),
+    );
     if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
         // First start of this database: give it a default key set to serve.
         let policy = crate::service::PolicyInput::default();

@@ -412,8 +412,86 @@ async fn tokens_expire_and_revoke_and_are_shown_once(backend: Backend) {
     server.stop().await;
 }
 
+async fn failed_authentication_is_throttled_per_address_and_client(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock = common::manual_clock_now();
+    let server = TestServer::start_with_clock(&db, clock.clone()).await;
+    let mut cl = server.clients();
+    for id in ["ingestion", "other"] {
+        cl.put_client(pb::PutClientRequest {
+            id: id.into(),
+            secret: Some(format!("{id}-secret-0123456789")),
+            token_keyset: Some("default".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let token_url = format!("{}/oauth2/token", server.http_url);
+    let grant = |id: &str, secret: &str| {
+        let auth = common::basic(id, secret);
+        let url = token_url.clone();
+        async move {
+            common::http_post(
+                &url,
+                &[common::FORM, ("authorization", &auth)],
+                "grant_type=client_credentials",
+            )
+            .await
+        }
+    };
+
+    // Ten wrong secrets for one client are answered as such; the eleventh
+    // attempt, even with the right secret, is refused until the window passes.
+    for _ in 0..10 {
+        assert_eq!(grant("ingestion", "wrong").await.status, 401);
+    }
+    let refused = grant("ingestion", "ingestion-secret-0123456789").await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "temporarily_unavailable");
+    assert_eq!(refused.header("retry-after"), "60");
+    // Another client at the same address is served meanwhile.
+    assert_eq!(grant("other", "other-secret-0123456789").await.status, 200);
+    clock.advance(61);
+    assert_eq!(
+        grant("ingestion", "ingestion-secret-0123456789")
+            .await
+            .status,
+        200
+    );
+
+    // gRPC: ten calls with bad tokens from one address, then even a good
+    // token from it is refused until the window passes.
+    for _ in 0..10 {
+        let mut bad = server.as_token("kw_not-a-token");
+        let err = bad
+            .keysets
+            .list_key_sets(pb::ListKeySetsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    let err = server
+        .keysets()
+        .list_key_sets(pb::ListKeySetsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(err.message().contains("retry in"), "{}", err.message());
+    clock.advance(61);
+    server
+        .keysets()
+        .list_key_sets(pb::ListKeySetsRequest::default())
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
 both_backends!(
     every_method_is_allowed_exactly_as_the_table_says,
     denials_name_the_role_and_scope_needed,
     tokens_expire_and_revoke_and_are_shown_once,
+    failed_authentication_is_throttled_per_address_and_client,
 );

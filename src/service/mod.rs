@@ -41,6 +41,7 @@ use crate::{
     jwks::JwksCache,
     secret::SecretBytes,
     store::Store,
+    throttle::{FailureThrottle, ThrottleSettings},
 };
 
 /// The most items one list call returns.
@@ -127,6 +128,10 @@ pub struct Service {
     decoy: Vec<u8>,
     /// The API tokens that authenticate, reloaded when they change.
     tokens: RwLock<tokens::TokenView>,
+    /// Failed gRPC authentications, per peer address.
+    grpc_throttle: FailureThrottle,
+    /// Failed token-endpoint authentications, per peer address and client id.
+    token_throttle: FailureThrottle,
 }
 
 const DECOY_ROW: AeadContext<'static> = AeadContext {
@@ -145,6 +150,8 @@ impl Service {
         jwks_max_age: u64,
         issuer: String,
     ) -> Self {
+        let grpc_throttle = FailureThrottle::new(ThrottleSettings::default(), Arc::clone(&clock));
+        let token_throttle = FailureThrottle::new(ThrottleSettings::default(), Arc::clone(&clock));
         Self {
             store,
             clock,
@@ -155,7 +162,17 @@ impl Service {
             decoy: master.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
             master,
             tokens: RwLock::new(tokens::TokenView::default()),
+            grpc_throttle,
+            token_throttle,
         }
+    }
+
+    /// Replaces the default failed-authentication limits (10 in 60 s).
+    #[must_use]
+    pub fn with_auth_throttle(mut self, settings: ThrottleSettings) -> Self {
+        self.grpc_throttle = FailureThrottle::new(settings, Arc::clone(&self.clock));
+        self.token_throttle = FailureThrottle::new(settings, Arc::clone(&self.clock));
+        self
     }
 
     /// Loads the API tokens; done once at start, before serving.

@@ -27,6 +27,9 @@ pub struct TokenRequest {
     pub client_secret: SecretString,
     /// How the client authenticated: HTTP Basic or the form body.
     pub auth_method: AuthMethod,
+    /// The caller's address, which failures are throttled by (with the
+    /// client id); `None` when unknown.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// A successful token response.
@@ -55,6 +58,9 @@ pub enum OAuthError {
     /// Scope not allowed.
     #[error("{0}")]
     InvalidScope(String),
+    /// Too many failed authentications for this client from this address.
+    #[error("too many failed authentications for this client from this address; retry in {0}s")]
+    Throttled(u64),
     /// keyward failed; logged, never detailed to the caller.
     #[error("internal error")]
     Server(#[source] Error),
@@ -68,6 +74,7 @@ impl OAuthError {
             Self::InvalidClient(_) => "invalid_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
+            Self::Throttled(_) => "temporarily_unavailable",
             Self::Server(_) => "server_error",
         }
     }
@@ -77,6 +84,7 @@ impl OAuthError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidClient(_) => ErrorKind::Unauthenticated,
+            Self::Throttled(_) => ErrorKind::ResourceExhausted,
             Self::Server(_) => ErrorKind::Internal,
             Self::InvalidRequest(_) | Self::UnsupportedGrantType(_) | Self::InvalidScope(_) => {
                 ErrorKind::InvalidArgument
@@ -86,8 +94,27 @@ impl OAuthError {
 }
 
 impl Service {
-    /// Issues a client-credentials token.
+    /// Issues a client-credentials token. Failed client authentications are
+    /// throttled per (peer address, client id): past the limit, attempts get
+    /// [`OAuthError::Throttled`] without being checked.
     pub async fn client_credentials(&self, req: TokenRequest) -> Result<IssuedToken, OAuthError> {
+        let key = format!(
+            "{} {}",
+            req.peer.map(|p| p.to_string()).unwrap_or_default(),
+            req.client_id
+        );
+        if let Err(wait) = self.token_throttle.check(&key) {
+            tracing::warn!(client = %req.client_id, peer = ?req.peer, "token request throttled");
+            return Err(OAuthError::Throttled(wait));
+        }
+        let issued = self.issue_client_token(req).await;
+        if matches!(issued, Err(OAuthError::InvalidClient(_))) {
+            self.token_throttle.failed(&key);
+        }
+        issued
+    }
+
+    async fn issue_client_token(&self, req: TokenRequest) -> Result<IssuedToken, OAuthError> {
         match req.grant_type.as_deref() {
             Some("client_credentials") => {}
             None | Some("") => {

@@ -2,7 +2,7 @@
 //! every request is authenticated against (no database query per call; the
 //! view reloads when the token generation moves, here or on another replica).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use super::Service;
 use crate::{
@@ -122,6 +122,27 @@ impl Service {
             }
             _ => Err(Error::Unauthenticated),
         }
+    }
+
+    /// [`Self::authenticate`], throttled per peer address: past the limit of
+    /// failures, attempts from that address get [`Error::Throttled`] without
+    /// being checked.
+    pub fn authenticate_peer(
+        &self,
+        peer: Option<IpAddr>,
+        presented: Option<&str>,
+    ) -> Result<Arc<Grant>> {
+        let key = peer.map(|p| p.to_string()).unwrap_or_default();
+        if let Err(retry_after) = self.grpc_throttle.check(&key) {
+            tracing::warn!(peer = ?peer, "gRPC authentication throttled");
+            return Err(Error::Throttled { retry_after });
+        }
+        let result = presented.map_or(Err(Error::Unauthenticated), |t| self.authenticate(t));
+        if result.is_err() {
+            tracing::info!(peer = ?peer, "gRPC call with a missing, unknown, revoked or expired token");
+            self.grpc_throttle.failed(&key);
+        }
+        result
     }
 
     /// Reloads the token view if the token generation moved (a change here
