@@ -422,6 +422,40 @@ mod tests {
     }
 
     #[test]
+    fn auth_throttle_settings_are_checked() {
+        let defaults = ServeConfig::resolve(None, &ServeArgs::default(), None).unwrap();
+        assert_eq!(defaults.auth_throttle, ThrottleSettings::default());
+        let args = ServeArgs {
+            auth_failure_limit: Some(3),
+            auth_failure_window: Some("5m".into()),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(None, &args, None).unwrap();
+        assert_eq!(
+            c.auth_throttle,
+            ThrottleSettings {
+                limit: 3,
+                window: 300
+            }
+        );
+        for args in [
+            ServeArgs {
+                auth_failure_limit: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                auth_failure_window: Some("0s".into()),
+                ..ServeArgs::default()
+            },
+        ] {
+            let err = ServeConfig::resolve(None, &args, None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("auth_failure"), "{err}");
+        }
+    }
+
+    #[test]
     fn debug_redacts_secrets() {
         let mut c = ServeConfig::with_defaults("/tmp/x");
         c.database_url = "postgres://app:s3cret@db:5432/keyward".into();

@@ -361,6 +361,21 @@ async fn tokens_expire_and_revoke_and_are_shown_once(backend: Backend) {
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
 
+    // The last working admin token cannot be revoked: nobody could manage
+    // tokens again.
+    let last = admin
+        .revoke_token(pb::RevokeTokenRequest {
+            name: "bootstrap".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(last.code(), Code::FailedPrecondition);
+    assert!(
+        last.message().contains("last working admin"),
+        "{}",
+        last.message()
+    );
+
     // Bad requests are precise.
     for (request, field) in [
         (

@@ -260,6 +260,21 @@ impl Service {
     /// within the watcher's interval.
     pub async fn revoke_token(&self, name: &str) -> Result<TokenInfo> {
         let now = self.clock.now();
+        let tokens = self.list_tokens().await?;
+        let live = |t: &TokenInfo| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| now < at);
+        let live_admins = tokens
+            .iter()
+            .filter(|t| t.role == Role::Admin && live(t))
+            .count();
+        if let Some(target) = tokens.iter().find(|t| t.name == name)
+            && target.role == Role::Admin
+            && live(target)
+            && live_admins == 1
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "token {name:?} is the last working admin token; create another admin token before revoking it"
+            )));
+        }
         if !self.store.revoke_token(name, now).await? {
             let existing = self.get_token(name).await?;
             return Err(Error::FailedPrecondition(format!(
