@@ -401,4 +401,35 @@ mod tests {
             .authorize(Method::RotateClientSecret, Some("x"))
             .unwrap();
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{Pattern, Role};
+
+        proptest! {
+            #[test]
+            fn patterns_and_roles_never_panic(text in ".{0,200}") {
+                let _ = Role::parse(&text);
+                if let Ok(pattern) = Pattern::parse("keyset", &text) {
+                    let prefix = text.trim_end_matches('*');
+                    prop_assert!(pattern.matches(prefix));
+                    let longer = format!("{prefix}x");
+                    prop_assert!(text.ends_with('*') || !pattern.matches(&longer));
+                }
+            }
+
+            #[test]
+            fn a_prefix_pattern_matches_exactly_its_extensions(
+                prefix in "[a-z0-9-]{0,20}",
+                rest in "[a-z0-9-]{0,20}",
+                other in "[a-z0-9-]{1,20}",
+            ) {
+                let pattern = Pattern::parse("keyset", &format!("{prefix}*")).unwrap();
+                let extended = format!("{prefix}{rest}");
+                prop_assert!(pattern.matches(&extended));
+                prop_assert_eq!(pattern.matches(&other), other.starts_with(&prefix));
+            }
+        }
+    }
 }

@@ -302,4 +302,24 @@ mod tests {
             assert!(Schedule::parse(bad).is_err(), "{bad:?}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::Schedule;
+
+        proptest! {
+            #[test]
+            fn schedules_never_panic_and_print_what_parses_back(
+                text in ".{0,40}",
+                fields in proptest::collection::vec("[0-9*/,-]{1,6}", 5),
+            ) {
+                let _ = Schedule::parse(&text);
+                if let Ok(schedule) = Schedule::parse(&fields.join(" ")) {
+                    let printed = schedule.to_string();
+                    prop_assert_eq!(Schedule::parse(&printed).unwrap(), schedule);
+                }
+            }
+        }
+    }
 }

@@ -462,4 +462,57 @@ mod tests {
         assert_eq!(form_decode("bad%zz"), None);
         assert_eq!(form_decode("%FF"), None, "not UTF-8");
     }
+
+    mod properties {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, HeaderValue, header};
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        use proptest::prelude::*;
+
+        use super::super::{basic_credentials, form_decode, token_request};
+
+        fn form_encode(s: &str) -> String {
+            form_urlencoded::byte_serialize(s.as_bytes()).collect()
+        }
+
+        proptest! {
+            #[test]
+            fn form_decoding_never_panics_and_inverts_encoding(text in ".*", raw in ".*") {
+                let _ = form_decode(&raw);
+                prop_assert_eq!(form_decode(&form_encode(&text)), Some(text));
+            }
+
+            #[test]
+            fn basic_headers_never_panic(value in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let mut headers = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_bytes(&value) {
+                    headers.insert(header::AUTHORIZATION, v);
+                }
+                let _ = basic_credentials(&headers);
+            }
+
+            #[test]
+            fn basic_credentials_round_trip(id in "[^\\x00]{1,40}", secret in ".{0,60}") {
+                let encoded = STANDARD.encode(format!("{}:{}", form_encode(&id), form_encode(&secret)));
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+                );
+                let (got_id, got_secret) = basic_credentials(&headers).ok().flatten().unwrap();
+                prop_assert_eq!(got_id, id);
+                prop_assert_eq!(got_secret.expose(), secret.as_str());
+            }
+
+            #[test]
+            fn token_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+                let _ = token_request(&headers, Ok(Bytes::from(body)));
+            }
+        }
+    }
 }

@@ -338,4 +338,19 @@ mod tests {
         assert_eq!(format_time(0), "-");
         assert_eq!(format_time(86_400), "1970-01-02T00:00:00Z");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::parse_duration;
+
+        proptest! {
+            #[test]
+            fn durations_never_panic_and_read_back(text in ".*", n in 0u64..10_000_000) {
+                let _ = parse_duration("ttl", &text);
+                prop_assert_eq!(parse_duration("ttl", &format!("{n}s")).unwrap().as_secs(), n);
+                prop_assert_eq!(parse_duration("ttl", &format!("{n}m")).unwrap().as_secs(), n * 60);
+            }
+        }
+    }
 }
