@@ -6,7 +6,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use crate::clock::Clock;
@@ -39,6 +42,9 @@ pub struct FailureThrottle {
     settings: ThrottleSettings,
     clock: Arc<dyn Clock>,
     failures: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// How many keys `failures` holds, read without the lock: while it is
+    /// zero (no recent failure anywhere) checks cost one atomic load.
+    tracked: AtomicUsize,
 }
 
 impl FailureThrottle {
@@ -48,7 +54,13 @@ impl FailureThrottle {
             settings,
             clock,
             failures: Mutex::new(HashMap::new()),
+            tracked: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether no failure is being tracked at all (the common case).
+    pub fn is_idle(&self) -> bool {
+        self.tracked.load(Ordering::Relaxed) == 0
     }
 
     fn window_start(&self, now: i64) -> i64 {
@@ -57,6 +69,9 @@ impl FailureThrottle {
 
     /// `Err(seconds to wait)` when `key` has reached its limit.
     pub fn check(&self, key: &str) -> Result<(), u64> {
+        if self.is_idle() {
+            return Ok(());
+        }
         let now = self.clock.now();
         let start = self.window_start(now);
         let Ok(mut failures) = self.failures.lock() else {
@@ -67,6 +82,11 @@ impl FailureThrottle {
         };
         while times.front().is_some_and(|t| *t <= start) {
             times.pop_front();
+        }
+        if times.is_empty() {
+            failures.remove(key);
+            self.tracked.store(failures.len(), Ordering::Relaxed);
+            return Ok(());
         }
         if times.len() < self.settings.limit as usize {
             return Ok(());
@@ -104,6 +124,7 @@ impl FailureThrottle {
             times.pop_front();
         }
         times.push_back(now);
+        self.tracked.store(failures.len(), Ordering::Relaxed);
     }
 }
 
@@ -135,6 +156,10 @@ mod tests {
         assert!(throttle.check("10.0.0.1 ingestion").is_err());
         clock.advance(61);
         assert_eq!(throttle.check("10.0.0.1 ingestion"), Ok(()));
+        assert!(
+            throttle.is_idle(),
+            "a key whose failures all expired is dropped"
+        );
     }
 
     #[test]
