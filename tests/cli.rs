@@ -353,12 +353,19 @@ fn unreachable_database_is_one_clear_line() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-#[test]
-fn two_serve_processes_share_rotations_within_two_seconds() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// Two `keyward serve` processes sharing one data directory (one SQLite
+/// database); only the first runs the scheduler.
+fn two_replicas(dir: &TempDir) -> (PathBuf, Serve, Serve) {
     let data = dir.path().join("data");
     let one = serve(&data, &[]).expect("first replica");
     let two = serve(&data, &[("KEYWARD_NO_SCHEDULER", "true")]).expect("second replica");
+    (data, one, two)
+}
+
+#[test]
+fn two_serve_processes_share_rotations_within_two_seconds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (data, one, two) = two_replicas(&dir);
 
     let created = json_out(&cli(
         &data,
@@ -460,9 +467,7 @@ fn two_serve_processes_share_rotations_within_two_seconds() {
 #[test]
 fn a_token_revoked_on_one_replica_is_refused_by_another_within_two_seconds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let one = serve(&data, &[]).expect("first replica");
-    let two = serve(&data, &[("KEYWARD_NO_SCHEDULER", "true")]).expect("second replica");
+    let (data, one, two) = two_replicas(&dir);
 
     let created = json_out(&cli(
         &data,

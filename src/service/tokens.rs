@@ -111,6 +111,9 @@ impl Service {
     /// The grant of a presented token: `Unauthenticated` for an unknown,
     /// revoked or expired one. Reads memory only.
     pub fn authenticate(&self, presented: &str) -> Result<Arc<Grant>> {
+        // Looked up by the token's SHA-256: how long the lookup takes depends
+        // on that digest, which a caller cannot steer towards a stored one, so
+        // timing reveals nothing usable about a stored token.
         let hash = sha256(presented.as_bytes());
         let view = self
             .tokens
