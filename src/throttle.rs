@@ -80,9 +80,7 @@ impl FailureThrottle {
         let Some(times) = failures.get_mut(key) else {
             return Ok(());
         };
-        while times.front().is_some_and(|t| *t <= start) {
-            times.pop_front();
-        }
+        forget_before(times, start);
         if times.is_empty() {
             failures.remove(key);
             self.tracked.store(failures.len(), Ordering::Relaxed);
@@ -116,15 +114,20 @@ impl FailureThrottle {
             }
         }
         let times = failures.entry(key.to_string()).or_default();
-        while times.front().is_some_and(|t| *t <= start) {
-            times.pop_front();
-        }
+        forget_before(times, start);
         // Only the last `limit` failures matter.
         if times.len() >= self.settings.limit as usize {
             times.pop_front();
         }
         times.push_back(now);
         self.tracked.store(failures.len(), Ordering::Relaxed);
+    }
+}
+
+/// Drops the failures at or before `start`, which have left the window.
+fn forget_before(times: &mut VecDeque<i64>, start: i64) {
+    while times.front().is_some_and(|t| *t <= start) {
+        times.pop_front();
     }
 }
 

@@ -175,16 +175,6 @@ impl Service {
         self
     }
 
-    /// Loads the API tokens; done once at start, before serving.
-    pub async fn load_tokens(&self) -> Result<()> {
-        let view = tokens::TokenView::load(self.store.as_ref()).await?;
-        *self
-            .tokens
-            .write()
-            .map_err(|_| Error::internal("token view lock poisoned"))? = view;
-        Ok(())
-    }
-
     /// The work of checking one secret, with no secret to check.
     fn decoy_secret_check(&self, presented: &crate::secret::SecretString) {
         if let Ok(decoy) = self.master.open(&DECOY_ROW, &self.decoy) {

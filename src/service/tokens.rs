@@ -135,21 +135,19 @@ impl Service {
         peer: Option<IpAddr>,
         presented: Option<&str>,
     ) -> Result<Arc<Grant>> {
-        // The common case: nobody has failed lately, and this token is good.
-        if self.grpc_throttle.is_idle()
-            && let Some(Ok(grant)) = presented.map(|t| self.authenticate(t))
+        // The key is built only when the throttle is tracking failures, or
+        // for a failure: the common call costs one atomic load here.
+        let key = || peer.map(|p| p.to_string()).unwrap_or_default();
+        if !self.grpc_throttle.is_idle()
+            && let Err(retry_after) = self.grpc_throttle.check(&key())
         {
-            return Ok(grant);
-        }
-        let key = peer.map(|p| p.to_string()).unwrap_or_default();
-        if let Err(retry_after) = self.grpc_throttle.check(&key) {
             tracing::warn!(peer = ?peer, "gRPC authentication throttled");
             return Err(Error::Throttled { retry_after });
         }
         let result = presented.map_or(Err(Error::Unauthenticated), |t| self.authenticate(t));
         if result.is_err() {
             tracing::info!(peer = ?peer, "gRPC call with a missing, unknown, revoked or expired token");
-            self.grpc_throttle.failed(&key);
+            self.grpc_throttle.failed(&key());
         }
         result
     }
@@ -166,11 +164,13 @@ impl Service {
         if current == known {
             return Ok(false);
         }
-        self.reload_tokens().await?;
+        self.load_tokens().await?;
         Ok(true)
     }
 
-    async fn reload_tokens(&self) -> Result<()> {
+    /// Loads the API tokens into memory: at start, before serving, and after
+    /// every change.
+    pub async fn load_tokens(&self) -> Result<()> {
         let view = TokenView::load(self.store.as_ref()).await?;
         let mut slot = self
             .tokens
@@ -240,7 +240,7 @@ impl Service {
         };
         self.store.insert_token(&row).await?;
         tracing::info!(token = %row.name, role = %role, "API token created");
-        if let Err(err) = self.reload_tokens().await {
+        if let Err(err) = self.load_tokens().await {
             tracing::warn!(error = %err, "token view reload failed; the watcher retries");
         }
         Ok((info_of(row)?, SecretString::new(token)))
@@ -275,26 +275,28 @@ impl Service {
             .iter()
             .filter(|t| t.role == Role::Admin && live(t))
             .count();
-        if let Some(target) = tokens.iter().find(|t| t.name == name)
-            && target.role == Role::Admin
-            && live(target)
-            && live_admins == 1
-        {
+        let mut target = tokens
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no token named {name:?}")))?;
+        if target.role == Role::Admin && live(&target) && live_admins == 1 {
             return Err(Error::FailedPrecondition(format!(
                 "token {name:?} is the last working admin token; create another admin token before revoking it"
             )));
         }
-        if !self.store.revoke_token(name, now).await? {
-            let existing = self.get_token(name).await?;
+        // Conditional on not being revoked yet, so a concurrent revocation
+        // elsewhere is reported, not repeated.
+        if target.revoked_at.is_some() || !self.store.revoke_token(name, now).await? {
             return Err(Error::FailedPrecondition(format!(
-                "token {:?} was revoked already",
-                existing.name
+                "token {name:?} was revoked already"
             )));
         }
         tracing::info!(token = name, "API token revoked");
-        if let Err(err) = self.reload_tokens().await {
+        if let Err(err) = self.load_tokens().await {
             tracing::warn!(error = %err, "token view reload failed; the watcher retries");
         }
-        self.get_token(name).await
+        target.revoked_at = Some(now);
+        Ok(target)
     }
 }
