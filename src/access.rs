@@ -25,7 +25,8 @@ pub enum Role {
     SecretReader,
     /// Exporting the private keys of the key sets its patterns match.
     Exporter,
-    /// Reading metadata: key sets, keys, clients, tokens; no secrets.
+    /// Reading the audit log and metadata: key sets, keys, clients, tokens;
+    /// no secrets.
     Auditor,
 }
 
@@ -300,6 +301,8 @@ methods! {
     GetToken => [any(Auditor)],
     ListTokens => [any(Auditor)],
     RevokeToken => [],
+    ListAuditEvents => [any(Auditor)],
+    VerifyAuditChain => [any(Auditor)],
 }
 
 #[cfg(test)]

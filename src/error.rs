@@ -75,6 +75,10 @@ pub enum Error {
     /// The database cannot be reached. gRPC `UNAVAILABLE`, HTTP 503.
     #[error("database unavailable")]
     Unavailable,
+    /// The call's audit event could not be stored, so the call was refused
+    /// and returned nothing. gRPC `UNAVAILABLE`, HTTP 503.
+    #[error("the audit log could not be written, so the call returned nothing; retry")]
+    AuditUnavailable,
     /// Anything else; the cause is logged, never sent. gRPC `INTERNAL`, HTTP 500.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -105,7 +109,7 @@ impl Error {
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Throttled { .. } => ErrorKind::ResourceExhausted,
             Self::DataLoss => ErrorKind::DataLoss,
-            Self::Unavailable => ErrorKind::Unavailable,
+            Self::Unavailable | Self::AuditUnavailable => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -10,6 +10,7 @@
 //!   signing-key generation, JWK thumbprints and JWT signing. No I/O, no clock.
 //! - [`model`]: validated names, algorithms, durations and key states.
 //! - [`access`]: API token roles, scope patterns and the method-by-role table.
+//! - [`audit`]: audit events, their durability and the keyed hash chain.
 //! - [`rotation`] and [`cron`]: the key lifecycle as pure functions of `now`.
 //! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL
 //!   implementations. Knows SQL, knows nothing of transports.
@@ -26,6 +27,7 @@
 //! Errors are one type, [`Error`], mapped once to gRPC codes and HTTP statuses.
 
 pub mod access;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

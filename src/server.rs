@@ -181,6 +181,7 @@ pub async fn prepare_with(
         })?;
         check_canary(&master, &stored_id, &sealed)?;
     }
+    let chain_key = crate::service::audit::load_chain_key(store.as_ref(), &master).await?;
     let master = Arc::new(master);
 
     let jwks = Arc::new(JwksCache::new(config.jwks_max_age));
@@ -192,6 +193,7 @@ pub async fn prepare_with(
             Arc::clone(&jwks),
             config.jwks_max_age,
             config.issuer(),
+            crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
         )
         .with_auth_throttle(config.auth_throttle),
     );

@@ -9,9 +9,11 @@
 //! - [`openmetadata`]: OpenMetadata's key formats (it builds on [`keysets`]).
 //! - [`tokens`]: named API tokens and the in-memory view requests are
 //!   authenticated against.
+//! - [`audit`]: the audit log's writer, listing, verification and pruning.
 //! - `claims`: pure claim rules: subject and email, and signing profiles
 //!   (OpenMetadata's token rules).
 
+pub mod audit;
 mod claims;
 mod clients;
 mod keysets;
@@ -132,6 +134,8 @@ pub struct Service {
     grpc_throttle: FailureThrottle,
     /// Failed token-endpoint authentications, per peer address and client id.
     token_throttle: FailureThrottle,
+    /// Where audit events go.
+    audit: audit::AuditLog,
 }
 
 const DECOY_ROW: AeadContext<'static> = AeadContext {
@@ -149,6 +153,7 @@ impl Service {
         jwks: Arc<JwksCache>,
         jwks_max_age: u64,
         issuer: String,
+        audit: audit::AuditLog,
     ) -> Self {
         let grpc_throttle = FailureThrottle::new(ThrottleSettings::default(), Arc::clone(&clock));
         let token_throttle = FailureThrottle::new(ThrottleSettings::default(), Arc::clone(&clock));
@@ -164,6 +169,7 @@ impl Service {
             tokens: RwLock::new(tokens::TokenView::default()),
             grpc_throttle,
             token_throttle,
+            audit,
         }
     }
 

@@ -10,10 +10,13 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey, NewKeySet, PublishedDelta, SealedKey,
-    SecretRow, StartupLock, Store, TokenRow,
+    AuditFilter, AuditLink, AuditScan, ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey,
+    NewKeySet, PublishedDelta, SealedKey, SecretRow, StartupLock, Store, TokenRow,
 };
-use crate::Result;
+use crate::{
+    Result,
+    audit::{AuditEvent, AuditRecord},
+};
 
 /// Counts calls per [`Store`] method, then delegates.
 #[derive(Debug)]
@@ -139,4 +142,10 @@ delegate! {
     fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
     fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
     fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>>;
+    fn meta(&self, name: &str) -> Result<Option<(String, Vec<u8>)>>;
+    fn insert_meta(&self, name: &str, key_id: &str, sealed: &[u8]) -> Result<bool>;
+    fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64>;
+    fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    fn scan_audit(&self, visit: &mut (dyn FnMut(AuditScan) -> bool + Send)) -> Result<()>;
+    fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>>;
 }

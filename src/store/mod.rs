@@ -17,6 +17,7 @@ pub use sql::{PgStore, SqliteStore};
 use crate::{
     Error, Result,
     access::Role,
+    audit::{AuditEvent, AuditRecord, ChainBounds},
     cron::Schedule,
     crypto::keys::Algorithm,
     model::{KeyState, secs_i64, secs_u64},
@@ -323,6 +324,89 @@ pub struct SecretRow {
     pub valid_until: Option<i64>,
 }
 
+/// Which audit events a listing returns: newest first, every filter given
+/// matching exactly.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Events at or after this time, Unix seconds.
+    pub since: Option<i64>,
+    /// Only this principal.
+    pub principal: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this target.
+    pub target: Option<String>,
+    /// Only events older than this id (paging).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// What a scan of the audit chain visits: its bounds, then every kept event
+/// from the first, in id order, all from one consistent snapshot.
+#[derive(Debug)]
+pub enum AuditScan {
+    /// Where the chain starts and ends.
+    Bounds(ChainBounds),
+    /// The next stored event.
+    Event(AuditRecord),
+}
+
+/// The hash that links an event to the chain: `link(previous hash, id, event)`.
+pub type AuditLink = dyn Fn(&[u8], i64, &AuditEvent) -> Vec<u8> + Sync;
+
+/// An `audit_events` row.
+#[derive(sqlx::FromRow)]
+struct AuditColumns {
+    id: i64,
+    at: i64,
+    principal: String,
+    action: String,
+    target: String,
+    outcome: String,
+    peer: String,
+    request_id: String,
+    hash: Vec<u8>,
+}
+
+impl From<AuditColumns> for AuditRecord {
+    fn from(c: AuditColumns) -> Self {
+        Self {
+            id: c.id,
+            event: AuditEvent {
+                at: c.at,
+                principal: c.principal,
+                action: c.action,
+                target: c.target,
+                outcome: c.outcome,
+                peer: c.peer,
+                request_id: c.request_id,
+            },
+            hash: c.hash,
+        }
+    }
+}
+
+/// The `audit_chain` row.
+#[derive(sqlx::FromRow)]
+struct ChainColumns {
+    head_id: i64,
+    head_hash: Vec<u8>,
+    first_id: i64,
+    first_prev: Vec<u8>,
+}
+
+impl From<ChainColumns> for ChainBounds {
+    fn from(c: ChainColumns) -> Self {
+        Self {
+            first_id: c.first_id,
+            first_prev: c.first_prev,
+            head_id: c.head_id,
+            head_hash: c.head_hash,
+        }
+    }
+}
+
 /// Held by the one process setting a database up (migrations, canary,
 /// bootstrap); others wait for it. Released by [`StartupLock::release`], or
 /// when dropped, or when the process dies.
@@ -395,7 +479,14 @@ pub trait Store: Send + Sync + Debug {
     /// `None` on a fresh (even unmigrated) database.
     async fn read_canary(&self) -> Result<Option<(String, Vec<u8>)>>;
     /// Stores the canary unless one exists; returns whether it wrote.
-    async fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool>;
+    async fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool> {
+        self.insert_meta("canary", key_id, sealed).await
+    }
+    /// A sealed value kept in `keyward_meta`: `(master key id, sealed)`.
+    async fn meta(&self, name: &str) -> Result<Option<(String, Vec<u8>)>>;
+    /// Stores a sealed value in `keyward_meta` unless one by that name
+    /// exists; returns whether it wrote.
+    async fn insert_meta(&self, name: &str, key_id: &str, sealed: &[u8]) -> Result<bool>;
     /// Stores the first admin token's hash unless an admin token exists; returns
     /// whether it wrote (exactly one of several racing processes does).
     async fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool>;
@@ -475,6 +566,21 @@ pub trait Store: Send + Sync + Debug {
     async fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
     /// The clients whose client-credentials tokens key set `keyset` signs, by id.
     async fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>>;
+
+    /// Appends `events` to the audit chain in one transaction, holding the
+    /// chain's row lock so concurrent writers (other replicas too) append one
+    /// after another; each event's hash is `link(previous hash, id, event)`.
+    /// Returns the id of the last one.
+    async fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64>;
+    /// Audit events matching `filter`, newest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// Visits the chain's bounds and then its kept events in id order, from
+    /// one snapshot, until `visit` returns false.
+    async fn scan_audit(&self, visit: &mut (dyn FnMut(AuditScan) -> bool + Send)) -> Result<()>;
+    /// Deletes the oldest events, up to the newest one before `before` (Unix
+    /// seconds), and moves the chain's start past them. Returns the ids
+    /// deleted, if any.
+    async fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>>;
 }
 
 /// Opens the store a database URL names: `sqlite:` or `postgres:`/`postgresql:`.

@@ -16,10 +16,16 @@ use sqlx::{
 use tracing::instrument;
 
 use super::{
-    ClientRow, KeyRow, KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns,
-    PublishedDelta, SealedKey, SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
+    AuditColumns, AuditFilter, AuditLink, AuditScan, ChainColumns, ClientRow, KeyRow,
+    KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns, PublishedDelta,
+    SealedKey, SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
 };
-use crate::{Error, Result, files, model::KeyState};
+use crate::{
+    Error, Result,
+    audit::{AuditEvent, AuditRecord},
+    files,
+    model::KeyState,
+};
 
 /// Key set rows decoded into domain types.
 fn decode_keysets(rows: Vec<KeySetColumns>) -> Result<Vec<KeySetRow>> {
@@ -126,6 +132,10 @@ impl SqliteStore {
 
     const TABLE_EXISTS: &'static str =
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+
+    /// The write transaction already holds the database's write lock.
+    const LOCK_AUDIT_CHAIN: &'static str =
+        "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1";
 }
 
 /// `<db><suffix>`: the files SQLite and keyward keep beside a database.
@@ -227,6 +237,10 @@ impl PgStore {
 
     const TABLE_EXISTS: &'static str = "SELECT count(*) FROM information_schema.tables \
          WHERE table_schema = current_schema() AND table_name = $1";
+
+    /// The row lock queues other appenders (other replicas too) until commit.
+    const LOCK_AUDIT_CHAIN: &'static str =
+        "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1 FOR UPDATE";
 }
 
 macro_rules! impl_store {
@@ -282,12 +296,21 @@ macro_rules! impl_store {
                 )
             }
 
-            #[instrument(skip_all)]
-            async fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool> {
+            #[instrument(skip_all, fields(name))]
+            async fn meta(&self, name: &str) -> Result<Option<(String, Vec<u8>)>> {
+                Ok(sqlx::query_as("SELECT key_id, value FROM keyward_meta WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            #[instrument(skip_all, fields(name))]
+            async fn insert_meta(&self, name: &str, key_id: &str, sealed: &[u8]) -> Result<bool> {
                 let done = sqlx::query(
-                    "INSERT INTO keyward_meta (name, key_id, value) VALUES ('canary', $1, $2) \
+                    "INSERT INTO keyward_meta (name, key_id, value) VALUES ($1, $2, $3) \
                      ON CONFLICT DO NOTHING",
                 )
+                .bind(name)
                 .bind(key_id)
                 .bind(sealed)
                 .execute(&self.pool)
@@ -860,9 +883,148 @@ macro_rules! impl_store {
                         .await?,
                 )
             }
+
+            #[instrument(skip_all, fields(events = events.len()))]
+            async fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
+                let mut tx = self.begin_write().await?;
+                let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let (mut id, mut prev) = (chain.head_id, chain.head_hash);
+                for batch in events.chunks(AUDIT_ROWS_PER_INSERT) {
+                    let mut rows = Vec::with_capacity(batch.len());
+                    for event in batch {
+                        id += 1;
+                        let hash = link(&prev, id, event);
+                        prev.clone_from(&hash);
+                        rows.push((id, event, hash));
+                    }
+                    let mut insert = sqlx::QueryBuilder::new(format!(
+                        "INSERT INTO audit_events ({AUDIT_COLUMNS}) "
+                    ));
+                    insert.push_values(rows, |mut row, (id, e, hash)| {
+                        row.push_bind(id)
+                            .push_bind(e.at)
+                            .push_bind(e.principal.as_str())
+                            .push_bind(e.action.as_str())
+                            .push_bind(e.target.as_str())
+                            .push_bind(e.outcome.as_str())
+                            .push_bind(e.peer.as_str())
+                            .push_bind(e.request_id.as_str())
+                            .push_bind(hash);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                sqlx::query("UPDATE audit_chain SET head_id = $1, head_hash = $2 WHERE id = 1")
+                    .bind(id)
+                    .bind(&prev)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            #[instrument(skip_all)]
+            async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+                let mut query = sqlx::QueryBuilder::new(format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE 1 = 1"
+                ));
+                if let Some(since) = filter.since {
+                    query.push(" AND at >= ").push_bind(since);
+                }
+                for (column, value) in [
+                    (" AND principal = ", &filter.principal),
+                    (" AND action = ", &filter.action),
+                    (" AND target = ", &filter.target),
+                ] {
+                    if let Some(value) = value {
+                        query.push(column).push_bind(value.as_str());
+                    }
+                }
+                if let Some(before) = filter.before_id {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+                let rows: Vec<AuditColumns> =
+                    query.build_query_as().fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(AuditRecord::from).collect())
+            }
+
+            #[instrument(skip_all)]
+            async fn scan_audit(
+                &self,
+                visit: &mut (dyn FnMut(AuditScan) -> bool + Send),
+            ) -> Result<()> {
+                const PAGE: i64 = 1000;
+                let mut tx = self.begin_read().await?;
+                let chain: ChainColumns = sqlx::query_as(
+                    "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut after = chain.first_id - 1;
+                if !visit(AuditScan::Bounds(chain.into())) {
+                    return Ok(());
+                }
+                loop {
+                    let rows: Vec<AuditColumns> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
+                    )))
+                    .bind(after)
+                    .bind(PAGE)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let full = i64::try_from(rows.len()).unwrap_or(0) == PAGE;
+                    for row in rows {
+                        after = row.id;
+                        if !visit(AuditScan::Event(row.into())) {
+                            return Ok(());
+                        }
+                    }
+                    if !full {
+                        return Ok(());
+                    }
+                }
+            }
+
+            #[instrument(skip_all)]
+            async fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>> {
+                let mut tx = self.begin_write().await?;
+                let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT id, hash FROM audit_events WHERE id = \
+                     (SELECT max(id) FROM audit_events WHERE at < $1 AND id <= $2)",
+                )
+                .bind(before)
+                .bind(chain.head_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((last, hash)) = last else {
+                    return Ok(None);
+                };
+                sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE audit_chain SET first_id = $1, first_prev = $2 WHERE id = 1")
+                    .bind(last + 1)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some((chain.first_id, last)))
+            }
         }
     };
 }
+
+/// Events per INSERT statement (nine parameters each, well under SQLite's
+/// limit on parameters).
+const AUDIT_ROWS_PER_INSERT: usize = 500;
+
+const AUDIT_COLUMNS: &str = "id, at, principal, action, target, outcome, peer, request_id, hash";
 
 impl_store!(SqliteStore, "sqlite", sqlite_tx);
 impl_store!(PgStore, "postgres", pg_tx);

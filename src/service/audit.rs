@@ -1,0 +1,302 @@
+//! The audit log: one writer task per process appends events to the chain,
+//! durable events at once (the caller waits for the commit) and batched ones
+//! within [`FLUSH_EVERY`]; listing, verifying and pruning read the store.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Service;
+use crate::{
+    Error, Result,
+    audit::{AuditEvent, AuditRecord, ChainKey, ChainReport, ChainWalk, Durability, PRUNE_ACTION},
+    crypto::{
+        aead::{AeadContext, MasterKey},
+        random,
+    },
+    secret::SecretBytes,
+    store::{AuditFilter, AuditScan, Store},
+};
+
+/// Batched events reach the database within this long.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// Most events appended in one transaction.
+const MAX_BATCH: usize = 2000;
+/// Batched events kept in memory while the database cannot take them; past
+/// this the oldest are dropped (and counted in the log).
+const MAX_BACKLOG: usize = 100_000;
+/// Events queued for the writer before callers wait for room.
+const QUEUE: usize = 10_000;
+/// The most events one listing returns, and the default.
+pub const MAX_AUDIT_LIMIT: u32 = 1000;
+/// Events a listing returns when the caller names no limit.
+pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
+
+const AUDIT_KEY_ROW: AeadContext<'static> = AeadContext {
+    table: "keyward_meta",
+    id: "audit_key",
+    version: 1,
+};
+
+/// The database's audit chain key: read and opened, or created on first start
+/// (of several processes racing, one creates it and all use it).
+pub async fn load_chain_key(store: &dyn Store, master: &MasterKey) -> Result<ChainKey> {
+    if store.meta("audit_key").await?.is_none() {
+        let raw = SecretBytes::new(random::bytes::<{ ChainKey::LEN }>().to_vec());
+        let sealed = master.seal(&AUDIT_KEY_ROW, raw.expose());
+        store
+            .insert_meta("audit_key", master.id(), &sealed)
+            .await?;
+    }
+    let (key_id, sealed) = store
+        .meta("audit_key")
+        .await?
+        .ok_or_else(|| Error::internal("the audit key vanished right after it was written"))?;
+    let raw = master.open(&AUDIT_KEY_ROW, &sealed).map_err(|_| {
+        tracing::error!(sealed_with = %key_id, master_key = master.id(), "the audit key failed to decrypt");
+        Error::DataLoss
+    })?;
+    Ok(ChainKey::new(&raw))
+}
+
+enum Queued {
+    Event(AuditEvent, Option<oneshot::Sender<Result<()>>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The handle requests record through; the writer task ends when it drops,
+/// after writing what is queued.
+#[derive(Debug)]
+pub struct AuditLog {
+    queue: mpsc::Sender<Queued>,
+    key: Arc<ChainKey>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Event(e, _) => f.debug_tuple("Event").field(e).finish(),
+            Self::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer task (on the current tokio runtime).
+    pub fn start(store: Arc<dyn Store>, key: ChainKey) -> Self {
+        let key = Arc::new(key);
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(Writer::new(store, Arc::clone(&key)).run(rx));
+        Self { queue, key }
+    }
+}
+
+/// What the writer holds between transactions.
+struct Writer {
+    store: Arc<dyn Store>,
+    key: Arc<ChainKey>,
+    /// Batched events not yet stored, oldest first.
+    batched: Vec<AuditEvent>,
+    /// Durable events and the callers waiting for them.
+    durable: Vec<(AuditEvent, oneshot::Sender<Result<()>>)>,
+    /// Callers waiting for everything queued before them to be written.
+    flushes: Vec<oneshot::Sender<()>>,
+    /// When the batched events must be written.
+    due: Option<tokio::time::Instant>,
+}
+
+impl Writer {
+    fn new(store: Arc<dyn Store>, key: Arc<ChainKey>) -> Self {
+        Self {
+            store,
+            key,
+            batched: Vec::new(),
+            durable: Vec::new(),
+            flushes: Vec::new(),
+            due: None,
+        }
+    }
+
+    fn take(&mut self, item: Queued) {
+        match item {
+            Queued::Event(event, None) => self.batched.push(event),
+            Queued::Event(event, Some(done)) => self.durable.push((event, done)),
+            Queued::Flush(done) => self.flushes.push(done),
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.batched.len() + self.durable.len()
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        loop {
+            let item = match self.due {
+                None => rx.recv().await,
+                Some(due) => tokio::select! {
+                    item = rx.recv() => item,
+                    () = tokio::time::sleep_until(due) => {
+                        self.write().await;
+                        continue;
+                    }
+                },
+            };
+            let Some(item) = item else {
+                // Every handle is gone: write what is left and stop.
+                self.write().await;
+                return;
+            };
+            self.take(item);
+            while self.queued() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(item) => self.take(item),
+                    Err(_) => break,
+                }
+            }
+            if !self.durable.is_empty() || !self.flushes.is_empty() || self.queued() >= MAX_BATCH
+            {
+                self.write().await;
+            } else if self.due.is_none() && !self.batched.is_empty() {
+                self.due = Some(tokio::time::Instant::now() + FLUSH_EVERY);
+            }
+        }
+    }
+
+    /// Appends everything queued in one transaction (batched events first:
+    /// they are older) and answers the callers waiting.
+    async fn write(&mut self) {
+        let durable = std::mem::take(&mut self.durable);
+        if self.batched.is_empty() && durable.is_empty() {
+            self.answer_flushes();
+            self.due = None;
+            return;
+        }
+        let mut events = std::mem::take(&mut self.batched);
+        let kept = events.len();
+        events.extend(durable.iter().map(|(e, _)| e.clone()));
+        let key = Arc::clone(&self.key);
+        let written = self
+            .store
+            .append_audit(&events, &move |prev, id, e| key.link(prev, id, e))
+            .await;
+        match written {
+            Ok(_) => {
+                for (_, done) in durable {
+                    let _ = done.send(Ok(()));
+                }
+                self.due = None;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, events = events.len(), "could not write audit events; the calls waiting for them fail, batched ones are retried");
+                for (event, done) in durable {
+                    // No secret is ever in an event, so the log may hold it.
+                    tracing::error!(?event, "audit event not stored; its call was refused");
+                    let _ = done.send(Err(Error::AuditUnavailable));
+                }
+                events.truncate(kept);
+                if events.len() > MAX_BACKLOG {
+                    let dropped = events.len() - MAX_BACKLOG;
+                    events.drain(..dropped);
+                    tracing::error!(dropped, "audit backlog full; dropped the oldest batched events");
+                }
+                self.batched = events;
+                self.due = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+        self.answer_flushes();
+    }
+
+    fn answer_flushes(&mut self) {
+        for done in self.flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Service {
+    /// Records an audit event. [`Durability::BeforeResponse`] waits until it
+    /// is committed and fails with [`Error::AuditUnavailable`] when it cannot
+    /// be; batched events are queued and never fail the call.
+    pub async fn audit(&self, event: AuditEvent, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::Batched => {
+                if self.audit.queue.send(Queued::Event(event, None)).await.is_err() {
+                    tracing::error!("the audit writer has stopped; an event was not recorded");
+                }
+                Ok(())
+            }
+            Durability::BeforeResponse => {
+                let (done, written) = oneshot::channel();
+                self.audit
+                    .queue
+                    .send(Queued::Event(event, Some(done)))
+                    .await
+                    .map_err(|_| Error::AuditUnavailable)?;
+                written.await.map_err(|_| Error::AuditUnavailable)?
+            }
+        }
+    }
+
+    /// Waits until every event recorded so far has been written (or failed).
+    pub async fn flush_audit(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.audit.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    /// Audit events matching `filter`, newest first; its limit is clamped to
+    /// 1..=[`MAX_AUDIT_LIMIT`] (0 takes [`DEFAULT_AUDIT_LIMIT`]).
+    pub async fn audit_events(&self, mut filter: AuditFilter) -> Result<Vec<AuditRecord>> {
+        filter.limit = match filter.limit {
+            0 => i64::from(DEFAULT_AUDIT_LIMIT),
+            n => n.clamp(1, i64::from(MAX_AUDIT_LIMIT)),
+        };
+        self.store.list_audit(&filter).await
+    }
+
+    /// Walks the whole kept chain from one snapshot.
+    pub async fn verify_audit(&self) -> Result<ChainReport> {
+        let key = Arc::clone(&self.audit.key);
+        let mut walk: Option<ChainWalk<'_>> = None;
+        self.store
+            .scan_audit(&mut |item| match item {
+                AuditScan::Bounds(bounds) => {
+                    walk = Some(ChainWalk::new(&key, bounds));
+                    true
+                }
+                AuditScan::Event(record) => walk.as_mut().is_some_and(|w| {
+                    w.check(&record);
+                    !w.is_broken()
+                }),
+            })
+            .await?;
+        walk.map(ChainWalk::finish)
+            .ok_or_else(|| Error::internal("the audit chain has no bounds row"))
+    }
+
+    /// Deletes events older than `retain` and records the cut as an audit
+    /// event, so the chain shows it. Returns the ids deleted, if any.
+    pub async fn prune_audit(&self, retain: Duration) -> Result<Option<(i64, i64)>> {
+        let retain = i64::try_from(retain.as_secs()).unwrap_or(i64::MAX);
+        let before = self.now().saturating_sub(retain);
+        let pruned = self.store.prune_audit(before).await?;
+        if let Some((first, last)) = pruned {
+            tracing::info!(first, last, "pruned audit events past retention");
+            self.audit(
+                AuditEvent {
+                    at: self.now(),
+                    principal: "keyward".into(),
+                    action: PRUNE_ACTION.into(),
+                    target: format!("{first}..={last}"),
+                    outcome: crate::audit::OK.into(),
+                    peer: String::new(),
+                    request_id: String::new(),
+                },
+                Durability::BeforeResponse,
+            )
+            .await?;
+        }
+        Ok(pruned)
+    }
+}
