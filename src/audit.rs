@@ -372,7 +372,10 @@ mod tests {
             Durability::of(Method::GetClientSecret),
             Durability::BeforeResponse
         );
-        assert_eq!(Durability::of(Method::ExportKey), Durability::BeforeResponse);
+        assert_eq!(
+            Durability::of(Method::ExportKey),
+            Durability::BeforeResponse
+        );
         assert_eq!(Durability::of(Method::SignJwt), Durability::Batched);
         for m in Method::ALL {
             let _ = Durability::of(*m);

@@ -23,6 +23,8 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_JWKS_MAX_AGE: u64 = 300;
 /// Default period of the built-in rotation sweep.
 pub const DEFAULT_ROTATION_INTERVAL: Duration = Duration::from_secs(30);
+/// How long audit events are kept by default (a little over a year).
+pub const DEFAULT_AUDIT_RETAIN: Duration = Duration::from_secs(400 * 86_400);
 
 /// `keyward serve` / `keyward migrate` flags (each also an environment variable).
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -74,6 +76,10 @@ pub struct ServeArgs {
     /// The window failed authentications are counted over [default: 60s]
     #[arg(long, env = "KEYWARD_AUTH_FAILURE_WINDOW")]
     pub auth_failure_window: Option<String>,
+    /// Delete audit events older than this (checked hourly); the chain stays
+    /// verifiable from the first kept event [default: 400d]
+    #[arg(long, env = "KEYWARD_AUDIT_RETAIN")]
+    pub audit_retain: Option<String>,
     /// Optional TOML file with the same settings (snake_case keys)
     #[arg(long, env = "KEYWARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -99,6 +105,7 @@ struct FileConfig {
     shutdown_grace: Option<String>,
     auth_failure_limit: Option<u32>,
     auth_failure_window: Option<String>,
+    audit_retain: Option<String>,
 }
 
 /// Where the master key comes from.
@@ -147,6 +154,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How many failed authentications, over how long, an address may make.
     pub auth_throttle: ThrottleSettings,
+    /// How long audit events are kept.
+    pub audit_retain: Duration,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -163,6 +172,7 @@ impl fmt::Debug for ServeConfig {
             .field("issuer", &self.issuer)
             .field("limits", &self.limits)
             .field("auth_throttle", &self.auth_throttle)
+            .field("audit_retain", &self.audit_retain)
             .finish()
     }
 }
@@ -197,6 +207,7 @@ impl ServeConfig {
             issuer: None,
             limits: Limits::default(),
             auth_throttle: ThrottleSettings::default(),
+            audit_retain: DEFAULT_AUDIT_RETAIN,
         }
     }
 
@@ -323,6 +334,16 @@ impl ServeConfig {
                     }
                     None => defaults.auth_throttle.window,
                 },
+            },
+            audit_retain: match args.audit_retain.as_ref().or(file.audit_retain.as_ref()) {
+                Some(text) => {
+                    let retain = crate::model::parse_duration("audit_retain", text)?;
+                    if retain < Duration::from_secs(86_400) {
+                        return Err(Error::invalid("audit_retain", "must be at least 1d"));
+                    }
+                    retain
+                }
+                None => defaults.audit_retain,
             },
             data_dir,
         };

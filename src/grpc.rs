@@ -1,13 +1,15 @@
-//! The gRPC transport: `keyward.v1.KeySets` and `keyward.v1.Clients` over the
-//! [`Service`] service, behind the bearer-token [`Authenticator`].
+//! The gRPC transport: `keyward.v1.KeySets`, `Clients`, `Access` and `Audit`
+//! over the [`Service`]. Each handler names its method and target and hands
+//! its body to [`Api::call`], which authenticates, authorizes and audits.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use tonic::{Request, Response, Status, service::Interceptor};
+use tonic::{Request, Response, Status};
 
 use crate::{
     Error,
-    access::{Grant, Method},
+    access::Method,
+    audit::{self, AuditEvent, Durability},
     crypto::keys::Algorithm,
     error::ErrorKind,
     model::{self, KeyState},
@@ -17,6 +19,7 @@ use crate::{
         Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, NewToken, PageRequest, PolicyInput,
         RotationEvent, Service, SignProfile, SignRequest, TokenInfo, Transition,
     },
+    store::AuditFilter,
 };
 
 /// The gRPC code of each kind of error.
@@ -32,6 +35,30 @@ pub fn grpc_code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::DataLoss => tonic::Code::DataLoss,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,
+    }
+}
+
+/// The canonical upper-case name of a gRPC code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -54,74 +81,57 @@ pub mod pb {
 
 use pb::{
     access_server::{Access, AccessServer},
+    audit_server::{Audit, AuditServer},
     clients_server::{Clients, ClientsServer},
     key_sets_server::{KeySets, KeySetsServer},
 };
 
-/// Authenticates `authorization: Bearer <token>` against the service's
-/// in-memory token view and records the token's [`Grant`] in the request
-/// extensions, where each handler checks it with [`allow`].
-#[derive(Clone)]
-pub struct Authenticator {
-    service: Arc<Service>,
-}
-
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").finish_non_exhaustive()
-    }
-}
-
-impl Authenticator {
-    /// Authenticates against `service`'s tokens.
-    pub fn new(service: Arc<Service>) -> Self {
-        Self { service }
-    }
-}
-
-impl Interceptor for Authenticator {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let peer = request.remote_addr().map(|a| a.ip());
-        let grant = match self.service.authenticate_peer(peer, token) {
-            Ok(grant) => grant,
-            Err(err @ Error::Throttled { .. }) => return Err(err.into()),
-            Err(_) if token.is_none() => {
-                return Err(Status::unauthenticated(
-                    "missing `authorization: Bearer <token>` metadata",
-                ));
-            }
-            Err(_) => {
-                return Err(Status::unauthenticated(
-                    "invalid token (unknown, revoked or expired)",
-                ));
-            }
-        };
-        request.extensions_mut().insert(grant);
-        Ok(request)
-    }
-}
-
-/// Checks that the request's token may call `method` on `target`.
-fn allow<T>(req: &Request<T>, method: Method, target: Option<&str>) -> Result<Arc<Grant>, Status> {
-    let grant = req
-        .extensions()
-        .get::<Arc<Grant>>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no token"))?;
-    grant.authorize(method, target)?;
-    Ok(grant)
-}
-
-/// The gRPC services, sharing one [`Service`].
+/// The gRPC services, sharing one [`Service`]. Every call goes through
+/// [`Api::call`]: authentication (throttled per peer address), the role and
+/// scope check, the handler, and the call's audit event.
 #[derive(Debug, Clone)]
 pub struct Api {
     service: Arc<Service>,
+}
+
+/// What a call names, for the scope check and the audit event.
+enum Target {
+    /// Nothing in particular (listings, a sweep of every key set).
+    None,
+    /// A name recorded in the audit event but not scope-checked (a kid).
+    Named(String),
+    /// A key set or client name, checked against a scoped token's patterns.
+    Scoped(String),
+}
+
+impl Target {
+    fn scope(&self) -> Option<&str> {
+        match self {
+            Self::Scoped(name) => Some(name),
+            Self::None | Self::Named(_) => None,
+        }
+    }
+
+    fn into_name(self) -> String {
+        match self {
+            Self::None => String::new(),
+            Self::Named(name) | Self::Scoped(name) => name,
+        }
+    }
+}
+
+/// The request id metadata key, read from callers and always answered.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The caller's `x-request-id` when it is a sane one (1 to 128 printable
+/// ASCII characters), or a new random one.
+pub fn request_id(given: Option<&str>) -> String {
+    given
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || crate::crypto::b64url(&crate::crypto::random::bytes::<12>()),
+            str::to_string,
+        )
 }
 
 impl Api {
@@ -130,36 +140,110 @@ impl Api {
         Self { service }
     }
 
-    /// `keyward.v1.KeySets`, behind `auth`.
-    pub fn key_sets(
-        &self,
-        auth: Authenticator,
-    ) -> tonic::service::interceptor::InterceptedService<KeySetsServer<Self>, Authenticator> {
-        KeySetsServer::with_interceptor(self.clone(), auth)
+    /// `keyward.v1.KeySets`.
+    pub fn key_sets(&self) -> KeySetsServer<Self> {
+        KeySetsServer::new(self.clone())
     }
 
-    /// `keyward.v1.Clients`, behind `auth`.
-    pub fn clients(
-        &self,
-        auth: Authenticator,
-    ) -> tonic::service::interceptor::InterceptedService<ClientsServer<Self>, Authenticator> {
-        ClientsServer::with_interceptor(self.clone(), auth)
+    /// `keyward.v1.Clients`.
+    pub fn clients(&self) -> ClientsServer<Self> {
+        ClientsServer::new(self.clone())
     }
 
-    /// `keyward.v1.Access`, behind `auth`.
-    pub fn access(
+    /// `keyward.v1.Access`.
+    pub fn access(&self) -> AccessServer<Self> {
+        AccessServer::new(self.clone())
+    }
+
+    /// `keyward.v1.Audit`.
+    pub fn audit(&self) -> AuditServer<Self> {
+        AuditServer::new(self.clone())
+    }
+
+    /// Runs one call: authenticates its bearer token, checks the token may
+    /// call `method` on `target`, runs `handler`, and records the audit
+    /// event. An event that must be durable before the response is written
+    /// first; if it cannot be, the call fails with `UNAVAILABLE` and its
+    /// result (a secret, perhaps) is dropped. The response carries the
+    /// request id either way.
+    async fn call<T, R, F, Fut>(
         &self,
-        auth: Authenticator,
-    ) -> tonic::service::interceptor::InterceptedService<AccessServer<Self>, Authenticator> {
-        AccessServer::with_interceptor(self.clone(), auth)
+        req: Request<T>,
+        method: Method,
+        target: Target,
+        handler: F,
+    ) -> Reply<R>
+    where
+        F: FnOnce(T) -> Fut,
+        Fut: std::future::Future<Output = Result<R, Status>>,
+    {
+        let request_id = request_id(req.metadata().get(REQUEST_ID).and_then(|v| v.to_str().ok()));
+        let peer = req.remote_addr().map(|a| a.ip());
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let authenticated = self.service.authenticate_peer(peer, token);
+        let (principal, result, durability) = match authenticated {
+            Err(err) => {
+                let durability = match err {
+                    // Refusals without a check are many by nature: batched.
+                    Error::Throttled { .. } => Durability::Batched,
+                    _ => Durability::BeforeResponse,
+                };
+                let status = match err {
+                    Error::Throttled { .. } => err.into(),
+                    _ if token.is_none() => {
+                        Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
+                    }
+                    _ => Status::unauthenticated("invalid token (unknown, revoked or expired)"),
+                };
+                (String::new(), Err(status), durability)
+            }
+            Ok(grant) => {
+                let result = match grant.authorize(method, target.scope()) {
+                    Ok(()) => handler(req.into_inner()).await,
+                    Err(err) => Err(err.into()),
+                };
+                (grant.name.clone(), result, Durability::of(method))
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => audit::OK,
+            Err(status) => code_name(status.code()),
+        };
+        let event = AuditEvent {
+            at: self.service.now(),
+            principal,
+            action: method.as_str().to_string(),
+            target: target.into_name(),
+            outcome: outcome.to_string(),
+            peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+            request_id: request_id.clone(),
+        };
+        let recorded = self.service.audit(event, durability).await;
+        let id = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok();
+        match recorded.map_err(Status::from).and(result) {
+            Ok(value) => {
+                let mut response = Response::new(value);
+                if let Some(id) = id {
+                    response.metadata_mut().insert(REQUEST_ID, id);
+                }
+                Ok(response)
+            }
+            Err(mut status) => {
+                if let Some(id) = id {
+                    status.metadata_mut().insert(REQUEST_ID, id);
+                }
+                Err(status)
+            }
+        }
     }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-
-fn ok<T>(value: T) -> Reply<T> {
-    Ok(Response::new(value))
-}
 
 fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
     let (rotate_every_seconds, schedule) = match &info.policy.cadence {
@@ -297,313 +381,360 @@ fn version_u32(v: i64) -> u32 {
 #[tonic::async_trait]
 impl KeySets for Api {
     async fn create_key_set(&self, req: Request<pb::CreateKeySetRequest>) -> Reply<pb::KeySet> {
-        allow(&req, Method::CreateKeySet, Some(&req.get_ref().name))?;
-        let r = req.into_inner();
-        let info = self
-            .service
-            .create_keyset(
-                &r.name,
-                algorithm_of(&r.algorithm)?,
-                (r.rsa_bits != 0).then_some(r.rsa_bits),
-                &policy_input(r.policy),
-            )
-            .await?;
-        ok(keyset_pb(info))
+        let target = Target::Scoped(req.get_ref().name.clone());
+        self.call(req, Method::CreateKeySet, target, |r| async move {
+            let info = self
+                .service
+                .create_keyset(
+                    &r.name,
+                    algorithm_of(&r.algorithm)?,
+                    (r.rsa_bits != 0).then_some(r.rsa_bits),
+                    &policy_input(r.policy),
+                )
+                .await?;
+            Ok(keyset_pb(info))
+        })
+        .await
     }
 
     async fn update_key_set(&self, req: Request<pb::UpdateKeySetRequest>) -> Reply<pb::KeySet> {
-        allow(&req, Method::UpdateKeySet, Some(&req.get_ref().name))?;
-        let r = req.into_inner();
-        let info = self
-            .service
-            .update_keyset(&r.name, &policy_input(r.policy))
-            .await?;
-        ok(keyset_pb(info))
+        let target = Target::Scoped(req.get_ref().name.clone());
+        self.call(req, Method::UpdateKeySet, target, |r| async move {
+            let info = self
+                .service
+                .update_keyset(&r.name, &policy_input(r.policy))
+                .await?;
+            Ok(keyset_pb(info))
+        })
+        .await
     }
 
     async fn rotate_due(&self, req: Request<pb::RotateDueRequest>) -> Reply<pb::RotateDueResponse> {
-        allow(&req, Method::RotateDue, req.get_ref().keyset.as_deref())?;
-        let r = req.into_inner();
-        let events = self
-            .service
-            .rotate_due(r.keyset.as_deref(), r.dry_run)
-            .await?
-            .into_iter()
-            .map(event_pb)
-            .collect();
-        ok(pb::RotateDueResponse { events })
+        let target = req
+            .get_ref()
+            .keyset
+            .clone()
+            .map_or(Target::None, Target::Scoped);
+        self.call(req, Method::RotateDue, target, |r| async move {
+            let events = self
+                .service
+                .rotate_due(r.keyset.as_deref(), r.dry_run)
+                .await?
+                .into_iter()
+                .map(event_pb)
+                .collect();
+            Ok(pb::RotateDueResponse { events })
+        })
+        .await
     }
 
     async fn revoke_key(&self, req: Request<pb::RevokeKeyRequest>) -> Reply<pb::RevokeKeyResponse> {
-        allow(&req, Method::RevokeKey, None)?;
-        let (events, warnings, keys) =
-            transition_parts(self.service.revoke_key(&req.into_inner().kid).await?);
-        ok(pb::RevokeKeyResponse {
-            events,
-            warnings,
-            keys,
+        let target = Target::Named(req.get_ref().kid.clone());
+        self.call(req, Method::RevokeKey, target, |r| async move {
+            let (events, warnings, keys) = transition_parts(self.service.revoke_key(&r.kid).await?);
+            Ok(pb::RevokeKeyResponse {
+                events,
+                warnings,
+                keys,
+            })
         })
+        .await
     }
 
     async fn get_key_set(&self, req: Request<pb::GetKeySetRequest>) -> Reply<pb::KeySet> {
-        allow(&req, Method::GetKeySet, Some(&req.get_ref().name))?;
-        ok(keyset_pb(
-            self.service.get_keyset(&req.into_inner().name).await?,
-        ))
+        let target = Target::Scoped(req.get_ref().name.clone());
+        self.call(req, Method::GetKeySet, target, |r| async move {
+            Ok(keyset_pb(self.service.get_keyset(&r.name).await?))
+        })
+        .await
     }
 
     async fn list_key_sets(
         &self,
         req: Request<pb::ListKeySetsRequest>,
     ) -> Reply<pb::ListKeySetsResponse> {
-        allow(&req, Method::ListKeySets, None)?;
-        let r = req.into_inner();
-        let page = self
-            .service
-            .list_keysets(&PageRequest {
-                page_size: r.page_size,
-                page_token: r.page_token,
+        self.call(req, Method::ListKeySets, Target::None, |r| async move {
+            let page = self
+                .service
+                .list_keysets(&PageRequest {
+                    page_size: r.page_size,
+                    page_token: r.page_token,
+                })
+                .await?;
+            Ok(pb::ListKeySetsResponse {
+                key_sets: page.items.into_iter().map(keyset_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
             })
-            .await?;
-        ok(pb::ListKeySetsResponse {
-            key_sets: page.items.into_iter().map(keyset_pb).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
         })
+        .await
     }
 
     async fn delete_key_set(
         &self,
         req: Request<pb::DeleteKeySetRequest>,
     ) -> Reply<pb::DeleteKeySetResponse> {
-        allow(&req, Method::DeleteKeySet, Some(&req.get_ref().name))?;
-        self.service.delete_keyset(&req.into_inner().name).await?;
-        ok(pb::DeleteKeySetResponse {})
+        let target = Target::Scoped(req.get_ref().name.clone());
+        self.call(req, Method::DeleteKeySet, target, |r| async move {
+            self.service.delete_keyset(&r.name).await?;
+            Ok(pb::DeleteKeySetResponse {})
+        })
+        .await
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
-        allow(&req, Method::ListKeys, Some(&req.get_ref().keyset))?;
-        let keys = self
-            .service
-            .list_keys(&req.into_inner().keyset)
-            .await?
-            .into_iter()
-            .map(key_pb)
-            .collect();
-        ok(pb::ListKeysResponse { keys })
+        let target = Target::Scoped(req.get_ref().keyset.clone());
+        self.call(req, Method::ListKeys, target, |r| async move {
+            let keys = self
+                .service
+                .list_keys(&r.keyset)
+                .await?
+                .into_iter()
+                .map(key_pb)
+                .collect();
+            Ok(pb::ListKeysResponse { keys })
+        })
+        .await
     }
 
     async fn rotate_key_set(
         &self,
         req: Request<pb::RotateKeySetRequest>,
     ) -> Reply<pb::RotateKeySetResponse> {
-        allow(&req, Method::RotateKeySet, Some(&req.get_ref().name))?;
-        let (events, warnings, keys) =
-            transition_parts(self.service.rotate_keyset(&req.into_inner().name).await?);
-        ok(pb::RotateKeySetResponse {
-            events,
-            warnings,
-            keys,
+        let target = Target::Scoped(req.get_ref().name.clone());
+        self.call(req, Method::RotateKeySet, target, |r| async move {
+            let (events, warnings, keys) =
+                transition_parts(self.service.rotate_keyset(&r.name).await?);
+            Ok(pb::RotateKeySetResponse {
+                events,
+                warnings,
+                keys,
+            })
         })
+        .await
     }
 
     async fn sign_jwt(&self, req: Request<pb::SignJwtRequest>) -> Reply<pb::SignJwtResponse> {
-        allow(&req, Method::SignJwt, Some(&req.get_ref().keyset))?;
-        let r = req.into_inner();
-        let signed = self
-            .service
-            .sign_jwt(&SignRequest {
-                keyset: r.keyset,
-                claims_json: r.claims_json,
-                ttl_seconds: r.ttl_seconds,
-                profile: profile_of(&r.profile, r.allow_identity_mismatch)?,
-                subject: r.subject,
-                email: r.email,
+        let target = Target::Scoped(req.get_ref().keyset.clone());
+        self.call(req, Method::SignJwt, target, |r| async move {
+            let signed = self
+                .service
+                .sign_jwt(&SignRequest {
+                    keyset: r.keyset,
+                    claims_json: r.claims_json,
+                    ttl_seconds: r.ttl_seconds,
+                    profile: profile_of(&r.profile, r.allow_identity_mismatch)?,
+                    subject: r.subject,
+                    email: r.email,
+                })
+                .await?;
+            Ok(pb::SignJwtResponse {
+                jwt: signed.jwt,
+                kid: signed.kid,
+                expires_at: signed.expires_at,
             })
-            .await?;
-        ok(pb::SignJwtResponse {
-            jwt: signed.jwt,
-            kid: signed.kid,
-            expires_at: signed.expires_at,
         })
+        .await
     }
 
     async fn export_key(&self, req: Request<pb::ExportKeyRequest>) -> Reply<pb::ExportKeyResponse> {
-        allow(&req, Method::ExportKey, Some(&req.get_ref().keyset))?;
-        let r = req.into_inner();
-        let exported = self
-            .service
-            .export_key(&r.keyset, export_which(&r.key)?)
-            .await?;
-        ok(pb::ExportKeyResponse {
-            kid: exported.kid,
-            algorithm: exported.algorithm,
-            private_key_pkcs8_der: exported.private_pkcs8_der.expose().to_vec(),
-            public_key_spki_der: exported.public_spki_der,
-            state: exported.state.as_str().to_string(),
-            issuer: exported.issuer,
-            jwks_uri: exported.jwks_uri,
+        let target = Target::Scoped(req.get_ref().keyset.clone());
+        self.call(req, Method::ExportKey, target, |r| async move {
+            let exported = self
+                .service
+                .export_key(&r.keyset, export_which(&r.key)?)
+                .await?;
+            Ok(pb::ExportKeyResponse {
+                kid: exported.kid,
+                algorithm: exported.algorithm,
+                private_key_pkcs8_der: exported.private_pkcs8_der.expose().to_vec(),
+                public_key_spki_der: exported.public_spki_der,
+                state: exported.state.as_str().to_string(),
+                issuer: exported.issuer,
+                jwks_uri: exported.jwks_uri,
+            })
         })
+        .await
     }
 
     async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> Reply<pb::ImportKeyResponse> {
-        allow(&req, Method::ImportKey, Some(&req.get_ref().keyset))?;
-        let r = req.into_inner();
-        let imported = self
-            .service
-            .import_key(&r.keyset, &r.private_key, r.public_key.as_deref(), &r.kid)
-            .await?;
-        ok(pb::ImportKeyResponse {
-            imported: Some(key_pb(imported.key)),
-            events: imported.events.into_iter().map(event_pb).collect(),
-            keys: imported.keys.into_iter().map(key_pb).collect(),
+        let target = Target::Scoped(req.get_ref().keyset.clone());
+        self.call(req, Method::ImportKey, target, |r| async move {
+            let imported = self
+                .service
+                .import_key(&r.keyset, &r.private_key, r.public_key.as_deref(), &r.kid)
+                .await?;
+            Ok(pb::ImportKeyResponse {
+                imported: Some(key_pb(imported.key)),
+                events: imported.events.into_iter().map(event_pb).collect(),
+                keys: imported.keys.into_iter().map(key_pb).collect(),
+            })
         })
+        .await
     }
 
     async fn get_jwks(&self, req: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
-        allow(&req, Method::GetJwks, Some(&req.get_ref().keyset))?;
-        let doc = self.service.jwks(&req.into_inner().keyset)?;
-        ok(pb::GetJwksResponse {
-            jwks_json: doc.body.clone(),
+        let target = Target::Scoped(req.get_ref().keyset.clone());
+        self.call(req, Method::GetJwks, target, |r| async move {
+            let doc = self.service.jwks(&r.keyset)?;
+            Ok(pb::GetJwksResponse {
+                jwks_json: doc.body.clone(),
+            })
         })
+        .await
     }
 }
 
 #[tonic::async_trait]
 impl Clients for Api {
     async fn put_client(&self, req: Request<pb::PutClientRequest>) -> Reply<pb::PutClientResponse> {
-        allow(&req, Method::PutClient, Some(&req.get_ref().id))?;
-        let r = req.into_inner();
-        let patch = ClientPatch {
-            display_name: r.display_name,
-            discovery_uri: r.discovery_uri,
-            callback_url: r.callback_url,
-            scopes: r.scopes.map(|s| s.values),
-            auth_method: r.auth_method,
-            labels: r
-                .labels
-                .map(|l| l.values.into_iter().collect::<BTreeMap<_, _>>()),
-            secret: r.secret.map(SecretString::new),
-            token_keyset: r.token_keyset,
-            token_ttl: r.token_ttl_seconds,
-            audience: r.audience,
-            allowed_scopes: r.allowed_scopes.map(|s| s.values),
-            token_subject: r.token_subject,
-            token_email: r.token_email,
-        };
-        let outcome = self.service.put_client(&r.id, patch).await?;
-        ok(pb::PutClientResponse {
-            client: Some(client_pb(outcome.client)),
-            created: outcome.created,
-            generated_secret: outcome
-                .generated_secret
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default(),
+        let target = Target::Scoped(req.get_ref().id.clone());
+        self.call(req, Method::PutClient, target, |r| async move {
+            let patch = ClientPatch {
+                display_name: r.display_name,
+                discovery_uri: r.discovery_uri,
+                callback_url: r.callback_url,
+                scopes: r.scopes.map(|s| s.values),
+                auth_method: r.auth_method,
+                labels: r
+                    .labels
+                    .map(|l| l.values.into_iter().collect::<BTreeMap<_, _>>()),
+                secret: r.secret.map(SecretString::new),
+                token_keyset: r.token_keyset,
+                token_ttl: r.token_ttl_seconds,
+                audience: r.audience,
+                allowed_scopes: r.allowed_scopes.map(|s| s.values),
+                token_subject: r.token_subject,
+                token_email: r.token_email,
+            };
+            let outcome = self.service.put_client(&r.id, patch).await?;
+            Ok(pb::PutClientResponse {
+                client: Some(client_pb(outcome.client)),
+                created: outcome.created,
+                generated_secret: outcome
+                    .generated_secret
+                    .map(|s| s.expose().to_string())
+                    .unwrap_or_default(),
+            })
         })
+        .await
     }
 
     async fn get_client(&self, req: Request<pb::GetClientRequest>) -> Reply<pb::Client> {
-        allow(&req, Method::GetClient, Some(&req.get_ref().id))?;
-        ok(client_pb(
-            self.service.get_client(&req.into_inner().id).await?,
-        ))
+        let target = Target::Scoped(req.get_ref().id.clone());
+        self.call(req, Method::GetClient, target, |r| async move {
+            Ok(client_pb(self.service.get_client(&r.id).await?))
+        })
+        .await
     }
 
     async fn get_client_secret(
         &self,
         req: Request<pb::GetClientSecretRequest>,
     ) -> Reply<pb::GetClientSecretResponse> {
-        allow(&req, Method::GetClientSecret, Some(&req.get_ref().id))?;
-        let r = req.into_inner();
-        if r.version == Some(0) {
-            return Err(Error::invalid("version", "versions start at 1").into());
-        }
-        let s = self
-            .service
-            .get_client_secret(&r.id, r.version.map(i64::from))
-            .await?;
-        ok(pb::GetClientSecretResponse {
-            secret: s.secret.expose().to_string(),
-            version: version_u32(s.version),
-            valid_until: s.valid_until.unwrap_or(0),
+        let target = Target::Scoped(req.get_ref().id.clone());
+        self.call(req, Method::GetClientSecret, target, |r| async move {
+            if r.version == Some(0) {
+                return Err(Error::invalid("version", "versions start at 1").into());
+            }
+            let s = self
+                .service
+                .get_client_secret(&r.id, r.version.map(i64::from))
+                .await?;
+            Ok(pb::GetClientSecretResponse {
+                secret: s.secret.expose().to_string(),
+                version: version_u32(s.version),
+                valid_until: s.valid_until.unwrap_or(0),
+            })
         })
+        .await
     }
 
     async fn list_clients(
         &self,
         req: Request<pb::ListClientsRequest>,
     ) -> Reply<pb::ListClientsResponse> {
-        allow(&req, Method::ListClients, None)?;
-        let r = req.into_inner();
-        let page = self
-            .service
-            .list_clients(&PageRequest {
-                page_size: r.page_size,
-                page_token: r.page_token,
+        self.call(req, Method::ListClients, Target::None, |r| async move {
+            let page = self
+                .service
+                .list_clients(&PageRequest {
+                    page_size: r.page_size,
+                    page_token: r.page_token,
+                })
+                .await?;
+            Ok(pb::ListClientsResponse {
+                clients: page.items.into_iter().map(client_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
             })
-            .await?;
-        ok(pb::ListClientsResponse {
-            clients: page.items.into_iter().map(client_pb).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
         })
+        .await
     }
 
     async fn rotate_client_secret(
         &self,
         req: Request<pb::RotateClientSecretRequest>,
     ) -> Reply<pb::RotateClientSecretResponse> {
-        allow(&req, Method::RotateClientSecret, Some(&req.get_ref().id))?;
-        let r = req.into_inner();
-        let rotated = self
-            .service
-            .rotate_client_secret(&r.id, r.grace_seconds, r.secret.map(SecretString::new))
-            .await?;
-        ok(pb::RotateClientSecretResponse {
-            version: version_u32(rotated.version),
-            generated_secret: rotated
-                .generated_secret
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default(),
-            previous_valid_until: rotated.previous_valid_until,
+        let target = Target::Scoped(req.get_ref().id.clone());
+        self.call(req, Method::RotateClientSecret, target, |r| async move {
+            let rotated = self
+                .service
+                .rotate_client_secret(&r.id, r.grace_seconds, r.secret.map(SecretString::new))
+                .await?;
+            Ok(pb::RotateClientSecretResponse {
+                version: version_u32(rotated.version),
+                generated_secret: rotated
+                    .generated_secret
+                    .map(|s| s.expose().to_string())
+                    .unwrap_or_default(),
+                previous_valid_until: rotated.previous_valid_until,
+            })
         })
+        .await
     }
 
     async fn delete_client(
         &self,
         req: Request<pb::DeleteClientRequest>,
     ) -> Reply<pb::DeleteClientResponse> {
-        allow(&req, Method::DeleteClient, Some(&req.get_ref().id))?;
-        self.service.delete_client(&req.into_inner().id).await?;
-        ok(pb::DeleteClientResponse {})
+        let target = Target::Scoped(req.get_ref().id.clone());
+        self.call(req, Method::DeleteClient, target, |r| async move {
+            self.service.delete_client(&r.id).await?;
+            Ok(pb::DeleteClientResponse {})
+        })
+        .await
     }
 
     async fn revoke_client_secret(
         &self,
         req: Request<pb::RevokeClientSecretRequest>,
     ) -> Reply<pb::RevokeClientSecretResponse> {
-        allow(&req, Method::RevokeClientSecret, Some(&req.get_ref().id))?;
-        let r = req.into_inner();
-        let revoked = self
-            .service
-            .revoke_client_secret(&r.id, i64::from(r.version))
-            .await?;
-        ok(pb::RevokeClientSecretResponse {
-            version: version_u32(revoked.version),
-            current_version: version_u32(revoked.current_version),
+        let target = Target::Scoped(req.get_ref().id.clone());
+        self.call(req, Method::RevokeClientSecret, target, |r| async move {
+            let revoked = self
+                .service
+                .revoke_client_secret(&r.id, i64::from(r.version))
+                .await?;
+            Ok(pb::RevokeClientSecretResponse {
+                version: version_u32(revoked.version),
+                current_version: version_u32(revoked.current_version),
+            })
         })
+        .await
     }
 
     async fn verify_client_secret(
         &self,
         req: Request<pb::VerifyClientSecretRequest>,
     ) -> Reply<pb::VerifyClientSecretResponse> {
-        allow(&req, Method::VerifyClientSecret, Some(&req.get_ref().id))?;
-        let r = req.into_inner();
-        let presented = SecretString::new(r.secret);
-        let matched = self.service.verify_client_secret(&r.id, &presented).await?;
-        ok(pb::VerifyClientSecretResponse {
-            valid: matched.is_some(),
-            version: matched.map_or(0, version_u32),
+        let target = Target::Scoped(req.get_ref().id.clone());
+        self.call(req, Method::VerifyClientSecret, target, |r| async move {
+            let presented = SecretString::new(r.secret);
+            let matched = self.service.verify_client_secret(&r.id, &presented).await?;
+            Ok(pb::VerifyClientSecretResponse {
+                valid: matched.is_some(),
+                version: matched.map_or(0, version_u32),
+            })
         })
+        .await
     }
 }
 
@@ -634,50 +765,130 @@ impl Access for Api {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Reply<pb::CreateTokenResponse> {
-        allow(&req, Method::CreateToken, Some(&req.get_ref().name))?;
-        let r = req.into_inner();
-        let (info, token) = self
-            .service
-            .create_token(NewToken {
-                name: r.name,
-                role: Some(crate::access::Role::parse(&r.role)?),
-                keysets: r.keysets,
-                clients: r.clients,
-                expires_in: r.expires_in_seconds,
-                description: r.description,
+        let target = Target::Named(req.get_ref().name.clone());
+        self.call(req, Method::CreateToken, target, |r| async move {
+            let (info, token) = self
+                .service
+                .create_token(NewToken {
+                    name: r.name,
+                    role: Some(crate::access::Role::parse(&r.role)?),
+                    keysets: r.keysets,
+                    clients: r.clients,
+                    expires_in: r.expires_in_seconds,
+                    description: r.description,
+                })
+                .await?;
+            Ok(pb::CreateTokenResponse {
+                info: Some(token_pb(info, self.service.now())),
+                token: token.expose().to_string(),
             })
-            .await?;
-        ok(pb::CreateTokenResponse {
-            info: Some(token_pb(info, self.service.now())),
-            token: token.expose().to_string(),
         })
+        .await
     }
 
     async fn get_token(&self, req: Request<pb::GetTokenRequest>) -> Reply<pb::Token> {
-        allow(&req, Method::GetToken, Some(&req.get_ref().name))?;
-        let info = self.service.get_token(&req.get_ref().name).await?;
-        ok(token_pb(info, self.service.now()))
+        let target = Target::Named(req.get_ref().name.clone());
+        self.call(req, Method::GetToken, target, |r| async move {
+            let info = self.service.get_token(&r.name).await?;
+            Ok(token_pb(info, self.service.now()))
+        })
+        .await
     }
 
     async fn list_tokens(
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Reply<pb::ListTokensResponse> {
-        allow(&req, Method::ListTokens, None)?;
-        let now = self.service.now();
-        let tokens = self
-            .service
-            .list_tokens()
-            .await?
-            .into_iter()
-            .map(|t| token_pb(t, now))
-            .collect();
-        ok(pb::ListTokensResponse { tokens })
+        self.call(req, Method::ListTokens, Target::None, |_| async move {
+            let now = self.service.now();
+            let tokens = self
+                .service
+                .list_tokens()
+                .await?
+                .into_iter()
+                .map(|t| token_pb(t, now))
+                .collect();
+            Ok(pb::ListTokensResponse { tokens })
+        })
+        .await
     }
 
     async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Reply<pb::Token> {
-        allow(&req, Method::RevokeToken, Some(&req.get_ref().name))?;
-        let info = self.service.revoke_token(&req.get_ref().name).await?;
-        ok(token_pb(info, self.service.now()))
+        let target = Target::Named(req.get_ref().name.clone());
+        self.call(req, Method::RevokeToken, target, |r| async move {
+            let info = self.service.revoke_token(&r.name).await?;
+            Ok(token_pb(info, self.service.now()))
+        })
+        .await
+    }
+}
+
+fn audit_event_pb(r: audit::AuditRecord) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: r.id,
+        at: r.event.at,
+        principal: r.event.principal,
+        action: r.event.action,
+        target: r.event.target,
+        outcome: r.event.outcome,
+        peer: r.event.peer,
+        request_id: r.event.request_id,
+    }
+}
+
+/// An empty filter matches anything.
+fn filter_of(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
+
+#[tonic::async_trait]
+impl Audit for Api {
+    async fn list_audit_events(
+        &self,
+        req: Request<pb::ListAuditEventsRequest>,
+    ) -> Reply<pb::ListAuditEventsResponse> {
+        self.call(req, Method::ListAuditEvents, Target::None, |r| async move {
+            let events = self
+                .service
+                .audit_events(AuditFilter {
+                    since: (r.since != 0).then_some(r.since),
+                    principal: filter_of(r.principal),
+                    action: filter_of(r.action),
+                    target: filter_of(r.target),
+                    before_id: (r.before_id != 0).then_some(r.before_id),
+                    limit: i64::from(r.limit),
+                })
+                .await?;
+            Ok(pb::ListAuditEventsResponse {
+                events: events.into_iter().map(audit_event_pb).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn verify_audit_chain(
+        &self,
+        req: Request<pb::VerifyAuditChainRequest>,
+    ) -> Reply<pb::VerifyAuditChainResponse> {
+        self.call(
+            req,
+            Method::VerifyAuditChain,
+            Target::None,
+            |_| async move {
+                let report = self.service.verify_audit().await?;
+                let (broken_id, problem) = report
+                    .broken
+                    .map_or((0, String::new()), |b| (b.id, b.problem));
+                Ok(pb::VerifyAuditChainResponse {
+                    intact: broken_id == 0,
+                    checked: report.checked,
+                    first_id: report.first_id,
+                    last_id: report.last_id,
+                    broken_id,
+                    problem,
+                })
+            },
+        )
+        .await
     }
 }

@@ -15,6 +15,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 use crate::{
     Error,
+    audit::{self, AuditEvent, Durability},
     error::ErrorKind,
     model::AuthMethod,
     secret::SecretString,
@@ -190,6 +191,7 @@ fn oauth_error(err: &OAuthError) -> Response {
     }
     let status = http_status(err.kind());
     let description = match err {
+        OAuthError::Server(inner @ Error::AuditUnavailable) => inner.to_string(),
         OAuthError::Server(_) => "internal error".to_string(),
         other => other.to_string(),
     };
@@ -257,9 +259,46 @@ fn form_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `POST /oauth2/token`: the client-credentials grant.
-async fn token(State(state): State<HttpState>, TokenForm(req): TokenForm) -> Response {
-    match state.service.client_credentials(req).await {
+/// `POST /oauth2/token`: the client-credentials grant. Every request, refused
+/// or not, leaves an audit event; a failed client authentication is stored
+/// before the answer is sent.
+async fn token(State(state): State<HttpState>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    let peer = request
+        .extensions()
+        .get::<crate::net::Peer>()
+        .map(|p| p.0.ip());
+    let request_id = crate::grpc::request_id(headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()));
+    let body = Bytes::from_request(request, &()).await;
+    // An unreadable body keeps its own status (413 when too large).
+    let body_status = body.as_ref().err().map(BytesRejection::status);
+    let (principal, result) = match token_request(&headers, body) {
+        Ok(mut req) => {
+            req.peer = peer;
+            let client = req.client_id.clone();
+            (client, state.service.client_credentials(req).await)
+        }
+        Err(rejected) => (String::new(), Err(rejected)),
+    };
+    let (outcome, durability) = match &result {
+        Ok(_) => (audit::OK, Durability::Batched),
+        Err(err @ OAuthError::InvalidClient(_)) => (err.code(), Durability::BeforeResponse),
+        Err(err) => (err.code(), Durability::Batched),
+    };
+    let event = AuditEvent {
+        at: state.service.now(),
+        principal,
+        action: audit::TOKEN_ENDPOINT.to_string(),
+        target: String::new(),
+        outcome: outcome.to_string(),
+        peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+        request_id: request_id.clone(),
+    };
+    let result = match state.service.audit(event, durability).await {
+        Ok(()) => result,
+        Err(err) => Err(OAuthError::Server(err)),
+    };
+    let mut response = match result {
         Ok(issued) => {
             let body = serde_json::json!({
                 "access_token": issued.access_token,
@@ -272,67 +311,45 @@ async fn token(State(state): State<HttpState>, TokenForm(req): TokenForm) -> Res
             response
         }
         Err(err) => oauth_error(&err),
+    };
+    if let Some(status) = body_status {
+        *response.status_mut() = status;
     }
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
 }
 
-/// A token request read from its form body and client authentication
+/// The request id header, read from callers and always answered.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Reads a token request: its form body and client authentication
 /// (RFC 6749 §2.3.1, §4.4.2).
-struct TokenForm(TokenRequest);
-
-/// A token request refused before it reaches the service: the RFC 6749 §5.2
-/// error response to send.
-struct OAuthRejection(Box<Response>);
-
-impl IntoResponse for OAuthRejection {
-    fn into_response(self) -> Response {
-        *self.0
-    }
-}
-
-impl<S: Send + Sync> FromRequest<S> for TokenForm {
-    type Rejection = OAuthRejection;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let headers = req.headers().clone();
-        let peer = req.extensions().get::<crate::net::Peer>().map(|p| p.0.ip());
-        let body = Bytes::from_request(req, state).await;
-        token_request(&headers, body)
-            .map(|mut request| {
-                request.peer = peer;
-                TokenForm(request)
-            })
-            .map_err(OAuthRejection)
-    }
-}
-
 fn token_request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<TokenRequest, Box<Response>> {
-    let fail = |e: OAuthError| Box::new(oauth_error(&e));
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let mut r = fail(OAuthError::InvalidRequest(format!(
+) -> Result<TokenRequest, OAuthError> {
+    let body = body.map_err(|_| {
+        OAuthError::InvalidRequest(format!(
             "the request body could not be read; it may be at most {MAX_TOKEN_REQUEST_BYTES} bytes"
-        )));
-        *r.status_mut() = status;
-        r
+        ))
     })?;
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !form_type {
-        return Err(fail(OAuthError::InvalidRequest(
+        return Err(OAuthError::InvalidRequest(
             "send the parameters as application/x-www-form-urlencoded".into(),
-        )));
+        ));
     }
     let mut params: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(&body) {
         if params.iter().any(|(seen, _)| *seen == k) {
-            return Err(fail(OAuthError::InvalidRequest(format!(
+            return Err(OAuthError::InvalidRequest(format!(
                 "parameter {k:?} is repeated"
-            ))));
+            )));
         }
         params.push((k.into_owned(), v.into_owned()));
     }
@@ -346,24 +363,24 @@ fn token_request(
     let scope = take("scope");
     let form_id = take("client_id");
     let form_secret = take("client_secret").map(SecretString::new);
-    let basic = basic_credentials(headers).map_err(fail)?;
+    let basic = basic_credentials(headers)?;
     let (client_id, client_secret, auth_method) = match (basic, form_id, form_secret) {
         (Some(_), _, Some(_)) => {
-            return Err(fail(OAuthError::InvalidRequest(
+            return Err(OAuthError::InvalidRequest(
                 "use one client authentication method: Basic or client_secret in the body, not both".into(),
-            )));
+            ));
         }
         (Some((id, _)), Some(form_id), None) if form_id != id => {
-            return Err(fail(OAuthError::InvalidRequest(
+            return Err(OAuthError::InvalidRequest(
                 "client_id in the body differs from the Basic credentials".into(),
-            )));
+            ));
         }
         (Some((id, secret)), _, None) => (id, secret, AuthMethod::ClientSecretBasic),
         (None, Some(id), Some(secret)) => (id, secret, AuthMethod::ClientSecretPost),
         (None, _, _) => {
-            return Err(fail(OAuthError::InvalidClient(
+            return Err(OAuthError::InvalidClient(
                 "client authentication is required: HTTP Basic, or client_id and client_secret in the body".into(),
-            )));
+            ));
         }
     };
     Ok(TokenRequest {

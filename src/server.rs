@@ -16,7 +16,7 @@ use crate::{
         b64url, random, sha256,
     },
     files::{self, create_private_dir, create_private_file},
-    grpc::{self, Authenticator},
+    grpc,
     http::{self, HttpState},
     jwks::JwksCache,
     net,
@@ -42,8 +42,6 @@ pub struct App {
     pub config: ServeConfig,
     /// The application layer.
     pub service: Arc<Service>,
-    /// Token check for gRPC.
-    pub auth: Authenticator,
 }
 
 /// Opens the database and migrates it, without touching keys. `keyward migrate`.
@@ -216,12 +214,7 @@ pub async fn prepare_with(
     lock.release().await;
     jwks.refresh(store.as_ref()).await?;
     service.load_tokens().await?;
-    let auth = Authenticator::new(Arc::clone(&service));
-    Ok(App {
-        config,
-        service,
-        auth,
-    })
+    Ok(App { config, service })
 }
 
 /// Refuses a master key that does not open the database's canary.
@@ -317,6 +310,29 @@ async fn run_scheduler(
     }
 }
 
+/// How often each replica prunes audit events past retention.
+const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the audit log now and then every [`AUDIT_PRUNE_EVERY`].
+async fn run_audit_retention(
+    service: Arc<Service>,
+    retain: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(AUDIT_PRUNE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(err) = service.prune_audit(retain).await {
+                    tracing::warn!(error = %err, "audit retention failed; retrying next hour");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then
 /// stops accepting, lets in-flight requests finish and returns.
 pub async fn serve(
@@ -349,6 +365,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<grpc::pb::access_server::AccessServer<grpc::Api>>()
         .await;
+    health_reporter
+        .set_serving::<grpc::pb::audit_server::AuditServer<grpc::Api>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -373,9 +392,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(api.key_sets(app.auth.clone()))
-        .add_service(api.clients(app.auth.clone()))
-        .add_service(api.access(app.auth.clone()))
+        .add_service(api.key_sets())
+        .add_service(api.clients())
+        .add_service(api.access())
+        .add_service(api.audit())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(grpc_incoming)
                 .map(Ok::<_, std::convert::Infallible>),
@@ -401,6 +421,11 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
+    let retention = tokio::spawn(run_audit_retention(
+        Arc::clone(&app.service),
+        app.config.audit_retain,
+        stop_rx.clone(),
+    ));
     let both = async { tokio::join!(grpc_server, http_server) };
     // In-flight requests get the shutdown grace; connections still busy
     // after it (a client that never finishes its request) are dropped.
@@ -417,6 +442,8 @@ pub async fn serve(
     };
     grpc_acceptor.abort();
     watcher.abort();
+    retention.abort();
+    app.service.flush_audit().await;
     if let Some(s) = scheduler {
         s.abort();
     }

@@ -18,7 +18,8 @@ use super::{Cli, CliError};
 use crate::{
     config::DEFAULT_DATA_DIR,
     grpc::pb::{
-        access_client::AccessClient, clients_client::ClientsClient, key_sets_client::KeySetsClient,
+        access_client::AccessClient, audit_client::AuditClient, clients_client::ClientsClient,
+        key_sets_client::KeySetsClient,
     },
 };
 
@@ -70,6 +71,10 @@ impl Admin {
 
     pub(crate) fn access(&self) -> AccessClient<Authed> {
         AccessClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn audit(&self) -> AuditClient<Authed> {
+        AuditClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 

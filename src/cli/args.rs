@@ -98,6 +98,9 @@ pub enum Command {
     /// Manage named API tokens with a role and a scope (admin).
     #[command(subcommand)]
     Token(super::tokens::TokenCmd),
+    /// Read and verify the tamper-evident audit log (admin, auditor).
+    #[command(subcommand)]
+    Audit(super::audit::AuditCmd),
     /// Perform every key transition that is due (what cron or a timer runs).
     Rotate {
         /// Only this key set.

@@ -7,16 +7,21 @@
 //! - `print`: tables and JSON.
 //! - `openmetadata`: the commands that speak OpenMetadata's formats.
 //! - `tokens`: named API tokens.
+//! - `audit`: listing and verifying the audit log.
 
 mod admin;
 mod args;
+mod audit;
 mod openmetadata;
 mod print;
 mod tokens;
 
 use serde_json::json;
 
-use crate::{grpc::pb, model::format_time};
+use crate::{
+    grpc::{code_name, pb},
+    model::format_time,
+};
 pub(crate) use admin::{Admin, read_stdin_secret};
 pub use args::*;
 pub(crate) use print::*;
@@ -52,30 +57,6 @@ impl From<tonic::Status> for CliError {
 impl From<crate::Error> for CliError {
     fn from(err: crate::Error) -> Self {
         tonic::Status::from(err).into()
-    }
-}
-
-/// The canonical upper-case name of a gRPC code.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code as C;
-    match code {
-        C::Ok => "OK",
-        C::Cancelled => "CANCELLED",
-        C::Unknown => "UNKNOWN",
-        C::InvalidArgument => "INVALID_ARGUMENT",
-        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        C::NotFound => "NOT_FOUND",
-        C::AlreadyExists => "ALREADY_EXISTS",
-        C::PermissionDenied => "PERMISSION_DENIED",
-        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        C::FailedPrecondition => "FAILED_PRECONDITION",
-        C::Aborted => "ABORTED",
-        C::OutOfRange => "OUT_OF_RANGE",
-        C::Unimplemented => "UNIMPLEMENTED",
-        C::Internal => "INTERNAL",
-        C::Unavailable => "UNAVAILABLE",
-        C::DataLoss => "DATA_LOSS",
-        C::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -201,6 +182,7 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Client(cmd) => client(&admin, out, cmd).await,
         Command::Token(cmd) => tokens::run(&admin, out, cmd).await,
+        Command::Audit(cmd) => audit::run(&admin, out, cmd).await,
         Command::Export(cmd) => openmetadata::export(&admin, out, cmd).await,
         Command::Import(cmd) => openmetadata::import(&admin, out, cmd).await,
     }

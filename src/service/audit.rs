@@ -44,9 +44,7 @@ pub async fn load_chain_key(store: &dyn Store, master: &MasterKey) -> Result<Cha
     if store.meta("audit_key").await?.is_none() {
         let raw = SecretBytes::new(random::bytes::<{ ChainKey::LEN }>().to_vec());
         let sealed = master.seal(&AUDIT_KEY_ROW, raw.expose());
-        store
-            .insert_meta("audit_key", master.id(), &sealed)
-            .await?;
+        store.insert_meta("audit_key", master.id(), &sealed).await?;
     }
     let (key_id, sealed) = store
         .meta("audit_key")
@@ -153,8 +151,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if !self.durable.is_empty() || !self.flushes.is_empty() || self.queued() >= MAX_BATCH
-            {
+            if !self.durable.is_empty() || !self.flushes.is_empty() || self.queued() >= MAX_BATCH {
                 self.write().await;
             } else if self.due.is_none() && !self.batched.is_empty() {
                 self.due = Some(tokio::time::Instant::now() + FLUSH_EVERY);
@@ -197,7 +194,10 @@ impl Writer {
                 if events.len() > MAX_BACKLOG {
                     let dropped = events.len() - MAX_BACKLOG;
                     events.drain(..dropped);
-                    tracing::error!(dropped, "audit backlog full; dropped the oldest batched events");
+                    tracing::error!(
+                        dropped,
+                        "audit backlog full; dropped the oldest batched events"
+                    );
                 }
                 self.batched = events;
                 self.due = Some(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -220,7 +220,13 @@ impl Service {
     pub async fn audit(&self, event: AuditEvent, durability: Durability) -> Result<()> {
         match durability {
             Durability::Batched => {
-                if self.audit.queue.send(Queued::Event(event, None)).await.is_err() {
+                if self
+                    .audit
+                    .queue
+                    .send(Queued::Event(event, None))
+                    .await
+                    .is_err()
+                {
                     tracing::error!("the audit writer has stopped; an event was not recorded");
                 }
                 Ok(())

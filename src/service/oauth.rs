@@ -74,7 +74,7 @@ impl OAuthError {
             Self::InvalidClient(_) => "invalid_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
-            Self::Throttled(_) => "temporarily_unavailable",
+            Self::Throttled(_) | Self::Server(Error::AuditUnavailable) => "temporarily_unavailable",
             Self::Server(_) => "server_error",
         }
     }
@@ -85,7 +85,10 @@ impl OAuthError {
         match self {
             Self::InvalidClient(_) => ErrorKind::Unauthenticated,
             Self::Throttled(_) => ErrorKind::ResourceExhausted,
-            Self::Server(_) => ErrorKind::Internal,
+            Self::Server(inner) => match inner.kind() {
+                ErrorKind::Unavailable => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
             Self::InvalidRequest(_) | Self::UnsupportedGrantType(_) | Self::InvalidScope(_) => {
                 ErrorKind::InvalidArgument
             }

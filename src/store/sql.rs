@@ -16,9 +16,9 @@ use sqlx::{
 use tracing::instrument;
 
 use super::{
-    AuditColumns, AuditFilter, AuditLink, AuditScan, ChainColumns, ClientRow, KeyRow,
-    KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns, PublishedDelta,
-    SealedKey, SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
+    AuditColumns, AuditFilter, AuditLink, AuditScan, ChainColumns, ClientRow, KeyRow, KeySetChange,
+    KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns, PublishedDelta, SealedKey,
+    SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
 };
 use crate::{
     Error, Result,
