@@ -20,8 +20,8 @@ use keyward::{
     config::{MasterKeySource, ServeConfig},
     crypto::aead::MasterKey,
     grpc::pb::{
-        self, access_client::AccessClient, clients_client::ClientsClient,
-        key_sets_client::KeySetsClient,
+        self, access_client::AccessClient, audit_client::AuditClient,
+        clients_client::ClientsClient, key_sets_client::KeySetsClient,
     },
     secret::SecretString,
     server,
@@ -288,12 +288,14 @@ impl Interceptor for Bearer {
 pub type KeySets = KeySetsClient<InterceptedService<Channel, Bearer>>;
 pub type Clients = ClientsClient<InterceptedService<Channel, Bearer>>;
 pub type Access = AccessClient<InterceptedService<Channel, Bearer>>;
+pub type Audit = AuditClient<InterceptedService<Channel, Bearer>>;
 
-/// The three gRPC clients, all carrying one token.
+/// The gRPC clients, all carrying one token.
 pub struct As {
     pub keysets: KeySets,
     pub clients: Clients,
     pub access: Access,
+    pub audit: Audit,
 }
 
 /// A running in-process server.
@@ -302,6 +304,8 @@ pub struct TestServer {
     pub http_url: String,
     pub token: String,
     pub channel: Channel,
+    /// The server's service, for what no API offers (retention runs hourly).
+    pub service: Arc<keyward::service::Service>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<keyward::Result<()>>>,
 }
@@ -352,6 +356,7 @@ impl TestServer {
         let app = server::prepare_with(config, clock, wrap)
             .await
             .expect("server prepares");
+        let service = Arc::clone(&app.service);
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(app, grpc, http, async {
             let _ = rx.await;
@@ -368,6 +373,7 @@ impl TestServer {
             http_url,
             token,
             channel,
+            service,
             stop: Some(tx),
             task: Some(task),
         }
@@ -391,13 +397,18 @@ impl TestServer {
         AccessClient::with_interceptor(self.channel.clone(), self.bearer())
     }
 
+    pub fn audit(&self) -> Audit {
+        AuditClient::with_interceptor(self.channel.clone(), self.bearer())
+    }
+
     /// Clients that present `token` instead of the bootstrap admin token.
     pub fn as_token(&self, token: &str) -> As {
         let bearer = Bearer(Some(format!("Bearer {token}").parse().expect("ascii")));
         As {
             keysets: KeySetsClient::with_interceptor(self.channel.clone(), bearer.clone()),
             clients: ClientsClient::with_interceptor(self.channel.clone(), bearer.clone()),
-            access: AccessClient::with_interceptor(self.channel.clone(), bearer),
+            access: AccessClient::with_interceptor(self.channel.clone(), bearer.clone()),
+            audit: AuditClient::with_interceptor(self.channel.clone(), bearer),
         }
     }
 
@@ -574,4 +585,134 @@ pub async fn token_request(server: &TestServer, id: &str, secret: &str) -> HttpR
         "grant_type=client_credentials",
     )
     .await
+}
+
+/// A call's gRPC code.
+pub fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Code {
+    match r {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Calls `method` on `target` with `api`'s token and returns the gRPC code:
+/// `target` names nothing that exists, so an allowed call fails later
+/// (NOT_FOUND or INVALID_ARGUMENT) and changes nothing.
+pub async fn call_method(api: &mut As, method: &str, target: &str) -> tonic::Code {
+    let name = target.to_string();
+    let ks = &mut api.keysets;
+    let cl = &mut api.clients;
+    let ac = &mut api.access;
+    let au = &mut api.audit;
+    match method {
+        "CreateKeySet" => code(
+            ks.create_key_set(pb::CreateKeySetRequest {
+                name,
+                algorithm: "HS256".into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "UpdateKeySet" => code(
+            ks.update_key_set(pb::UpdateKeySetRequest {
+                name,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetKeySet" => code(ks.get_key_set(pb::GetKeySetRequest { name }).await),
+        "ListKeySets" => code(ks.list_key_sets(pb::ListKeySetsRequest::default()).await),
+        "DeleteKeySet" => code(ks.delete_key_set(pb::DeleteKeySetRequest { name }).await),
+        "ListKeys" => code(ks.list_keys(pb::ListKeysRequest { keyset: name }).await),
+        "RotateKeySet" => code(ks.rotate_key_set(pb::RotateKeySetRequest { name }).await),
+        "RotateDue" => code(
+            ks.rotate_due(pb::RotateDueRequest {
+                keyset: Some(name),
+                dry_run: true,
+            })
+            .await,
+        ),
+        "RevokeKey" => code(ks.revoke_key(pb::RevokeKeyRequest { kid: name }).await),
+        "SignJwt" => code(
+            ks.sign_jwt(pb::SignJwtRequest {
+                keyset: name,
+                claims_json: "{}".into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetJwks" => code(ks.get_jwks(pb::GetJwksRequest { keyset: name }).await),
+        "ExportKey" => code(
+            ks.export_key(pb::ExportKeyRequest {
+                keyset: name,
+                key: String::new(),
+            })
+            .await,
+        ),
+        "ImportKey" => code(
+            ks.import_key(pb::ImportKeyRequest {
+                keyset: name,
+                private_key: b"not a key".to_vec(),
+                public_key: None,
+                kid: "k".into(),
+            })
+            .await,
+        ),
+        "PutClient" => code(
+            cl.put_client(pb::PutClientRequest {
+                id: name,
+                auth_method: Some("bogus".into()),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetClient" => code(cl.get_client(pb::GetClientRequest { id: name }).await),
+        "GetClientSecret" => code(
+            cl.get_client_secret(pb::GetClientSecretRequest {
+                id: name,
+                version: None,
+            })
+            .await,
+        ),
+        "ListClients" => code(cl.list_clients(pb::ListClientsRequest::default()).await),
+        "RotateClientSecret" => code(
+            cl.rotate_client_secret(pb::RotateClientSecretRequest {
+                id: name,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "DeleteClient" => code(cl.delete_client(pb::DeleteClientRequest { id: name }).await),
+        "RevokeClientSecret" => code(
+            cl.revoke_client_secret(pb::RevokeClientSecretRequest {
+                id: name,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "VerifyClientSecret" => code(
+            cl.verify_client_secret(pb::VerifyClientSecretRequest {
+                id: name,
+                secret: "x".into(),
+            })
+            .await,
+        ),
+        "CreateToken" => code(
+            ac.create_token(pb::CreateTokenRequest {
+                name,
+                role: "nope".into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetToken" => code(ac.get_token(pb::GetTokenRequest { name }).await),
+        "ListTokens" => code(ac.list_tokens(pb::ListTokensRequest {}).await),
+        "RevokeToken" => code(ac.revoke_token(pb::RevokeTokenRequest { name }).await),
+        "ListAuditEvents" => code(
+            au.list_audit_events(pb::ListAuditEventsRequest::default())
+                .await,
+        ),
+        "VerifyAuditChain" => code(au.verify_audit_chain(pb::VerifyAuditChainRequest {}).await),
+        other => panic!("no call for {other}"),
+    }
 }
