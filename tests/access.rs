@@ -381,6 +381,34 @@ async fn failed_authentication_is_throttled_per_address_and_client(backend: Back
         .list_key_sets(pb::ListKeySetsRequest::default())
         .await
         .unwrap();
+
+    // Every refusal is in the audit log, throttled ones too.
+    server.service.flush_audit().await;
+    let events = server
+        .audit()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let count = |principal: &str, action: &str, outcome: &str| {
+        events
+            .iter()
+            .filter(|e| e.principal == principal && e.action == action && e.outcome == outcome)
+            .count()
+    };
+    assert_eq!(count("ingestion", "/oauth2/token", "invalid_client"), 10);
+    assert_eq!(
+        count("ingestion", "/oauth2/token", "temporarily_unavailable"),
+        1
+    );
+    assert_eq!(count("ingestion", "/oauth2/token", "OK"), 1);
+    assert_eq!(count("other", "/oauth2/token", "OK"), 1);
+    assert_eq!(count("", "ListKeySets", "UNAUTHENTICATED"), 10);
+    assert_eq!(count("", "ListKeySets", "RESOURCE_EXHAUSTED"), 1);
     server.stop().await;
 }
 

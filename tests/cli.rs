@@ -545,3 +545,57 @@ fn a_token_revoked_on_one_replica_is_refused_by_another_within_two_seconds() {
     assert!(one.terminate().0.success());
     assert!(two.terminate().0.success());
 }
+
+#[test]
+fn the_audit_log_is_listed_and_verified_from_the_cli() {
+    let op = Operator::start();
+    op.text(&["keyset", "create", "audited", "--alg", "ES256"]);
+    op.text(&["sign", "--keyset", "audited", "--claims", "{}"]);
+    let created = op.json(&["audit", "list", "--action", "CreateKeySet"]);
+    let created = created.as_array().expect("a JSON array");
+    assert_eq!(created.len(), 1, "{created:?}");
+    let event = &created[0];
+    assert_eq!(
+        (&event["principal"], &event["target"], &event["outcome"]),
+        (
+            &Value::from("bootstrap"),
+            &Value::from("audited"),
+            &Value::from("OK")
+        )
+    );
+    let id = event["id"].as_i64().expect("id");
+    let table = op.text(&["audit", "list", "--since", "1h", "--limit", "5"]);
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("REQUEST_ID")),
+        "{table}"
+    );
+    assert!(table.contains("CreateKeySet"), "{table}");
+    let usage = op.run(&["audit", "list", "--since", "last tuesday"], None);
+    assert_eq!(usage.status.code(), Some(2));
+    let intact = op.text(&["audit", "verify"]);
+    assert!(intact.starts_with("audit chain intact"), "{intact}");
+
+    // Someone with write access to the database rewrites history.
+    let db = format!("sqlite://{}", op.data.join("keyward.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        sqlx::query("UPDATE audit_events SET target = 'elsewhere' WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    let err = op.error(&["audit", "verify"]);
+    assert!(err.contains(&format!("broken at event {id}")), "{err}");
+    let json = op.run(&["--output", "json", "audit", "verify"], None);
+    assert_eq!(json.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        (&report["intact"], &report["broken_id"]),
+        (&Value::Bool(false), &Value::from(id))
+    );
+    op.stop();
+}

@@ -50,22 +50,15 @@ fn since_of(text: &str, now: i64) -> Result<i64, CliError> {
 }
 
 fn event_json(e: &pb::AuditEvent) -> Value {
-    let dash = |s: &str| {
-        if s.is_empty() {
-            "-".to_string()
-        } else {
-            s.to_string()
-        }
-    };
     json!({
         "id": e.id,
         "at": format_time(e.at),
-        "principal": dash(&e.principal),
+        "principal": e.principal,
         "action": e.action,
-        "target": dash(&e.target),
+        "target": e.target,
         "outcome": e.outcome,
-        "peer": dash(&e.peer),
-        "request_id": dash(&e.request_id),
+        "peer": e.peer,
+        "request_id": e.request_id,
     })
 }
 
