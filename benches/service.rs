@@ -1,6 +1,7 @@
 //! Measures keyward's hot paths through its real interfaces and prints figures:
 //! JWKS over HTTP (keep-alive, concurrent), SignJwt over gRPC per algorithm,
-//! key generation, and a rotation sweep over many key sets.
+//! key generation, a rotation sweep over many key sets, and the cost of
+//! authorization and audit on GetClientSecret and SignJwt.
 //!
 //! `cargo bench --bench service` (SQLite; set KEYWARD_TEST_DATABASE_URL to
 //! measure on PostgreSQL too). Nothing here asserts a time.
@@ -108,6 +109,173 @@ async fn create(server: &TestServer, name: &str, alg: &str, bits: u32) -> Durati
     t.elapsed()
 }
 
+/// Runs `op` `n` times from each of `concurrency` tasks and times each run.
+async fn timed<F, Fut>(concurrency: usize, n: usize, op: F) -> Stats
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                op().await;
+                samples.push(t.elapsed());
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    stats(all, started.elapsed())
+}
+
+/// The steady-state cost of authorization and audit: GetClientSecret and
+/// SignJwt through gRPC (token check, role check, audit event) next to the
+/// same service calls without the transport, the checks or the audit, and
+/// each of those costs alone.
+async fn authorization_and_audit(server: &TestServer) {
+    use keyward::{
+        access::Method,
+        audit::{AuditEvent, Durability},
+        service::{SignProfile, SignRequest},
+    };
+    let service = std::sync::Arc::clone(&server.service);
+    server
+        .clients()
+        .put_client(pb::PutClientRequest {
+            id: "bench".into(),
+            secret: Some("bench-secret-0123456789abcdef".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let channel = server.channel.clone();
+    let token = server.token.clone();
+    for concurrency in [1, 8] {
+        let (channel, token) = (channel.clone(), token.clone());
+        let stats = timed(concurrency, 1000, move || {
+            let mut cl = keyward::grpc::pb::clients_client::ClientsClient::new(channel.clone());
+            let token = token.clone();
+            async move {
+                let mut req = tonic::Request::new(pb::GetClientSecretRequest {
+                    id: "bench".into(),
+                    version: None,
+                });
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                cl.get_client_secret(req).await.unwrap();
+            }
+        })
+        .await;
+        report(
+            &format!("GetClientSecret gRPC, {concurrency} conc., full"),
+            &stats,
+        );
+    }
+    let direct = std::sync::Arc::clone(&service);
+    report(
+        "GetClientSecret service call only",
+        &timed(1, 1000, move || {
+            let service = std::sync::Arc::clone(&direct);
+            async move {
+                service.get_client_secret("bench", None).await.unwrap();
+            }
+        })
+        .await,
+    );
+    report(
+        "SignJwt ES256 gRPC, full",
+        &sign(server, "es256", 2000).await,
+    );
+    let direct = std::sync::Arc::clone(&service);
+    report(
+        "SignJwt ES256 service call only",
+        &timed(1, 2000, move || {
+            let service = std::sync::Arc::clone(&direct);
+            async move {
+                service
+                    .sign_jwt(&SignRequest {
+                        keyset: "es256".into(),
+                        claims_json: r#"{"sub":"bench","email":"bench@example.com"}"#.into(),
+                        ttl_seconds: Some(600),
+                        profile: SignProfile::Plain,
+                        subject: None,
+                        email: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .await,
+    );
+
+    // The pieces alone.
+    let peer = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    const CHECKS: u32 = 200_000;
+    let t = Instant::now();
+    for _ in 0..CHECKS {
+        let grant = service
+            .authenticate_peer(peer, Some(&server.token))
+            .unwrap();
+        grant
+            .authorize(Method::GetClientSecret, Some("bench"))
+            .unwrap();
+    }
+    println!(
+        "{:<38} {:>9.0} ns per call",
+        "token check + role check",
+        t.elapsed().as_nanos() as f64 / f64::from(CHECKS)
+    );
+    let event = AuditEvent {
+        at: service.now(),
+        principal: "bench".into(),
+        action: "GetClientSecret".into(),
+        target: "bench".into(),
+        outcome: "OK".into(),
+        peer: "127.0.0.1".into(),
+        request_id: "bench-request-0001".into(),
+    };
+    for (label, durability, concurrency, n) in [
+        (
+            "audit event, batched (queued)",
+            Durability::Batched,
+            1,
+            20_000,
+        ),
+        (
+            "audit event, durable, 1 writer",
+            Durability::BeforeResponse,
+            1,
+            500,
+        ),
+        (
+            "audit event, durable, 8 writers",
+            Durability::BeforeResponse,
+            8,
+            250,
+        ),
+    ] {
+        let (service, event) = (std::sync::Arc::clone(&service), event.clone());
+        let stats = timed(concurrency, n, move || {
+            let (service, event) = (std::sync::Arc::clone(&service), event.clone());
+            async move {
+                service.audit(event, durability).await.unwrap();
+            }
+        })
+        .await;
+        report(label, &stats);
+        server.service.flush_audit().await;
+    }
+}
+
 async fn run(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -137,6 +305,7 @@ async fn run(backend: Backend) {
         sign(&server, name, 50).await; // warm the signer cache
         report(label, &sign(&server, name, 2000).await);
     }
+    authorization_and_audit(&server).await;
     report("JWKS GET, 1 connection", &jwks(&server, 1, 5000).await);
     report("JWKS GET, 8 concurrent", &jwks(&server, 8, 2500).await);
 

@@ -19,6 +19,20 @@ pub const PRUNE_ACTION: &str = "AuditPrune";
 pub const OK: &str = "OK";
 /// The hash the first event of a database chains from.
 pub const GENESIS: [u8; 32] = [0; 32];
+/// The request id header (HTTP) and metadata key (gRPC): read from callers,
+/// always answered.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The caller's request id when it is a sane one (1 to 128 printable ASCII
+/// characters), or a new random one.
+pub fn request_id(given: Option<&str>) -> String {
+    given
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || crate::crypto::b64url(&crate::crypto::random::bytes::<12>()),
+            str::to_string,
+        )
+}
 
 /// One audited call, before it is stored. Never holds a secret, a token, a
 /// private key or a claims payload: only names.
@@ -352,6 +366,22 @@ mod tests {
         let report = walk(&key, &bounds, &records[3..]);
         assert_eq!(report.broken, None);
         assert_eq!((report.checked, report.first_id), (3, 4));
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_otherwise() {
+        assert_eq!(request_id(Some("trace-42")), "trace-42");
+        for bad in [
+            None,
+            Some(""),
+            Some("has space"),
+            Some("é"),
+            Some(&*"x".repeat(129)),
+        ] {
+            let made = request_id(bad);
+            assert_eq!(made.len(), 16, "{bad:?}");
+            assert_ne!(made, request_id(bad), "random");
+        }
     }
 
     #[test]

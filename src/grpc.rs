@@ -120,20 +120,6 @@ impl Target {
     }
 }
 
-/// The request id metadata key, read from callers and always answered.
-const REQUEST_ID: &str = "x-request-id";
-
-/// The caller's `x-request-id` when it is a sane one (1 to 128 printable
-/// ASCII characters), or a new random one.
-pub fn request_id(given: Option<&str>) -> String {
-    given
-        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(
-            || crate::crypto::b64url(&crate::crypto::random::bytes::<12>()),
-            str::to_string,
-        )
-}
-
 impl Api {
     /// Wraps the service.
     pub fn new(service: Arc<Service>) -> Self {
@@ -177,7 +163,11 @@ impl Api {
         F: FnOnce(T) -> Fut,
         Fut: std::future::Future<Output = Result<R, Status>>,
     {
-        let request_id = request_id(req.metadata().get(REQUEST_ID).and_then(|v| v.to_str().ok()));
+        let request_id = audit::request_id(
+            req.metadata()
+                .get(audit::REQUEST_ID)
+                .and_then(|v| v.to_str().ok()),
+        );
         let peer = req.remote_addr().map(|a| a.ip());
         let token = req
             .metadata()
@@ -229,13 +219,13 @@ impl Api {
             Ok(value) => {
                 let mut response = Response::new(value);
                 if let Some(id) = id {
-                    response.metadata_mut().insert(REQUEST_ID, id);
+                    response.metadata_mut().insert(audit::REQUEST_ID, id);
                 }
                 Ok(response)
             }
             Err(mut status) => {
                 if let Some(id) = id {
-                    status.metadata_mut().insert(REQUEST_ID, id);
+                    status.metadata_mut().insert(audit::REQUEST_ID, id);
                 }
                 Err(status)
             }

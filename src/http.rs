@@ -1,5 +1,7 @@
-//! The HTTP transport: JWKS from the in-memory snapshot, and health probes.
-//! Unauthenticated by design: it publishes only public keys.
+//! The HTTP transport: JWKS from the in-memory snapshot, OIDC discovery, the
+//! OAuth client-credentials token endpoint (audited like every gRPC call), and
+//! health probes. Only the token endpoint authenticates: the rest publishes
+//! public keys and metadata.
 
 use std::sync::Arc;
 
@@ -268,7 +270,8 @@ async fn token(State(state): State<HttpState>, request: Request) -> Response {
         .extensions()
         .get::<crate::net::Peer>()
         .map(|p| p.0.ip());
-    let request_id = crate::grpc::request_id(headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()));
+    let request_id =
+        audit::request_id(headers.get(audit::REQUEST_ID).and_then(|v| v.to_str().ok()));
     let body = Bytes::from_request(request, &()).await;
     // An unreadable body keeps its own status (413 when too large).
     let body_status = body.as_ref().err().map(BytesRejection::status);
@@ -316,13 +319,10 @@ async fn token(State(state): State<HttpState>, request: Request) -> Response {
         *response.status_mut() = status;
     }
     if let Ok(id) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, id);
+        response.headers_mut().insert(audit::REQUEST_ID, id);
     }
     response
 }
-
-/// The request id header, read from callers and always answered.
-const REQUEST_ID: &str = "x-request-id";
 
 /// Reads a token request: its form body and client authentication
 /// (RFC 6749 §2.3.1, §4.4.2).
