@@ -52,27 +52,15 @@ async fn jwks(server: &TestServer, concurrency: usize, per_task: usize) -> Stats
         .parse()
         .unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    timed(concurrency, per_task, move || {
         let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(per_task);
-            for _ in 0..per_task {
-                let t = Instant::now();
-                let resp = client.get(url.clone()).await.unwrap();
-                assert_eq!(resp.status(), 200);
-                resp.into_body().collect().await.unwrap();
-                samples.push(t.elapsed());
-            }
-            samples
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    stats(all, started.elapsed())
+        async move {
+            let resp = client.get(url).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap();
+        }
+    })
+    .await
 }
 
 async fn sign(server: &TestServer, keyset: &str, n: usize) -> Stats {

@@ -54,21 +54,6 @@ const UNTARGETED: &[&str] = &[
     "VerifyAuditChain",
 ];
 
-/// Every kept event, newest first, once the server has written them all.
-async fn audit_log(server: &TestServer) -> Vec<pb::AuditEvent> {
-    server.service.flush_audit().await;
-    server
-        .audit()
-        .list_audit_events(pb::ListAuditEventsRequest {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-}
-
 async fn verify(server: &TestServer) -> pb::VerifyAuditChainResponse {
     server.service.flush_audit().await;
     server
@@ -89,7 +74,7 @@ async fn every_call_leaves_one_event_naming_who_what_and_how_it_ended(backend: B
     for method in METHODS {
         codes.push(call_method(&mut admin, method, "aud-missing").await);
     }
-    let events = audit_log(&server).await;
+    let events = server.audit_log().await;
     for (method, code) in METHODS.iter().zip(&codes) {
         let mine: Vec<_> = events.iter().filter(|e| e.action == *method).collect();
         assert_eq!(mine.len(), 1, "{method}: {mine:?}");
@@ -135,7 +120,7 @@ async fn every_call_leaves_one_event_naming_who_what_and_how_it_ended(backend: B
         call_method(&mut signer, "ExportKey", "om-prod").await,
         Code::PermissionDenied
     );
-    let events = audit_log(&server).await;
+    let events = server.audit_log().await;
     let find = |action: &str| events.iter().find(|e| e.action == action).cloned().unwrap();
     let refused = find("GetClientSecret");
     assert_eq!(
@@ -218,7 +203,7 @@ async fn request_ids_are_taken_from_callers_or_generated_and_returned(backend: B
     let malformed = common::http_post(&url, &[common::FORM], "grant_type=client_credentials").await;
     assert_eq!(malformed.status, 401, "{}", malformed.body);
 
-    let events = audit_log(&server).await;
+    let events = server.audit_log().await;
     let by_id = |id: &str| events.iter().find(|e| e.request_id == id).unwrap();
     let e = by_id("trace-0042");
     assert_eq!((e.action.as_str(), e.outcome.as_str()), ("GetKeySet", "OK"));
@@ -303,7 +288,7 @@ async fn the_chain_verifies_after_concurrent_writers_on_two_replicas(backend: Ba
         (expected, 1, expected)
     );
     // Every writer's events are there, each once.
-    let events = audit_log(&a).await;
+    let events = a.audit_log().await;
     for w in 0..4 {
         let n = events
             .iter()
@@ -428,7 +413,8 @@ async fn a_call_whose_event_cannot_be_stored_fails_and_returns_nothing(backend: 
     // The batched event is retried within a second or two.
     let mut signed = Vec::new();
     for _ in 0..50 {
-        signed = audit_log(&server)
+        signed = server
+            .audit_log()
             .await
             .into_iter()
             .filter(|e| e.action == "SignJwt")
@@ -439,7 +425,8 @@ async fn a_call_whose_event_cannot_be_stored_fails_and_returns_nothing(backend: 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(signed.len(), 1, "the batched event was written once");
-    let secret_reads: Vec<_> = audit_log(&server)
+    let secret_reads: Vec<_> = server
+        .audit_log()
         .await
         .into_iter()
         .filter(|e| e.action == "GetClientSecret")
@@ -469,7 +456,7 @@ async fn retention_prunes_old_events_and_the_rest_still_verifies(backend: Backen
     let report = verify(&server).await;
     assert!(report.intact, "{report:?}");
     assert_eq!(report.first_id, 11);
-    let events = audit_log(&server).await;
+    let events = server.audit_log().await;
     assert!(events.iter().all(|e| e.id >= 11));
     let cut = events.iter().find(|e| e.action == "AuditPrune").unwrap();
     assert_eq!(

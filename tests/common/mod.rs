@@ -401,6 +401,21 @@ impl TestServer {
         AuditClient::with_interceptor(self.channel.clone(), self.bearer())
     }
 
+    /// Every kept audit event (up to 1000), newest first, once the server
+    /// has written all it holds.
+    pub async fn audit_log(&self) -> Vec<pb::AuditEvent> {
+        self.service.flush_audit().await;
+        self.audit()
+            .list_audit_events(pb::ListAuditEventsRequest {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("ListAuditEvents")
+            .into_inner()
+            .events
+    }
+
     /// Clients that present `token` instead of the bootstrap admin token.
     pub fn as_token(&self, token: &str) -> As {
         let bearer = Bearer(Some(format!("Bearer {token}").parse().expect("ascii")));
