@@ -288,23 +288,21 @@ fn publish_admin_token(staged: &Path, path: &Path) -> Result<()> {
     }
 }
 
-/// The built-in scheduler: the same sweep `keyward rotate` runs, every
-/// `every`, until shutdown. Safe beside other replicas and cron: each
-/// transition is conditional, so only one of them applies it.
-async fn run_scheduler(
-    service: Arc<Service>,
-    every: Duration,
+/// Runs `tick` now and then every `period` (a late tick is delayed, never
+/// doubled) until `shutdown` flips to true.
+async fn every<F, Fut>(
+    period: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(every);
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                if let Err(err) = service.rotate_due(None, false).await {
-                    tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
-                }
-            }
+            _ = ticker.tick() => tick().await,
             _ = shutdown.changed() => return,
         }
     }
@@ -312,26 +310,6 @@ async fn run_scheduler(
 
 /// How often each replica prunes audit events past retention.
 const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Prunes the audit log now and then every [`AUDIT_PRUNE_EVERY`].
-async fn run_audit_retention(
-    service: Arc<Service>,
-    retain: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(AUDIT_PRUNE_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if let Err(err) = service.prune_audit(retain).await {
-                    tracing::warn!(error = %err, "audit retention failed; retrying next hour");
-                }
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
-}
 
 /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then
 /// stops accepting, lets in-flight requests finish and returns.
@@ -351,8 +329,11 @@ pub async fn serve(
     };
 
     let watcher = tokio::spawn({
-        let (service, stop) = (Arc::clone(&app.service), stop_rx.clone());
-        async move { service.follow_other_replicas(WATCH_INTERVAL, stop).await }
+        let service = Arc::clone(&app.service);
+        every(WATCH_INTERVAL, stop_rx.clone(), move || {
+            let service = Arc::clone(&service);
+            async move { service.follow_other_replicas().await }
+        })
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -414,18 +395,31 @@ pub async fn serve(
         backend = app.service.backend(),
         "keyward serving"
     );
-    let scheduler = app.config.rotation_interval.map(|every| {
-        tokio::spawn(run_scheduler(
-            Arc::clone(&app.service),
-            every,
-            stop_rx.clone(),
-        ))
+    // The built-in scheduler: the same sweep `keyward rotate` runs. Safe
+    // beside other replicas and cron: each transition is conditional, so only
+    // one of them applies it.
+    let scheduler = app.config.rotation_interval.map(|period| {
+        let service = Arc::clone(&app.service);
+        tokio::spawn(every(period, stop_rx.clone(), move || {
+            let service = Arc::clone(&service);
+            async move {
+                if let Err(err) = service.rotate_due(None, false).await {
+                    tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
+                }
+            }
+        }))
     });
-    let retention = tokio::spawn(run_audit_retention(
-        Arc::clone(&app.service),
-        app.config.audit_retain,
-        stop_rx.clone(),
-    ));
+    let retention = {
+        let (service, retain) = (Arc::clone(&app.service), app.config.audit_retain);
+        tokio::spawn(every(AUDIT_PRUNE_EVERY, stop_rx.clone(), move || {
+            let service = Arc::clone(&service);
+            async move {
+                if let Err(err) = service.prune_audit(retain).await {
+                    tracing::warn!(error = %err, "audit retention failed; retrying next hour");
+                }
+            }
+        }))
+    };
     let both = async { tokio::join!(grpc_server, http_server) };
     // In-flight requests get the shutdown grace; connections still busy
     // after it (a client that never finishes its request) are dropped.

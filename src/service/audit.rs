@@ -41,15 +41,18 @@ const AUDIT_KEY_ROW: AeadContext<'static> = AeadContext {
 /// The database's audit chain key: read and opened, or created on first start
 /// (of several processes racing, one creates it and all use it).
 pub async fn load_chain_key(store: &dyn Store, master: &MasterKey) -> Result<ChainKey> {
-    if store.meta("audit_key").await?.is_none() {
-        let raw = SecretBytes::new(random::bytes::<{ ChainKey::LEN }>().to_vec());
-        let sealed = master.seal(&AUDIT_KEY_ROW, raw.expose());
-        store.insert_meta("audit_key", master.id(), &sealed).await?;
-    }
-    let (key_id, sealed) = store
-        .meta("audit_key")
-        .await?
-        .ok_or_else(|| Error::internal("the audit key vanished right after it was written"))?;
+    let (key_id, sealed) = match store.meta("audit_key").await? {
+        Some(stored) => stored,
+        None => {
+            let raw = SecretBytes::new(random::bytes::<{ ChainKey::LEN }>().to_vec());
+            let sealed = master.seal(&AUDIT_KEY_ROW, raw.expose());
+            store.insert_meta("audit_key", master.id(), &sealed).await?;
+            // Read back: a racing process may have stored its key first.
+            store.meta("audit_key").await?.ok_or_else(|| {
+                Error::internal("the audit key vanished right after it was written")
+            })?
+        }
+    };
     let raw = master.open(&AUDIT_KEY_ROW, &sealed).map_err(|_| {
         tracing::error!(sealed_with = %key_id, master_key = master.id(), "the audit key failed to decrypt");
         Error::DataLoss
@@ -170,7 +173,8 @@ impl Writer {
         }
         let mut events = std::mem::take(&mut self.batched);
         let kept = events.len();
-        events.extend(durable.iter().map(|(e, _)| e.clone()));
+        let (durable_events, waiters): (Vec<_>, Vec<_>) = durable.into_iter().unzip();
+        events.extend(durable_events);
         let key = Arc::clone(&self.key);
         let written = self
             .store
@@ -178,16 +182,18 @@ impl Writer {
             .await;
         match written {
             Ok(_) => {
-                for (_, done) in durable {
+                for done in waiters {
                     let _ = done.send(Ok(()));
                 }
                 self.due = None;
             }
             Err(err) => {
                 tracing::error!(error = %err, events = events.len(), "could not write audit events; the calls waiting for them fail, batched ones are retried");
-                for (event, done) in durable {
-                    // No secret is ever in an event, so the log may hold it.
+                // No secret is ever in an event, so the log may hold it.
+                for event in &events[kept..] {
                     tracing::error!(?event, "audit event not stored; its call was refused");
+                }
+                for done in waiters {
                     let _ = done.send(Err(Error::AuditUnavailable));
                 }
                 events.truncate(kept);

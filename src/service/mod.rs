@@ -211,31 +211,21 @@ impl Service {
         self.store.ping().await
     }
 
-    /// Follows changes other keyward processes make to the database, every
-    /// `interval`, until `shutdown` flips to true.
-    pub async fn follow_other_replicas(
-        &self,
-        interval: std::time::Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    match self.jwks.refresh_if_changed(self.store.as_ref()).await {
-                        Ok(true) => tracing::debug!("JWKS snapshot reloaded after a change elsewhere"),
-                        Ok(false) => {}
-                        Err(err) => tracing::warn!(error = %err, "JWKS refresh failed; serving the last snapshot"),
-                    }
-                    match self.refresh_tokens_if_changed().await {
-                        Ok(true) => tracing::debug!("API tokens reloaded after a change"),
-                        Ok(false) => {}
-                        Err(err) => tracing::warn!(error = %err, "token refresh failed; keeping the last view"),
-                    }
-                }
-                _ = shutdown.changed() => return,
+    /// Picks up changes other keyward processes made to the database: the
+    /// JWKS snapshot and the API tokens, each reloaded only if its generation
+    /// moved. Run every few hundred milliseconds; failures keep the last view.
+    pub async fn follow_other_replicas(&self) {
+        match self.jwks.refresh_if_changed(self.store.as_ref()).await {
+            Ok(true) => tracing::debug!("JWKS snapshot reloaded after a change elsewhere"),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "JWKS refresh failed; serving the last snapshot")
             }
+        }
+        match self.refresh_tokens_if_changed().await {
+            Ok(true) => tracing::debug!("API tokens reloaded after a change"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "token refresh failed; keeping the last view"),
         }
     }
 

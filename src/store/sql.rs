@@ -42,6 +42,15 @@ const STARTUP_LOCK_ID: i64 = 0x006b_6579_7761_7264;
 const KEYSET_COLUMNS: &str = "id, name, algorithm, rsa_bits, created_at, rotate_every, schedule, \
      prepublish, retain, max_token_ttl, next_rotation_at, version";
 
+/// The audit chain's one row (a macro, so PostgreSQL's locking form can
+/// extend it at compile time).
+macro_rules! read_audit_chain {
+    () => {
+        "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1"
+    };
+}
+const READ_AUDIT_CHAIN: &str = read_audit_chain!();
+
 /// The SQLite backend: one file, WAL journal, write transactions that take the
 /// write lock up front so concurrent writers queue instead of failing.
 #[derive(Debug, Clone)]
@@ -134,8 +143,7 @@ impl SqliteStore {
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
 
     /// The write transaction already holds the database's write lock.
-    const LOCK_AUDIT_CHAIN: &'static str =
-        "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1";
+    const LOCK_AUDIT_CHAIN: &'static str = READ_AUDIT_CHAIN;
 }
 
 /// `<db><suffix>`: the files SQLite and keyward keep beside a database.
@@ -239,8 +247,7 @@ impl PgStore {
          WHERE table_schema = current_schema() AND table_name = $1";
 
     /// The row lock queues other appenders (other replicas too) until commit.
-    const LOCK_AUDIT_CHAIN: &'static str =
-        "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1 FOR UPDATE";
+    const LOCK_AUDIT_CHAIN: &'static str = concat!(read_audit_chain!(), " FOR UPDATE");
 }
 
 macro_rules! impl_store {
@@ -957,11 +964,9 @@ macro_rules! impl_store {
             ) -> Result<()> {
                 const PAGE: i64 = 1000;
                 let mut tx = self.begin_read().await?;
-                let chain: ChainColumns = sqlx::query_as(
-                    "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
+                let chain: ChainColumns = sqlx::query_as(READ_AUDIT_CHAIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 let mut after = chain.first_id - 1;
                 if !visit(AuditScan::Bounds(chain.into())) {
                     return Ok(());
