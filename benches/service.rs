@@ -174,7 +174,7 @@ async fn authorization_and_audit(server: &TestServer) {
         &timed(1, 1000, move || {
             let service = std::sync::Arc::clone(&direct);
             async move {
-                service.get_client_secret("bench", None).await.unwrap();
+                service.get_client_secret("bench", None).unwrap();
             }
         })
         .await,

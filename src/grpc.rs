@@ -434,7 +434,7 @@ impl KeySets for Api {
     async fn get_key_set(&self, req: Request<pb::GetKeySetRequest>) -> Reply<pb::KeySet> {
         let target = Target::Scoped(req.get_ref().name.clone());
         self.call(req, Method::GetKeySet, target, |r| async move {
-            Ok(keyset_pb(self.service.get_keyset(&r.name).await?))
+            Ok(keyset_pb(self.service.get_keyset(&r.name)?))
         })
         .await
     }
@@ -612,7 +612,7 @@ impl Clients for Api {
     async fn get_client(&self, req: Request<pb::GetClientRequest>) -> Reply<pb::Client> {
         let target = Target::Scoped(req.get_ref().id.clone());
         self.call(req, Method::GetClient, target, |r| async move {
-            Ok(client_pb(self.service.get_client(&r.id).await?))
+            Ok(client_pb(self.service.get_client(&r.id)?))
         })
         .await
     }
@@ -628,8 +628,7 @@ impl Clients for Api {
             }
             let s = self
                 .service
-                .get_client_secret(&r.id, r.version.map(i64::from))
-                .await?;
+                .get_client_secret(&r.id, r.version.map(i64::from))?;
             Ok(pb::GetClientSecretResponse {
                 secret: s.secret.expose().to_string(),
                 version: version_u32(s.version),
@@ -718,7 +717,7 @@ impl Clients for Api {
         let target = Target::Scoped(req.get_ref().id.clone());
         self.call(req, Method::VerifyClientSecret, target, |r| async move {
             let presented = SecretString::new(r.secret);
-            let matched = self.service.verify_client_secret(&r.id, &presented).await?;
+            let matched = self.service.verify_client_secret(&r.id, &presented)?;
             Ok(pb::VerifyClientSecretResponse {
                 valid: matched.is_some(),
                 version: matched.map_or(0, version_u32),

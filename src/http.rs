@@ -161,7 +161,7 @@ fn public_document(h: &mut HeaderMap) {
 /// OpenID Provider metadata: what keyward really offers, no more.
 async fn discovery(State(state): State<HttpState>) -> Response {
     let issuer = state.service.issuer().to_string();
-    let algs: Vec<String> = match state.service.get_keyset(&state.default_keyset).await {
+    let algs: Vec<String> = match state.service.get_keyset(&state.default_keyset) {
         Ok(set) => vec![set.algorithm.as_str().to_string()],
         Err(_) => Vec::new(),
     };

@@ -17,7 +17,8 @@
 //! - [`service`]: the application layer. Every operation the gRPC API, the HTTP
 //!   API and the CLI offer is a method of [`service::Service`]; it takes time from
 //!   an injectable [`clock::Clock`].
-//! - [`jwks`]: the in-memory JWKS snapshot served on the hot path.
+//! - [`view`]: in-memory views of key sets (with their JWKS) and clients,
+//!   following the database by generation: what the hot paths read.
 //! - [`grpc`] and [`http`]: thin transports over the service; no SQL.
 //! - [`net`]: connection limits, idle and header timeouts, bounded shutdown.
 //! - [`server`]: start-up (master key, migrations, bootstrap) and the lifecycle of
@@ -37,7 +38,6 @@ pub mod error;
 pub mod files;
 pub mod grpc;
 pub mod http;
-pub mod jwks;
 pub mod model;
 pub mod net;
 pub mod rotation;
@@ -46,6 +46,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod throttle;
+pub mod view;
 
 pub use error::Error;
 

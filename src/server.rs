@@ -18,7 +18,6 @@ use crate::{
     files::{self, create_private_dir, create_private_file},
     grpc,
     http::{self, HttpState},
-    jwks::JwksCache,
     net,
     secret::SecretBytes,
     service::Service,
@@ -182,13 +181,11 @@ pub async fn prepare_with(
     let chain_key = crate::service::audit::load_chain_key(store.as_ref(), &master).await?;
     let master = Arc::new(master);
 
-    let jwks = Arc::new(JwksCache::new(config.jwks_max_age));
     let service = Arc::new(
         Service::new(
             Arc::clone(&store),
             master,
             Arc::clone(&clock),
-            Arc::clone(&jwks),
             config.jwks_max_age,
             config.issuer(),
             crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
@@ -212,8 +209,7 @@ pub async fn prepare_with(
         }
     }
     lock.release().await;
-    jwks.refresh(store.as_ref()).await?;
-    service.load_tokens().await?;
+    service.load_views().await?;
     Ok(App { config, service })
 }
 

@@ -1055,6 +1055,10 @@ async fn moved_ciphertext_is_data_loss(backend: Backend) {
          WHERE state = 'active' AND keyset_id = (SELECT id FROM keysets WHERE name = 'dst' AND deleted_at IS NULL)",
     )
     .await;
+    // An edit behind keyward's back reaches its in-memory views when they
+    // next load the rows: here, at the next start.
+    let server = server.restart(&db).await;
+    let mut cl = server.clients();
 
     let (code, message) = code_of(
         cl.get_client_secret(pb::GetClientSecretRequest {

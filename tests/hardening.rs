@@ -553,6 +553,8 @@ async fn key_ciphertext_is_bound_to_its_key_set(backend: Backend) {
         a.active_kid
     ))
     .await;
+    // Raw edits reach the in-memory views at the next start.
+    let server = server.restart(&db).await;
     assert_eq!(sign(&server, "set-a").await.unwrap(), a.active_kid);
 
     // Moved into another key set, a bound key no longer opens: set-b must
@@ -577,6 +579,7 @@ async fn key_ciphertext_is_bound_to_its_key_set(backend: Backend) {
         "UPDATE keys SET state = 'active' WHERE kid = '{a_pending}'"
     ))
     .await;
+    let server = server.restart(&db).await;
     let err = sign(&server, "set-b").await.unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{}", err.message());
     assert_eq!(err.message(), "stored data could not be decrypted");
@@ -673,9 +676,14 @@ async fn costs_do_not_grow_with_the_number_of_key_sets(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(events.events.is_empty(), "nothing is due");
+    // The audit writer and the replica follower run in the background.
     let calls = store.all_calls();
-    let total: u64 = calls.values().sum();
-    assert!(total <= 2, "the sweep made {total} store calls: {calls:?}");
+    let sweep: u64 = calls
+        .iter()
+        .filter(|(method, _)| !matches!(**method, "append_audit" | "generations"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(sweep, 1, "the sweep made {sweep} store calls: {calls:?}");
 
     // Pages: every key set exactly once, in order, none larger than asked.
     let pages = list_keyset_names(&server, 7).await;

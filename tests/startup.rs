@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::{process::Command, sync::Barrier};
+use std::{process::Command, sync::Barrier, time::Duration};
 
 use common::{
     Backend, TestDb,
@@ -89,12 +89,20 @@ async fn replicas_with_one_key_agree(backend: Backend) {
             }
             for (i, _) in replicas.iter().enumerate() {
                 for reader in &replicas {
-                    let read = cli(
-                        db.data_dir(),
-                        &reader.grpc,
-                        &["client", "secret", &format!("c{i}")],
-                        None,
-                    );
+                    // Other replicas see a new client within 2 s.
+                    let started = std::time::Instant::now();
+                    let read = loop {
+                        let read = cli(
+                            db.data_dir(),
+                            &reader.grpc,
+                            &["client", "secret", &format!("c{i}")],
+                            None,
+                        );
+                        if read.status.success() || started.elapsed() > Duration::from_secs(2) {
+                            break read;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    };
                     assert_eq!(
                         stdout(&read).trim(),
                         format!("secret-of-replica-{i}"),

@@ -1,7 +1,7 @@
 //! OIDC clients and their secrets: sealed per version, verified in constant
 //! time, superseded versions valid for a grace period.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{Service, claims::om_user_name};
 use crate::{
@@ -10,6 +10,7 @@ use crate::{
     model::{self, AuthMethod},
     secret::SecretString,
     store::{ClientRow, SecretRow},
+    view::ClientEntry,
 };
 
 /// Grace period of a superseded client secret when the caller gives none.
@@ -229,6 +230,7 @@ impl Service {
                 return Err(Error::NotFound(format!("client {id:?} does not exist")));
             }
             tracing::info!(client = id, "client updated");
+            self.refresh_clients().await;
             return Ok(PutClientOutcome {
                 client: Self::client_from_row(updated)?,
                 created: false,
@@ -269,6 +271,7 @@ impl Service {
         };
         self.store.insert_client(&row, &secret_row).await?;
         tracing::info!(client = id, generated_secret = generated, "client created");
+        self.refresh_clients().await;
         Ok(PutClientOutcome {
             client: Self::client_from_row(row)?,
             created: true,
@@ -276,9 +279,17 @@ impl Service {
         })
     }
 
+    /// A client from the in-memory view.
+    pub(super) fn client_entry(&self, id: &str) -> Result<Arc<ClientEntry>> {
+        model::validate_client_id(id)?;
+        self.clients
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("client {id:?} does not exist")))
+    }
+
     /// A client's metadata.
-    pub async fn get_client(&self, id: &str) -> Result<Client> {
-        Self::client_from_row(self.client_row(id).await?)
+    pub fn get_client(&self, id: &str) -> Result<Client> {
+        Self::client_from_row(self.client_entry(id)?.row.clone())
     }
 
     /// One page of clients, by id.
@@ -302,6 +313,7 @@ impl Service {
             return Err(Error::NotFound(format!("client {id:?} does not exist")));
         }
         tracing::info!(client = id, "client deleted");
+        self.refresh_clients().await;
         Ok(())
     }
 
@@ -317,18 +329,19 @@ impl Service {
             .map_err(|_| Error::DataLoss)
     }
 
-    /// The current secret, or version `version`.
-    pub async fn get_client_secret(&self, id: &str, version: Option<i64>) -> Result<ClientSecret> {
-        let client = self.client_row(id).await?;
-        let wanted = version.unwrap_or(client.secret_version);
-        let secrets = self.store.client_secrets(id).await?;
-        let row = secrets.iter().find(|s| s.version == wanted).ok_or_else(|| {
+    /// The current secret, or version `version`. The audit log records
+    /// every read.
+    pub fn get_client_secret(&self, id: &str, version: Option<i64>) -> Result<ClientSecret> {
+        let client = self.client_entry(id)?;
+        let current = client.row.secret_version;
+        let wanted = version.unwrap_or(current);
+        let row = client.secrets.iter().find(|s| s.version == wanted).ok_or_else(|| {
             Error::NotFound(format!(
-                "client {id:?} has no secret version {wanted} (current is {}; superseded versions are deleted once their grace period ends)",
-                client.secret_version
+                "client {id:?} has no secret version {wanted} (current is {current}; superseded versions are deleted once their grace period ends)"
             ))
         })?;
-        tracing::info!(client = id, version = wanted, "client secret read");
+        // The audit log has every read; this line is for debugging only.
+        tracing::debug!(client = id, version = wanted, "client secret read");
         Ok(ClientSecret {
             secret: self.open_secret(row)?,
             version: row.version,
@@ -379,6 +392,7 @@ impl Service {
             )));
         }
         tracing::info!(client = id, version, "client secret rotated");
+        self.refresh_clients().await;
         Ok(RotatedSecret {
             version,
             generated_secret: generated.then_some(secret),
@@ -415,6 +429,7 @@ impl Service {
             )));
         }
         tracing::warn!(client = id, version, "client secret version revoked");
+        self.refresh_clients().await;
         Ok(RevokedSecret {
             version,
             current_version: client.secret_version,
@@ -423,29 +438,25 @@ impl Service {
 
     /// Checks `presented` against the current secret and every superseded one
     /// still in its grace period. Every candidate is compared, in constant time.
-    pub async fn verify_client_secret(
-        &self,
-        id: &str,
-        presented: &SecretString,
-    ) -> Result<Option<i64>> {
-        self.client_row(id).await?;
-        self.matching_secret_version(id, presented).await
+    pub fn verify_client_secret(&self, id: &str, presented: &SecretString) -> Result<Option<i64>> {
+        let client = self.client_entry(id)?;
+        self.matching_secret_version(&client, presented)
     }
 
-    /// The version of an existing client's secret that `presented` matches,
-    /// if any is current or in its grace period.
-    pub(super) async fn matching_secret_version(
+    /// The version of the client's secret that `presented` matches, if any
+    /// is current or in its grace period.
+    pub(super) fn matching_secret_version(
         &self,
-        id: &str,
+        client: &ClientEntry,
         presented: &SecretString,
     ) -> Result<Option<i64>> {
         let now = self.clock.now();
         let mut matched = None;
-        for row in self.store.client_secrets(id).await? {
+        for row in &client.secrets {
             if row.valid_until.is_some_and(|until| until <= now) {
                 continue;
             }
-            let stored = self.open_secret(&row)?;
+            let stored = self.open_secret(row)?;
             if secrets_equal(stored.expose().as_bytes(), presented.expose().as_bytes())
                 && matched.is_none()
             {

@@ -14,13 +14,12 @@ use crate::{
     Error, Result,
     crypto::{
         aead::AeadContext,
-        jwt,
         keys::{self, SigningKey},
     },
-    jwks::JwksDoc,
     model::{self, Algorithm, KeyState, secs_i64, secs_u64},
     rotation::{self, KeyView, Plan, Policy},
     store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, SealedKey},
+    view::{JwksDoc, KeySetEntry},
 };
 
 /// Largest accepted `claims_json`, in bytes.
@@ -409,7 +408,7 @@ impl Service {
             )
             .await?;
         tracing::info!(keyset = name, alg = %alg, "key set created");
-        self.refresh_jwks().await;
+        self.refresh_keysets().await;
         self.keyset_info(row).await
     }
 
@@ -443,8 +442,8 @@ impl Service {
         };
         self.commit_change(&row, &change).await?;
         tracing::info!(keyset = name, "key set policy updated");
-        self.refresh_jwks().await;
-        self.get_keyset(name).await
+        self.refresh_keysets().await;
+        self.get_keyset(name)
     }
 
     /// Refuses a max-token-ttl below what clients already issue with this key set.
@@ -474,10 +473,10 @@ impl Service {
         )))
     }
 
-    /// A key set by name.
-    pub async fn get_keyset(&self, name: &str) -> Result<KeySetInfo> {
-        let row = self.keyset_row(name).await?;
-        self.keyset_info(row).await
+    /// A key set by name, from the in-memory view.
+    pub fn get_keyset(&self, name: &str) -> Result<KeySetInfo> {
+        let entry = self.keyset_entry(name)?;
+        self.summarise(entry.row.clone(), &entry.keys)
     }
 
     /// One page of live key sets, by name: two queries whatever its size.
@@ -509,7 +508,7 @@ impl Service {
 
     /// Deletes a key set; its kids stay reserved.
     pub async fn delete_keyset(&self, name: &str) -> Result<()> {
-        let row = self.keyset_row(name).await?;
+        self.keyset_row(name).await?;
         let users: Vec<String> = self
             .store
             .clients_of_keyset(name)
@@ -526,9 +525,8 @@ impl Service {
         if !self.store.delete_keyset(name, self.clock.now()).await? {
             return Err(Error::NotFound(format!("key set {name:?} does not exist")));
         }
-        self.forget_signer(row.id);
         tracing::info!(keyset = name, "key set deleted");
-        self.refresh_jwks().await;
+        self.refresh_keysets().await;
         Ok(())
     }
 
@@ -720,7 +718,6 @@ impl Service {
                 .await?
             {
                 changed = true;
-                self.forget_signer(row.id);
                 let done = Self::events_of(&row.name, &plan, Some(&change));
                 for e in &done {
                     tracing::info!(keyset = %e.keyset, action = e.action.as_str(), kid = %e.kid, detail = %e.detail, "rotation");
@@ -731,7 +728,7 @@ impl Service {
             }
         }
         if changed {
-            self.refresh_jwks().await;
+            self.refresh_keysets().await;
         }
         Ok(events)
     }
@@ -763,11 +760,10 @@ impl Service {
         let mut change = self.prepare_change(row, plan, &row.policy, now).await?;
         change.inserts.extend(extra);
         self.commit_change(row, &change).await?;
-        self.forget_signer(row.id);
         for w in &plan.warnings {
             tracing::warn!(keyset = %row.name, "{w}");
         }
-        self.refresh_jwks().await;
+        self.refresh_keysets().await;
         let fresh = self.keyset_row(&row.name).await?;
         let keys = Self::key_infos(&fresh, self.store.list_keys(fresh.id).await?)?;
         Ok(Transition {
@@ -834,39 +830,37 @@ impl Service {
         Ok(t)
     }
 
-    pub(super) fn forget_signer(&self, keyset_id: i64) {
-        if let Ok(mut signers) = self.signers.lock() {
-            signers.remove(&keyset_id);
-        }
+    /// A live key set from the in-memory view.
+    pub(super) fn keyset_entry(&self, name: &str) -> Result<Arc<KeySetEntry>> {
+        model::validate_keyset_name(name)?;
+        self.keysets
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("key set {name:?} does not exist")))
     }
 
-    /// The key set's active key, loaded for signing.
-    async fn signer(&self, row: &KeySetRow) -> Result<Arc<SigningKey>> {
-        let sealed = self.store.active_key(row.id).await?.ok_or_else(|| {
+    /// The key set's active key, parsed for signing: opened and parsed once
+    /// per active key, then kept with the key set's view entry.
+    fn signer(&self, entry: &KeySetEntry) -> Result<Arc<SigningKey>> {
+        if let Some(key) = entry.signer() {
+            return Ok(key);
+        }
+        let row = &entry.row;
+        let sealed = entry.active.as_ref().ok_or_else(|| {
             Error::FailedPrecondition(format!("key set {:?} has no active key", row.name))
         })?;
-        if let Ok(signers) = self.signers.lock()
-            && let Some(key) = signers.get(&row.id).filter(|k| k.kid() == sealed.kid)
-        {
-            return Ok(Arc::clone(key));
-        }
         let alg = row.algorithm;
         let binding = KeyBinding {
             keyset_id: row.id,
             alg,
             kid: &sealed.kid,
         };
-        let pkcs8 = self.open_key(&binding, &sealed)?;
+        let pkcs8 = self.open_key(&binding, sealed)?;
         let key = SigningKey::from_pkcs8(alg, pkcs8.expose()).map_err(|e| {
             tracing::error!(kid = %sealed.kid, error = %e, "stored private key does not parse");
             Error::DataLoss
         })?;
         // Imported keys keep the kid their tokens already carry.
-        let key = Arc::new(key.with_kid(sealed.kid.clone()));
-        if let Ok(mut signers) = self.signers.lock() {
-            signers.insert(row.id, Arc::clone(&key));
-        }
-        Ok(key)
+        Ok(entry.keep_signer(Arc::new(key.with_kid(sealed.kid.clone()))))
     }
 
     /// Signs a token with the key set's active key, as `SignJwt` asks.
@@ -904,19 +898,20 @@ impl Service {
             }
         }
         claims::apply_subject_and_email(&mut claims, req.subject.as_deref(), req.email.as_deref())?;
-        let row = self.keyset_row(&req.keyset).await?;
-        req.profile.apply(&mut claims, row.algorithm)?;
-        self.sign_claims(&row, claims, req.ttl_seconds).await
+        let entry = self.keyset_entry(&req.keyset)?;
+        req.profile.apply(&mut claims, entry.row.algorithm)?;
+        self.sign_claims(&entry, claims, req.ttl_seconds).await
     }
 
-    /// Signs `claims` with the active key of `row`, setting `iat` and `exp`.
+    /// Signs `claims` with the active key of `entry`, setting `iat` and `exp`.
     /// `ttl` defaults to an hour (capped by the key set's max-token-ttl).
     pub(super) async fn sign_claims(
         &self,
-        row: &KeySetRow,
+        entry: &KeySetEntry,
         claims: serde_json::Map<String, serde_json::Value>,
         ttl: Option<u64>,
     ) -> Result<SignedJwt> {
+        let row = &entry.row;
         let max = row.policy.max_token_ttl;
         let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL.min(max));
         if ttl == 0 || ttl > max {
@@ -930,22 +925,23 @@ impl Service {
                 ),
             ));
         }
-        let key = self.signer(row).await?;
+        let key = self.signer(entry)?;
         let now = self.clock.now();
         let exp = now.saturating_add(secs_i64(ttl));
-        let token = jwt::sign(&key, claims, now, exp).map_err(Error::internal)?;
+        let kid = key.kid().to_string();
+        let token = self.jwt_signer.sign(key, claims, now, exp).await?;
         Ok(SignedJwt {
             jwt: token,
-            kid: key.kid().to_string(),
+            kid,
             expires_at: exp,
         })
     }
 
-    /// The key set's JWKS from the in-memory snapshot.
+    /// The key set's JWKS from the in-memory view.
     pub fn jwks(&self, keyset: &str) -> Result<Arc<JwksDoc>> {
         model::validate_keyset_name(keyset)?;
-        self.jwks
-            .get(keyset)
+        self.keysets
+            .jwks(keyset)
             .ok_or_else(|| Error::NotFound(format!("key set {keyset:?} does not exist")))
     }
 }

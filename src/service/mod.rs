@@ -19,12 +19,10 @@ mod clients;
 mod keysets;
 mod oauth;
 mod openmetadata;
+mod signing;
 mod tokens;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
-};
+use std::sync::{Arc, RwLock};
 
 pub use claims::SignProfile;
 pub use clients::*;
@@ -36,14 +34,11 @@ pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 use crate::{
     Error, Result,
     clock::Clock,
-    crypto::{
-        aead::{AeadContext, MasterKey},
-        keys::SigningKey,
-    },
-    jwks::JwksCache,
+    crypto::aead::{AeadContext, MasterKey},
     secret::SecretBytes,
     store::Store,
     throttle::{FailureThrottle, ThrottleSettings},
+    view::{ClientView, KeySetView},
 };
 
 /// The most items one list call returns.
@@ -118,13 +113,16 @@ pub struct Service {
     store: Arc<dyn Store>,
     master: Arc<MasterKey>,
     clock: Arc<dyn Clock>,
-    jwks: Arc<JwksCache>,
+    /// Every live key set with its JWKS and signer, in memory.
+    keysets: KeySetView,
+    /// Every client with its sealed secrets, in memory.
+    clients: ClientView,
+    /// Signs tokens, RSA off the async workers.
+    jwt_signer: signing::JwtSigner,
     /// The configured JWKS max-age, which rotation policies are checked against.
     jwks_max_age: u64,
     /// keyward's issuer URL (`iss` of its OAuth tokens, base of its URLs).
     issuer: String,
-    /// Parsed active key per key set id, so signing skips decrypting and parsing.
-    signers: Mutex<HashMap<i64, Arc<SigningKey>>>,
     /// A random value sealed at start: opened and compared in place of a
     /// client's secret when there is none to check, so that costs the same.
     decoy: Vec<u8>,
@@ -145,12 +143,11 @@ const DECOY_ROW: AeadContext<'static> = AeadContext {
 };
 
 impl Service {
-    /// Assembles the service. The JWKS cache should already be loaded.
+    /// Assembles the service; [`Self::load_views`] readies it to serve.
     pub fn new(
         store: Arc<dyn Store>,
         master: Arc<MasterKey>,
         clock: Arc<dyn Clock>,
-        jwks: Arc<JwksCache>,
         jwks_max_age: u64,
         issuer: String,
         audit: audit::AuditLog,
@@ -160,10 +157,11 @@ impl Service {
         Self {
             store,
             clock,
-            jwks,
+            keysets: KeySetView::new(jwks_max_age),
+            clients: ClientView::default(),
+            jwt_signer: signing::JwtSigner::new(),
             jwks_max_age,
             issuer: issuer.trim_end_matches('/').to_string(),
-            signers: Mutex::new(HashMap::new()),
             decoy: master.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
             master,
             tokens: RwLock::new(tokens::TokenView::default()),
@@ -211,29 +209,67 @@ impl Service {
         self.store.ping().await
     }
 
-    /// Picks up changes other keyward processes made to the database: the
-    /// JWKS snapshot and the API tokens, each reloaded only if its generation
-    /// moved. Run every few hundred milliseconds; failures keep the last view.
+    /// Loads the in-memory views (key sets, clients, API tokens) from the
+    /// database: at start, before serving.
+    pub async fn load_views(&self) -> Result<()> {
+        self.keysets.refresh(self.store.as_ref()).await?;
+        self.clients.refresh(self.store.as_ref()).await?;
+        self.load_tokens().await
+    }
+
+    /// Picks up changes other keyward processes made to the database: one
+    /// query reads every generation, and each view whose generation moved
+    /// reads just what changed. Run every few hundred milliseconds; a failure
+    /// keeps the last view and is retried on the next run.
     pub async fn follow_other_replicas(&self) {
-        match self.jwks.refresh_if_changed(self.store.as_ref()).await {
-            Ok(true) => tracing::debug!("JWKS snapshot reloaded after a change elsewhere"),
-            Ok(false) => {}
+        let store = self.store.as_ref();
+        let current = match store.generations().await {
+            Ok(current) => current,
             Err(err) => {
-                tracing::warn!(error = %err, "JWKS refresh failed; serving the last snapshot")
+                tracing::warn!(error = %err, "reading the change counters failed; serving the last views");
+                return;
             }
-        }
-        match self.refresh_tokens_if_changed().await {
-            Ok(true) => tracing::debug!("API tokens reloaded after a change"),
-            Ok(false) => {}
-            Err(err) => tracing::warn!(error = %err, "token refresh failed; keeping the last view"),
+        };
+        let outcomes = [
+            (
+                "key sets",
+                self.keysets
+                    .refresh_if_changed(store, current.keysets)
+                    .await,
+            ),
+            (
+                "clients",
+                self.clients
+                    .refresh_if_changed(store, current.clients)
+                    .await,
+            ),
+            ("API tokens", self.refresh_tokens_if(current.tokens).await),
+        ];
+        for (view, outcome) in outcomes {
+            match outcome {
+                Ok(true) => tracing::debug!(view, "view reloaded after a change elsewhere"),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(view, error = %err, "view refresh failed; serving the last one")
+                }
+            }
         }
     }
 
-    /// Refreshes the JWKS after a local change. The change is committed; a
-    /// failed refresh is logged and the watcher retries within its interval.
-    async fn refresh_jwks(&self) {
-        if let Err(err) = self.jwks.refresh(self.store.as_ref()).await {
-            tracing::warn!(error = %err, "JWKS refresh after a local change failed");
+    /// Refreshes the key set view after a local change. The change is
+    /// committed; a failed refresh is logged and the follower retries it
+    /// within its interval.
+    async fn refresh_keysets(&self) {
+        if let Err(err) = self.keysets.refresh(self.store.as_ref()).await {
+            tracing::warn!(error = %err, "key set view refresh after a local change failed");
+        }
+    }
+
+    /// Refreshes the client view after a local change, as
+    /// [`Self::refresh_keysets`] does key sets.
+    async fn refresh_clients(&self) {
+        if let Err(err) = self.clients.refresh(self.store.as_ref()).await {
+            tracing::warn!(error = %err, "client view refresh after a local change failed");
         }
     }
 

@@ -152,10 +152,9 @@ impl Service {
         result
     }
 
-    /// Reloads the token view if the token generation moved (a change here
-    /// or on another replica); returns whether it did.
-    pub async fn refresh_tokens_if_changed(&self) -> Result<bool> {
-        let current = self.store.tokens_generation().await?;
+    /// Reloads the token view if the token generation, now `current`, moved
+    /// (a change here or on another replica); returns whether it did.
+    pub(super) async fn refresh_tokens_if(&self, current: i64) -> Result<bool> {
         let known = self
             .tokens
             .read()

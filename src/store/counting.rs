@@ -10,8 +10,9 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    AuditFilter, AuditLink, AuditScan, ClientRow, KeyRow, KeySetChange, KeySetRow, NewKey,
-    NewKeySet, PublishedDelta, SealedKey, SecretRow, StartupLock, Store, TokenRow,
+    AuditFilter, AuditLink, AuditScan, ClientDelta, ClientRow, Generations, KeyRow, KeySetChange,
+    KeySetRow, NewKey, NewKeySet, PublishedDelta, SealedKey, SecretRow, StartupLock, Store,
+    TokenRow,
 };
 use crate::{
     Result,
@@ -113,7 +114,7 @@ delegate! {
     fn list_tokens(&self) -> Result<Vec<TokenRow>>;
     fn revoke_token(&self, name: &str, now: i64) -> Result<bool>;
     fn tokens_generation(&self) -> Result<i64>;
-    fn generation(&self) -> Result<i64>;
+    fn generations(&self) -> Result<Generations>;
     fn insert_keyset(
         &self,
         set: &NewKeySet,
@@ -124,7 +125,6 @@ delegate! {
     fn published_keys_between(&self, first: &str, last: &str) -> Result<Vec<KeyRow>>;
     fn delete_keyset(&self, name: &str, now: i64) -> Result<bool>;
     fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>>;
-    fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>>;
     fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>>;
     fn find_key(&self, kid: &str) -> Result<Option<KeyRow>>;
     fn apply_keyset_change(
@@ -139,6 +139,7 @@ delegate! {
     fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<ClientRow>>;
     fn delete_client(&self, id: &str) -> Result<bool>;
     fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
+    fn clients_since(&self, since: Option<i64>) -> Result<ClientDelta>;
     fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
     fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
     fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>>;

@@ -179,6 +179,15 @@ pub struct SealedKey {
     pub master_key_id: String,
 }
 
+impl Debug for SealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedKey")
+            .field("kid", &self.kid)
+            .field("master_key_id", &self.master_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A key about to be inserted.
 pub struct NewKey {
     /// RFC 7638 thumbprint.
@@ -243,6 +252,35 @@ pub struct PublishedDelta {
     pub deleted: Vec<String>,
     /// Published keys of `keysets`.
     pub keys: Vec<KeyRow>,
+    /// The sealed private halves of the active keys among `keys`.
+    pub active: Vec<SealedKey>,
+}
+
+/// The change counters of what each replica keeps in memory, read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Generations {
+    /// Bumped by every key set change (what the JWKS and signing read).
+    pub keysets: i64,
+    /// Bumped by every API token change.
+    pub tokens: i64,
+    /// Bumped by every client or client secret change.
+    pub clients: i64,
+}
+
+/// Clients and their sealed secrets as of one clients generation.
+#[derive(Debug, Clone, Default)]
+pub struct ClientDelta {
+    /// The clients generation this was read at.
+    pub generation: i64,
+    /// Whether this is every client (no `since` was given).
+    pub full: bool,
+    /// Ids changed since (never with `full`): each is in `clients` unless
+    /// it was deleted.
+    pub changed: Vec<String>,
+    /// The clients read (changed ones, unless `full`).
+    pub clients: Vec<ClientRow>,
+    /// Every secret version of `clients`.
+    pub secrets: Vec<SecretRow>,
 }
 
 /// An OIDC client's metadata.
@@ -322,6 +360,17 @@ pub struct SecretRow {
     pub created_at: i64,
     /// End of the grace period once superseded; `None` while current.
     pub valid_until: Option<i64>,
+}
+
+impl Debug for SecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRow")
+            .field("client_id", &self.client_id)
+            .field("version", &self.version)
+            .field("master_key_id", &self.master_key_id)
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which audit events a listing returns: newest first, every filter given
@@ -501,8 +550,8 @@ pub trait Store: Send + Sync + Debug {
     async fn revoke_token(&self, name: &str, now: i64) -> Result<bool>;
     /// The counter bumped by every token change.
     async fn tokens_generation(&self) -> Result<i64>;
-    /// The counter bumped by every change to published keys.
-    async fn generation(&self) -> Result<i64>;
+    /// Every change counter, in one query: what replicas poll.
+    async fn generations(&self) -> Result<Generations>;
 
     /// Creates a key set with its first keys, in one transaction: `keys` gets
     /// the new key set's id (their ciphertext is bound to it) and returns the
@@ -527,8 +576,6 @@ pub trait Store: Send + Sync + Debug {
     async fn delete_keyset(&self, name: &str, now: i64) -> Result<bool>;
     /// A key set's keys, oldest first.
     async fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>>;
-    /// The sealed private half of a key set's active key.
-    async fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>>;
     /// The sealed private half of a key (pending or active keys have one).
     async fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>>;
     /// A key by kid, whatever its key set's state.
@@ -555,6 +602,10 @@ pub trait Store: Send + Sync + Debug {
     async fn delete_client(&self, id: &str) -> Result<bool>;
     /// A client's secret versions, newest first.
     async fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
+    /// What the client view reads, as of one consistent snapshot: with
+    /// `since`, only the clients changed after that clients generation;
+    /// without, every client.
+    async fn clients_since(&self, since: Option<i64>) -> Result<ClientDelta>;
     /// Adds `new` as the current secret, in one transaction conditional on the
     /// current version being `new.version - 1`: every older version stays valid
     /// until `previous_valid_until` at the latest (never longer than it already

@@ -16,9 +16,9 @@ use sqlx::{
 use tracing::instrument;
 
 use super::{
-    AuditColumns, AuditFilter, AuditLink, AuditScan, ChainColumns, ClientRow, KeyRow, KeySetChange,
-    KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns, PublishedDelta, SealedKey,
-    SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
+    AuditColumns, AuditFilter, AuditLink, AuditScan, ChainColumns, ClientDelta, ClientRow,
+    Generations, KeyRow, KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns,
+    PublishedDelta, SealedKey, SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
 };
 use crate::{
     Error, Result,
@@ -409,12 +409,18 @@ macro_rules! impl_store {
             }
 
             #[instrument(skip_all)]
-            async fn generation(&self) -> Result<i64> {
-                Ok(
-                    sqlx::query_scalar("SELECT generation FROM keyward_state WHERE id = 1")
-                        .fetch_one(&self.pool)
-                        .await?,
+            async fn generations(&self) -> Result<Generations> {
+                let (keysets, tokens, clients) = sqlx::query_as(
+                    "SELECT generation, tokens_generation, clients_generation \
+                     FROM keyward_state WHERE id = 1",
                 )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(Generations {
+                    keysets,
+                    tokens,
+                    clients,
+                })
             }
 
             #[instrument(skip_all, fields(keyset = set.name))]
@@ -534,6 +540,19 @@ macro_rules! impl_store {
                 .bind(KeyState::Retired.as_str())
                 .fetch_all(&mut *tx)
                 .await?;
+                let active: Vec<SealedKey> = sqlx::query_as(
+                    "SELECT k.kid, k.private_key, k.master_key_id \
+                     FROM keys k JOIN keysets s ON s.id = k.keyset_id \
+                     WHERE s.deleted_at IS NULL \
+                     AND s.changed_generation > $1 AND s.changed_generation <= $2 \
+                     AND k.state = $3 \
+                     AND k.private_key IS NOT NULL AND k.master_key_id IS NOT NULL",
+                )
+                .bind(after)
+                .bind(generation)
+                .bind(KeyState::Active.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(PublishedDelta {
                     generation,
@@ -541,6 +560,7 @@ macro_rules! impl_store {
                     keysets,
                     deleted,
                     keys,
+                    active,
                 })
             }
 
@@ -600,19 +620,6 @@ macro_rules! impl_store {
                 )))
                 .bind(keyset_id)
                 .fetch_all(&self.pool)
-                .await?)
-            }
-
-            #[instrument(skip_all)]
-            async fn active_key(&self, keyset_id: i64) -> Result<Option<SealedKey>> {
-                Ok(sqlx::query_as(
-                    "SELECT kid, private_key, master_key_id FROM keys \
-                     WHERE keyset_id = $1 AND state = $2 \
-                     AND private_key IS NOT NULL AND master_key_id IS NOT NULL",
-                )
-                .bind(keyset_id)
-                .bind(KeyState::Active.as_str())
-                .fetch_optional(&self.pool)
                 .await?)
             }
 
@@ -737,12 +744,14 @@ macro_rules! impl_store {
                     unique_as_exists(e, || format!("client {:?} already exists", client.id))
                 })?;
                 $tx::insert_secret(&mut tx, secret).await?;
+                $tx::bump_client(&mut tx, &client.id).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
             #[instrument(skip_all, fields(client = client.id))]
             async fn update_client(&self, client: &ClientRow) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
                 let done = sqlx::query(
                     "UPDATE clients SET display_name = $1, discovery_uri = $2, \
                      callback_url = $3, scopes = $4, auth_method = $5, labels = $6, \
@@ -763,9 +772,14 @@ macro_rules! impl_store {
                 .bind(&client.token_subject)
                 .bind(&client.token_email)
                 .bind(&client.id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                $tx::bump_client(&mut tx, &client.id).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             #[instrument(skip_all, fields(client = id))]
@@ -798,8 +812,12 @@ macro_rules! impl_store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
                 let deleted = done.rows_affected() == 1;
+                if !deleted {
+                    return Ok(false);
+                }
+                $tx::bump_client(&mut tx, id).await?;
+                tx.commit().await?;
                 if deleted {
                     self.purge_destroyed().await;
                 }
@@ -857,6 +875,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 $tx::insert_secret(&mut tx, new).await?;
+                $tx::bump_client(&mut tx, &new.client_id).await?;
                 tx.commit().await?;
                 if ended.rows_affected() > 0 {
                     self.purge_destroyed().await;
@@ -866,19 +885,75 @@ macro_rules! impl_store {
 
             #[instrument(skip_all, fields(client = id, version))]
             async fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
                 let done = sqlx::query(
                     "DELETE FROM client_secrets WHERE client_id = $1 AND version = $2 \
                      AND version <> (SELECT secret_version FROM clients WHERE id = $1)",
                 )
                 .bind(id)
                 .bind(version)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                let deleted = done.rows_affected() == 1;
-                if deleted {
-                    self.purge_destroyed().await;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
                 }
-                Ok(deleted)
+                $tx::bump_client(&mut tx, id).await?;
+                tx.commit().await?;
+                self.purge_destroyed().await;
+                Ok(true)
+            }
+
+            #[instrument(skip_all)]
+            async fn clients_since(&self, since: Option<i64>) -> Result<ClientDelta> {
+                let mut tx = self.begin_read().await?;
+                let generation: i64 = sqlx::query_scalar(
+                    "SELECT clients_generation FROM keyward_state WHERE id = 1",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let delta = match since {
+                    None => ClientDelta {
+                        generation,
+                        full: true,
+                        changed: Vec::new(),
+                        clients: sqlx::query_as("SELECT * FROM clients")
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        secrets: sqlx::query_as("SELECT * FROM client_secrets")
+                            .fetch_all(&mut *tx)
+                            .await?,
+                    },
+                    Some(since) => {
+                        // Bounded above so generic plans use the index too.
+                        const CHANGED: &str = "SELECT client_id FROM client_changes \
+                             WHERE generation > $1 AND generation <= $2";
+                        ClientDelta {
+                            generation,
+                            full: false,
+                            changed: sqlx::query_scalar(CHANGED)
+                                .bind(since)
+                                .bind(generation)
+                                .fetch_all(&mut *tx)
+                                .await?,
+                            clients: sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                                "SELECT * FROM clients WHERE id IN ({CHANGED})"
+                            )))
+                            .bind(since)
+                            .bind(generation)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                            secrets: sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                                "SELECT * FROM client_secrets WHERE client_id IN ({CHANGED})"
+                            )))
+                            .bind(since)
+                            .bind(generation)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(delta)
             }
 
             #[instrument(skip_all, fields(keyset))]
@@ -1100,6 +1175,29 @@ macro_rules! tx_helpers {
                 .bind(keyset_id)
                 .execute(&mut **tx)
                 .await?;
+            Ok(())
+        }
+
+        /// Bumps the clients generation and records it as client `id`'s latest
+        /// change, so other replicas re-read just that client.
+        pub(super) async fn bump_client(
+            tx: &mut Transaction<'static, $db>,
+            id: &str,
+        ) -> Result<()> {
+            let generation: i64 = sqlx::query_scalar(
+                "UPDATE keyward_state SET clients_generation = clients_generation + 1 \
+                 WHERE id = 1 RETURNING clients_generation",
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO client_changes (client_id, generation) VALUES ($1, $2) \
+                 ON CONFLICT (client_id) DO UPDATE SET generation = excluded.generation",
+            )
+            .bind(id)
+            .bind(generation)
+            .execute(&mut **tx)
+            .await?;
             Ok(())
         }
 

@@ -298,6 +298,22 @@ pub struct As {
     pub audit: Audit,
 }
 
+impl As {
+    /// Clients of the gRPC server at `url` (`http://…`) presenting `token`.
+    pub fn at(url: &str, token: &str) -> Self {
+        let channel = Endpoint::from_shared(url.to_string())
+            .expect("endpoint")
+            .connect_lazy();
+        let bearer = Bearer(Some(format!("Bearer {token}").parse().expect("ascii")));
+        Self {
+            keysets: KeySetsClient::with_interceptor(channel.clone(), bearer.clone()),
+            clients: ClientsClient::with_interceptor(channel.clone(), bearer.clone()),
+            access: AccessClient::with_interceptor(channel.clone(), bearer.clone()),
+            audit: AuditClient::with_interceptor(channel, bearer),
+        }
+    }
+}
+
 /// A running in-process server.
 pub struct TestServer {
     pub grpc_url: String,
@@ -435,6 +451,13 @@ impl TestServer {
     /// GET `path` with extra headers: (status, headers, body).
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         http_get(&format!("{}{}", self.http_url, path), headers).await
+    }
+
+    /// Stops the server and starts another on the same database: how an
+    /// edit made behind keyward's back (raw SQL) reaches its in-memory views.
+    pub async fn restart(self, db: &TestDb) -> Self {
+        self.stop().await;
+        Self::start(db).await
     }
 
     pub async fn stop(mut self) {
@@ -594,8 +617,13 @@ pub const FORM: HttpHeader<'static> = ("content-type", "application/x-www-form-u
 
 /// `POST /oauth2/token` with the client-credentials grant and Basic auth.
 pub async fn token_request(server: &TestServer, id: &str, secret: &str) -> HttpResponse {
+    token_request_at(&server.http_url, id, secret).await
+}
+
+/// [`token_request`] to the server whose HTTP listener is `http_url`.
+pub async fn token_request_at(http_url: &str, id: &str, secret: &str) -> HttpResponse {
     http_post(
-        &format!("{}/oauth2/token", server.http_url),
+        &format!("{http_url}/oauth2/token"),
         &[FORM, ("authorization", &basic(id, secret))],
         "grant_type=client_credentials",
     )

@@ -1,0 +1,103 @@
+//! Every OIDC client in memory, with its secret versions still sealed: a
+//! secret is opened per call and never kept in the clear.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use crate::{
+    Result,
+    store::{ClientRow, SecretRow, Store},
+};
+
+/// One client as of the view's generation. Immutable: a change replaces it.
+#[derive(Debug)]
+pub struct ClientEntry {
+    /// The client.
+    pub row: ClientRow,
+    /// Its secret versions, sealed, newest first.
+    pub secrets: Vec<SecretRow>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    generation: Option<i64>,
+    clients: HashMap<String, Arc<ClientEntry>>,
+}
+
+/// The in-memory view of every client.
+#[derive(Debug, Default)]
+pub struct ClientView {
+    snapshot: RwLock<Snapshot>,
+    /// Serialises refreshes so an older read never overwrites a newer one.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl ClientView {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The client `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<ClientEntry>> {
+        self.read().clients.get(id).cloned()
+    }
+
+    /// The clients generation the view was built from.
+    pub fn generation(&self) -> Option<i64> {
+        self.read().generation
+    }
+
+    /// Brings the view up to the database: the first time every client,
+    /// afterwards only the clients changed since the view's generation.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let delta = store.clients_since(self.generation()).await?;
+        let mut secrets_of: HashMap<String, Vec<SecretRow>> = HashMap::new();
+        for secret in delta.secrets {
+            secrets_of
+                .entry(secret.client_id.clone())
+                .or_default()
+                .push(secret);
+        }
+        let entries: Vec<ClientEntry> = delta
+            .clients
+            .into_iter()
+            .map(|row| {
+                let mut secrets = secrets_of.remove(&row.id).unwrap_or_default();
+                secrets.sort_unstable_by_key(|s| std::cmp::Reverse(s.version));
+                ClientEntry { row, secrets }
+            })
+            .collect();
+        let mut snapshot = self
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if delta.full {
+            snapshot.clients.clear();
+        }
+        for id in &delta.changed {
+            snapshot.clients.remove(id);
+        }
+        for entry in entries {
+            snapshot
+                .clients
+                .insert(entry.row.id.clone(), Arc::new(entry));
+        }
+        snapshot.generation = Some(delta.generation);
+        Ok(())
+    }
+
+    /// Refreshes when `current`, the database's clients generation, moved
+    /// since the last refresh; returns whether it did.
+    pub async fn refresh_if_changed(&self, store: &dyn Store, current: i64) -> Result<bool> {
+        if self.generation() == Some(current) {
+            return Ok(false);
+        }
+        self.refresh(store).await?;
+        Ok(true)
+    }
+}

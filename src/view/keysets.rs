@@ -1,0 +1,196 @@
+//! Every live key set in memory: its row, its published keys, the sealed
+//! private half of its active key (parsed for signing on first use) and its
+//! JWKS, rendered once per change.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock, RwLock},
+};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    Result,
+    crypto::{b64url, keys::SigningKey, sha256},
+    store::{KeyRow, KeySetRow, SealedKey, Store},
+};
+
+/// One key set's JWKS, ready to send.
+#[derive(Debug)]
+pub struct JwksDoc {
+    /// `{"keys":[…]}`.
+    pub body: String,
+    /// Strong ETag, quoted.
+    pub etag: String,
+    /// `Cache-Control: max-age`, seconds.
+    pub max_age: u64,
+}
+
+impl JwksDoc {
+    fn render(keys: Vec<Value>, max_age: u64) -> Self {
+        let mut doc = Map::new();
+        doc.insert("keys".into(), Value::Array(keys));
+        let body = Value::Object(doc).to_string();
+        let etag = format!("\"{}\"", b64url(&sha256(body.as_bytes())));
+        Self {
+            body,
+            etag,
+            max_age,
+        }
+    }
+}
+
+/// One live key set as of the view's generation. Immutable: a change
+/// replaces the entry.
+#[derive(Debug)]
+pub struct KeySetEntry {
+    /// The key set.
+    pub row: KeySetRow,
+    /// Its published keys (pending, active, retired), oldest first.
+    pub keys: Vec<KeyRow>,
+    /// The sealed private half of its active key, if it has one.
+    pub active: Option<SealedKey>,
+    /// Its JWKS.
+    pub jwks: Arc<JwksDoc>,
+    /// The active key, opened and parsed by the first signer.
+    signer: OnceLock<Arc<SigningKey>>,
+}
+
+impl KeySetEntry {
+    /// The parsed active key, if a signer has loaded it.
+    pub fn signer(&self) -> Option<Arc<SigningKey>> {
+        self.signer.get().cloned()
+    }
+
+    /// Keeps `key` (the active key, parsed) for the next signer; returns the
+    /// one kept, which is an earlier racer's if there was one.
+    pub fn keep_signer(&self, key: Arc<SigningKey>) -> Arc<SigningKey> {
+        Arc::clone(self.signer.get_or_init(|| key))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    generation: Option<i64>,
+    sets: HashMap<String, Arc<KeySetEntry>>,
+}
+
+/// The in-memory view of every live key set.
+#[derive(Debug, Default)]
+pub struct KeySetView {
+    /// The configured max-age; each key set's is capped at half its pre-publication.
+    max_age: u64,
+    snapshot: RwLock<Snapshot>,
+    /// Serialises refreshes so an older read never overwrites a newer one.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl KeySetView {
+    /// An empty view whose JWKS allow at most `max_age` seconds of caching.
+    pub fn new(max_age: u64) -> Self {
+        Self {
+            max_age,
+            ..Self::default()
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The live key set named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<KeySetEntry>> {
+        self.read().sets.get(name).cloned()
+    }
+
+    /// The JWKS of `keyset`, or `None` when no such live key set exists.
+    pub fn jwks(&self, keyset: &str) -> Option<Arc<JwksDoc>> {
+        self.read().sets.get(keyset).map(|e| Arc::clone(&e.jwks))
+    }
+
+    /// The keyset generation the view was built from.
+    pub fn generation(&self) -> Option<i64> {
+        self.read().generation
+    }
+
+    /// Brings the view up to the database: the first time every key set,
+    /// afterwards only the key sets changed since the view's generation, so
+    /// one change costs the same with ten key sets or ten thousand.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let delta = store.published_since(self.generation()).await?;
+        let mut keys_of: HashMap<i64, Vec<KeyRow>> = HashMap::new();
+        for key in delta.keys {
+            keys_of.entry(key.keyset_id).or_default().push(key);
+        }
+        let mut active: HashMap<String, SealedKey> = delta
+            .active
+            .into_iter()
+            .map(|sealed| (sealed.kid.clone(), sealed))
+            .collect();
+        let mut entries = Vec::with_capacity(delta.keysets.len());
+        for row in delta.keysets {
+            let keys = keys_of.remove(&row.id).unwrap_or_default();
+            let jwks = keys
+                .iter()
+                .map(|key| {
+                    serde_json::from_str(&key.public_jwk).map_err(|e| {
+                        crate::Error::internal(format!("stored JWK of {}: {e}", key.kid))
+                    })
+                })
+                .collect::<Result<Vec<Value>>>()?;
+            let max_age = crate::rotation::jwks_max_age(self.max_age, row.policy.prepublish);
+            let active = keys
+                .iter()
+                .find(|k| k.state == crate::model::KeyState::Active)
+                .and_then(|k| active.remove(&k.kid));
+            entries.push(KeySetEntry {
+                jwks: Arc::new(JwksDoc::render(jwks, max_age)),
+                row,
+                keys,
+                active,
+                signer: OnceLock::new(),
+            });
+        }
+        let mut snapshot = self
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if delta.full {
+            snapshot.sets.clear();
+        }
+        // A name deleted and created again since: the deletion came first.
+        for name in &delta.deleted {
+            snapshot.sets.remove(name);
+        }
+        for entry in entries {
+            // A change that left the active key alone keeps its parsed form.
+            if let Some(kept) = snapshot
+                .sets
+                .get(&entry.row.name)
+                .filter(|old| old.row.id == entry.row.id)
+                .and_then(|old| old.signer())
+                .filter(|key| entry.active.as_ref().is_some_and(|a| a.kid == key.kid()))
+            {
+                entry.keep_signer(kept);
+            }
+            snapshot
+                .sets
+                .insert(entry.row.name.clone(), Arc::new(entry));
+        }
+        snapshot.generation = Some(delta.generation);
+        Ok(())
+    }
+
+    /// Refreshes when `current`, the database's keyset generation, moved
+    /// since the last refresh; returns whether it did.
+    pub async fn refresh_if_changed(&self, store: &dyn Store, current: i64) -> Result<bool> {
+        if self.generation() == Some(current) {
+            return Ok(false);
+        }
+        self.refresh(store).await?;
+        Ok(true)
+    }
+}
