@@ -3,6 +3,12 @@
 //! key generation, a rotation sweep over many key sets, and the cost of
 //! authorization and audit on GetClientSecret and SignJwt.
 //!
+//! The "hot paths" section prints each call's rate next to an anchor
+//! measured in the same run on the same server: the gRPC health check for
+//! gRPC calls, the JWKS GET for HTTP calls and a raw signing loop (one thread
+//! per core) for RSA signing; then the JWKS p99 while RS256 tokens are issued
+//! at full rate.
+//!
 //! `cargo bench --bench service` (SQLite; set KEYWARD_TEST_DATABASE_URL to
 //! measure on PostgreSQL too). Nothing here asserts a time.
 
@@ -264,6 +270,298 @@ async fn authorization_and_audit(server: &TestServer) {
     }
 }
 
+/// How long each hot-path rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Runs `op` from `tasks` tasks for [`RATE_WINDOW`] (after a short warm-up):
+/// calls per second and the p99 latency.
+async fn rate<F, Fut>(tasks: usize, op: F) -> (f64, Duration)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    rate_for(RATE_WINDOW, tasks, op).await
+}
+
+/// [`rate`] over `window`.
+async fn rate_for<F, Fut>(window: Duration, tasks: usize, op: F) -> (f64, Duration)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let warm_up = Instant::now() + Duration::from_millis(300);
+    let end = warm_up + window;
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let op = op.clone();
+        handles.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    return samples;
+                }
+                op(task).await;
+                if t >= warm_up {
+                    samples.push(t.elapsed());
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort();
+    let p99 = all[(all.len().saturating_sub(1)) * 99 / 100];
+    (all.len() as f64 / window.as_secs_f64(), p99)
+}
+
+/// Raw signing of one token's worth of claims on `threads` threads, for
+/// [`RATE_WINDOW`]: signatures per second.
+fn raw_signing(alg: keyward::crypto::keys::Algorithm, threads: usize) -> f64 {
+    use keyward::crypto::{jwt, keys};
+    let key = std::sync::Arc::new(keys::generate(alg, 2048).unwrap().key);
+    let end = Instant::now() + RATE_WINDOW;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let key = std::sync::Arc::clone(&key);
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let mut claims = serde_json::Map::new();
+                    claims.insert("sub".into(), "bench".into());
+                    jwt::sign(&key, claims, 0, 600).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    total as f64 / RATE_WINDOW.as_secs_f64()
+}
+
+fn ratio_line(what: &str, (per_sec, p99): (f64, Duration), anchor: f64, anchor_name: &str) {
+    println!(
+        "{what:<38} {per_sec:>9.0} /s  p99 {:>7.2} ms  {:>5.2}x {anchor_name}",
+        p99.as_secs_f64() * 1e3,
+        per_sec / anchor
+    );
+}
+
+/// The hot paths at full rate, each next to its anchor (see the module doc).
+async fn hot_paths(server: &TestServer) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    const SECRET: &str = "hot-path-secret-0123456789";
+    for (id, keyset) in [("hot-es", "es256"), ("hot-rs", "rs2048")] {
+        server
+            .clients()
+            .put_client(pb::PutClientRequest {
+                id: id.into(),
+                secret: Some(SECRET.into()),
+                token_keyset: Some(keyset.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // h2load -c4 -m16: four connections, sixteen calls in flight on each.
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(server.grpc_url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", server.token).parse().unwrap();
+    let authed = move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        Ok(req)
+    };
+    const GRPC_TASKS: usize = 64;
+    println!(
+        "-- hot paths: {GRPC_TASKS} gRPC calls in flight on 4 connections, 64 HTTP connections"
+    );
+
+    let health = {
+        let channels = channels.clone();
+        rate(GRPC_TASKS, move |task| {
+            let mut client = HealthClient::new(channels[task % 4].clone());
+            async move {
+                client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .await
+    };
+    println!(
+        "{:<38} {:>9.0} /s  p99 {:>7.2} ms  (anchor)",
+        "grpc.health.v1.Health/Check",
+        health.0,
+        health.1.as_secs_f64() * 1e3
+    );
+    let clients = {
+        let (channels, authed) = (channels.clone(), authed.clone());
+        move |task: usize| {
+            pb::clients_client::ClientsClient::with_interceptor(
+                channels[task % 4].clone(),
+                authed.clone(),
+            )
+        }
+    };
+    let keysets = {
+        let (channels, authed) = (channels.clone(), authed.clone());
+        move |task: usize| {
+            pb::key_sets_client::KeySetsClient::with_interceptor(
+                channels[task % 4].clone(),
+                authed.clone(),
+            )
+        }
+    };
+    let get_secret = rate(GRPC_TASKS, move |task| {
+        let mut client = clients(task);
+        async move {
+            client
+                .get_client_secret(pb::GetClientSecretRequest {
+                    id: "hot-es".into(),
+                    version: None,
+                })
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    ratio_line("Clients/GetClientSecret", get_secret, health.0, "health");
+    let get_keyset = {
+        let keysets = keysets.clone();
+        rate(GRPC_TASKS, move |task| {
+            let mut client = keysets(task);
+            async move {
+                client
+                    .get_key_set(pb::GetKeySetRequest {
+                        name: "es256".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .await
+    };
+    ratio_line("KeySets/GetKeySet", get_keyset, health.0, "health");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut signed = Vec::new();
+    for (keyset, label) in [
+        ("es256", "KeySets/SignJwt ES256"),
+        ("rs2048", "KeySets/SignJwt RS256"),
+    ] {
+        let keysets = keysets.clone();
+        let r = rate(GRPC_TASKS, move |task| {
+            let mut client = keysets(task);
+            async move {
+                client
+                    .sign_jwt(pb::SignJwtRequest {
+                        keyset: keyset.into(),
+                        claims_json: r#"{"sub":"bench"}"#.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        signed.push((label, r));
+    }
+    ratio_line(signed[0].0, signed[0].1, health.0, "health");
+    let raw_rs = raw_signing(keyward::crypto::keys::Algorithm::Rs256, cores);
+    println!(
+        "{:<38} {raw_rs:>9.0} /s  (anchor: {cores} threads)",
+        "raw RS256-2048 signing"
+    );
+    ratio_line(signed[1].0, signed[1].1, raw_rs, "raw RS256");
+
+    // HTTP: the JWKS GET, then the token endpoint per algorithm.
+    const HTTP_TASKS: usize = 64;
+    let http = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(HTTP_TASKS)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let jwks_url: hyper::Uri = format!("{}/.well-known/jwks.json", server.http_url)
+        .parse()
+        .unwrap();
+    let jwks_get = {
+        let (http, url) = (http.clone(), jwks_url.clone());
+        move |_task: usize| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let resp = http.get(url).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+            }
+        }
+    };
+    let jwks_rate = rate(HTTP_TASKS, jwks_get.clone()).await;
+    println!(
+        "{:<38} {:>9.0} /s  p99 {:>7.2} ms  (anchor)",
+        "GET /.well-known/jwks.json",
+        jwks_rate.0,
+        jwks_rate.1.as_secs_f64() * 1e3
+    );
+    let token_url: hyper::Uri = format!("{}/oauth2/token", server.http_url).parse().unwrap();
+    let token = move |client_id: &'static str| {
+        let (http, url) = (http.clone(), token_url.clone());
+        let auth = common::basic(client_id, SECRET);
+        move |_task: usize| {
+            let (http, url, auth) = (http.clone(), url.clone(), auth.clone());
+            async move {
+                let req = hyper::Request::post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("authorization", auth)
+                    .body(http_body_util::Full::new(Bytes::from_static(
+                        b"grant_type=client_credentials",
+                    )))
+                    .unwrap();
+                let resp = http.request(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+            }
+        }
+    };
+    let token_es = rate(HTTP_TASKS, token("hot-es")).await;
+    ratio_line(
+        "POST /oauth2/token ES256",
+        token_es,
+        jwks_rate.0,
+        "JWKS GET",
+    );
+    let token_rs = rate(HTTP_TASKS, token("hot-rs")).await;
+    ratio_line("POST /oauth2/token RS256", token_rs, raw_rs, "raw RS256");
+
+    // The JWKS, one request at a time, while RS256 tokens go out at full rate.
+    let load = tokio::spawn(rate_for(
+        RATE_WINDOW + Duration::from_secs(1),
+        HTTP_TASKS,
+        token("hot-rs"),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let under_load = rate(1, jwks_get).await;
+    let load = load.await.unwrap();
+    println!(
+        "{:<38} {:>9.0} /s  p99 {:>7.2} ms  (while {:.0} RS256 tokens/s)",
+        "JWKS GET under RS256 token load",
+        under_load.0,
+        under_load.1.as_secs_f64() * 1e3,
+        load.0
+    );
+}
+
 async fn run(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -293,6 +591,7 @@ async fn run(backend: Backend) {
         sign(&server, name, 50).await; // warm the signer cache
         report(label, &sign(&server, name, 2000).await);
     }
+    hot_paths(&server).await;
     authorization_and_audit(&server).await;
     report("JWKS GET, 1 connection", &jwks(&server, 1, 5000).await);
     report("JWKS GET, 8 concurrent", &jwks(&server, 8, 2500).await);

@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::{Error, Result, net::Limits, secret::SecretString, throttle::ThrottleSettings};
 
+/// The key set `/.well-known/jwks.json` serves unless configured.
+pub const DEFAULT_KEYSET: &str = "default";
+
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./keyward-data";
 /// Default gRPC listen address.
@@ -201,7 +204,7 @@ impl ServeConfig {
             grpc_addr: parse_default(DEFAULT_GRPC_ADDR),
             http_addr: parse_default(DEFAULT_HTTP_ADDR),
             master_key: MasterKeySource::Unset,
-            default_keyset: "default".into(),
+            default_keyset: DEFAULT_KEYSET.into(),
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
             issuer: None,

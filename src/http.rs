@@ -22,6 +22,7 @@ use crate::{
     model::AuthMethod,
     secret::SecretString,
     service::{OAuthError, Service, TokenRequest},
+    view::JwksDoc,
 };
 
 /// The HTTP status of each kind of error.
@@ -84,6 +85,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/.well-known/jwks.json", get(default_jwks))
         .route("/keysets/{name}/jwks.json", get(keyset_jwks))
         .route("/.well-known/openid-configuration", get(discovery))
+        .route("/oauth2/jwks.json", get(issuer_jwks))
         .route(
             "/oauth2/token",
             post(token).layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES)),
@@ -107,15 +109,25 @@ async fn keyset_jwks(
     jwks_response(&state, &name, &headers)
 }
 
+/// The issuer's JWKS (discovery's `jwks_uri`): the default key set's keys and
+/// those of every key set that signs some client's tokens.
+async fn issuer_jwks(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    jwks_document(&state.service.issuer_keys().jwks, &headers)
+}
+
 fn jwks_response(state: &HttpState, name: &str, headers: &HeaderMap) -> Response {
-    let doc = match state.service.jwks(name) {
-        Ok(doc) => doc,
+    match state.service.jwks(name) {
+        Ok(doc) => jwks_document(&doc, headers),
         Err(err) => {
             let mut response = err.into_response();
             public_document(response.headers_mut());
-            return response;
+            response
         }
-    };
+    }
+}
+
+/// A JWKS with its ETag and max-age; `304` when `If-None-Match` holds it.
+fn jwks_document(doc: &JwksDoc, headers: &HeaderMap) -> Response {
     let cache_control = format!("public, max-age={}", doc.max_age);
     let not_modified = headers
         .get_all(header::IF_NONE_MATCH)
@@ -161,13 +173,11 @@ fn public_document(h: &mut HeaderMap) {
 /// OpenID Provider metadata: what keyward really offers, no more.
 async fn discovery(State(state): State<HttpState>) -> Response {
     let issuer = state.service.issuer().to_string();
-    let algs: Vec<String> = match state.service.get_keyset(&state.default_keyset) {
-        Ok(set) => vec![set.algorithm.as_str().to_string()],
-        Err(_) => Vec::new(),
-    };
+    // Exactly the algorithms of the keys at jwks_uri.
+    let algs = state.service.issuer_keys().algorithms.clone();
     let doc = serde_json::json!({
         "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "jwks_uri": format!("{issuer}/oauth2/jwks.json"),
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

@@ -190,7 +190,8 @@ pub async fn prepare_with(
             config.issuer(),
             crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
         )
-        .with_auth_throttle(config.auth_throttle),
+        .with_auth_throttle(config.auth_throttle)
+        .with_default_keyset(&config.default_keyset),
     );
     if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
         // First start of this database: give it a default key set to serve.

@@ -1,6 +1,7 @@
 //! The hot paths serve from memory: reads, signing, secret checks and token
 //! issuance make no database query, and what one replica changes another
-//! honours within 2 s (two `keyward serve` processes on one database).
+//! honours within 2 s (two `keyward serve` processes on one database). The
+//! issuer's JWKS, built from the views, verifies every token it mints.
 
 #![allow(clippy::unwrap_used)]
 
@@ -267,7 +268,177 @@ async fn changes_on_one_replica_reach_another_within_two_seconds(backend: Backen
     }
 }
 
+/// What a relying party that follows OIDC discovery does: read
+/// `jwks_uri` and the advertised algorithms, find the token's kid there and
+/// verify it with jsonwebtoken, accepting only those algorithms.
+async fn verify_following_discovery(server: &TestServer, token: &str) -> serde_json::Value {
+    let disco = server
+        .get("/.well-known/openid-configuration", &[])
+        .await
+        .json();
+    let algorithms: Vec<jsonwebtoken::Algorithm> = disco["id_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().parse().unwrap())
+        .collect();
+    let jwks_uri = disco["jwks_uri"].as_str().unwrap();
+    let jwks = common::http_get(jwks_uri, &[]).await.json();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let kid = header.kid.unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("kid {kid} is not at jwks_uri: {jwks}"));
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    // Only an advertised algorithm is accepted (jsonwebtoken takes one key
+    // family per validation).
+    assert!(
+        algorithms.contains(&header.alg),
+        "{:?} is not among the advertised {algorithms:?}",
+        header.alg
+    );
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap_or_else(|e| panic!("token does not verify through discovery: {e}"))
+        .claims
+}
+
+async fn issued_token(server: &TestServer, id: &str) -> String {
+    let r = token_request(server, id, SECRET).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["access_token"].as_str().unwrap().to_string()
+}
+
+/// Discovery's `jwks_uri` holds the default key set's keys and those of
+/// every key set a client's tokens are signed by, in step with rotation and
+/// client changes; its algorithms are exactly theirs; a client whose token
+/// key set is not the default is verified by a library that follows it.
+async fn discovery_jwks_verifies_every_token_this_issuer_mints(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start_with_clock(&db, common::manual_clock_now()).await;
+    let partner = common::create_keyset(&server, "partner", "ES256").await;
+    let unused = common::create_keyset(&server, "unused", "EdDSA").await;
+    let issuer_jwks = |server: &TestServer| {
+        let url = format!("{}/oauth2/jwks.json", server.http_url);
+        async move { common::http_get(&url, &[]).await }
+    };
+    let disco = server
+        .get("/.well-known/openid-configuration", &[])
+        .await
+        .json();
+    assert_eq!(
+        disco["jwks_uri"],
+        format!("{}/oauth2/jwks.json", server.http_url)
+    );
+    assert_eq!(
+        disco["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256"])
+    );
+
+    put_token_client(&mut server.clients(), "partner-app", "partner", SECRET).await;
+    let disco = server
+        .get("/.well-known/openid-configuration", &[])
+        .await
+        .json();
+    assert_eq!(
+        disco["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "RS256"])
+    );
+    let r = issuer_jwks(&server).await;
+    assert_eq!(r.status, 200);
+    let body = r.body.clone();
+    assert!(body.contains(&partner.active_kid), "{body}");
+    assert!(
+        !body.contains(&unused.active_kid),
+        "only token key sets: {body}"
+    );
+    let default = server.get("/.well-known/jwks.json", &[]).await;
+    for key in default.json()["keys"].as_array().unwrap() {
+        assert!(
+            body.contains(key["kid"].as_str().unwrap()),
+            "the default key set's keys too"
+        );
+    }
+    // A strong ETag that revalidates, and a max-age no longer than any member's.
+    let etag = r.header("etag").to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let max_age = |r: &common::HttpResponse| -> u64 {
+        r.header("cache-control")
+            .split("max-age=")
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let partner_jwks = server.get("/keysets/partner/jwks.json", &[]).await;
+    assert!(max_age(&r) <= max_age(&partner_jwks).min(max_age(&default)));
+    let again = common::http_get(
+        &format!("{}/oauth2/jwks.json", server.http_url),
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(again.status, 304);
+
+    let claims =
+        verify_following_discovery(&server, &issued_token(&server, "partner-app").await).await;
+    assert_eq!(claims["sub"], "partner-app");
+
+    // Rotated: the new key verifies at once, the old one's tokens still do.
+    let old_token = issued_token(&server, "partner-app").await;
+    server
+        .keysets()
+        .rotate_key_set(pb::RotateKeySetRequest {
+            name: "partner".into(),
+        })
+        .await
+        .unwrap();
+    let new_token = issued_token(&server, "partner-app").await;
+    assert_ne!(
+        jsonwebtoken::decode_header(&new_token).unwrap().kid,
+        jsonwebtoken::decode_header(&old_token).unwrap().kid
+    );
+    verify_following_discovery(&server, &new_token).await;
+    verify_following_discovery(&server, &old_token).await;
+    let rotated = issuer_jwks(&server).await;
+    assert_ne!(rotated.header("etag"), etag, "a new document, a new ETag");
+
+    // The client moves to the EdDSA key set: its algorithm comes, ES256 goes.
+    server
+        .clients()
+        .put_client(pb::PutClientRequest {
+            id: "partner-app".into(),
+            token_keyset: Some("unused".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let disco = server
+        .get("/.well-known/openid-configuration", &[])
+        .await
+        .json();
+    assert_eq!(
+        disco["id_token_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA", "RS256"])
+    );
+    assert!(
+        !issuer_jwks(&server)
+            .await
+            .body
+            .contains(&partner.active_kid)
+    );
+    verify_following_discovery(&server, &issued_token(&server, "partner-app").await).await;
+    server.stop().await;
+}
+
 both_backends!(
     hot_paths_make_no_database_query,
     changes_on_one_replica_reach_another_within_two_seconds,
+    discovery_jwks_verifies_every_token_this_issuer_mints,
 );

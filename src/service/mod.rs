@@ -22,7 +22,7 @@ mod openmetadata;
 mod signing;
 mod tokens;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use claims::SignProfile;
 pub use clients::*;
@@ -38,7 +38,7 @@ use crate::{
     secret::SecretBytes,
     store::Store,
     throttle::{FailureThrottle, ThrottleSettings},
-    view::{ClientView, KeySetView},
+    view::{ClientView, IssuerKeys, KeySetView},
 };
 
 /// The most items one list call returns.
@@ -119,6 +119,13 @@ pub struct Service {
     clients: ClientView,
     /// Signs tokens, RSA off the async workers.
     jwt_signer: signing::JwtSigner,
+    /// The key set `/.well-known/jwks.json` serves.
+    default_keyset: String,
+    /// The keys of the default key set and of every client's token key set:
+    /// what verifies any token this issuer mints. Rebuilt, one rebuild at a
+    /// time, whenever either view changes.
+    issuer_keys: RwLock<Arc<IssuerKeys>>,
+    rebuilding_issuer_keys: Mutex<()>,
     /// The configured JWKS max-age, which rotation policies are checked against.
     jwks_max_age: u64,
     /// keyward's issuer URL (`iss` of its OAuth tokens, base of its URLs).
@@ -160,6 +167,9 @@ impl Service {
             keysets: KeySetView::new(jwks_max_age),
             clients: ClientView::default(),
             jwt_signer: signing::JwtSigner::new(),
+            default_keyset: crate::config::DEFAULT_KEYSET.to_string(),
+            issuer_keys: RwLock::new(Arc::new(IssuerKeys::empty(jwks_max_age))),
+            rebuilding_issuer_keys: Mutex::new(()),
             jwks_max_age,
             issuer: issuer.trim_end_matches('/').to_string(),
             decoy: master.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
@@ -177,6 +187,52 @@ impl Service {
         self.grpc_throttle = FailureThrottle::new(settings, Arc::clone(&self.clock));
         self.token_throttle = FailureThrottle::new(settings, Arc::clone(&self.clock));
         self
+    }
+
+    /// Names the key set `/.well-known/jwks.json` serves (`default` unless
+    /// configured).
+    #[must_use]
+    pub fn with_default_keyset(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.default_keyset);
+        self
+    }
+
+    /// The name of the default key set.
+    pub fn default_keyset(&self) -> &str {
+        &self.default_keyset
+    }
+
+    /// The keys that verify every token this issuer mints, and their
+    /// algorithms: OIDC discovery's `jwks_uri`.
+    pub fn issuer_keys(&self) -> Arc<IssuerKeys> {
+        Arc::clone(
+            &self
+                .issuer_keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Rebuilds [`Self::issuer_keys`] from the views; a failure keeps the
+    /// last document.
+    fn rebuild_issuer_keys(&self) {
+        let _one_at_a_time = self
+            .rebuilding_issuer_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names = self.clients.token_keysets();
+        names.insert(self.default_keyset.clone());
+        match self.keysets.issuer_keys(&names) {
+            Ok(keys) => {
+                *self
+                    .issuer_keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "issuer JWKS rebuild failed; serving the last one");
+            }
+        }
     }
 
     /// The work of checking one secret, with no secret to check.
@@ -214,6 +270,7 @@ impl Service {
     pub async fn load_views(&self) -> Result<()> {
         self.keysets.refresh(self.store.as_ref()).await?;
         self.clients.refresh(self.store.as_ref()).await?;
+        self.rebuild_issuer_keys();
         self.load_tokens().await
     }
 
@@ -245,6 +302,12 @@ impl Service {
             ),
             ("API tokens", self.refresh_tokens_if(current.tokens).await),
         ];
+        if outcomes[..2]
+            .iter()
+            .any(|(_, outcome)| matches!(outcome, Ok(true)))
+        {
+            self.rebuild_issuer_keys();
+        }
         for (view, outcome) in outcomes {
             match outcome {
                 Ok(true) => tracing::debug!(view, "view reloaded after a change elsewhere"),
@@ -263,6 +326,7 @@ impl Service {
         if let Err(err) = self.keysets.refresh(self.store.as_ref()).await {
             tracing::warn!(error = %err, "key set view refresh after a local change failed");
         }
+        self.rebuild_issuer_keys();
     }
 
     /// Refreshes the client view after a local change, as
@@ -271,6 +335,7 @@ impl Service {
         if let Err(err) = self.clients.refresh(self.store.as_ref()).await {
             tracing::warn!(error = %err, "client view refresh after a local change failed");
         }
+        self.rebuild_issuer_keys();
     }
 
     /// Opens a sealed value, logging the row on failure.

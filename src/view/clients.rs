@@ -2,7 +2,7 @@
 //! secret is opened per call and never kept in the clear.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, RwLock},
 };
 
@@ -24,6 +24,32 @@ pub struct ClientEntry {
 struct Snapshot {
     generation: Option<i64>,
     clients: HashMap<String, Arc<ClientEntry>>,
+    /// How many clients name each key set as their token key set.
+    token_keysets: BTreeMap<String, usize>,
+}
+
+impl Snapshot {
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.clients.remove(id) else {
+            return;
+        };
+        if let Some(name) = &old.row.token_keyset
+            && let Some(count) = self.token_keysets.get_mut(name)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.token_keysets.remove(name);
+            }
+        }
+    }
+
+    fn insert(&mut self, entry: ClientEntry) {
+        self.remove(&entry.row.id);
+        if let Some(name) = &entry.row.token_keyset {
+            *self.token_keysets.entry(name.clone()).or_default() += 1;
+        }
+        self.clients.insert(entry.row.id.clone(), Arc::new(entry));
+    }
 }
 
 /// The in-memory view of every client.
@@ -44,6 +70,11 @@ impl ClientView {
     /// The client `id`.
     pub fn get(&self, id: &str) -> Option<Arc<ClientEntry>> {
         self.read().clients.get(id).cloned()
+    }
+
+    /// The key sets some client's tokens are signed by.
+    pub fn token_keysets(&self) -> BTreeSet<String> {
+        self.read().token_keysets.keys().cloned().collect()
     }
 
     /// The clients generation the view was built from.
@@ -78,14 +109,13 @@ impl ClientView {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if delta.full {
             snapshot.clients.clear();
+            snapshot.token_keysets.clear();
         }
         for id in &delta.changed {
-            snapshot.clients.remove(id);
+            snapshot.remove(id);
         }
         for entry in entries {
-            snapshot
-                .clients
-                .insert(entry.row.id.clone(), Arc::new(entry));
+            snapshot.insert(entry);
         }
         snapshot.generation = Some(delta.generation);
         Ok(())

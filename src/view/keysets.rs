@@ -3,7 +3,7 @@
 //! JWKS, rendered once per change.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, OnceLock, RwLock},
 };
 
@@ -36,6 +36,25 @@ impl JwksDoc {
             body,
             etag,
             max_age,
+        }
+    }
+}
+
+/// Every key that verifies a token an issuer mints, from several key sets.
+#[derive(Debug)]
+pub struct IssuerKeys {
+    /// Their JWKS; its max-age is the smallest of its key sets'.
+    pub jwks: Arc<JwksDoc>,
+    /// The signing algorithms of those key sets, sorted, once each.
+    pub algorithms: Vec<&'static str>,
+}
+
+impl IssuerKeys {
+    /// No keys yet.
+    pub fn empty(max_age: u64) -> Self {
+        Self {
+            jwks: Arc::new(JwksDoc::render(Vec::new(), max_age)),
+            algorithms: Vec::new(),
         }
     }
 }
@@ -108,6 +127,28 @@ impl KeySetView {
     /// The JWKS of `keyset`, or `None` when no such live key set exists.
     pub fn jwks(&self, keyset: &str) -> Option<Arc<JwksDoc>> {
         self.read().sets.get(keyset).map(|e| Arc::clone(&e.jwks))
+    }
+
+    /// One JWKS holding the published keys of every live key set named in
+    /// `names` (names of no live key set are left out).
+    pub fn issuer_keys(&self, names: &BTreeSet<String>) -> Result<IssuerKeys> {
+        let snapshot = self.read();
+        let mut keys = Vec::new();
+        let mut algorithms = BTreeSet::new();
+        let mut max_age = self.max_age;
+        for entry in names.iter().filter_map(|name| snapshot.sets.get(name)) {
+            algorithms.insert(entry.row.algorithm.as_str());
+            max_age = max_age.min(entry.jwks.max_age);
+            for key in &entry.keys {
+                keys.push(serde_json::from_str(&key.public_jwk).map_err(|e| {
+                    crate::Error::internal(format!("stored JWK of {}: {e}", key.kid))
+                })?);
+            }
+        }
+        Ok(IssuerKeys {
+            jwks: Arc::new(JwksDoc::render(keys, max_age)),
+            algorithms: algorithms.into_iter().collect(),
+        })
     }
 
     /// The keyset generation the view was built from.

@@ -12,10 +12,11 @@
 //!
 //! - [`keysets`]: every live key set, its published keys, its JWKS and the
 //!   sealed active key (parsed for signing on first use).
-//! - [`clients`]: every OIDC client with its secret versions, still sealed.
+//! - [`clients`]: every OIDC client with its secret versions, still sealed,
+//!   and the key sets that sign client-credentials tokens.
 
 pub mod clients;
 pub mod keysets;
 
 pub use clients::{ClientEntry, ClientView};
-pub use keysets::{JwksDoc, KeySetEntry, KeySetView};
+pub use keysets::{IssuerKeys, JwksDoc, KeySetEntry, KeySetView};
