@@ -474,14 +474,15 @@ impl KeySets for Api {
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
         let target = Target::Scoped(req.get_ref().keyset.clone());
         self.call(req, Method::ListKeys, target, |r| async move {
-            let keys = self
-                .service
-                .list_keys(&r.keyset)
-                .await?
-                .into_iter()
-                .map(key_pb)
-                .collect();
-            Ok(pb::ListKeysResponse { keys })
+            let page = PageRequest {
+                page_size: r.page_size,
+                page_token: r.page_token,
+            };
+            let page = self.service.list_keys(&r.keyset, &page).await?;
+            Ok(pb::ListKeysResponse {
+                keys: page.items.into_iter().map(key_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
         })
         .await
     }
@@ -788,16 +789,17 @@ impl Access for Api {
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Reply<pb::ListTokensResponse> {
-        self.call(req, Method::ListTokens, Target::None, |_| async move {
+        self.call(req, Method::ListTokens, Target::None, |r| async move {
             let now = self.service.now();
-            let tokens = self
-                .service
-                .list_tokens()
-                .await?
-                .into_iter()
-                .map(|t| token_pb(t, now))
-                .collect();
-            Ok(pb::ListTokensResponse { tokens })
+            let page = PageRequest {
+                page_size: r.page_size,
+                page_token: r.page_token,
+            };
+            let page = self.service.list_tokens(&page).await?;
+            Ok(pb::ListTokensResponse {
+                tokens: page.items.into_iter().map(|t| token_pb(t, now)).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
         })
         .await
     }
@@ -837,19 +839,30 @@ impl Audit for Api {
         req: Request<pb::ListAuditEventsRequest>,
     ) -> Reply<pb::ListAuditEventsResponse> {
         self.call(req, Method::ListAuditEvents, Target::None, |r| async move {
-            let events = self
-                .service
-                .audit_events(AuditFilter {
-                    since: (r.since != 0).then_some(r.since),
-                    principal: filter_of(r.principal),
-                    action: filter_of(r.action),
-                    target: filter_of(r.target),
-                    before_id: (r.before_id != 0).then_some(r.before_id),
-                    limit: i64::from(r.limit),
-                })
-                .await?;
+            // limit and before_id are the older spellings of the page.
+            let page = PageRequest {
+                page_size: if r.page_size == 0 {
+                    r.limit
+                } else {
+                    r.page_size
+                },
+                page_token: if r.page_token.is_empty() && r.before_id > 0 {
+                    PageRequest::token_after(&r.before_id.to_string())
+                } else {
+                    r.page_token
+                },
+            };
+            let filter = AuditFilter {
+                since: (r.since != 0).then_some(r.since),
+                principal: filter_of(r.principal),
+                action: filter_of(r.action),
+                target: filter_of(r.target),
+                ..AuditFilter::default()
+            };
+            let page = self.service.audit_events(filter, &page).await?;
             Ok(pb::ListAuditEventsResponse {
-                events: events.into_iter().map(audit_event_pb).collect(),
+                events: page.items.into_iter().map(audit_event_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
             })
         })
         .await

@@ -187,7 +187,7 @@ async fn tokens_expire_and_revoke_and_are_shown_once(backend: Backend) {
 
     // Listing never shows the token; the store holds only its hash.
     let listed = admin
-        .list_tokens(pb::ListTokensRequest {})
+        .list_tokens(pb::ListTokensRequest::default())
         .await
         .unwrap()
         .into_inner();

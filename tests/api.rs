@@ -153,6 +153,7 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
     let before = ks
         .list_keys(pb::ListKeysRequest {
             keyset: "om".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -218,6 +219,7 @@ async fn keyset_lifecycle_and_rotation(backend: Backend) {
     let keys = ks
         .list_keys(pb::ListKeysRequest {
             keyset: "om".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -680,6 +682,7 @@ async fn bad_input_gets_precise_codes(backend: Backend) {
             code_of(
                 ks.list_keys(pb::ListKeysRequest {
                     keyset: "nope".into(),
+                    ..Default::default()
                 })
                 .await,
             ),
@@ -1215,6 +1218,7 @@ async fn concurrent_manual_rotations_change_once_each(backend: Backend) {
         .keysets()
         .list_keys(pb::ListKeysRequest {
             keyset: "race".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

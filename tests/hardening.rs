@@ -822,7 +822,206 @@ async fn clients_are_listed_in_bounded_pages(backend: Backend) {
     server.stop().await;
 }
 
+/// Walks a paged listing with `page_size`; returns each page's items.
+async fn pages<T, F, Fut>(mut fetch: F) -> Vec<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = (Vec<T>, String)>,
+{
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token).await;
+        pages.push(items);
+        if next.is_empty() {
+            return pages;
+        }
+        token = next;
+    }
+}
+
+/// ListKeys, ListTokens and ListAuditEvents page like ListClients and
+/// ListKeySets: page_size (0: 100, at most 1000), page_token,
+/// next_page_token; every item once, in order; a foreign token refused.
+async fn keys_tokens_and_audit_events_are_paged(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    common::create_keyset(&server, "paged", "ES256").await;
+    for _ in 0..3 {
+        server
+            .keysets()
+            .rotate_key_set(pb::RotateKeySetRequest {
+                name: "paged".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let ks = server.keysets();
+    let key_pages = pages(|page_token| {
+        let mut ks = ks.clone();
+        async move {
+            let page = ks
+                .list_keys(pb::ListKeysRequest {
+                    keyset: "paged".into(),
+                    page_size: 2,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (page.keys, page.next_page_token)
+        }
+    })
+    .await;
+    let sizes: Vec<usize> = key_pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 2, 1], "five keys, two per page");
+    let kids: Vec<String> = key_pages.concat().into_iter().map(|k| k.kid).collect();
+    let all = ks
+        .clone()
+        .list_keys(pb::ListKeysRequest {
+            keyset: "paged".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.next_page_token, "");
+    assert_eq!(
+        kids,
+        all.keys.into_iter().map(|k| k.kid).collect::<Vec<_>>()
+    );
+    let bad = ks
+        .clone()
+        .list_keys(pb::ListKeysRequest {
+            keyset: "paged".into(),
+            page_size: 2,
+            page_token: "bm90LWEta2lk".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{}", bad.message());
+
+    for name in ["t-a", "t-b", "t-c"] {
+        server
+            .access()
+            .create_token(pb::CreateTokenRequest {
+                name: name.into(),
+                role: "auditor".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let access = server.access();
+    let token_pages = pages(|page_token| {
+        let mut access = access.clone();
+        async move {
+            let page = access
+                .list_tokens(pb::ListTokensRequest {
+                    page_size: 3,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (page.tokens, page.next_page_token)
+        }
+    })
+    .await;
+    let names: Vec<Vec<String>> = token_pages
+        .into_iter()
+        .map(|p| p.into_iter().map(|t| t.name).collect())
+        .collect();
+    assert_eq!(names, [vec!["bootstrap", "t-a", "t-b"], vec!["t-c"]]);
+
+    // 120 clients: no page size gives 100, then the rest.
+    for i in 0..120 {
+        server
+            .clients()
+            .put_client(pb::PutClientRequest {
+                id: format!("many-{i:03}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let clients = server.clients();
+    let client_pages = pages(|page_token| {
+        let mut clients = clients.clone();
+        async move {
+            let page = clients
+                .list_clients(pb::ListClientsRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (page.clients, page.next_page_token)
+        }
+    })
+    .await;
+    assert_eq!(
+        client_pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [100, 20]
+    );
+
+    // Audit events, newest first, every id once across pages.
+    server.service.flush_audit().await;
+    let audit = server.audit();
+    let event_pages = pages(|page_token| {
+        let mut audit = audit.clone();
+        async move {
+            let page = audit
+                .list_audit_events(pb::ListAuditEventsRequest {
+                    page_size: 50,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (page.events, page.next_page_token)
+        }
+    })
+    .await;
+    assert!(event_pages.len() >= 3, "over 128 events in pages of 50");
+    assert!(event_pages.iter().all(|p| p.len() <= 50));
+    let ids: Vec<i64> = event_pages.concat().into_iter().map(|e| e.id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats"
+    );
+    assert_eq!(*ids.last().unwrap(), 1, "down to the first event");
+    let first_page = audit
+        .clone()
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first_page.events.len(), 100, "100 by default");
+    // The older spelling, limit and before_id, still works.
+    let older = audit
+        .clone()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            limit: 5,
+            before_id: ids[10],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        older.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[11..16]
+    );
+    server.stop().await;
+}
+
 both_backends!(
+    keys_tokens_and_audit_events_are_paged,
     replicas_follow_deletion_and_name_reuse,
     costs_do_not_grow_with_the_number_of_key_sets,
     clients_are_listed_in_bounded_pages,

@@ -458,6 +458,7 @@ async fn import_an_openssl_key_keeping_its_kid(backend: Backend) {
     let before = ks
         .list_keys(pb::ListKeysRequest {
             keyset: "om".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -488,6 +489,7 @@ async fn import_an_openssl_key_keeping_its_kid(backend: Backend) {
     let after = ks
         .list_keys(pb::ListKeysRequest {
             keyset: "om".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

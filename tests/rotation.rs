@@ -102,6 +102,7 @@ async fn keys(server: &TestServer, keyset: &str) -> Vec<pb::Key> {
         .keysets()
         .list_keys(pb::ListKeysRequest {
             keyset: keyset.into(),
+            ..Default::default()
         })
         .await
         .expect("ListKeys")

@@ -24,8 +24,8 @@ pub enum AuditCmd {
         /// Only this target: key set, kid, client id or token name.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
-        /// At most this many events (1 to 1000).
-        #[arg(long, default_value_t = 100)]
+        /// At most this many events, newest first.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
     /// Walk the hash chain: exit 0 when intact, 1 naming the first broken event.
@@ -86,18 +86,30 @@ pub(crate) async fn run(admin: &Admin, out: Output, cmd: &AuditCmd) -> Result<()
         } => {
             let now = crate::clock::Clock::now(&crate::clock::SystemClock);
             let since = since.as_deref().map(|s| since_of(s, now)).transpose()?;
-            let events = api
-                .list_audit_events(pb::ListAuditEventsRequest {
-                    since: since.unwrap_or(0),
-                    principal: principal.clone().unwrap_or_default(),
-                    action: action.clone().unwrap_or_default(),
-                    target: target.clone().unwrap_or_default(),
-                    limit: *limit,
-                    before_id: 0,
-                })
-                .await?
-                .into_inner()
-                .events;
+            // Pages until --limit events or the oldest kept one.
+            let mut events = Vec::new();
+            let mut page_token = String::new();
+            while events.len() < *limit as usize {
+                let wanted = *limit as usize - events.len();
+                let page = api
+                    .list_audit_events(pb::ListAuditEventsRequest {
+                        since: since.unwrap_or(0),
+                        principal: principal.clone().unwrap_or_default(),
+                        action: action.clone().unwrap_or_default(),
+                        target: target.clone().unwrap_or_default(),
+                        page_size: u32::try_from(wanted.min(super::PAGE_SIZE as usize))
+                            .unwrap_or(super::PAGE_SIZE),
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                events.extend(page.events);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             print_rows(out, events.iter().map(event_json).collect(), &COLUMNS);
             Ok(())
         }

@@ -62,7 +62,7 @@ impl From<crate::Error> for CliError {
 
 /// Every item of a paged listing: `fetch` gets a page token and returns one
 /// page and the next token (empty after the last page).
-async fn every_page<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>
+pub(crate) async fn every_page<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<T>, String), CliError>>,
@@ -80,7 +80,7 @@ where
 }
 
 /// Items per page the CLI asks for: the most the server gives.
-const PAGE_SIZE: u32 = 1000;
+pub(crate) const PAGE_SIZE: u32 = 1000;
 
 /// Runs an admin command; prints its result on stdout.
 pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
@@ -90,14 +90,21 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         Command::Serve(_) | Command::Migrate(_) => Ok(()),
         Command::Keyset(cmd) => keyset(&admin, out, cmd).await,
         Command::Keys(KeysCmd::List { keyset }) => {
-            let keys = admin
-                .keysets()
-                .list_keys(pb::ListKeysRequest {
-                    keyset: keyset.clone(),
-                })
-                .await?
-                .into_inner()
-                .keys;
+            let keys = every_page(|page_token| {
+                let mut api = admin.keysets();
+                async move {
+                    let page = api
+                        .list_keys(pb::ListKeysRequest {
+                            keyset: keyset.clone(),
+                            page_size: PAGE_SIZE,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.keys, page.next_page_token))
+                }
+            })
+            .await?;
             print_keys(out, &keys);
             Ok(())
         }

@@ -111,11 +111,20 @@ pub(crate) async fn run(admin: &Admin, out: Output, cmd: &TokenCmd) -> Result<()
             }
         }
         TokenCmd::List => {
-            let tokens = api
-                .list_tokens(pb::ListTokensRequest {})
-                .await?
-                .into_inner()
-                .tokens;
+            let tokens = super::every_page(|page_token| {
+                let mut api = api.clone();
+                async move {
+                    let page = api
+                        .list_tokens(pb::ListTokensRequest {
+                            page_size: super::PAGE_SIZE,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.tokens, page.next_page_token))
+                }
+            })
+            .await?;
             print_rows(out, tokens.iter().map(token_json).collect(), &COLUMNS);
         }
         TokenCmd::Get { name } => {

@@ -27,10 +27,6 @@ const MAX_BATCH: usize = 2000;
 const MAX_BACKLOG: usize = 100_000;
 /// Events queued for the writer before callers wait for room.
 const QUEUE: usize = 10_000;
-/// The most events one listing returns, and the default.
-pub const MAX_AUDIT_LIMIT: u32 = 1000;
-/// Events a listing returns when the caller names no limit.
-pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
 
 const AUDIT_KEY_ROW: AeadContext<'static> = AeadContext {
     table: "keyward_meta",
@@ -257,14 +253,36 @@ impl Service {
         }
     }
 
-    /// Audit events matching `filter`, newest first; its limit is clamped to
-    /// 1..=[`MAX_AUDIT_LIMIT`] (0 takes [`DEFAULT_AUDIT_LIMIT`]).
-    pub async fn audit_events(&self, mut filter: AuditFilter) -> Result<Vec<AuditRecord>> {
-        filter.limit = match filter.limit {
-            0 => i64::from(DEFAULT_AUDIT_LIMIT),
-            n => n.clamp(1, i64::from(MAX_AUDIT_LIMIT)),
+    /// One page of the audit events matching `filter`, newest first (the
+    /// page sets the filter's `before_id` and `limit`).
+    pub async fn audit_events(
+        &self,
+        mut filter: AuditFilter,
+        page: &super::PageRequest,
+    ) -> Result<super::Page<AuditRecord>> {
+        let after = page.after()?;
+        filter.before_id = if after.is_empty() {
+            None
+        } else {
+            Some(after.parse().map_err(|_| {
+                Error::invalid(
+                    "page_token",
+                    "not a token this listing returned; start again without one",
+                )
+            })?)
         };
-        self.store.list_audit(&filter).await
+        filter.limit = page.fetch_limit();
+        let mut items = self.store.list_audit(&filter).await?;
+        let next_page_token = (items.len() > page.size()).then(|| {
+            items.truncate(page.size());
+            items
+                .last()
+                .map(|last| super::PageRequest::token_after(&last.id.to_string()))
+        });
+        Ok(super::Page {
+            items,
+            next_page_token: next_page_token.flatten(),
+        })
     }
 
     /// Walks the whole kept chain from one snapshot.

@@ -530,11 +530,11 @@ impl Service {
         Ok(())
     }
 
-    /// A key set's keys, oldest first, with planned times.
-    pub async fn list_keys(&self, keyset: &str) -> Result<Vec<KeyInfo>> {
+    /// One page of a key set's keys, oldest first, with planned times.
+    pub async fn list_keys(&self, keyset: &str, page: &PageRequest) -> Result<Page<KeyInfo>> {
         let row = self.keyset_row(keyset).await?;
         let keys = self.store.list_keys(row.id).await?;
-        Self::key_infos(&row, keys)
+        page.page_of(Self::key_infos(&row, keys)?, |k| &k.kid)
     }
 
     /// Turns a plan into stored changes, generating the keys it needs (outside

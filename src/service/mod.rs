@@ -44,7 +44,7 @@ use crate::{
 /// The most items one list call returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 /// Items per page when the caller names no size.
-pub const DEFAULT_PAGE_SIZE: u32 = 500;
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
 
 /// Which page of a listing a caller asks for (AIP-158 style).
 #[derive(Debug, Clone, Default)]
@@ -78,6 +78,11 @@ impl PageRequest {
         i64::try_from(self.size()).unwrap_or(i64::MAX) + 1
     }
 
+    /// The page token of a page that starts after `key`.
+    pub fn token_after(key: &str) -> String {
+        crate::crypto::b64url(key.as_bytes())
+    }
+
     /// The sort key the page starts after (`""` for the first page).
     fn after(&self) -> Result<String> {
         if self.page_token.is_empty() {
@@ -102,8 +107,30 @@ impl PageRequest {
             return None;
         }
         rows.truncate(self.size());
-        rows.last()
-            .map(|last| crate::crypto::b64url(key(last).as_bytes()))
+        rows.last().map(|last| Self::token_after(key(last)))
+    }
+
+    /// The page of `items`, a whole listing in a stable order whose keys are
+    /// unique and never reused, that starts after the item the token names.
+    fn page_of<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> &str) -> Result<Page<T>> {
+        let after = self.after()?;
+        if !after.is_empty() {
+            let at = items
+                .iter()
+                .position(|item| key(item) == after)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "page_token",
+                        "not a token this listing returned; start again without one",
+                    )
+                })?;
+            items.drain(..=at);
+        }
+        let next_page_token = self.next_token(&mut items, key);
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 }
 

@@ -245,8 +245,13 @@ impl Service {
         Ok((info_of(row)?, SecretString::new(token)))
     }
 
+    /// One page of tokens, by name.
+    pub async fn list_tokens(&self, page: &super::PageRequest) -> Result<super::Page<TokenInfo>> {
+        page.page_of(self.all_tokens().await?, |t| &t.name)
+    }
+
     /// Every token, by name.
-    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+    async fn all_tokens(&self) -> Result<Vec<TokenInfo>> {
         self.store
             .list_tokens()
             .await?
@@ -257,7 +262,7 @@ impl Service {
 
     /// One token by name.
     pub async fn get_token(&self, name: &str) -> Result<TokenInfo> {
-        self.list_tokens()
+        self.all_tokens()
             .await?
             .into_iter()
             .find(|t| t.name == name)
@@ -268,7 +273,7 @@ impl Service {
     /// within the watcher's interval.
     pub async fn revoke_token(&self, name: &str) -> Result<TokenInfo> {
         let now = self.clock.now();
-        let tokens = self.list_tokens().await?;
+        let tokens = self.all_tokens().await?;
         let live = |t: &TokenInfo| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| now < at);
         let live_admins = tokens
             .iter()

@@ -666,7 +666,13 @@ pub async fn call_method(api: &mut As, method: &str, target: &str) -> tonic::Cod
         "GetKeySet" => code(ks.get_key_set(pb::GetKeySetRequest { name }).await),
         "ListKeySets" => code(ks.list_key_sets(pb::ListKeySetsRequest::default()).await),
         "DeleteKeySet" => code(ks.delete_key_set(pb::DeleteKeySetRequest { name }).await),
-        "ListKeys" => code(ks.list_keys(pb::ListKeysRequest { keyset: name }).await),
+        "ListKeys" => code(
+            ks.list_keys(pb::ListKeysRequest {
+                keyset: name,
+                ..Default::default()
+            })
+            .await,
+        ),
         "RotateKeySet" => code(ks.rotate_key_set(pb::RotateKeySetRequest { name }).await),
         "RotateDue" => code(
             ks.rotate_due(pb::RotateDueRequest {
@@ -749,7 +755,7 @@ pub async fn call_method(api: &mut As, method: &str, target: &str) -> tonic::Cod
             .await,
         ),
         "GetToken" => code(ac.get_token(pb::GetTokenRequest { name }).await),
-        "ListTokens" => code(ac.list_tokens(pb::ListTokensRequest {}).await),
+        "ListTokens" => code(ac.list_tokens(pb::ListTokensRequest::default()).await),
         "RevokeToken" => code(ac.revoke_token(pb::RevokeTokenRequest { name }).await),
         "ListAuditEvents" => code(
             au.list_audit_events(pb::ListAuditEventsRequest::default())
