@@ -4,7 +4,9 @@
 //!   row they belong to.
 //! - [`keys`]: signing-key generation, loading, public JWKs and RFC 7638 kids.
 //! - [`jwt`]: compact JWS signing.
-//! - [`random`]: the one source of randomness, `ring::rand::SystemRandom`.
+//! - [`random`]: the one source of randomness, `ring::rand::SystemRandom`
+//!   (built with the `aws-lc` feature, the randomness inside a signature,
+//!   ECDSA nonces and RSA blinding, comes from aws-lc's own generator).
 
 pub mod aead;
 pub mod jwt;
