@@ -200,6 +200,7 @@ async fn discovery(State(state): State<HttpState>) -> Response {
 fn oauth_error(err: &OAuthError) -> Response {
     if let OAuthError::Server(inner) = err {
         tracing::error!(error = %inner, "token endpoint failed");
+        inner.log_cause();
     }
     let status = http_status(err.kind());
     let description = match err {

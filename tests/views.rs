@@ -175,7 +175,12 @@ async fn changes_on_one_replica_reach_another_within_two_seconds(backend: Backen
         }
     })
     .await;
-    assert_eq!(token_request_at(&two.http, "app", SECRET).await.status, 200);
+    let issued = token_request_at(&two.http, "app", SECRET).await;
+    if issued.status != 200 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log: Vec<String> = two.log.try_iter().collect();
+        panic!("{} {}\n{}", issued.status, issued.body, log.join("\n"));
+    }
     let signed_kid = |b: &mut As| {
         let mut ks = b.keysets.clone();
         async move {

@@ -224,11 +224,6 @@ impl Service {
         self
     }
 
-    /// The name of the default key set.
-    pub fn default_keyset(&self) -> &str {
-        &self.default_keyset
-    }
-
     /// The keys that verify every token this issuer mints, and their
     /// algorithms: OIDC discovery's `jwks_uri`.
     pub fn issuer_keys(&self) -> Arc<IssuerKeys> {
@@ -295,8 +290,15 @@ impl Service {
     /// Loads the in-memory views (key sets, clients, API tokens) from the
     /// database: at start, before serving.
     pub async fn load_views(&self) -> Result<()> {
-        self.keysets.refresh(self.store.as_ref()).await?;
-        self.clients.refresh(self.store.as_ref()).await?;
+        // Key sets are read after the clients and shown before them: every
+        // key set a client names existed when the clients were read.
+        let store = self.store.as_ref();
+        let (clients, keysets) = self
+            .clients
+            .refresh(store, self.keysets.refresh(store))
+            .await;
+        keysets?;
+        clients?;
         self.rebuild_issuer_keys();
         self.load_tokens().await
     }
@@ -314,19 +316,23 @@ impl Service {
                 return;
             }
         };
+        // Key sets read after the clients and shown before them, as at start
+        // (read whatever their counter said, when clients changed).
+        let (clients, keysets) = self
+            .clients
+            .refresh_if_changed(store, current.clients, |clients_read| async move {
+                if clients_read {
+                    self.keysets.refresh(store).await.map(|()| true)
+                } else {
+                    self.keysets
+                        .refresh_if_changed(store, current.keysets)
+                        .await
+                }
+            })
+            .await;
         let outcomes = [
-            (
-                "key sets",
-                self.keysets
-                    .refresh_if_changed(store, current.keysets)
-                    .await,
-            ),
-            (
-                "clients",
-                self.clients
-                    .refresh_if_changed(store, current.clients)
-                    .await,
-            ),
+            ("key sets", keysets),
+            ("clients", clients),
             ("API tokens", self.refresh_tokens_if(current.tokens).await),
         ];
         if outcomes[..2]
@@ -357,10 +363,18 @@ impl Service {
     }
 
     /// Refreshes the client view after a local change, as
-    /// [`Self::refresh_keysets`] does key sets.
+    /// [`Self::refresh_keysets`] does key sets (and the key set view with it:
+    /// the client may name a key set another replica just created).
     async fn refresh_clients(&self) {
-        if let Err(err) = self.clients.refresh(self.store.as_ref()).await {
-            tracing::warn!(error = %err, "client view refresh after a local change failed");
+        let store = self.store.as_ref();
+        let (clients, keysets) = self
+            .clients
+            .refresh(store, self.keysets.refresh(store))
+            .await;
+        for (view, outcome) in [("client", clients), ("key set", keysets)] {
+            if let Err(err) = outcome {
+                tracing::warn!(view, error = %err, "view refresh after a local change failed");
+            }
         }
         self.rebuild_issuer_keys();
     }

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     Result,
-    store::{ClientRow, SecretRow, Store},
+    store::{ClientDelta, ClientRow, SecretRow, Store},
 };
 
 /// One client as of the view's generation. Immutable: a change replaces it.
@@ -84,9 +84,40 @@ impl ClientView {
 
     /// Brings the view up to the database: the first time every client,
     /// afterwards only the clients changed since the view's generation.
-    pub async fn refresh(&self, store: &dyn Store) -> Result<()> {
+    /// `between` runs after the read and before the view changes: refreshing
+    /// the key set view there means a client never shows before a key set it
+    /// names (that key set existed when the clients were read).
+    pub async fn refresh<R>(
+        &self,
+        store: &dyn Store,
+        between: impl Future<Output = R>,
+    ) -> (Result<()>, R) {
         let _one_at_a_time = self.refreshing.lock().await;
-        let delta = store.clients_since(self.generation()).await?;
+        let delta = store.clients_since(self.generation()).await;
+        let between = between.await;
+        (delta.map(|delta| self.apply(delta)), between)
+    }
+
+    /// [`Self::refresh`] when `current`, the database's clients generation,
+    /// moved since the last refresh (returning whether it did); otherwise
+    /// just `between`, which is told whether the clients were read.
+    pub async fn refresh_if_changed<R, F>(
+        &self,
+        store: &dyn Store,
+        current: i64,
+        between: impl FnOnce(bool) -> F,
+    ) -> (Result<bool>, R)
+    where
+        F: Future<Output = R>,
+    {
+        if self.generation() == Some(current) {
+            return (Ok(false), between(false).await);
+        }
+        let (done, between) = self.refresh(store, between(true)).await;
+        (done.map(|()| true), between)
+    }
+
+    fn apply(&self, delta: ClientDelta) {
         let mut secrets_of: HashMap<String, Vec<SecretRow>> = HashMap::new();
         for secret in delta.secrets {
             secrets_of
@@ -118,16 +149,5 @@ impl ClientView {
             snapshot.insert(entry);
         }
         snapshot.generation = Some(delta.generation);
-        Ok(())
-    }
-
-    /// Refreshes when `current`, the database's clients generation, moved
-    /// since the last refresh; returns whether it did.
-    pub async fn refresh_if_changed(&self, store: &dyn Store, current: i64) -> Result<bool> {
-        if self.generation() == Some(current) {
-            return Ok(false);
-        }
-        self.refresh(store).await?;
-        Ok(true)
     }
 }
