@@ -26,19 +26,25 @@ async fn put_token_client(clients: &mut common::Clients, id: &str, keyset: &str,
         .unwrap();
 }
 
-/// Every call of the hot paths, once.
-async fn hot_calls(server: &TestServer) {
-    let mut cl = server.clients();
-    let mut ks = server.keysets();
-    let secret = cl
+/// The client's current secret, read over gRPC.
+async fn current_secret(clients: &common::Clients, id: &str) -> String {
+    clients
+        .clone()
         .get_client_secret(pb::GetClientSecretRequest {
-            id: "app".into(),
+            id: id.into(),
             version: None,
         })
         .await
         .unwrap()
-        .into_inner();
-    assert_eq!(secret.secret, SECRET);
+        .into_inner()
+        .secret
+}
+
+/// Every call of the hot paths, once.
+async fn hot_calls(server: &TestServer) {
+    let mut cl = server.clients();
+    let mut ks = server.keysets();
+    assert_eq!(current_secret(&cl, "app").await, SECRET);
     let verified = cl
         .verify_client_secret(pb::VerifyClientSecretRequest {
             id: "app".into(),
@@ -207,18 +213,8 @@ async fn changes_on_one_replica_reach_another_within_two_seconds(backend: Backen
         .await
         .unwrap();
     let lag = within_two_seconds("a rotated secret", || {
-        let mut cl = b.clients.clone();
-        async move {
-            let read = cl
-                .get_client_secret(pb::GetClientSecretRequest {
-                    id: "app".into(),
-                    version: None,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            read.secret == "the-rotated-secret"
-        }
+        let cl = b.clients.clone();
+        async move { current_secret(&cl, "app").await == "the-rotated-secret" }
     })
     .await;
     assert_eq!(token_request_at(&two.http, "app", SECRET).await.status, 401);
