@@ -508,7 +508,8 @@ impl Service {
 
     /// Deletes a key set; its kids stay reserved.
     pub async fn delete_keyset(&self, name: &str) -> Result<()> {
-        self.keyset_row(name).await?;
+        // An unknown name gets NotFound from the delete itself.
+        model::validate_keyset_name(name)?;
         let users: Vec<String> = self
             .store
             .clients_of_keyset(name)
