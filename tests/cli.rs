@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::process::{Serve, cli, json_out, serve, serve_command, stdout};
+use common::process::{Serve, cli, cli_within_two_seconds, json_out, serve, serve_command, stdout};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -392,14 +392,11 @@ fn two_serve_processes_share_rotations_within_two_seconds() {
     assert_eq!(created["rotation"], "every 7d");
     assert_eq!(created["prepublish"], "12h");
     // The other replica serves it from memory within 2 s.
-    let started = std::time::Instant::now();
-    let shown = loop {
-        let shown = cli(&data, &two.grpc, &["keyset", "get", "shared"], None);
-        if shown.status.success() || started.elapsed() > Duration::from_secs(2) {
-            break stdout(&shown);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let shown = stdout(&cli_within_two_seconds(
+        &data,
+        &two.grpc,
+        &["keyset", "get", "shared"],
+    ));
     assert!(
         shown.contains("every 7d") && shown.contains("next_rotation"),
         "{shown}"

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::{process::Command, sync::Barrier, time::Duration};
+use std::{process::Command, sync::Barrier};
 
 use common::{
     Backend, TestDb,
-    process::{Serve, cli, serve_command, spawn_serve, stdout},
+    process::{Serve, cli, cli_within_two_seconds, serve_command, spawn_serve, stdout},
 };
 use keyward::{config::MasterKeySource, crypto::aead::MasterKey};
 
@@ -90,19 +90,11 @@ async fn replicas_with_one_key_agree(backend: Backend) {
             for (i, _) in replicas.iter().enumerate() {
                 for reader in &replicas {
                     // Other replicas see a new client within 2 s.
-                    let started = std::time::Instant::now();
-                    let read = loop {
-                        let read = cli(
-                            db.data_dir(),
-                            &reader.grpc,
-                            &["client", "secret", &format!("c{i}")],
-                            None,
-                        );
-                        if read.status.success() || started.elapsed() > Duration::from_secs(2) {
-                            break read;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    };
+                    let read = cli_within_two_seconds(
+                        db.data_dir(),
+                        &reader.grpc,
+                        &["client", "secret", &format!("c{i}")],
+                    );
                     assert_eq!(
                         stdout(&read).trim(),
                         format!("secret-of-replica-{i}"),

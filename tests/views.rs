@@ -309,6 +309,15 @@ async fn verify_following_discovery(server: &TestServer, token: &str) -> serde_j
         .claims
 }
 
+/// Discovery's `id_token_signing_alg_values_supported`.
+async fn advertised_algorithms(server: &TestServer) -> serde_json::Value {
+    server
+        .get("/.well-known/openid-configuration", &[])
+        .await
+        .json()["id_token_signing_alg_values_supported"]
+        .clone()
+}
+
 async fn issued_token(server: &TestServer, id: &str) -> String {
     let r = token_request(server, id, SECRET).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -344,12 +353,8 @@ async fn discovery_jwks_verifies_every_token_this_issuer_mints(backend: Backend)
     );
 
     put_token_client(&mut server.clients(), "partner-app", "partner", SECRET).await;
-    let disco = server
-        .get("/.well-known/openid-configuration", &[])
-        .await
-        .json();
     assert_eq!(
-        disco["id_token_signing_alg_values_supported"],
+        advertised_algorithms(&server).await,
         serde_json::json!(["ES256", "RS256"])
     );
     let r = issuer_jwks(&server).await;
@@ -420,12 +425,8 @@ async fn discovery_jwks_verifies_every_token_this_issuer_mints(backend: Backend)
         })
         .await
         .unwrap();
-    let disco = server
-        .get("/.well-known/openid-configuration", &[])
-        .await
-        .json();
     assert_eq!(
-        disco["id_token_signing_alg_values_supported"],
+        advertised_algorithms(&server).await,
         serde_json::json!(["EdDSA", "RS256"])
     );
     assert!(

@@ -140,6 +140,19 @@ pub fn cli(data_dir: &Path, endpoint: &str, args: &[&str], stdin: Option<&str>) 
     child.wait_with_output().expect("keyward output")
 }
 
+/// [`cli`] run again every 50 ms until it succeeds or 2 s have passed (what
+/// another replica's change may take to show); the last run's output.
+pub fn cli_within_two_seconds(data_dir: &Path, endpoint: &str, args: &[&str]) -> Output {
+    let started = std::time::Instant::now();
+    loop {
+        let out = cli(data_dir, endpoint, args, None);
+        if out.status.success() || started.elapsed() > Duration::from_secs(2) {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
