@@ -75,8 +75,6 @@ pub const MAX_TOKEN_REQUEST_BYTES: usize = 8 * 1024;
 pub struct HttpState {
     /// The service.
     pub service: Arc<Service>,
-    /// The key set `/.well-known/jwks.json` serves.
-    pub default_keyset: Arc<str>,
 }
 
 /// The HTTP routes.
@@ -97,8 +95,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn default_jwks(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    let name = Arc::clone(&state.default_keyset);
-    jwks_response(&state, &name, &headers)
+    jwks_response(&state, state.service.default_keyset(), &headers)
 }
 
 async fn keyset_jwks(

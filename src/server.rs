@@ -382,7 +382,6 @@ pub async fn serve(
 
     let router = http::router(HttpState {
         service: Arc::clone(&app.service),
-        default_keyset: Arc::from(app.config.default_keyset.as_str()),
     });
     let http_server = net::serve_http(http, router, limits, stop_rx.clone());
 

@@ -224,6 +224,11 @@ impl Service {
         self
     }
 
+    /// The key set `/.well-known/jwks.json` serves.
+    pub fn default_keyset(&self) -> &str {
+        &self.default_keyset
+    }
+
     /// The keys that verify every token this issuer mints, and their
     /// algorithms: OIDC discovery's `jwks_uri`.
     pub fn issuer_keys(&self) -> Arc<IssuerKeys> {
