@@ -16,6 +16,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod load;
 
 use std::time::{Duration, Instant};
 
@@ -256,6 +257,19 @@ async fn authorization_and_audit(server: &TestServer) {
             8,
             250,
         ),
+        (
+            "audit event, durable, 64 writers",
+            Durability::BeforeResponse,
+            64,
+            200,
+        ),
+        // Far more than the queue holds: the rate the writer stores them.
+        (
+            "audit event, batched, 64 writers",
+            Durability::Batched,
+            64,
+            2000,
+        ),
     ] {
         let (service, event) = (std::sync::Arc::clone(&service), event.clone());
         let stats = timed(concurrency, n, move || {
@@ -270,81 +284,9 @@ async fn authorization_and_audit(server: &TestServer) {
     }
 }
 
-/// How long each hot-path rate is measured.
-const RATE_WINDOW: Duration = Duration::from_secs(3);
-
-/// Runs `op` from `tasks` tasks for [`RATE_WINDOW`] (after a short warm-up):
-/// calls per second and the p99 latency.
-async fn rate<F, Fut>(tasks: usize, op: F) -> (f64, Duration)
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    rate_for(RATE_WINDOW, tasks, op).await
-}
-
-/// [`rate`] over `window`.
-async fn rate_for<F, Fut>(window: Duration, tasks: usize, op: F) -> (f64, Duration)
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let warm_up = Instant::now() + Duration::from_millis(300);
-    let end = warm_up + window;
-    let mut handles = Vec::new();
-    for task in 0..tasks {
-        let op = op.clone();
-        handles.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                let t = Instant::now();
-                if t >= end {
-                    return samples;
-                }
-                op(task).await;
-                if t >= warm_up {
-                    samples.push(t.elapsed());
-                }
-            }
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
-    all.sort();
-    let p99 = all[(all.len().saturating_sub(1)) * 99 / 100];
-    (all.len() as f64 / window.as_secs_f64(), p99)
-}
-
-/// Raw signing of one token's worth of claims on `threads` threads, for
-/// [`RATE_WINDOW`]: signatures per second.
-fn raw_signing(alg: keyward::crypto::keys::Algorithm, threads: usize) -> f64 {
-    use keyward::crypto::{jwt, keys};
-    let key = std::sync::Arc::new(keys::generate(alg, 2048).unwrap().key);
-    let end = Instant::now() + RATE_WINDOW;
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let key = std::sync::Arc::clone(&key);
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while Instant::now() < end {
-                    let mut claims = serde_json::Map::new();
-                    claims.insert("sub".into(), "bench".into());
-                    jwt::sign(&key, claims, 0, 600).unwrap();
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    total as f64 / RATE_WINDOW.as_secs_f64()
-}
-
-/// [`raw_signing`] of RS256 on `cores` threads, printed as an anchor.
+/// [`load::raw_signing`] of RS256 on `cores` threads, printed as an anchor.
 fn raw_rs_anchor(cores: usize) -> f64 {
-    let raw = raw_signing(keyward::crypto::keys::Algorithm::Rs256, cores);
+    let raw = load::raw_signing(keyward::crypto::keys::Algorithm::Rs256, cores);
     println!(
         "{:<38} {raw:>9.0} /s  (anchor: {cores} threads)",
         "raw RS256-2048 signing"
@@ -352,17 +294,9 @@ fn raw_rs_anchor(cores: usize) -> f64 {
     raw
 }
 
-fn ratio_line(what: &str, (per_sec, p99): (f64, Duration), anchor: f64, anchor_name: &str) {
-    println!(
-        "{what:<38} {per_sec:>9.0} /s  p99 {:>7.2} ms  {:>5.2}x {anchor_name}",
-        p99.as_secs_f64() * 1e3,
-        per_sec / anchor
-    );
-}
-
 /// The hot paths at full rate, each next to its anchor (see the module doc).
 async fn hot_paths(server: &TestServer) {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use load::{GRPC_TASKS, HTTP_TASKS, anchor_line, rate, rate_for, ratio_line};
     const SECRET: &str = "hot-path-secret-0123456789";
     for (id, keyset) in [("hot-es", "es256"), ("hot-rs", "rs2048")] {
         server
@@ -376,205 +310,57 @@ async fn hot_paths(server: &TestServer) {
             .await
             .unwrap();
     }
-    // h2load -c4 -m16: four connections, sixteen calls in flight on each.
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(server.grpc_url.clone())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", server.token).parse().unwrap();
-    let authed = move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", bearer.clone());
-        Ok(req)
-    };
-    const GRPC_TASKS: usize = 64;
+    let calls = std::sync::Arc::new(load::HotCalls::new(server).await);
     println!(
-        "-- hot paths: {GRPC_TASKS} gRPC calls in flight on 4 connections, 64 HTTP connections"
+        "-- hot paths: {GRPC_TASKS} gRPC calls in flight on 4 connections, {HTTP_TASKS} HTTP connections"
     );
 
     // Each call is measured right after its anchor, so a machine that
     // speeds up or slows down between measurements moves both.
-    let health_op = {
-        let channels = channels.clone();
-        move |task: usize| {
-            let mut client = HealthClient::new(channels[task % 4].clone());
-            async move {
-                client
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .unwrap();
-            }
-        }
+    let health_anchor = || async {
+        let health = rate(GRPC_TASKS, &calls.health()).await;
+        anchor_line("grpc.health.v1.Health/Check", health);
+        health.0
     };
-    let health_anchor = || {
-        let op = health_op.clone();
-        async move {
-            let health = rate(GRPC_TASKS, op).await;
-            println!(
-                "{:<38} {:>9.0} /s  p99 {:>7.2} ms  (anchor)",
-                "grpc.health.v1.Health/Check",
-                health.0,
-                health.1.as_secs_f64() * 1e3
-            );
-            health
-        }
-    };
-    let clients = {
-        let (channels, authed) = (channels.clone(), authed.clone());
-        move |task: usize| {
-            pb::clients_client::ClientsClient::with_interceptor(
-                channels[task % 4].clone(),
-                authed.clone(),
-            )
-        }
-    };
-    let keysets = {
-        let (channels, authed) = (channels.clone(), authed.clone());
-        move |task: usize| {
-            pb::key_sets_client::KeySetsClient::with_interceptor(
-                channels[task % 4].clone(),
-                authed.clone(),
-            )
-        }
-    };
-    let health = health_anchor().await;
-    let get_secret = rate(GRPC_TASKS, move |task| {
-        let mut client = clients(task);
-        async move {
-            client
-                .get_client_secret(pb::GetClientSecretRequest {
-                    id: "hot-es".into(),
-                    version: None,
-                })
-                .await
-                .unwrap();
-        }
-    })
-    .await;
-    ratio_line("Clients/GetClientSecret", get_secret, health.0, "health");
-    let health = health_anchor().await;
-    let get_keyset = {
-        let keysets = keysets.clone();
-        rate(GRPC_TASKS, move |task| {
-            let mut client = keysets(task);
-            async move {
-                client
-                    .get_key_set(pb::GetKeySetRequest {
-                        name: "es256".into(),
-                    })
-                    .await
-                    .unwrap();
-            }
-        })
-        .await
-    };
-    ratio_line("KeySets/GetKeySet", get_keyset, health.0, "health");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    for (keyset, label) in [
-        ("es256", "KeySets/SignJwt ES256"),
-        ("rs2048", "KeySets/SignJwt RS256"),
+    for (label, call) in [
+        ("Clients/GetClientSecret", calls.get_client_secret("hot-es")),
+        ("KeySets/GetKeySet", calls.get_key_set("es256")),
+        ("KeySets/SignJwt ES256", calls.sign_jwt("es256")),
     ] {
-        let anchor = if keyset == "es256" {
-            health_anchor().await.0
-        } else {
-            raw_rs_anchor(cores)
-        };
-        let keysets = keysets.clone();
-        let r = rate(GRPC_TASKS, move |task| {
-            let mut client = keysets(task);
-            async move {
-                client
-                    .sign_jwt(pb::SignJwtRequest {
-                        keyset: keyset.into(),
-                        claims_json: r#"{"sub":"bench"}"#.into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-        let anchor_name = if keyset == "es256" {
-            "health"
-        } else {
-            "raw RS256"
-        };
-        ratio_line(label, r, anchor, anchor_name);
+        let anchor = health_anchor().await;
+        ratio_line(label, rate(GRPC_TASKS, &call).await, anchor, "health");
     }
+    let anchor = raw_rs_anchor(cores);
+    let signed = rate(GRPC_TASKS, &calls.sign_jwt("rs2048")).await;
+    ratio_line("KeySets/SignJwt RS256", signed, anchor, "raw RS256");
 
     // HTTP: the JWKS GET, then the token endpoint per algorithm.
-    const HTTP_TASKS: usize = 64;
-    let http = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(HTTP_TASKS)
-        .build_http::<http_body_util::Full<Bytes>>();
-    let jwks_url: hyper::Uri = format!("{}/.well-known/jwks.json", server.http_url)
-        .parse()
-        .unwrap();
-    let jwks_get = {
-        let (http, url) = (http.clone(), jwks_url.clone());
-        move |_task: usize| {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let resp = http.get(url).await.unwrap();
-                assert_eq!(resp.status(), 200);
-                resp.into_body().collect().await.unwrap();
-            }
-        }
-    };
-    let jwks_rate = rate(HTTP_TASKS, jwks_get.clone()).await;
-    println!(
-        "{:<38} {:>9.0} /s  p99 {:>7.2} ms  (anchor)",
-        "GET /.well-known/jwks.json",
-        jwks_rate.0,
-        jwks_rate.1.as_secs_f64() * 1e3
-    );
-    let token_url: hyper::Uri = format!("{}/oauth2/token", server.http_url).parse().unwrap();
-    let token = move |client_id: &'static str| {
-        let (http, url) = (http.clone(), token_url.clone());
-        let auth = common::basic(client_id, SECRET);
-        move |_task: usize| {
-            let (http, url, auth) = (http.clone(), url.clone(), auth.clone());
-            async move {
-                let req = hyper::Request::post(url)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("authorization", auth)
-                    .body(http_body_util::Full::new(Bytes::from_static(
-                        b"grant_type=client_credentials",
-                    )))
-                    .unwrap();
-                let resp = http.request(req).await.unwrap();
-                assert_eq!(resp.status(), 200);
-                resp.into_body().collect().await.unwrap();
-            }
-        }
-    };
-    let token_es = rate(HTTP_TASKS, token("hot-es")).await;
+    let jwks_get = calls.jwks_get();
+    let jwks = rate(HTTP_TASKS, &jwks_get).await;
+    anchor_line("GET /.well-known/jwks.json", jwks);
+    let token_es = rate(HTTP_TASKS, &calls.token("hot-es", SECRET)).await;
+    ratio_line("POST /oauth2/token ES256", token_es, jwks.0, "JWKS GET");
+    let anchor = raw_rs_anchor(cores);
+    let token_rs = calls.token("hot-rs", SECRET);
     ratio_line(
-        "POST /oauth2/token ES256",
-        token_es,
-        jwks_rate.0,
-        "JWKS GET",
+        "POST /oauth2/token RS256",
+        rate(HTTP_TASKS, &token_rs).await,
+        anchor,
+        "raw RS256",
     );
-    let raw_rs = raw_rs_anchor(cores);
-    let token_rs = rate(HTTP_TASKS, token("hot-rs")).await;
-    ratio_line("POST /oauth2/token RS256", token_rs, raw_rs, "raw RS256");
 
     // The JWKS, one request at a time, while RS256 tokens go out at full rate.
-    let load = tokio::spawn(rate_for(
-        RATE_WINDOW + Duration::from_secs(1),
-        HTTP_TASKS,
-        token("hot-rs"),
-    ));
+    let load = tokio::spawn(async move {
+        rate_for(
+            load::RATE_WINDOW + Duration::from_secs(1),
+            HTTP_TASKS,
+            &token_rs,
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let under_load = rate(1, jwks_get).await;
+    let under_load = rate(1, &jwks_get).await;
     let load = load.await.unwrap();
     println!(
         "{:<38} {:>9.0} /s  p99 {:>7.2} ms  (while {:.0} RS256 tokens/s)",
@@ -646,7 +432,37 @@ async fn run(backend: Backend) {
     server.stop().await;
 }
 
+/// Raw signing through `crypto::keys`, no server: one thread, then one per
+/// core, for each algorithm. `cargo bench --bench service -- raw` prints only
+/// this (add `--features aws-lc` to compare the backends).
+fn raw_signing_rates() {
+    use keyward::crypto::keys::Algorithm;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "\n== raw signing (signing backend: {}) ==",
+        keyward::crypto::keys::SIGNING_BACKEND
+    );
+    for alg in [
+        Algorithm::Rs256,
+        Algorithm::Ps256,
+        Algorithm::Es256,
+        Algorithm::EdDsa,
+    ] {
+        let one = load::raw_signing(alg, 1);
+        let all = load::raw_signing(alg, cores);
+        println!(
+            "{:<38} {one:>9.0} /s on 1 thread  {all:>9.0} /s on {cores}",
+            format!("raw {alg:?} signing")
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "raw") {
+        raw_signing_rates();
+        return;
+    }
+    raw_signing_rates();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

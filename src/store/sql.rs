@@ -144,6 +144,32 @@ impl SqliteStore {
 
     /// The write transaction already holds the database's write lock.
     const LOCK_AUDIT_CHAIN: &'static str = READ_AUDIT_CHAIN;
+
+    /// Multi-row INSERTs of [`AUDIT_ROWS_PER_INSERT`] rows (SQLite has no
+    /// array parameters).
+    async fn insert_audit_rows(
+        tx: &mut Transaction<'static, Sqlite>,
+        rows: &[AuditRow<'_>],
+    ) -> Result<()> {
+        for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut insert =
+                sqlx::QueryBuilder::new(format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) "));
+            insert.push_values(chunk, |mut row, r| {
+                let e = r.event;
+                row.push_bind(r.id)
+                    .push_bind(e.at)
+                    .push_bind(e.principal.as_str())
+                    .push_bind(e.action.as_str())
+                    .push_bind(e.target.as_str())
+                    .push_bind(e.outcome.as_str())
+                    .push_bind(e.peer.as_str())
+                    .push_bind(e.request_id.as_str())
+                    .push_bind(r.hash.as_slice());
+            });
+            insert.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
 }
 
 /// `<db><suffix>`: the files SQLite and keyward keep beside a database.
@@ -248,6 +274,34 @@ impl PgStore {
 
     /// The row lock queues other appenders (other replicas too) until commit.
     const LOCK_AUDIT_CHAIN: &'static str = concat!(read_audit_chain!(), " FOR UPDATE");
+
+    /// One INSERT of column arrays, whatever the number of rows: one
+    /// prepared statement, nine parameters.
+    async fn insert_audit_rows(
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[AuditRow<'_>],
+    ) -> Result<()> {
+        let column = |f: fn(&AuditEvent) -> &str| -> Vec<&str> {
+            rows.iter().map(|r| f(r.event)).collect()
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT * FROM UNNEST(\
+             $1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::bytea[])"
+        )))
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.at).collect::<Vec<_>>())
+        .bind(column(|e| &e.principal))
+        .bind(column(|e| &e.action))
+        .bind(column(|e| &e.target))
+        .bind(column(|e| &e.outcome))
+        .bind(column(|e| &e.peer))
+        .bind(column(|e| &e.request_id))
+        .bind(rows.iter().map(|r| r.hash.as_slice()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }
 
 macro_rules! impl_store {
@@ -973,30 +1027,14 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 let (mut id, mut prev) = (chain.head_id, chain.head_hash);
-                for batch in events.chunks(AUDIT_ROWS_PER_INSERT) {
-                    let mut rows = Vec::with_capacity(batch.len());
-                    for event in batch {
-                        id += 1;
-                        let hash = link(&prev, id, event);
-                        prev.clone_from(&hash);
-                        rows.push((id, event, hash));
-                    }
-                    let mut insert = sqlx::QueryBuilder::new(format!(
-                        "INSERT INTO audit_events ({AUDIT_COLUMNS}) "
-                    ));
-                    insert.push_values(rows, |mut row, (id, e, hash)| {
-                        row.push_bind(id)
-                            .push_bind(e.at)
-                            .push_bind(e.principal.as_str())
-                            .push_bind(e.action.as_str())
-                            .push_bind(e.target.as_str())
-                            .push_bind(e.outcome.as_str())
-                            .push_bind(e.peer.as_str())
-                            .push_bind(e.request_id.as_str())
-                            .push_bind(hash);
-                    });
-                    insert.build().execute(&mut *tx).await?;
+                let mut rows = Vec::with_capacity(events.len());
+                for event in events {
+                    id += 1;
+                    let hash = link(&prev, id, event);
+                    prev.clone_from(&hash);
+                    rows.push(AuditRow { id, event, hash });
                 }
+                Self::insert_audit_rows(&mut tx, &rows).await?;
                 sqlx::query("UPDATE audit_chain SET head_id = $1, head_hash = $2 WHERE id = 1")
                     .bind(id)
                     .bind(&prev)
@@ -1100,9 +1138,16 @@ macro_rules! impl_store {
     };
 }
 
-/// Events per INSERT statement (nine parameters each, well under SQLite's
-/// limit on parameters).
+/// Events per INSERT statement on SQLite (nine parameters each, well under
+/// its limit on parameters).
 const AUDIT_ROWS_PER_INSERT: usize = 500;
+
+/// An audit event with its place in the chain, ready to insert.
+struct AuditRow<'a> {
+    id: i64,
+    event: &'a AuditEvent,
+    hash: Vec<u8>,
+}
 
 const AUDIT_COLUMNS: &str = "id, at, principal, action, target, outcome, peer, request_id, hash";
 
