@@ -1,16 +1,19 @@
-//! How keyward's costs grow with its size, through its real gRPC interface:
-//! key-set creation rate as the number of key sets grows, ListKeySets and the
-//! rotation sweep over all of them, client creation, and the process's
-//! resident memory around listing every client.
+//! How keyward's costs grow with its size, through its real interfaces: the
+//! hot paths (each as a ratio to its anchor, as in `benches/service.rs`) at
+//! 10 key sets and 100 clients and again at full size, key-set creation rate
+//! as the number of key sets grows, ListKeySets and the rotation sweep over
+//! all of them, client creation, listing every client, and a `keyward serve`
+//! process's start-up time and resident memory at full size.
 //!
 //! `cargo bench --bench scale` (SQLite; set KEYWARD_TEST_DATABASE_URL to
-//! measure on PostgreSQL too). Sizes: KEYWARD_BENCH_KEYSETS (default 3000),
-//! KEYWARD_BENCH_CLIENTS (default 20000). Nothing here asserts a time.
+//! measure on PostgreSQL too). Sizes: KEYWARD_BENCH_KEYSETS (default 10000),
+//! KEYWARD_BENCH_CLIENTS (default 100000). Nothing here asserts a time.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod load;
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,12 @@ fn size(var: &str, default: usize) -> usize {
 
 /// Resident set size of this process (server and client both), MiB.
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_mib_of("/proc/self/status")
+}
+
+/// VmRSS from a `/proc/<pid>/status` file, MiB.
+fn rss_mib_of(status: &str) -> f64 {
+    let status = std::fs::read_to_string(status).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -94,18 +102,56 @@ async fn list_all_keysets(server: &TestServer) -> usize {
     }
 }
 
-async fn run(backend: Backend, keysets: usize, clients: usize) {
-    let Some(db) = TestDb::new(backend).await else {
-        return;
+/// The hot paths through one server, each as a ratio to its anchor measured
+/// just before (see `benches/service.rs`): `(call, rate, ratio)`.
+async fn hot_rates(server: &TestServer) -> Vec<(&'static str, f64, f64)> {
+    use load::{GRPC_TASKS, HTTP_TASKS, anchor_line, rate, ratio_line};
+    let calls = std::sync::Arc::new(load::HotCalls::new(server).await);
+    let grpc_anchor = || async {
+        let health = rate(GRPC_TASKS, &calls.health()).await;
+        anchor_line("grpc.health.v1.Health/Check", health);
+        health.0
     };
-    let server = TestServer::start(&db).await;
-    println!("\n== {backend:?}: {keysets} key sets, {clients} clients ==");
+    let http_anchor = || async {
+        let jwks = rate(HTTP_TASKS, &calls.jwks_get()).await;
+        anchor_line("GET /.well-known/jwks.json", jwks);
+        jwks.0
+    };
+    let mut rates = Vec::new();
+    for (label, call) in [
+        (
+            "Clients/GetClientSecret",
+            calls.get_client_secret(HOT_CLIENT),
+        ),
+        ("KeySets/GetKeySet", calls.get_key_set(HOT_KEYSET)),
+        ("KeySets/SignJwt ES256", calls.sign_jwt(HOT_KEYSET)),
+    ] {
+        let anchor = grpc_anchor().await;
+        let r = rate(GRPC_TASKS, &call).await;
+        ratio_line(label, r, anchor, "health");
+        rates.push((label, r.0, r.0 / anchor));
+    }
+    let anchor = http_anchor().await;
+    let r = rate(HTTP_TASKS, &calls.token(HOT_CLIENT, HOT_SECRET)).await;
+    ratio_line("POST /oauth2/token ES256", r, anchor, "JWKS GET");
+    rates.push(("POST /oauth2/token ES256", r.0, r.0 / anchor));
+    rates
+}
 
-    let window = (keysets / 6).max(1);
+const HOT_KEYSET: &str = "ks-000000";
+const HOT_CLIENT: &str = "client-0000000";
+const HOT_SECRET: &str = "scale-bench-secret-0123456789";
+/// The size the hot paths are measured at first.
+const SMALL: (usize, usize) = (10, 100);
+
+/// Creates key sets `from..to` one at a time, printing the rate per sixth
+/// of `total`.
+async fn create_keysets(server: &TestServer, from: usize, to: usize, total: usize) {
+    let window = (total / 6).max(1);
     let mut ks = server.keysets();
-    let mut made = 0;
-    while made < keysets {
-        let upto = (made + window).min(keysets);
+    let mut made = from;
+    while made < to {
+        let upto = (made + window).min(to);
         let t = Instant::now();
         for i in made..upto {
             ks.create_key_set(pb::CreateKeySetRequest {
@@ -117,14 +163,92 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
             .await
             .unwrap();
         }
-        println!(
-            "CreateKeySet ES256, sets {:>6}..{:<6} {:>9.0} /s",
-            made,
-            upto,
-            (upto - made) as f64 / t.elapsed().as_secs_f64()
-        );
+        if upto - made >= window {
+            println!(
+                "CreateKeySet ES256, sets {:>6}..{:<6} {:>9.0} /s",
+                made,
+                upto,
+                (upto - made) as f64 / t.elapsed().as_secs_f64()
+            );
+        }
         made = upto;
     }
+}
+
+/// Creates clients `from..to` from 8 tasks; the first gets a known secret
+/// and ES256 tokens from the first key set.
+async fn create_clients(server: &TestServer, from: usize, to: usize) -> f64 {
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    let per_task = (to - from).div_ceil(8);
+    for task in 0..8 {
+        let mut api = server.clients();
+        tasks.push(tokio::spawn(async move {
+            let first = from + task * per_task;
+            for i in first..(first + per_task).min(to) {
+                let hot = i == 0;
+                api.put_client(pb::PutClientRequest {
+                    id: format!("client-{i:07}"),
+                    display_name: Some(format!("Client number {i}")),
+                    callback_url: Some("https://om.example.com/callback".into()),
+                    secret: hot.then(|| HOT_SECRET.into()),
+                    token_keyset: hot.then(|| HOT_KEYSET.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (to - from) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Starts a `keyward serve` process on `db`: how long until it serves, and
+/// its resident memory then (MiB).
+fn serve_process(db: &TestDb) -> (Duration, f64) {
+    let mut env = vec![("KEYWARD_DATABASE_URL".to_string(), db.url.clone())];
+    if let keyward::config::MasterKeySource::Inline(key) = &db.master_key {
+        env.push(("KEYWARD_MASTER_KEY".into(), key.expose().to_string()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let t = Instant::now();
+    let serve = common::process::serve(db.data_dir(), &env).expect("keyward serve starts");
+    let took = t.elapsed();
+    let rss = rss_mib_of(&format!("/proc/{}/status", serve.child.id()));
+    serve.terminate();
+    (took, rss)
+}
+
+async fn run(backend: Backend, keysets: usize, clients: usize) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    println!("\n== {backend:?}: {keysets} key sets, {clients} clients ==");
+    let (small_keysets, small_clients) = SMALL;
+    create_keysets(&server, 0, small_keysets, keysets).await;
+    create_clients(&server, 0, small_clients).await;
+    println!("-- hot paths at {small_keysets} key sets, {small_clients} clients");
+    let small = hot_rates(&server).await;
+
+    create_keysets(&server, small_keysets, keysets, keysets).await;
+    println!(
+        "PutClient, 8 concurrent                {:>9.0} /s",
+        create_clients(&server, small_clients, clients).await
+    );
+    println!("-- hot paths at {keysets} key sets, {clients} clients");
+    let large = hot_rates(&server).await;
+    println!("-- growth: each rate's ratio to its anchor, large size against small");
+    for ((call, _, before), (_, _, after)) in small.iter().zip(&large) {
+        println!(
+            "{call:<38} {before:>6.2}x -> {after:>5.2}x  ({:+.0} %)",
+            (after / before - 1.0) * 100.0
+        );
+    }
+
     let listed = list_all_keysets(&server).await;
     let list = median(5, || async {
         list_all_keysets(&server).await;
@@ -150,32 +274,6 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
         "RotateDue sweep, none due             {:>9.1} ms",
         ms(sweep)
     );
-
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    let per_task = clients.div_ceil(8);
-    for task in 0..8 {
-        let mut api = server.clients();
-        tasks.push(tokio::spawn(async move {
-            for i in task * per_task..((task + 1) * per_task).min(clients) {
-                api.put_client(pb::PutClientRequest {
-                    id: format!("client-{i:07}"),
-                    display_name: Some(format!("Client number {i}")),
-                    callback_url: Some("https://om.example.com/callback".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    println!(
-        "PutClient, 8 concurrent                {:>9.0} /s",
-        clients as f64 / t.elapsed().as_secs_f64()
-    );
     let before = rss_mib();
     let listed = list_all_clients(&server).await;
     let list = median(3, || async {
@@ -183,16 +281,27 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
     })
     .await;
     println!(
-        "ListClients, all {listed} (pages of 1000) {:>9.1} ms; RSS {before:.0} MiB before, {:.0} MiB after",
+        "ListClients, all {listed} (pages of 1000) {:>9.1} ms; bench RSS {before:.0} MiB before, {:.0} MiB after",
         ms(list),
         rss_mib()
     );
     server.stop().await;
+    let (took, rss) = tokio::task::spawn_blocking(move || {
+        let measured = serve_process(&db);
+        drop(db);
+        measured
+    })
+    .await
+    .unwrap();
+    println!(
+        "keyward serve start-up                 {:>9.1} ms; RSS {rss:.0} MiB when serving",
+        ms(took)
+    );
 }
 
 fn main() {
-    let keysets = size("KEYWARD_BENCH_KEYSETS", 3000);
-    let clients = size("KEYWARD_BENCH_CLIENTS", 20_000);
+    let keysets = size("KEYWARD_BENCH_KEYSETS", 10_000);
+    let clients = size("KEYWARD_BENCH_CLIENTS", 100_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -249,7 +249,9 @@ impl HotCalls {
             let req = hyper::Request::post(url.clone())
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("authorization", auth.clone())
-                .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
+                .body(Full::new(Bytes::from_static(
+                    b"grant_type=client_credentials",
+                )))
                 .unwrap();
             let resp = http.request(req);
             async move {

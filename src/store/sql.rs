@@ -5,7 +5,11 @@
 //! differs lives in the per-backend blocks: connection setup, migrations, how a
 //! write transaction starts, and how to ask whether a table exists.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -145,12 +149,13 @@ impl SqliteStore {
     /// The write transaction already holds the database's write lock.
     const LOCK_AUDIT_CHAIN: &'static str = READ_AUDIT_CHAIN;
 
-    /// Multi-row INSERTs of [`AUDIT_ROWS_PER_INSERT`] rows (SQLite has no
-    /// array parameters).
-    async fn insert_audit_rows(
-        tx: &mut Transaction<'static, Sqlite>,
-        rows: &[AuditRow<'_>],
-    ) -> Result<()> {
+    /// Appends `events` to the chain in one write transaction, which holds
+    /// the database's write lock from its start.
+    async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
+        let mut tx = self.begin_write().await?;
+        let chain: ChainColumns = sqlx::query_as(READ_AUDIT_CHAIN).fetch_one(&mut *tx).await?;
+        let (rows, head) = chain_rows(events, link, (chain.head_id, chain.head_hash));
+        // Multi-row INSERTs (SQLite has no array parameters).
         for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
             let mut insert =
                 sqlx::QueryBuilder::new(format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) "));
@@ -166,9 +171,15 @@ impl SqliteStore {
                     .push_bind(e.request_id.as_str())
                     .push_bind(r.hash.as_slice());
             });
-            insert.build().execute(&mut **tx).await?;
+            insert.build().execute(&mut *tx).await?;
         }
-        Ok(())
+        sqlx::query("UPDATE audit_chain SET head_id = $1, head_hash = $2 WHERE id = 1")
+            .bind(head.0)
+            .bind(&head.1)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(head.0)
     }
 }
 
@@ -206,6 +217,9 @@ async fn lock_beside(db: &std::path::Path) -> Result<StartupLock> {
 pub struct PgStore {
     pool: PgPool,
     options: PgConnectOptions,
+    /// The audit chain head this process last wrote: where its next append
+    /// expects the chain to end.
+    audit_head: Arc<Mutex<Option<ChainHead>>>,
 }
 
 impl PgStore {
@@ -229,7 +243,11 @@ impl PgStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| Error::FailedPrecondition(format!("cannot connect to PostgreSQL: {e}")))?;
-        Ok(Self { pool, options })
+        Ok(Self {
+            pool,
+            options,
+            audit_head: Arc::default(),
+        })
     }
 
     /// A session advisory lock on a connection of its own, so it outlives
@@ -275,32 +293,84 @@ impl PgStore {
     /// The row lock queues other appenders (other replicas too) until commit.
     const LOCK_AUDIT_CHAIN: &'static str = concat!(read_audit_chain!(), " FOR UPDATE");
 
-    /// One INSERT of column arrays, whatever the number of rows: one
-    /// prepared statement, nine parameters.
-    async fn insert_audit_rows(
-        tx: &mut Transaction<'static, Postgres>,
-        rows: &[AuditRow<'_>],
-    ) -> Result<()> {
-        let column = |f: fn(&AuditEvent) -> &str| -> Vec<&str> {
-            rows.iter().map(|r| f(r.event)).collect()
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT * FROM UNNEST(\
-             $1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::text[], $8::text[], $9::bytea[])"
-        )))
-        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event.at).collect::<Vec<_>>())
-        .bind(column(|e| &e.principal))
-        .bind(column(|e| &e.action))
-        .bind(column(|e| &e.target))
-        .bind(column(|e| &e.outcome))
-        .bind(column(|e| &e.peer))
-        .bind(column(|e| &e.request_id))
-        .bind(rows.iter().map(|r| r.hash.as_slice()).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+    /// Appends `events` to the chain. A lone writer makes one round trip per
+    /// batch: one statement, with no explicit transaction, moves the chain's
+    /// head on the condition that it is still the head this process last
+    /// wrote, and inserts the events only if it moved. When that head is not
+    /// known (first append, an error) or another replica has moved it since,
+    /// the append runs in a transaction that locks the head first, which
+    /// queues replicas fairly.
+    async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
+        let known = self.head_cache().take();
+        if let Some(after) = known {
+            let (rows, head) = chain_rows(events, link, after.clone());
+            if Self::append_after(&rows, &head, &after)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some()
+            {
+                return self.keep_head(head);
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+            .fetch_one(&mut *tx)
+            .await?;
+        let after = (chain.head_id, chain.head_hash);
+        let (rows, head) = chain_rows(events, link, after.clone());
+        Self::append_after(&rows, &head, &after)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::internal("the locked audit chain head moved"))?;
+        tx.commit().await?;
+        self.keep_head(head)
+    }
+
+    fn keep_head(&self, head: ChainHead) -> Result<i64> {
+        let id = head.0;
+        *self.head_cache() = Some(head);
+        Ok(id)
+    }
+
+    /// The head kept is only a guess (a wrong one costs the locked append),
+    /// so a poisoned lock is taken back as it is.
+    fn head_cache(&self) -> std::sync::MutexGuard<'_, Option<ChainHead>> {
+        self.audit_head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Inserts `rows` and moves the head from `after` to `head`, if the head
+    /// is still `after`; returns the new head id, or no row.
+    fn append_after<'q>(
+        rows: &'q [AuditRow<'q>],
+        head: &'q ChainHead,
+        after: &'q ChainHead,
+    ) -> sqlx::query::QueryScalar<'q, Postgres, i64, sqlx::postgres::PgArguments> {
+        const APPEND: &str = "WITH moved AS (\
+             UPDATE audit_chain SET head_id = $10, head_hash = $11 \
+             WHERE id = 1 AND head_id = $12 AND head_hash = $13 RETURNING head_id), \
+             added AS (INSERT INTO audit_events \
+             (id, at, principal, action, target, outcome, peer, request_id, hash) \
+             SELECT e.* FROM moved, UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[]) AS e) \
+             SELECT head_id FROM moved";
+        let column =
+            |f: fn(&AuditEvent) -> &str| -> Vec<&str> { rows.iter().map(|r| f(r.event)).collect() };
+        sqlx::query_scalar(APPEND)
+            .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.event.at).collect::<Vec<_>>())
+            .bind(column(|e| &e.principal))
+            .bind(column(|e| &e.action))
+            .bind(column(|e| &e.target))
+            .bind(column(|e| &e.outcome))
+            .bind(column(|e| &e.peer))
+            .bind(column(|e| &e.request_id))
+            .bind(rows.iter().map(|r| r.hash.as_slice()).collect::<Vec<_>>())
+            .bind(head.0)
+            .bind(head.1.as_slice())
+            .bind(after.0)
+            .bind(after.1.as_slice())
     }
 }
 
@@ -1022,26 +1092,7 @@ macro_rules! impl_store {
 
             #[instrument(skip_all, fields(events = events.len()))]
             async fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
-                let mut tx = self.begin_write().await?;
-                let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let (mut id, mut prev) = (chain.head_id, chain.head_hash);
-                let mut rows = Vec::with_capacity(events.len());
-                for event in events {
-                    id += 1;
-                    let hash = link(&prev, id, event);
-                    prev.clone_from(&hash);
-                    rows.push(AuditRow { id, event, hash });
-                }
-                Self::insert_audit_rows(&mut tx, &rows).await?;
-                sqlx::query("UPDATE audit_chain SET head_id = $1, head_hash = $2 WHERE id = 1")
-                    .bind(id)
-                    .bind(&prev)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(id)
+                self.append_audit_events(events, link).await
             }
 
             #[instrument(skip_all)]
@@ -1142,11 +1193,30 @@ macro_rules! impl_store {
 /// its limit on parameters).
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
+/// Where the audit chain ends: the last event's id and hash.
+type ChainHead = (i64, Vec<u8>);
+
 /// An audit event with its place in the chain, ready to insert.
 struct AuditRow<'a> {
     id: i64,
     event: &'a AuditEvent,
     hash: Vec<u8>,
+}
+
+/// `events` linked after the head `(id, hash)`: their rows, and the new head.
+fn chain_rows<'a>(
+    events: &'a [AuditEvent],
+    link: &AuditLink,
+    (mut id, mut prev): ChainHead,
+) -> (Vec<AuditRow<'a>>, ChainHead) {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        id += 1;
+        let hash = link(&prev, id, event);
+        prev.clone_from(&hash);
+        rows.push(AuditRow { id, event, hash });
+    }
+    (rows, (id, prev))
 }
 
 const AUDIT_COLUMNS: &str = "id, at, principal, action, target, outcome, peer, request_id, hash";
