@@ -105,36 +105,48 @@ async fn list_all_keysets(server: &TestServer) -> usize {
 /// The hot paths through one server, each as a ratio to its anchor measured
 /// just before (see `benches/service.rs`): `(call, rate, ratio)`.
 async fn hot_rates(server: &TestServer) -> Vec<(&'static str, f64, f64)> {
-    use load::{GRPC_TASKS, HTTP_TASKS, anchor_line, rate, ratio_line};
+    use load::{Anchor, GRPC_TASKS, HTTP_TASKS, against};
     let calls = std::sync::Arc::new(load::HotCalls::new(server).await);
-    let grpc_anchor = || async {
-        let health = rate(GRPC_TASKS, &calls.health()).await;
-        anchor_line("grpc.health.v1.Health/Check", health);
-        health.0
+    let health = Anchor {
+        name: "health",
+        op: calls.health(),
+        tasks: GRPC_TASKS,
     };
-    let http_anchor = || async {
-        let jwks = rate(HTTP_TASKS, &calls.jwks_get()).await;
-        anchor_line("GET /.well-known/jwks.json", jwks);
-        jwks.0
+    let jwks = Anchor {
+        name: "JWKS GET",
+        op: calls.jwks_get(),
+        tasks: HTTP_TASKS,
     };
     let mut rates = Vec::new();
-    for (label, call) in [
+    for (label, anchor, call, tasks) in [
         (
             "Clients/GetClientSecret",
+            &health,
             calls.get_client_secret(HOT_CLIENT),
+            GRPC_TASKS,
         ),
-        ("KeySets/GetKeySet", calls.get_key_set(HOT_KEYSET)),
-        ("KeySets/SignJwt ES256", calls.sign_jwt(HOT_KEYSET)),
+        (
+            "KeySets/GetKeySet",
+            &health,
+            calls.get_key_set(HOT_KEYSET),
+            GRPC_TASKS,
+        ),
+        (
+            "KeySets/SignJwt ES256",
+            &health,
+            calls.sign_jwt(HOT_KEYSET),
+            GRPC_TASKS,
+        ),
+        (
+            "POST /oauth2/token ES256",
+            &jwks,
+            calls.token(HOT_CLIENT, HOT_SECRET),
+            HTTP_TASKS,
+        ),
     ] {
-        let anchor = grpc_anchor().await;
-        let r = rate(GRPC_TASKS, &call).await;
-        ratio_line(label, r, anchor, "health");
-        rates.push((label, r.0, r.0 / anchor));
+        let (rate, ratio) = against(anchor, label, &call, tasks).await;
+        rates.push((label, rate, ratio));
     }
-    let anchor = http_anchor().await;
-    let r = rate(HTTP_TASKS, &calls.token(HOT_CLIENT, HOT_SECRET)).await;
-    ratio_line("POST /oauth2/token ES256", r, anchor, "JWKS GET");
-    rates.push(("POST /oauth2/token ES256", r.0, r.0 / anchor));
     rates
 }
 
@@ -241,10 +253,10 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
     );
     println!("-- hot paths at {keysets} key sets, {clients} clients");
     let large = hot_rates(&server).await;
-    println!("-- growth: each rate's ratio to its anchor, large size against small");
-    for ((call, _, before), (_, _, after)) in small.iter().zip(&large) {
+    println!("-- growth, large size against small: each call's ratio to its anchor (its rate)");
+    for ((call, rate_before, before), (_, rate_after, after)) in small.iter().zip(&large) {
         println!(
-            "{call:<38} {before:>6.2}x -> {after:>5.2}x  ({:+.0} %)",
+            "{call:<38} {before:>5.2}x -> {after:>5.2}x  {:+4.0} %  ({rate_before:.0} -> {rate_after:.0} /s)",
             (after / before - 1.0) * 100.0
         );
     }

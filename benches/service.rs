@@ -296,7 +296,7 @@ fn raw_rs_anchor(cores: usize) -> f64 {
 
 /// The hot paths at full rate, each next to its anchor (see the module doc).
 async fn hot_paths(server: &TestServer) {
-    use load::{GRPC_TASKS, HTTP_TASKS, anchor_line, rate, rate_for, ratio_line};
+    use load::{Anchor, GRPC_TASKS, HTTP_TASKS, against, rate, rate_for, ratio_line};
     const SECRET: &str = "hot-path-secret-0123456789";
     for (id, keyset) in [("hot-es", "es256"), ("hot-rs", "rs2048")] {
         server
@@ -315,32 +315,34 @@ async fn hot_paths(server: &TestServer) {
         "-- hot paths: {GRPC_TASKS} gRPC calls in flight on 4 connections, {HTTP_TASKS} HTTP connections"
     );
 
-    // Each call is measured right after its anchor, so a machine that
-    // speeds up or slows down between measurements moves both.
-    let health_anchor = || async {
-        let health = rate(GRPC_TASKS, &calls.health()).await;
-        anchor_line("grpc.health.v1.Health/Check", health);
-        health.0
+    // Each call is measured between two measurements of its anchor, so a
+    // machine that speeds up or slows down meanwhile moves both.
+    let health = Anchor {
+        name: "health",
+        op: calls.health(),
+        tasks: GRPC_TASKS,
     };
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     for (label, call) in [
         ("Clients/GetClientSecret", calls.get_client_secret("hot-es")),
         ("KeySets/GetKeySet", calls.get_key_set("es256")),
         ("KeySets/SignJwt ES256", calls.sign_jwt("es256")),
     ] {
-        let anchor = health_anchor().await;
-        ratio_line(label, rate(GRPC_TASKS, &call).await, anchor, "health");
+        against(&health, label, &call, GRPC_TASKS).await;
     }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let anchor = raw_rs_anchor(cores);
     let signed = rate(GRPC_TASKS, &calls.sign_jwt("rs2048")).await;
     ratio_line("KeySets/SignJwt RS256", signed, anchor, "raw RS256");
 
-    // HTTP: the JWKS GET, then the token endpoint per algorithm.
+    // HTTP: the token endpoint per algorithm.
     let jwks_get = calls.jwks_get();
-    let jwks = rate(HTTP_TASKS, &jwks_get).await;
-    anchor_line("GET /.well-known/jwks.json", jwks);
-    let token_es = rate(HTTP_TASKS, &calls.token("hot-es", SECRET)).await;
-    ratio_line("POST /oauth2/token ES256", token_es, jwks.0, "JWKS GET");
+    let jwks = Anchor {
+        name: "JWKS GET",
+        op: jwks_get.clone(),
+        tasks: HTTP_TASKS,
+    };
+    let token_es = calls.token("hot-es", SECRET);
+    against(&jwks, "POST /oauth2/token ES256", &token_es, HTTP_TASKS).await;
     let anchor = raw_rs_anchor(cores);
     let token_rs = calls.token("hot-rs", SECRET);
     ratio_line(

@@ -111,12 +111,28 @@ pub fn ratio_line(what: &str, (per_sec, p99): (f64, Duration), anchor: f64, anch
     );
 }
 
-/// Prints an anchor's rate.
-pub fn anchor_line(what: &str, (per_sec, p99): (f64, Duration)) {
+/// An anchor: a call whose rate another is compared to, with its name and
+/// the tasks it runs from.
+pub struct Anchor<'a> {
+    pub name: &'a str,
+    pub op: Op,
+    pub tasks: usize,
+}
+
+/// Measures `call` from `tasks` tasks between two measurements of `anchor`
+/// (the machine's speed drifts by tens of percent within seconds) and prints
+/// both anchors and the call's ratio to their mean: `(call's rate, ratio)`.
+pub async fn against(anchor: &Anchor<'_>, label: &str, call: &Op, tasks: usize) -> (f64, f64) {
+    let before = rate(anchor.tasks, &anchor.op).await;
+    let measured = rate(tasks, call).await;
+    let after = rate(anchor.tasks, &anchor.op).await;
     println!(
-        "{what:<38} {per_sec:>9.0} /s  p99 {:>7.2} ms  (anchor)",
-        p99.as_secs_f64() * 1e3
+        "{:<38} {:>9.0} /s before, {:.0} /s after  (anchor)",
+        anchor.name, before.0, after.0
     );
+    let mean = (before.0 + after.0) / 2.0;
+    ratio_line(label, measured, mean, anchor.name);
+    (measured.0, measured.0 / mean)
 }
 
 /// The hot-path calls against one server, each as an [`Op`].

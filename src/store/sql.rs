@@ -149,6 +149,11 @@ impl SqliteStore {
     /// The write transaction already holds the database's write lock.
     const LOCK_AUDIT_CHAIN: &'static str = READ_AUDIT_CHAIN;
 
+    /// `column` is one of the values `subquery` returns.
+    fn one_of(column: &str, subquery: &str) -> String {
+        format!("{column} IN ({subquery})")
+    }
+
     /// Appends `events` to the chain in one write transaction, which holds
     /// the database's write lock from its start.
     async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
@@ -292,6 +297,15 @@ impl PgStore {
 
     /// The row lock queues other appenders (other replicas too) until commit.
     const LOCK_AUDIT_CHAIN: &'static str = concat!(read_audit_chain!(), " FOR UPDATE");
+
+    /// `column` is one of the values `subquery` returns. As an array, the
+    /// subquery runs first and the rows are fetched by their index whatever
+    /// the planner's statistics say; as `IN (subquery)`, a planner with stale
+    /// statistics (autovacuum off, right after a bulk load) hash-joins and
+    /// reads the whole table on every refresh.
+    fn one_of(column: &str, subquery: &str) -> String {
+        format!("{column} = ANY (ARRAY({subquery}))")
+    }
 
     /// Appends `events` to the chain. A lone writer makes one round trip per
     /// batch: one statement, with no explicit transaction, moves the chain's
@@ -1060,14 +1074,16 @@ macro_rules! impl_store {
                                 .fetch_all(&mut *tx)
                                 .await?,
                             clients: sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                                "SELECT * FROM clients WHERE id IN ({CHANGED})"
+                                "SELECT * FROM clients WHERE {}",
+                                Self::one_of("id", CHANGED)
                             )))
                             .bind(since)
                             .bind(generation)
                             .fetch_all(&mut *tx)
                             .await?,
                             secrets: sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                                "SELECT * FROM client_secrets WHERE client_id IN ({CHANGED})"
+                                "SELECT * FROM client_secrets WHERE {}",
+                                Self::one_of("client_id", CHANGED)
                             )))
                             .bind(since)
                             .bind(generation)
