@@ -150,6 +150,61 @@ async fn hot_rates(server: &TestServer) -> Vec<(&'static str, f64, f64)> {
     rates
 }
 
+/// The service calls behind the hot paths, without transport or audit, one
+/// at a time: nanoseconds per call. What grows with the number of key sets
+/// and clients shows here without the load generator's noise.
+async fn service_costs(server: &TestServer) -> Vec<(&'static str, f64)> {
+    use keyward::{
+        secret::SecretString,
+        service::{SignProfile, SignRequest},
+    };
+    let service = &server.service;
+    let per_call = |n: u32, t: Instant| t.elapsed().as_nanos() as f64 / f64::from(n);
+    let mut costs = Vec::new();
+    const N: u32 = 200_000;
+    let t = Instant::now();
+    for _ in 0..N {
+        service.get_client_secret(HOT_CLIENT, None).unwrap();
+    }
+    costs.push(("get_client_secret", per_call(N, t)));
+    let presented = SecretString::from(HOT_SECRET.to_string());
+    let t = Instant::now();
+    for _ in 0..N {
+        service
+            .verify_client_secret(HOT_CLIENT, &presented)
+            .unwrap();
+    }
+    costs.push(("verify_client_secret", per_call(N, t)));
+    let t = Instant::now();
+    for _ in 0..N {
+        service.get_client(HOT_CLIENT).unwrap();
+    }
+    costs.push(("get_client", per_call(N, t)));
+    let t = Instant::now();
+    for _ in 0..N {
+        service.get_keyset(HOT_KEYSET).unwrap();
+    }
+    costs.push(("get_keyset", per_call(N, t)));
+    const SIGNED: u32 = 20_000;
+    let req = SignRequest {
+        keyset: HOT_KEYSET.into(),
+        claims_json: r#"{"sub":"bench"}"#.into(),
+        ttl_seconds: Some(600),
+        profile: SignProfile::Plain,
+        subject: None,
+        email: None,
+    };
+    let t = Instant::now();
+    for _ in 0..SIGNED {
+        service.sign_jwt(&req).await.unwrap();
+    }
+    costs.push(("sign_jwt ES256", per_call(SIGNED, t)));
+    for (call, ns) in &costs {
+        println!("{:<38} {ns:>9.0} ns per call", format!("service {call}"));
+    }
+    costs
+}
+
 const HOT_KEYSET: &str = "ks-000000";
 const HOT_CLIENT: &str = "client-0000000";
 const HOT_SECRET: &str = "scale-bench-secret-0123456789";
@@ -245,6 +300,7 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
     create_clients(&server, 0, small_clients).await;
     println!("-- hot paths at {small_keysets} key sets, {small_clients} clients");
     let small = hot_rates(&server).await;
+    let small_costs = service_costs(&server).await;
 
     create_keysets(&server, small_keysets, keysets, keysets).await;
     println!(
@@ -253,10 +309,18 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
     );
     println!("-- hot paths at {keysets} key sets, {clients} clients");
     let large = hot_rates(&server).await;
+    let large_costs = service_costs(&server).await;
     println!("-- growth, large size against small: each call's ratio to its anchor (its rate)");
     for ((call, rate_before, before), (_, rate_after, after)) in small.iter().zip(&large) {
         println!(
             "{call:<38} {before:>5.2}x -> {after:>5.2}x  {:+4.0} %  ({rate_before:.0} -> {rate_after:.0} /s)",
+            (after / before - 1.0) * 100.0
+        );
+    }
+    for ((call, before), (_, after)) in small_costs.iter().zip(&large_costs) {
+        println!(
+            "{:<38} {before:>6.0} -> {after:>6.0} ns  {:+4.0} %",
+            format!("service {call}"),
             (after / before - 1.0) * 100.0
         );
     }

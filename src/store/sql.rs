@@ -635,9 +635,11 @@ macro_rules! impl_store {
                 // -1 reads every live key set (changed_generation is >= 0),
                 // in name order. A delta is read through the changed-generation
                 // index alone: the range is bounded above (it is, in this
-                // snapshot) so that prepared statements' generic plans use the
-                // index too, and it is not ordered by name, which would walk
-                // every key set.
+                // snapshot) and not ordered by name, which would walk every key
+                // set. These reads are planned per call with their values, not
+                // kept prepared: PostgreSQL keeps a prepared statement's plan
+                // until an ANALYZE, so a plan made while the tables were small
+                // (a scan of the whole table) would stay as they grow.
                 let after = since.unwrap_or(-1);
                 let (set_order, key_order) = if since.is_some() {
                     ("", "")
@@ -649,6 +651,7 @@ macro_rules! impl_store {
                         "SELECT {KEYSET_COLUMNS} FROM keysets WHERE deleted_at IS NULL \
                          AND changed_generation > $1 AND changed_generation <= $2 {set_order}"
                     )))
+                    .persistent(false)
                     .bind(after)
                     .bind(generation)
                     .fetch_all(&mut *tx)
@@ -659,6 +662,7 @@ macro_rules! impl_store {
                         "SELECT name FROM keysets WHERE deleted_at IS NOT NULL \
                          AND changed_generation > $1 AND changed_generation <= $2",
                     )
+                    .persistent(false)
                     .bind(after)
                     .bind(generation)
                     .fetch_all(&mut *tx)
@@ -671,6 +675,7 @@ macro_rules! impl_store {
                      AND s.changed_generation > $1 AND s.changed_generation <= $2 \
                      AND k.state IN ($3, $4, $5) ORDER BY {key_order} k.created_at, k.kid"
                 )))
+                .persistent(false)
                 .bind(after)
                 .bind(generation)
                 .bind(KeyState::Pending.as_str())
@@ -686,6 +691,7 @@ macro_rules! impl_store {
                      AND k.state = $3 \
                      AND k.private_key IS NOT NULL AND k.master_key_id IS NOT NULL",
                 )
+                .persistent(false)
                 .bind(after)
                 .bind(generation)
                 .bind(KeyState::Active.as_str())
@@ -1062,13 +1068,15 @@ macro_rules! impl_store {
                             .await?,
                     },
                     Some(since) => {
-                        // Bounded above so generic plans use the index too.
+                        // Bounded above, and planned per call (see
+                        // published_since).
                         const CHANGED: &str = "SELECT client_id FROM client_changes \
                              WHERE generation > $1 AND generation <= $2";
                         ClientDelta {
                             generation,
                             full: false,
                             changed: sqlx::query_scalar(CHANGED)
+                                .persistent(false)
                                 .bind(since)
                                 .bind(generation)
                                 .fetch_all(&mut *tx)
@@ -1077,6 +1085,7 @@ macro_rules! impl_store {
                                 "SELECT * FROM clients WHERE {}",
                                 Self::one_of("id", CHANGED)
                             )))
+                            .persistent(false)
                             .bind(since)
                             .bind(generation)
                             .fetch_all(&mut *tx)
@@ -1085,6 +1094,7 @@ macro_rules! impl_store {
                                 "SELECT * FROM client_secrets WHERE {}",
                                 Self::one_of("client_id", CHANGED)
                             )))
+                            .persistent(false)
                             .bind(since)
                             .bind(generation)
                             .fetch_all(&mut *tx)
