@@ -102,8 +102,9 @@ async fn list_all_keysets(server: &TestServer) -> usize {
     }
 }
 
-/// The hot paths through one server, each as a ratio to its anchor measured
-/// just before (see `benches/service.rs`): `(call, rate, ratio)`.
+/// The hot paths through one server, each as a ratio to the mean of its
+/// anchor measured just before and just after (see `load::against`):
+/// `(call, rate, ratio)`.
 async fn hot_rates(server: &TestServer) -> Vec<(&'static str, f64, f64)> {
     use load::{Anchor, GRPC_TASKS, HTTP_TASKS, against};
     let calls = std::sync::Arc::new(load::HotCalls::new(server).await);
