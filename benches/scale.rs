@@ -277,13 +277,9 @@ async fn create_clients(server: &TestServer, from: usize, to: usize) -> f64 {
 /// Starts a `keyward serve` process on `db`: how long until it serves, and
 /// its resident memory then (MiB).
 fn serve_process(db: &TestDb) -> (Duration, f64) {
-    let mut env = vec![("KEYWARD_DATABASE_URL".to_string(), db.url.clone())];
-    if let keyward::config::MasterKeySource::Inline(key) = &db.master_key {
-        env.push(("KEYWARD_MASTER_KEY".into(), key.expose().to_string()));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let t = Instant::now();
-    let serve = common::process::serve(db.data_dir(), &env).expect("keyward serve starts");
+    let serve = common::process::spawn_serve(db.serve_command(db.data_dir()))
+        .expect("keyward serve starts");
     let took = t.elapsed();
     let rss = rss_mib_of(&format!("/proc/{}/status", serve.child.id()));
     serve.terminate();

@@ -132,13 +132,10 @@ where
     }
 }
 
-async fn spawn_serve(data: std::path::PathBuf, env: Vec<(String, String)>) -> process::Serve {
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        process::serve(&data, &env).expect("keyward serve starts")
-    })
-    .await
-    .unwrap()
+async fn spawn_serve(cmd: std::process::Command) -> process::Serve {
+    tokio::task::spawn_blocking(move || process::spawn_serve(cmd).expect("keyward serve starts"))
+        .await
+        .unwrap()
 }
 
 /// A secret rotated, a key revoked and a client deleted on replica A are
@@ -148,14 +145,10 @@ async fn changes_on_one_replica_reach_another_within_two_seconds(backend: Backen
         return;
     };
     let data = db.data_dir().join("data");
-    let mut env = vec![("KEYWARD_DATABASE_URL".to_string(), db.url.clone())];
-    if let keyward::config::MasterKeySource::Inline(key) = &db.master_key {
-        env.push(("KEYWARD_MASTER_KEY".into(), key.expose().to_string()));
-    }
-    let one = spawn_serve(data.clone(), env.clone()).await;
-    let mut env_two = env;
-    env_two.push(("KEYWARD_NO_SCHEDULER".into(), "true".into()));
-    let two = spawn_serve(data.clone(), env_two).await;
+    let one = spawn_serve(db.serve_command(&data)).await;
+    let mut second = db.serve_command(&data);
+    second.env("KEYWARD_NO_SCHEDULER", "true");
+    let two = spawn_serve(second).await;
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let mut a = As::at(&one.grpc, token.trim());
     let mut b = As::at(&two.grpc, token.trim());

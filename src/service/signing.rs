@@ -48,14 +48,6 @@ pub(super) struct JwtSigner {
     rsa_queue: Option<mpsc::Sender<Job>>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
 impl JwtSigner {
     /// Starts one signing thread per core. They stop when the signer is
     /// dropped, after the jobs already queued.

@@ -158,7 +158,9 @@ impl SqliteStore {
     /// the database's write lock from its start.
     async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let chain: ChainColumns = sqlx::query_as(READ_AUDIT_CHAIN).fetch_one(&mut *tx).await?;
+        let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+            .fetch_one(&mut *tx)
+            .await?;
         let (rows, head) = chain_rows(events, link, (chain.head_id, chain.head_hash));
         // Multi-row INSERTs (SQLite has no array parameters).
         for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
@@ -323,7 +325,7 @@ impl PgStore {
                 .await?
                 .is_some()
             {
-                return self.keep_head(head);
+                return Ok(self.keep_head(head));
             }
         }
         let mut tx = self.begin_write().await?;
@@ -337,13 +339,14 @@ impl PgStore {
             .await?
             .ok_or_else(|| Error::internal("the locked audit chain head moved"))?;
         tx.commit().await?;
-        self.keep_head(head)
+        Ok(self.keep_head(head))
     }
 
-    fn keep_head(&self, head: ChainHead) -> Result<i64> {
+    /// Keeps `head` for the next append; its id.
+    fn keep_head(&self, head: ChainHead) -> i64 {
         let id = head.0;
         *self.head_cache() = Some(head);
-        Ok(id)
+        id
     }
 
     /// The head kept is only a guess (a wrong one costs the locked append),

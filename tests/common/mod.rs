@@ -129,6 +129,17 @@ impl TestDb {
         self.dir.path()
     }
 
+    /// `keyward serve` on this database: its URL and (on PostgreSQL) its
+    /// master key in the environment, `data_dir` as the data directory.
+    pub fn serve_command(&self, data_dir: &Path) -> std::process::Command {
+        let mut cmd = process::serve_command(data_dir);
+        cmd.env("KEYWARD_DATABASE_URL", &self.url);
+        if let MasterKeySource::Inline(key) = &self.master_key {
+            cmd.env("KEYWARD_MASTER_KEY", key.expose());
+        }
+        cmd
+    }
+
     pub fn config(&self) -> ServeConfig {
         let mut config = ServeConfig::with_defaults(self.dir.path());
         config.database_url = self.url.clone();
