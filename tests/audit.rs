@@ -298,14 +298,15 @@ async fn the_chain_verifies_after_concurrent_writers_on_two_replicas(backend: Ba
     }
 
     // Strictly alternating durable events: each append finds the chain's end
-    // moved by the other replica since its own last append.
+    // moved by the other replica since its own last append. Each replica
+    // reads a client it created (the other's view may lag by up to 2 s).
     const TURNS: usize = 5;
     for _ in 0..TURNS {
-        for server in [&a, &b] {
+        for (server, client) in [(&a, "w0-r0"), (&b, "w2-r0")] {
             server
                 .clients()
                 .get_client_secret(pb::GetClientSecretRequest {
-                    id: "w0-r0".into(),
+                    id: client.into(),
                     version: None,
                 })
                 .await

@@ -62,6 +62,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The database file; `None` in memory.
     file: Option<std::path::PathBuf>,
+    audit_head: KnownHead,
 }
 
 impl SqliteStore {
@@ -97,6 +98,10 @@ impl SqliteStore {
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // An in-process connection has no peer that could have dropped
+            // it: a ping before each use would only add a round trip to the
+            // connection's thread.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
@@ -106,7 +111,11 @@ impl SqliteStore {
         if let Some(lock) = opening {
             lock.release().await;
         }
-        Ok(Self { pool: pool?, file })
+        Ok(Self {
+            pool: pool?,
+            file,
+            audit_head: KnownHead::default(),
+        })
     }
 
     async fn acquire_startup_lock(&self) -> Result<StartupLock> {
@@ -154,40 +163,82 @@ impl SqliteStore {
         format!("{column} IN ({subquery})")
     }
 
-    /// Appends `events` to the chain in one write transaction, which holds
-    /// the database's write lock from its start.
+    /// Appends `events` to the chain; inserting an event moves the chain's
+    /// head to it (a trigger). Every statement is a round trip to the
+    /// connection's thread and back to the async workers, which costs more
+    /// than the statement's own work under load, so a lone writer makes one:
+    /// an INSERT, its own transaction, of the events on the condition that
+    /// the head is still where this process left it. When that head is not
+    /// known or another process has appended since, nothing was inserted,
+    /// and the append runs in a transaction that reads the head under the
+    /// database's write lock.
     async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
+        if let Some(after) = self.audit_head.take()
+            && !events.is_empty()
+            && events.len() <= AUDIT_ROWS_PER_INSERT
+        {
+            let (rows, head) = chain_rows(events, link, after.clone());
+            let sql = format!(
+                "{} WHERE EXISTS (SELECT 1 FROM audit_chain \
+                 WHERE id = 1 AND head_id = ? AND head_hash = ?)",
+                insert_audit_rows(rows.len())
+            );
+            let done = bind_audit_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), &rows)
+                .bind(after.0)
+                .bind(after.1.as_slice())
+                .execute(&self.pool)
+                .await?;
+            if done.rows_affected() == rows.len() as u64 {
+                return Ok(self.audit_head.keep(head));
+            }
+        }
         let mut tx = self.begin_write().await?;
         let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
             .fetch_one(&mut *tx)
             .await?;
         let (rows, head) = chain_rows(events, link, (chain.head_id, chain.head_hash));
-        // Multi-row INSERTs (SQLite has no array parameters).
         for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
-            let mut insert =
-                sqlx::QueryBuilder::new(format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) "));
-            insert.push_values(chunk, |mut row, r| {
-                let e = r.event;
-                row.push_bind(r.id)
-                    .push_bind(e.at)
-                    .push_bind(e.principal.as_str())
-                    .push_bind(e.action.as_str())
-                    .push_bind(e.target.as_str())
-                    .push_bind(e.outcome.as_str())
-                    .push_bind(e.peer.as_str())
-                    .push_bind(e.request_id.as_str())
-                    .push_bind(r.hash.as_slice());
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        sqlx::query("UPDATE audit_chain SET head_id = $1, head_hash = $2 WHERE id = 1")
-            .bind(head.0)
-            .bind(&head.1)
+            bind_audit_rows(
+                sqlx::query(sqlx::AssertSqlSafe(insert_audit_rows(chunk.len()))),
+                chunk,
+            )
             .execute(&mut *tx)
             .await?;
+        }
         tx.commit().await?;
-        Ok(head.0)
+        Ok(self.audit_head.keep(head))
     }
+}
+
+/// `INSERT INTO audit_events … SELECT * FROM (VALUES …)` of `rows` rows of
+/// positional parameters.
+fn insert_audit_rows(rows: usize) -> String {
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT * FROM (VALUES {})",
+        vec![ROW; rows].join(", ")
+    )
+}
+
+/// Binds `rows` in [`AUDIT_COLUMNS`] order.
+fn bind_audit_rows<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    rows: &'q [AuditRow<'q>],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    for r in rows {
+        let e = r.event;
+        query = query
+            .bind(r.id)
+            .bind(e.at)
+            .bind(e.principal.as_str())
+            .bind(e.action.as_str())
+            .bind(e.target.as_str())
+            .bind(e.outcome.as_str())
+            .bind(e.peer.as_str())
+            .bind(e.request_id.as_str())
+            .bind(r.hash.as_slice());
+    }
+    query
 }
 
 /// `<db><suffix>`: the files SQLite and keyward keep beside a database.
@@ -224,9 +275,7 @@ async fn lock_beside(db: &std::path::Path) -> Result<StartupLock> {
 pub struct PgStore {
     pool: PgPool,
     options: PgConnectOptions,
-    /// The audit chain head this process last wrote: where its next append
-    /// expects the chain to end.
-    audit_head: Arc<Mutex<Option<ChainHead>>>,
+    audit_head: KnownHead,
 }
 
 impl PgStore {
@@ -253,7 +302,7 @@ impl PgStore {
         Ok(Self {
             pool,
             options,
-            audit_head: Arc::default(),
+            audit_head: KnownHead::default(),
         })
     }
 
@@ -317,7 +366,7 @@ impl PgStore {
     /// the append runs in a transaction that locks the head first, which
     /// queues replicas fairly.
     async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
-        let known = self.head_cache().take();
+        let known = self.audit_head.take();
         if let Some(after) = known {
             let (rows, head) = chain_rows(events, link, after.clone());
             if Self::append_after(&rows, &head, &after)
@@ -325,7 +374,7 @@ impl PgStore {
                 .await?
                 .is_some()
             {
-                return Ok(self.keep_head(head));
+                return Ok(self.audit_head.keep(head));
             }
         }
         let mut tx = self.begin_write().await?;
@@ -339,22 +388,7 @@ impl PgStore {
             .await?
             .ok_or_else(|| Error::internal("the locked audit chain head moved"))?;
         tx.commit().await?;
-        Ok(self.keep_head(head))
-    }
-
-    /// Keeps `head` for the next append; its id.
-    fn keep_head(&self, head: ChainHead) -> i64 {
-        let id = head.0;
-        *self.head_cache() = Some(head);
-        id
-    }
-
-    /// The head kept is only a guess (a wrong one costs the locked append),
-    /// so a poisoned lock is taken back as it is.
-    fn head_cache(&self) -> std::sync::MutexGuard<'_, Option<ChainHead>> {
-        self.audit_head
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        Ok(self.audit_head.keep(head))
     }
 
     /// Inserts `rows` and moves the head from `after` to `head`, if the head
@@ -1218,12 +1252,40 @@ macro_rules! impl_store {
     };
 }
 
-/// Events per INSERT statement on SQLite (nine parameters each, well under
-/// its limit on parameters).
-const AUDIT_ROWS_PER_INSERT: usize = 500;
+/// Events per INSERT statement on SQLite: nine parameters each, under its
+/// limit of 32,766 per statement, and as many as the audit writer's largest
+/// batch, so a batch is one statement.
+const AUDIT_ROWS_PER_INSERT: usize = 2000;
 
 /// Where the audit chain ends: the last event's id and hash.
 type ChainHead = (i64, Vec<u8>);
+
+/// The audit chain head this process last wrote: where its next append
+/// expects the chain to end. Only a guess (a wrong one costs the append that
+/// reads the head first), so it is taken for the append and kept again only
+/// once the append has committed.
+#[derive(Debug, Clone, Default)]
+struct KnownHead(Arc<Mutex<Option<ChainHead>>>);
+
+impl KnownHead {
+    fn take(&self) -> Option<ChainHead> {
+        self.lock().take()
+    }
+
+    /// Keeps `head` for the next append; its id.
+    fn keep(&self, head: ChainHead) -> i64 {
+        let id = head.0;
+        *self.lock() = Some(head);
+        id
+    }
+
+    /// A poisoned lock is taken back as it is: the value is only a guess.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<ChainHead>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// An audit event with its place in the chain, ready to insert.
 struct AuditRow<'a> {
