@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use sqlx::{
     PgPool, Postgres, Sqlite, SqlitePool, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use tracing::instrument;
 
@@ -74,6 +74,9 @@ impl SqliteStore {
             .map_err(|e| Error::invalid("database_url", e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // SQLite's default, said outright: every commit syncs the WAL, so
+            // a durable audit event is on disk before its call answers.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // Deleted content (destroyed keys' ciphertext) is overwritten with
