@@ -100,6 +100,9 @@ struct Writer {
     flushes: Vec<oneshot::Sender<()>>,
     /// When the batched events must be written.
     due: Option<tokio::time::Instant>,
+    /// The last write failed: a full batch waits for the retry instead of
+    /// trying the database again with every event that arrives.
+    failing: bool,
 }
 
 impl Writer {
@@ -111,6 +114,7 @@ impl Writer {
             durable: Vec::new(),
             flushes: Vec::new(),
             due: None,
+            failing: false,
         }
     }
 
@@ -150,7 +154,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if !self.durable.is_empty() || !self.flushes.is_empty() || self.queued() >= MAX_BATCH {
+            let full = self.queued() >= MAX_BATCH && !self.failing;
+            if !self.durable.is_empty() || !self.flushes.is_empty() || full {
                 self.write().await;
             } else if self.due.is_none() && !self.batched.is_empty() {
                 self.due = Some(tokio::time::Instant::now() + FLUSH_EVERY);
@@ -182,6 +187,7 @@ impl Writer {
                     let _ = done.send(Ok(()));
                 }
                 self.due = None;
+                self.failing = false;
             }
             Err(err) => {
                 tracing::error!(error = %err, events = events.len(), "could not write audit events; the calls waiting for them fail, batched ones are retried");
@@ -203,6 +209,7 @@ impl Writer {
                 }
                 self.batched = events;
                 self.due = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                self.failing = true;
             }
         }
         self.answer_flushes();
