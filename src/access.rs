@@ -303,6 +303,8 @@ methods! {
     RevokeToken => [],
     ListAuditEvents => [any(Auditor)],
     VerifyAuditChain => [any(Auditor)],
+    Rewrap => [],
+    GetMasterStatus => [any(Operator), any(Auditor)],
 }
 
 #[cfg(test)]

@@ -82,11 +82,13 @@ impl Durability {
         use Method::*;
         match method {
             GetKeySet | ListKeySets | ListKeys | SignJwt | GetJwks | GetClient | ListClients
-            | GetToken | ListTokens | ListAuditEvents | VerifyAuditChain => Self::Batched,
+            | GetToken | ListTokens | ListAuditEvents | VerifyAuditChain | GetMasterStatus => {
+                Self::Batched
+            }
             CreateKeySet | UpdateKeySet | DeleteKeySet | RotateKeySet | RotateDue | RevokeKey
             | ExportKey | ImportKey | PutClient | GetClientSecret | RotateClientSecret
             | DeleteClient | RevokeClientSecret | VerifyClientSecret | CreateToken
-            | RevokeToken => Self::BeforeResponse,
+            | RevokeToken | Rewrap => Self::BeforeResponse,
         }
     }
 }

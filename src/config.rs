@@ -45,6 +45,15 @@ pub struct ServeArgs {
     /// hold the key itself instead.
     #[arg(long, env = "KEYWARD_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// A file holding an earlier master key, kept only to open rows it sealed
+    /// until `keyward master rewrap` has resealed them (repeatable)
+    #[arg(
+        long = "previous-master-key-file",
+        env = "KEYWARD_PREVIOUS_MASTER_KEY_FILES",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub previous_master_key_files: Vec<PathBuf>,
     /// Key set served at /.well-known/jwks.json [default: default]
     #[arg(long, env = "KEYWARD_DEFAULT_KEYSET")]
     pub default_keyset: Option<String>,
@@ -97,6 +106,7 @@ struct FileConfig {
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     master_key_file: Option<PathBuf>,
+    previous_master_key_files: Option<Vec<PathBuf>>,
     default_keyset: Option<String>,
     jwks_max_age: Option<u64>,
     rotation_interval: Option<String>,
@@ -143,8 +153,10 @@ pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     /// HTTP listen address.
     pub http_addr: SocketAddr,
-    /// Master key source.
+    /// Master key source: the current key, which seals every write.
     pub master_key: MasterKeySource,
+    /// Files holding earlier master keys, which only open older rows.
+    pub previous_master_keys: Vec<PathBuf>,
     /// Key set served at `/.well-known/jwks.json`.
     pub default_keyset: String,
     /// JWKS `Cache-Control: max-age`, seconds.
@@ -169,6 +181,7 @@ impl fmt::Debug for ServeConfig {
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
             .field("master_key", &self.master_key)
+            .field("previous_master_keys", &self.previous_master_keys)
             .field("default_keyset", &self.default_keyset)
             .field("jwks_max_age", &self.jwks_max_age)
             .field("rotation_interval", &self.rotation_interval)
@@ -204,6 +217,7 @@ impl ServeConfig {
             grpc_addr: parse_default(DEFAULT_GRPC_ADDR),
             http_addr: parse_default(DEFAULT_HTTP_ADDR),
             master_key: MasterKeySource::Unset,
+            previous_master_keys: Vec::new(),
             default_keyset: DEFAULT_KEYSET.into(),
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
@@ -254,6 +268,11 @@ impl ServeConfig {
                 .or(file.http_addr)
                 .unwrap_or(defaults.http_addr),
             master_key,
+            previous_master_keys: if args.previous_master_key_files.is_empty() {
+                file.previous_master_key_files.unwrap_or_default()
+            } else {
+                args.previous_master_key_files.clone()
+            },
             default_keyset: args
                 .default_keyset
                 .clone()

@@ -1,4 +1,4 @@
-//! The gRPC transport: `keyward.v1.KeySets`, `Clients`, `Access` and `Audit`
+//! The gRPC transport: `keyward.v1.KeySets`, `Clients`, `Access`, `Audit` and `Master`
 //! over the [`Service`]. Each handler names its method and target and hands
 //! its body to [`Api::call`], which authenticates, authorizes and audits.
 
@@ -15,12 +15,14 @@ use crate::{
     model::{self, KeyState},
     rotation::Cadence,
     secret::SecretString,
+    service::master::{DEFAULT_REWRAP_BATCH, MAX_REWRAP_BATCH, MasterStatus, RewrapProgress},
     service::{
         Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, NewToken, PageRequest, PolicyInput,
         RotationEvent, Service, SignProfile, SignRequest, TokenInfo, Transition,
     },
     store::AuditFilter,
 };
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The gRPC code of each kind of error.
 pub fn grpc_code(kind: ErrorKind) -> tonic::Code {
@@ -84,6 +86,7 @@ use pb::{
     audit_server::{Audit, AuditServer},
     clients_server::{Clients, ClientsServer},
     key_sets_server::{KeySets, KeySetsServer},
+    master_server::{Master, MasterServer},
 };
 
 /// The gRPC services, sharing one [`Service`]. Every call goes through
@@ -144,6 +147,11 @@ impl Api {
     /// `keyward.v1.Audit`.
     pub fn audit(&self) -> AuditServer<Self> {
         AuditServer::new(self.clone())
+    }
+
+    /// `keyward.v1.Master`.
+    pub fn master(&self) -> MasterServer<Self> {
+        MasterServer::new(self.clone())
     }
 
     /// Runs one call: authenticates its bearer token, checks the token may
@@ -891,6 +899,88 @@ impl Audit for Api {
                 })
             },
         )
+        .await
+    }
+}
+
+/// Converts a master-key status to its wire form.
+pub fn master_status_pb(status: MasterStatus) -> pb::MasterStatus {
+    pb::MasterStatus {
+        current: status.current,
+        keys: status
+            .keys
+            .into_iter()
+            .map(|k| pb::MasterKeyUse {
+                removable: k.removable(),
+                master_key_id: k.master_key_id,
+                held: k.held,
+                current: k.current,
+                keys: k.keys,
+                client_secrets: k.client_secrets,
+                meta: k.meta,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Master for Api {
+    type RewrapStream = ReceiverStream<Result<pb::RewrapProgress, Status>>;
+
+    async fn rewrap(&self, req: Request<pb::RewrapRequest>) -> Reply<Self::RewrapStream> {
+        self.call(req, Method::Rewrap, Target::None, |r| async move {
+            let batch = match r.batch_size {
+                0 => DEFAULT_REWRAP_BATCH,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            if batch > MAX_REWRAP_BATCH {
+                return Err(Error::invalid(
+                    "batch_size",
+                    format!("must be at most {MAX_REWRAP_BATCH}"),
+                )
+                .into());
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let service = Arc::clone(&self.service);
+            // The rewrap runs to its end even if the caller goes away: every
+            // batch it commits is whole, and what it leaves a rerun finishes.
+            tokio::spawn(async move {
+                let progress_tx = tx.clone();
+                let mut progress = move |p: RewrapProgress| {
+                    // Progress is advisory: a slow reader misses some.
+                    let _ = progress_tx.try_send(Ok(pb::RewrapProgress {
+                        table: p.table.as_str().to_string(),
+                        resealed: p.resealed,
+                        total: p.total,
+                        ..Default::default()
+                    }));
+                };
+                let pause = std::time::Duration::from_millis(u64::from(r.pause_millis));
+                let last = match service.rewrap(batch, pause, &mut progress).await {
+                    Ok(outcome) => Ok(pb::RewrapProgress {
+                        table: String::new(),
+                        resealed: outcome.resealed,
+                        total: outcome.resealed,
+                        done: true,
+                        skipped: outcome.skipped,
+                        status: Some(master_status_pb(outcome.status)),
+                    }),
+                    Err(err) => Err(Status::from(err)),
+                };
+                let _ = tx.send(last).await;
+            });
+            Ok(ReceiverStream::new(rx))
+        })
+        .await
+    }
+
+    async fn get_master_status(
+        &self,
+        req: Request<pb::GetMasterStatusRequest>,
+    ) -> Reply<pb::MasterStatus> {
+        self.call(req, Method::GetMasterStatus, Target::None, |_| async move {
+            Ok(master_status_pb(self.service.master_status().await?))
+        })
         .await
     }
 }

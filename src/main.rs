@@ -28,6 +28,7 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => serve(&cli, args).await,
         Command::Migrate(args) => migrate(&cli, args).await,
+        Command::Master(cmd) => keyward::cli::master::run(&cli, cmd).await,
         _ => keyward::cli::run_admin(&cli).await,
     };
     match result {

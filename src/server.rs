@@ -2,7 +2,7 @@
 //! database's canary before writing anything, migrate, bootstrap the first admin
 //! token and default key set, then serve gRPC and HTTP until shutdown.
 
-use std::{future::Future, path::Path, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
@@ -12,7 +12,7 @@ use crate::{
     clock::Clock,
     config::{MasterKeySource, ServeConfig},
     crypto::{
-        aead::{AeadContext, MasterKey},
+        aead::{AeadContext, Keyring, MasterKey},
         b64url, random, sha256,
     },
     files::{self, create_private_dir, create_private_file},
@@ -20,15 +20,11 @@ use crate::{
     http::{self, HttpState},
     net,
     secret::SecretBytes,
-    service::Service,
-    store::{self, Store},
+    service::{Service, master::MasterStatus},
+    store::{self, SealedCount, Store},
 };
 
-const CANARY_ROW: AeadContext<'static> = AeadContext {
-    table: "keyward_meta",
-    id: "canary",
-    version: 1,
-};
+const CANARY_ROW: AeadContext<'static> = crate::service::master::meta_row("canary");
 const CANARY_PLAINTEXT: &[u8] = b"keyward master key canary";
 
 /// How often each process polls the database for changes made elsewhere.
@@ -80,6 +76,17 @@ fn ensure_data_dir(config: &ServeConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves the keyring: the current master key and any previous ones.
+fn resolve_keyring(config: &ServeConfig, has_data: bool) -> Result<Keyring> {
+    let current = resolve_master_key(config, has_data)?;
+    let previous = config
+        .previous_master_keys
+        .iter()
+        .map(|path| read_key_file(path))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Keyring::new(current).with_previous(previous))
 }
 
 /// Resolves the master key. A missing key is generated only for SQLite and
@@ -147,6 +154,33 @@ pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> 
     prepare_with(config, clock, |store| store).await
 }
 
+/// [`prepare`] for a database keyward has already set up; refuses (writing
+/// nothing) one it has not, so a mistyped URL does not create a database.
+pub async fn prepare_existing(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> {
+    let store = Arc::from(open_existing(&config).await?);
+    prepare_on(config, clock, store).await
+}
+
+/// What each master key seals, by the configured keyring, read without
+/// writing and without requiring the keyring to open everything: what an
+/// operator checks before removing a key. `keyward master status`.
+pub async fn master_status(config: &ServeConfig) -> Result<MasterStatus> {
+    let store = open_existing(config).await?;
+    let keyring = resolve_keyring(config, true)?;
+    crate::service::master::status_of(store.as_ref(), &keyring).await
+}
+
+async fn open_existing(config: &ServeConfig) -> Result<Box<dyn Store>> {
+    let store = store::open(&config.database_url).await?;
+    if store.read_canary().await?.is_none() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} holds no keyward data; check --database-url and --data-dir",
+            crate::config::redact_url(&config.database_url)
+        )));
+    }
+    Ok(store)
+}
+
 /// [`prepare`], with the opened store passed through `wrap` first (tests
 /// count its calls this way).
 pub async fn prepare_with(
@@ -156,35 +190,45 @@ pub async fn prepare_with(
 ) -> Result<App> {
     ensure_data_dir(&config)?;
     let store = wrap(Arc::from(store::open(&config.database_url).await?));
+    prepare_on(config, clock, store).await
+}
+
+async fn prepare_on(
+    config: ServeConfig,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<App> {
     // One process at a time sets a database up; the others wait, then find
     // it set up (and their key checked against its canary).
     let lock = store.lock_startup().await?;
 
-    // Check the key before anything is written, migrations included.
+    // Check the keyring before anything is written, migrations included.
     let canary = store.read_canary().await?;
-    let master = resolve_master_key(&config, canary.is_some())?;
+    let keyring = resolve_keyring(&config, canary.is_some())?;
     if let Some((stored_id, sealed)) = &canary {
-        check_canary(&master, stored_id, sealed)?;
+        check_keyring(store.as_ref(), &keyring, stored_id).await?;
+        check_canary(&keyring, stored_id, sealed)?;
     }
     store.migrate().await?;
     if canary.is_none()
         && !store
-            .write_canary(master.id(), &master.seal(&CANARY_ROW, CANARY_PLAINTEXT))
+            .write_canary(keyring.id(), &keyring.seal(&CANARY_ROW, CANARY_PLAINTEXT))
             .await?
     {
         // Another process created the canary first: its key is the database's.
         let (stored_id, sealed) = store.read_canary().await?.ok_or_else(|| {
             Error::internal("the master-key canary vanished right after it was written")
         })?;
-        check_canary(&master, &stored_id, &sealed)?;
+        check_keyring(store.as_ref(), &keyring, &stored_id).await?;
+        check_canary(&keyring, &stored_id, &sealed)?;
     }
-    let chain_key = crate::service::audit::load_chain_key(store.as_ref(), &master).await?;
-    let master = Arc::new(master);
+    let chain_key = crate::service::audit::load_chain_key(store.as_ref(), &keyring).await?;
+    let keyring = Arc::new(keyring);
 
     let service = Arc::new(
         Service::new(
             Arc::clone(&store),
-            master,
+            keyring,
             Arc::clone(&clock),
             config.jwks_max_age,
             config.issuer(),
@@ -214,15 +258,58 @@ pub async fn prepare_with(
     Ok(App { config, service })
 }
 
-/// Refuses a master key that does not open the database's canary.
-fn check_canary(master: &MasterKey, stored_id: &str, sealed: &[u8]) -> Result<()> {
-    if master.open(&CANARY_ROW, sealed).is_ok() {
+/// Refuses a keyring that lacks a key some stored value is sealed under,
+/// naming each missing key id and what it still seals.
+async fn check_keyring(store: &dyn Store, keyring: &Keyring, canary_id: &str) -> Result<()> {
+    let mut missing: BTreeMap<String, Vec<SealedCount>> = BTreeMap::new();
+    for count in store.sealed_counts().await? {
+        if keyring.get(&count.master_key_id).is_none() {
+            missing
+                .entry(count.master_key_id.clone())
+                .or_default()
+                .push(count);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let held: Vec<&str> = keyring.ids().collect();
+    let seals: Vec<String> = missing
+        .iter()
+        .map(|(id, counts)| {
+            let total: i64 = counts.iter().map(|c| c.rows).sum();
+            let tables: Vec<String> = counts
+                .iter()
+                .map(|c| format!("{} in {}", c.rows, c.table.as_str()))
+                .collect();
+            format!(
+                "master key id {id} seals {total} stored values ({})",
+                tables.join(", ")
+            )
+        })
+        .collect();
+    let what = if missing.contains_key(canary_id) {
+        "wrong master key"
+    } else {
+        "a master key was removed from the keyring too early"
+    };
+    Err(Error::FailedPrecondition(format!(
+        "{what}: {}, and the keyring holds only {}; pass that key with --previous-master-key-file \
+         until `keyward master rewrap` has resealed them; refusing to start (nothing was written)",
+        seals.join("; "),
+        held.join(", ")
+    )))
+}
+
+/// Refuses a keyring whose key does not open the database's canary.
+fn check_canary(keyring: &Keyring, stored_id: &str, sealed: &[u8]) -> Result<()> {
+    if keyring.open(&CANARY_ROW, stored_id, sealed).is_ok() {
         return Ok(());
     }
     Err(Error::FailedPrecondition(format!(
         "wrong master key: this database was sealed with master key id {stored_id}, \
          the configured key has id {}; refusing to start (nothing was written)",
-        master.id()
+        keyring.id()
     )))
 }
 
@@ -346,6 +433,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<grpc::pb::audit_server::AuditServer<grpc::Api>>()
         .await;
+    health_reporter
+        .set_serving::<grpc::pb::master_server::MasterServer<grpc::Api>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -374,6 +464,7 @@ pub async fn serve(
         .add_service(api.clients())
         .add_service(api.access())
         .add_service(api.audit())
+        .add_service(api.master())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(grpc_incoming)
                 .map(Ok::<_, std::convert::Infallible>),

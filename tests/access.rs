@@ -42,6 +42,8 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
     ("RevokeToken", &[], &[]),
     ("ListAuditEvents", &["auditor"], &[]),
     ("VerifyAuditChain", &["auditor"], &[]),
+    ("Rewrap", &[], &[]),
+    ("GetMasterStatus", &["operator", "auditor"], &[]),
 ];
 
 const ROLES: [&str; 7] = [

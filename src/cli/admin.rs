@@ -19,7 +19,7 @@ use crate::{
     config::DEFAULT_DATA_DIR,
     grpc::pb::{
         access_client::AccessClient, audit_client::AuditClient, clients_client::ClientsClient,
-        key_sets_client::KeySetsClient,
+        key_sets_client::KeySetsClient, master_client::MasterClient,
     },
 };
 
@@ -75,6 +75,10 @@ impl Admin {
 
     pub(crate) fn audit(&self) -> AuditClient<Authed> {
         AuditClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn master(&self) -> MasterClient<Authed> {
+        MasterClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 

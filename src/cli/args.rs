@@ -101,6 +101,10 @@ pub enum Command {
     /// Read and verify the tamper-evident audit log (admin, auditor).
     #[command(subcommand)]
     Audit(super::audit::AuditCmd),
+    /// Master-key rotation: reseal everything under the current key, and
+    /// see what each key still seals.
+    #[command(subcommand)]
+    Master(super::master::MasterCmd),
     /// Perform every key transition that is due (what cron or a timer runs).
     Rotate {
         /// Only this key set.

@@ -12,6 +12,7 @@
 mod admin;
 mod args;
 mod audit;
+pub mod master;
 mod openmetadata;
 mod print;
 mod tokens;
@@ -88,6 +89,7 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
     let out = cli.output;
     match &cli.command {
         Command::Serve(_) | Command::Migrate(_) => Ok(()),
+        Command::Master(cmd) => master::run(cli, cmd).await,
         Command::Keyset(cmd) => keyset(&admin, out, cmd).await,
         Command::Keys(KeysCmd::List { keyset }) => {
             let keys = every_page(|page_token| {

@@ -148,6 +148,101 @@ impl fmt::Debug for MasterKey {
     }
 }
 
+/// A stored value names a master key that is not in the keyring, or failed
+/// to open under the key it names.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyringError {
+    /// The row was sealed under a key the keyring does not hold.
+    #[error("sealed under master key id {0}, which is not in the keyring")]
+    MissingKey(String),
+    /// The key it names did not open it: tampering or a copied row.
+    #[error("ciphertext failed authentication")]
+    Open,
+}
+
+/// The master keys a process holds: the current one seals every write; the
+/// previous ones only open rows sealed before a rotation. Each sealed row
+/// records the id of the key that sealed it, and that id picks the key.
+pub struct Keyring {
+    current: MasterKey,
+    previous: Vec<MasterKey>,
+}
+
+impl Keyring {
+    /// A keyring of `current` alone.
+    pub fn new(current: MasterKey) -> Self {
+        Self {
+            current,
+            previous: Vec::new(),
+        }
+    }
+
+    /// Adds keys that open older rows; a key already held is ignored.
+    #[must_use]
+    pub fn with_previous(mut self, keys: impl IntoIterator<Item = MasterKey>) -> Self {
+        for key in keys {
+            if self.get(key.id()).is_none() {
+                self.previous.push(key);
+            }
+        }
+        self
+    }
+
+    /// The key that seals new writes.
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    /// The current key's id, stored beside everything it seals.
+    pub fn id(&self) -> &str {
+        self.current.id()
+    }
+
+    /// Every key id held, the current one first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(MasterKey::id)
+    }
+
+    /// The key with id `id`, if held.
+    pub fn get(&self, id: &str) -> Option<&MasterKey> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+    }
+
+    /// Seals `plaintext` for `row` under the current key.
+    pub fn seal(&self, row: &AeadContext<'_>, plaintext: &[u8]) -> Vec<u8> {
+        self.current.seal(row, plaintext)
+    }
+
+    /// Opens a value sealed for `row` under the key with id `key_id`.
+    pub fn open(
+        &self,
+        row: &AeadContext<'_>,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<SecretBytes, KeyringError> {
+        let key = self
+            .get(key_id)
+            .ok_or_else(|| KeyringError::MissingKey(key_id.to_string()))?;
+        key.open(row, sealed).map_err(|_| KeyringError::Open)
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("current", &self.current.id)
+            .field(
+                "previous",
+                &self.previous.iter().map(MasterKey::id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +297,38 @@ mod tests {
         assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
         assert!(MasterKey::from_base64("not base64!").is_err());
         assert!(!format!("{:?}", key()).contains("7, 7"));
+    }
+    #[test]
+    fn a_keyring_seals_under_its_current_key_and_opens_by_id() {
+        let old = key();
+        let new = MasterKey::from_bytes(&SecretBytes::new(vec![9u8; 32])).unwrap();
+        let (old_id, new_id) = (old.id().to_string(), new.id().to_string());
+        let sealed_old = old.seal(&ROW, b"before");
+        let ring = Keyring::new(new).with_previous([old, key()]);
+        assert_eq!(ring.id(), new_id);
+        assert_eq!(ring.ids().collect::<Vec<_>>(), [&new_id, &old_id]);
+        assert_eq!(
+            ring.open(&ROW, &old_id, &sealed_old).unwrap().expose(),
+            b"before"
+        );
+        let sealed_new = ring.seal(&ROW, b"after");
+        assert_eq!(
+            ring.open(&ROW, &new_id, &sealed_new).unwrap().expose(),
+            b"after"
+        );
+        // The id picks the key: naming the wrong one fails, and so does an unknown one.
+        assert_eq!(
+            ring.open(&ROW, &new_id, &sealed_old).unwrap_err(),
+            KeyringError::Open
+        );
+        let alone = Keyring::new(MasterKey::from_bytes(&SecretBytes::new(vec![9u8; 32])).unwrap());
+        let err = alone.open(&ROW, &old_id, &sealed_old).unwrap_err();
+        assert_eq!(err, KeyringError::MissingKey(old_id.clone()));
+        assert!(err.to_string().contains(&old_id));
+        let shown = format!("{ring:?}");
+        assert!(
+            shown.contains(&old_id) && !shown.contains("9, 9"),
+            "{shown}"
+        );
     }
 }

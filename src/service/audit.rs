@@ -11,7 +11,7 @@ use crate::{
     Error, Result,
     audit::{AuditEvent, AuditRecord, ChainKey, ChainReport, ChainWalk, Durability, PRUNE_ACTION},
     crypto::{
-        aead::{AeadContext, MasterKey},
+        aead::{AeadContext, Keyring},
         random,
     },
     secret::SecretBytes,
@@ -28,31 +28,28 @@ const MAX_BACKLOG: usize = 100_000;
 /// Events queued for the writer before callers wait for room.
 const QUEUE: usize = 10_000;
 
-const AUDIT_KEY_ROW: AeadContext<'static> = AeadContext {
-    table: "keyward_meta",
-    id: "audit_key",
-    version: 1,
-};
+const AUDIT_KEY_ROW: AeadContext<'static> = super::master::meta_row("audit_key");
 
 /// The database's audit chain key: read and opened, or created on first start
 /// (of several processes racing, one creates it and all use it).
-pub async fn load_chain_key(store: &dyn Store, master: &MasterKey) -> Result<ChainKey> {
+pub async fn load_chain_key(store: &dyn Store, keyring: &Keyring) -> Result<ChainKey> {
     let (key_id, sealed) = match store.meta("audit_key").await? {
         Some(stored) => stored,
         None => {
             let raw = SecretBytes::new(random::bytes::<{ ChainKey::LEN }>().to_vec());
-            let sealed = master.seal(&AUDIT_KEY_ROW, raw.expose());
-            store.insert_meta("audit_key", master.id(), &sealed).await?;
+            let sealed = keyring.seal(&AUDIT_KEY_ROW, raw.expose());
+            store
+                .insert_meta("audit_key", keyring.id(), &sealed)
+                .await?;
             // Read back: a racing process may have stored its key first.
             store.meta("audit_key").await?.ok_or_else(|| {
                 Error::internal("the audit key vanished right after it was written")
             })?
         }
     };
-    let raw = master.open(&AUDIT_KEY_ROW, &sealed).map_err(|_| {
-        tracing::error!(sealed_with = %key_id, master_key = master.id(), "the audit key failed to decrypt");
-        Error::DataLoss
-    })?;
+    let raw = keyring
+        .open(&AUDIT_KEY_ROW, &key_id, &sealed)
+        .map_err(|err| super::opening_failed(&AUDIT_KEY_ROW, &key_id, &err))?;
     Ok(ChainKey::new(&raw))
 }
 

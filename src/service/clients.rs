@@ -210,7 +210,7 @@ impl Service {
             id: client_id,
             version,
         };
-        self.master.seal(&row, secret.expose().as_bytes())
+        self.keyring.seal(&row, secret.expose().as_bytes())
     }
 
     /// Creates a client, or updates an existing client's metadata.
@@ -265,7 +265,7 @@ impl Service {
             client_id: id.to_string(),
             version: 1,
             secret: self.seal_secret(id, 1, &secret),
-            master_key_id: self.master.id().to_string(),
+            master_key_id: self.keyring.id().to_string(),
             created_at: now,
             valid_until: None,
         };
@@ -315,6 +315,23 @@ impl Service {
         tracing::info!(client = id, "client deleted");
         self.refresh_clients().await;
         Ok(())
+    }
+
+    /// Seals a secret version again under the current master key.
+    pub(super) fn reseal_secret(
+        &self,
+        client_id: &str,
+        version: i64,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let row = AeadContext {
+            table: SECRETS_TABLE,
+            id: client_id,
+            version,
+        };
+        let plain = self.open(&row, key_id, sealed)?;
+        Ok(self.keyring.seal(&row, plain.expose()))
     }
 
     fn open_secret(&self, row: &SecretRow) -> Result<SecretString> {
@@ -378,7 +395,7 @@ impl Service {
             client_id: id.to_string(),
             version,
             secret: self.seal_secret(id, version, &secret),
-            master_key_id: self.master.id().to_string(),
+            master_key_id: self.keyring.id().to_string(),
             created_at: now,
             valid_until: None,
         };

@@ -240,7 +240,7 @@ impl Service {
             algorithm: alg,
             public_jwk,
             private_key,
-            master_key_id: self.master.id().to_string(),
+            master_key_id: self.keyring.id().to_string(),
             created_at,
         }
     }
@@ -255,7 +255,7 @@ impl Service {
     /// Seals a private key (PKCS#8) for the key row `binding` names.
     pub(super) fn seal_key(&self, binding: &KeyBinding<'_>, pkcs8: &[u8]) -> Vec<u8> {
         let id = binding.row_id();
-        self.master.seal(
+        self.keyring.seal(
             &AeadContext {
                 table: KEYS_TABLE,
                 id: &id,
@@ -272,21 +272,54 @@ impl Service {
         binding: &KeyBinding<'_>,
         sealed: &SealedKey,
     ) -> Result<crate::secret::SecretBytes> {
+        self.open_key_as(binding, &sealed.master_key_id, &sealed.private_key)
+            .map(|(pkcs8, _)| pkcs8)
+    }
+
+    /// Seals a key's private half again under the current master key, for
+    /// the same row binding it was sealed for.
+    pub(super) fn reseal_key(
+        &self,
+        binding: &KeyBinding<'_>,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (pkcs8, legacy) = self.open_key_as(binding, key_id, sealed)?;
+        Ok(if legacy {
+            self.keyring
+                .seal(&Self::legacy_row(binding), pkcs8.expose())
+        } else {
+            self.seal_key(binding, pkcs8.expose())
+        })
+    }
+
+    /// The legacy row a key was sealed for before the binding: its kid.
+    fn legacy_row<'a>(binding: &KeyBinding<'a>) -> AeadContext<'a> {
+        AeadContext {
+            table: KEYS_TABLE,
+            id: binding.kid,
+            version: 1,
+        }
+    }
+
+    /// Opens a private half, saying whether it was sealed for the legacy row.
+    fn open_key_as(
+        &self,
+        binding: &KeyBinding<'_>,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<(crate::secret::SecretBytes, bool)> {
         let id = binding.row_id();
         let bound = AeadContext {
             table: KEYS_TABLE,
             id: &id,
             version: BOUND_KEY_VERSION,
         };
-        if let Ok(pkcs8) = self.master.open(&bound, &sealed.private_key) {
-            return Ok(pkcs8);
+        if let Ok(pkcs8) = self.keyring.open(&bound, key_id, sealed) {
+            return Ok((pkcs8, false));
         }
-        let legacy = AeadContext {
-            table: KEYS_TABLE,
-            id: binding.kid,
-            version: 1,
-        };
-        self.open(&legacy, &sealed.master_key_id, &sealed.private_key)
+        let pkcs8 = self.open(&Self::legacy_row(binding), key_id, sealed)?;
+        Ok((pkcs8, true))
     }
 
     fn keyset_params(row: &KeySetRow) -> (Algorithm, Option<u32>) {

@@ -17,6 +17,7 @@ pub mod audit;
 mod claims;
 mod clients;
 mod keysets;
+pub mod master;
 mod oauth;
 mod openmetadata;
 mod signing;
@@ -34,7 +35,7 @@ pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 use crate::{
     Error, Result,
     clock::Clock,
-    crypto::aead::{AeadContext, MasterKey},
+    crypto::aead::{AeadContext, Keyring, KeyringError},
     secret::SecretBytes,
     store::Store,
     throttle::{FailureThrottle, ThrottleSettings},
@@ -138,7 +139,8 @@ impl PageRequest {
 #[derive(Debug)]
 pub struct Service {
     store: Arc<dyn Store>,
-    master: Arc<MasterKey>,
+    /// The master keys: the current one seals, any opens what it sealed.
+    keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
     /// Every live key set with its JWKS and signer, in memory.
     keysets: KeySetView,
@@ -180,7 +182,7 @@ impl Service {
     /// Assembles the service; [`Self::load_views`] readies it to serve.
     pub fn new(
         store: Arc<dyn Store>,
-        master: Arc<MasterKey>,
+        keyring: Arc<Keyring>,
         clock: Arc<dyn Clock>,
         jwks_max_age: u64,
         issuer: String,
@@ -199,8 +201,8 @@ impl Service {
             rebuilding_issuer_keys: Mutex::new(()),
             jwks_max_age,
             issuer: issuer.trim_end_matches('/').to_string(),
-            decoy: master.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
-            master,
+            decoy: keyring.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
+            keyring,
             tokens: RwLock::new(tokens::TokenView::default()),
             grpc_throttle,
             token_throttle,
@@ -264,7 +266,7 @@ impl Service {
 
     /// The work of checking one secret, with no secret to check.
     fn decoy_secret_check(&self, presented: &crate::secret::SecretString) {
-        if let Ok(decoy) = self.master.open(&DECOY_ROW, &self.decoy) {
+        if let Ok(decoy) = self.keyring.current().open(&DECOY_ROW, &self.decoy) {
             let _ = std::hint::black_box(crate::crypto::secrets_equal(
                 decoy.expose(),
                 presented.expose().as_bytes(),
@@ -384,16 +386,28 @@ impl Service {
         self.rebuild_issuer_keys();
     }
 
-    /// Opens a sealed value, logging the row on failure.
+    /// Opens a sealed value under the key its row names, logging the row on
+    /// failure.
     fn open(&self, row: &AeadContext<'_>, key_id: &str, sealed: &[u8]) -> Result<SecretBytes> {
-        self.master.open(row, sealed).map_err(|_| {
-            tracing::error!(
-                row = %row,
-                sealed_with = key_id,
-                master_key = self.master.id(),
-                "stored ciphertext failed to decrypt"
-            );
+        self.keyring
+            .open(row, key_id, sealed)
+            .map_err(|err| opening_failed(row, key_id, &err))
+    }
+}
+
+/// The error (and log line) for a sealed value that did not open.
+fn opening_failed(row: &AeadContext<'_>, key_id: &str, err: &KeyringError) -> Error {
+    match err {
+        KeyringError::MissingKey(_) => {
+            tracing::error!(row = %row, sealed_with = key_id, "a stored value is sealed under a master key this process does not hold");
+            Error::FailedPrecondition(format!(
+                "a stored value is sealed under master key id {key_id}, which this keyward does not hold; \
+                 restart it with that key in --previous-master-key-file"
+            ))
+        }
+        KeyringError::Open => {
+            tracing::error!(row = %row, sealed_with = key_id, "stored ciphertext failed to decrypt");
             Error::DataLoss
-        })
+        }
     }
 }

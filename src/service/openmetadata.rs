@@ -256,7 +256,7 @@ impl Service {
             algorithm: alg,
             public_jwk: Value::Object(signing.public_jwk().to_published(kid, alg)).to_string(),
             private_key: self.seal_key(&binding, pkcs8.expose()),
-            master_key_id: self.master.id().to_string(),
+            master_key_id: self.keyring.id().to_string(),
             created_at: now,
         };
         let policy = row.policy.clone();

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::{
     AuditFilter, AuditLink, AuditScan, ClientDelta, ClientRow, Generations, KeyRow, KeySetChange,
-    KeySetRow, NewKey, NewKeySet, PublishedDelta, SealedKey, SecretRow, StartupLock, Store,
-    TokenRow,
+    KeySetRow, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt, SealedCount, SealedKey,
+    SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
 };
 use crate::{
     Result,
@@ -145,6 +145,16 @@ delegate! {
     fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>>;
     fn meta(&self, name: &str) -> Result<Option<(String, Vec<u8>)>>;
     fn insert_meta(&self, name: &str, key_id: &str, sealed: &[u8]) -> Result<bool>;
+    fn sealed_counts(&self) -> Result<Vec<SealedCount>>;
+    fn sealed_after(
+        &self,
+        table: SealedTable,
+        after: Option<&SealedAt>,
+        except_key_id: &str,
+        limit: i64
+    ) -> Result<Vec<SealedValue>>;
+    fn reseal(&self, values: &[Resealed]) -> Result<u64>;
+    fn purge_overwritten(&self) -> Result<()>;
     fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64>;
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     fn scan_audit(&self, visit: &mut (dyn FnMut(AuditScan) -> bool + Send)) -> Result<()>;

@@ -188,6 +188,100 @@ impl Debug for SealedKey {
     }
 }
 
+/// A table that holds values sealed under a master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SealedTable {
+    /// Private keys (`keys.private_key`).
+    Keys,
+    /// Client secret versions (`client_secrets.secret`).
+    ClientSecrets,
+    /// The canary and the audit chain key (`keyward_meta.value`).
+    Meta,
+}
+
+impl SealedTable {
+    /// Every sealed table, in the order a rewrap walks them.
+    pub const ALL: [Self; 3] = [Self::Meta, Self::Keys, Self::ClientSecrets];
+
+    /// The table's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keys => "keys",
+            Self::ClientSecrets => "client_secrets",
+            Self::Meta => "keyward_meta",
+        }
+    }
+}
+
+/// The row a sealed value lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedAt {
+    /// A key's private half.
+    Key {
+        /// Its kid (the primary key).
+        kid: String,
+        /// Its key set's id.
+        keyset_id: i64,
+        /// Its algorithm, as stored.
+        algorithm: String,
+    },
+    /// One version of a client's secret.
+    ClientSecret {
+        /// The client.
+        client_id: String,
+        /// The version.
+        version: i64,
+    },
+    /// A `keyward_meta` value.
+    Meta {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// A sealed value and the master key id stored beside it.
+#[derive(Clone)]
+pub struct SealedValue {
+    /// Its row.
+    pub at: SealedAt,
+    /// Id of the master key that sealed it.
+    pub master_key_id: String,
+    /// The ciphertext.
+    pub sealed: Vec<u8>,
+}
+
+impl Debug for SealedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedValue")
+            .field("at", &self.at)
+            .field("master_key_id", &self.master_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sealed value sealed again: replaces `old` only if the row still holds
+/// exactly `old`'s ciphertext under `old`'s key.
+#[derive(Debug, Clone)]
+pub struct Resealed {
+    /// The value as read.
+    pub old: SealedValue,
+    /// The key that sealed it again.
+    pub master_key_id: String,
+    /// The new ciphertext.
+    pub sealed: Vec<u8>,
+}
+
+/// How many values of one table one master key seals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedCount {
+    /// The table.
+    pub table: SealedTable,
+    /// The master key id.
+    pub master_key_id: String,
+    /// Values it seals there.
+    pub rows: i64,
+}
+
 /// A key about to be inserted.
 pub struct NewKey {
     /// RFC 7638 thumbprint.
@@ -536,6 +630,25 @@ pub trait Store: Send + Sync + Debug {
     /// Stores a sealed value in `keyward_meta` unless one by that name
     /// exists; returns whether it wrote.
     async fn insert_meta(&self, name: &str, key_id: &str, sealed: &[u8]) -> Result<bool>;
+    /// How many sealed values each master key seals, per table (an empty
+    /// list before the first migration).
+    async fn sealed_counts(&self) -> Result<Vec<SealedCount>>;
+    /// Up to `limit` values of `table` after `after` (in primary-key order)
+    /// that are sealed under a key other than `except_key_id`.
+    async fn sealed_after(
+        &self,
+        table: SealedTable,
+        after: Option<&SealedAt>,
+        except_key_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedValue>>;
+    /// Stores resealed values in one transaction, each only where its row
+    /// still holds the value it was read as; returns how many were stored.
+    async fn reseal(&self, values: &[Resealed]) -> Result<u64>;
+    /// After sealed values were overwritten: drops the old copies the
+    /// database still keeps where it can (SQLite: a WAL checkpoint;
+    /// PostgreSQL keeps old row versions until VACUUM).
+    async fn purge_overwritten(&self) -> Result<()>;
     /// Stores the first admin token's hash unless an admin token exists; returns
     /// whether it wrote (exactly one of several racing processes does).
     async fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool>;

@@ -21,7 +21,7 @@ use keyward::{
     crypto::aead::MasterKey,
     grpc::pb::{
         self, access_client::AccessClient, audit_client::AuditClient,
-        clients_client::ClientsClient, key_sets_client::KeySetsClient,
+        clients_client::ClientsClient, key_sets_client::KeySetsClient, master_client::MasterClient,
     },
     secret::SecretString,
     server,
@@ -300,6 +300,7 @@ pub type KeySets = KeySetsClient<InterceptedService<Channel, Bearer>>;
 pub type Clients = ClientsClient<InterceptedService<Channel, Bearer>>;
 pub type Access = AccessClient<InterceptedService<Channel, Bearer>>;
 pub type Audit = AuditClient<InterceptedService<Channel, Bearer>>;
+pub type Master = MasterClient<InterceptedService<Channel, Bearer>>;
 
 /// The gRPC clients, all carrying one token.
 pub struct As {
@@ -307,6 +308,7 @@ pub struct As {
     pub clients: Clients,
     pub access: Access,
     pub audit: Audit,
+    pub master: Master,
 }
 
 impl As {
@@ -320,7 +322,8 @@ impl As {
             keysets: KeySetsClient::with_interceptor(channel.clone(), bearer.clone()),
             clients: ClientsClient::with_interceptor(channel.clone(), bearer.clone()),
             access: AccessClient::with_interceptor(channel.clone(), bearer.clone()),
-            audit: AuditClient::with_interceptor(channel, bearer),
+            audit: AuditClient::with_interceptor(channel.clone(), bearer.clone()),
+            master: MasterClient::with_interceptor(channel, bearer),
         }
     }
 }
@@ -428,6 +431,10 @@ impl TestServer {
         AuditClient::with_interceptor(self.channel.clone(), self.bearer())
     }
 
+    pub fn master(&self) -> Master {
+        MasterClient::with_interceptor(self.channel.clone(), self.bearer())
+    }
+
     /// Every kept audit event (up to 1000), newest first, once the server
     /// has written all it holds.
     pub async fn audit_log(&self) -> Vec<pb::AuditEvent> {
@@ -450,7 +457,8 @@ impl TestServer {
             keysets: KeySetsClient::with_interceptor(self.channel.clone(), bearer.clone()),
             clients: ClientsClient::with_interceptor(self.channel.clone(), bearer.clone()),
             access: AccessClient::with_interceptor(self.channel.clone(), bearer.clone()),
-            audit: AuditClient::with_interceptor(self.channel.clone(), bearer),
+            audit: AuditClient::with_interceptor(self.channel.clone(), bearer.clone()),
+            master: MasterClient::with_interceptor(self.channel.clone(), bearer),
         }
     }
 
@@ -773,6 +781,20 @@ pub async fn call_method(api: &mut As, method: &str, target: &str) -> tonic::Cod
                 .await,
         ),
         "VerifyAuditChain" => code(au.verify_audit_chain(pb::VerifyAuditChainRequest {}).await),
+        // Over the largest batch: an allowed call is refused as invalid.
+        "Rewrap" => code(
+            api.master
+                .rewrap(pb::RewrapRequest {
+                    batch_size: 20_000,
+                    pause_millis: 0,
+                })
+                .await,
+        ),
+        "GetMasterStatus" => code(
+            api.master
+                .get_master_status(pb::GetMasterStatusRequest {})
+                .await,
+        ),
         other => panic!("no call for {other}"),
     }
 }
