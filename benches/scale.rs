@@ -359,10 +359,9 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
         rss_mib()
     );
     server.stop().await;
-    let (took, rss) = tokio::task::spawn_blocking(move || {
-        let measured = serve_process(&db);
-        drop(db);
-        measured
+    let (took, rss, db) = tokio::task::spawn_blocking(move || {
+        let (took, rss) = serve_process(&db);
+        (took, rss, db)
     })
     .await
     .unwrap();
@@ -370,6 +369,87 @@ async fn run(backend: Backend, keysets: usize, clients: usize) {
         "keyward serve start-up                 {:>9.1} ms; RSS {rss:.0} MiB when serving",
         ms(took)
     );
+    rewrap(&db).await;
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
+
+/// `GetClientSecret` latencies (ms) from one caller until `until` resolves.
+async fn secret_latencies(
+    server: &TestServer,
+    until: impl std::future::Future<Output = ()>,
+) -> Vec<f64> {
+    let mut api = server.clients();
+    let mut samples = Vec::new();
+    tokio::pin!(until);
+    loop {
+        let t = Instant::now();
+        tokio::select! {
+            () = &mut until => return samples,
+            got = api.get_client_secret(pb::GetClientSecretRequest {
+                id: "client-0000000".into(),
+                version: None,
+            }) => {
+                got.unwrap();
+                samples.push(ms(t.elapsed()));
+            }
+        }
+    }
+}
+
+fn p50_p99(mut samples: Vec<f64>) -> (f64, f64, usize) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), samples.len())
+}
+
+/// A master-key rotation at full size: the rewrap's time and what it does
+/// to GetClientSecret's latency meanwhile.
+async fn rewrap(db: &TestDb) {
+    let keys = common::write_keys(db);
+    let server = TestServer::start_with(
+        db,
+        common::keyring_config(db, &keys, true),
+        std::sync::Arc::new(keyward::clock::SystemClock),
+    )
+    .await;
+    let before = secret_latencies(&server, tokio::time::sleep(Duration::from_secs(3))).await;
+    let service = std::sync::Arc::clone(&server.service);
+    let t = Instant::now();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let job = tokio::spawn(async move {
+        let outcome = service
+            .rewrap(
+                keyward::service::master::DEFAULT_REWRAP_BATCH,
+                Duration::ZERO,
+                &mut |_| {},
+            )
+            .await;
+        let _ = done_tx.send(());
+        outcome
+    });
+    let during = secret_latencies(&server, async {
+        let _ = done_rx.await;
+    })
+    .await;
+    let outcome = job.await.unwrap().unwrap();
+    let took = t.elapsed();
+    let current = &outcome.status.keys[0];
+    let (b50, b99, _) = p50_p99(before);
+    let (d50, d99, n) = p50_p99(during);
+    println!(
+        "Master rewrap (batches of {}): {} values ({} keys, {} client secrets, {} meta) in {:.1} s, {:.0} values/s",
+        keyward::service::master::DEFAULT_REWRAP_BATCH,
+        outcome.resealed,
+        current.keys,
+        current.client_secrets,
+        current.meta,
+        took.as_secs_f64(),
+        outcome.resealed as f64 / took.as_secs_f64()
+    );
+    println!(
+        "GetClientSecret, one caller: p50 {b50:.2} ms, p99 {b99:.2} ms before; p50 {d50:.2} ms, p99 {d99:.2} ms during the rewrap ({n} calls)"
+    );
+    server.stop().await;
 }
 
 fn main() {

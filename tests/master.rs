@@ -10,7 +10,7 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -18,55 +18,8 @@ use std::{
     time::Duration,
 };
 
-use common::{Backend, TestDb, TestServer, process};
-use keyward::{
-    clock::SystemClock,
-    config::{MasterKeySource, ServeConfig},
-    crypto::aead::MasterKey,
-    grpc::pb,
-    server,
-};
-
-/// The old key (the one the test database was created with) and a new one,
-/// each in a file; and their ids.
-struct Keys {
-    old: PathBuf,
-    new: PathBuf,
-    old_id: String,
-    new_id: String,
-}
-
-fn write_keys(db: &TestDb) -> Keys {
-    let old_text = match &db.master_key {
-        MasterKeySource::Inline(text) => text.expose().to_string(),
-        _ => std::fs::read_to_string(db.data_dir().join("master.key")).expect("master.key"),
-    };
-    let new_text = String::from_utf8(MasterKey::generate_base64().expose().to_vec()).unwrap();
-    let dir = db.data_dir().join("keys");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (old, new) = (dir.join("old.key"), dir.join("new.key"));
-    std::fs::write(&old, &old_text).unwrap();
-    std::fs::write(&new, &new_text).unwrap();
-    Keys {
-        old,
-        new,
-        old_id: MasterKey::from_base64(&old_text).unwrap().id().to_string(),
-        new_id: MasterKey::from_base64(&new_text).unwrap().id().to_string(),
-    }
-}
-
-/// The test database with the new key current and, if given, the old one
-/// as previous.
-fn keyring_config(db: &TestDb, keys: &Keys, with_old: bool) -> ServeConfig {
-    let mut config = db.config();
-    config.master_key = MasterKeySource::File(keys.new.clone());
-    config.previous_master_keys = if with_old {
-        vec![keys.old.clone()]
-    } else {
-        Vec::new()
-    };
-    config
-}
+use common::{Backend, Keys, TestDb, TestServer, keyring_config, process, write_keys};
+use keyward::{clock::SystemClock, config::MasterKeySource, grpc::pb, server};
 
 /// Clients with known secrets and ES256 key sets, created under the old key.
 async fn stored(server: &TestServer, clients: usize, keysets: usize) -> BTreeMap<String, String> {

@@ -182,11 +182,7 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        let percent = if total == 0 {
-            100
-        } else {
-            resealed * 100 / total
-        };
+        let percent = (resealed * 100).checked_div(total).unwrap_or(100);
         eprintln!("rewrap: {resealed}/{total} values resealed ({percent}%), now in {table}");
     }
 }

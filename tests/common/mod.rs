@@ -798,3 +798,44 @@ pub async fn call_method(api: &mut As, method: &str, target: &str) -> tonic::Cod
         other => panic!("no call for {other}"),
     }
 }
+
+/// The old key (the one the test database was created with) and a new one,
+/// each in a file; and their ids.
+pub struct Keys {
+    pub old: PathBuf,
+    pub new: PathBuf,
+    pub old_id: String,
+    pub new_id: String,
+}
+
+pub fn write_keys(db: &TestDb) -> Keys {
+    let old_text = match &db.master_key {
+        MasterKeySource::Inline(text) => text.expose().to_string(),
+        _ => std::fs::read_to_string(db.data_dir().join("master.key")).expect("master.key"),
+    };
+    let new_text = String::from_utf8(MasterKey::generate_base64().expose().to_vec()).unwrap();
+    let dir = db.data_dir().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old, new) = (dir.join("old.key"), dir.join("new.key"));
+    std::fs::write(&old, &old_text).unwrap();
+    std::fs::write(&new, &new_text).unwrap();
+    Keys {
+        old,
+        new,
+        old_id: MasterKey::from_base64(&old_text).unwrap().id().to_string(),
+        new_id: MasterKey::from_base64(&new_text).unwrap().id().to_string(),
+    }
+}
+
+/// The test database with the new key current and, if given, the old one
+/// as previous.
+pub fn keyring_config(db: &TestDb, keys: &Keys, with_old: bool) -> ServeConfig {
+    let mut config = db.config();
+    config.master_key = MasterKeySource::File(keys.new.clone());
+    config.previous_master_keys = if with_old {
+        vec![keys.old.clone()]
+    } else {
+        Vec::new()
+    };
+    config
+}
