@@ -557,11 +557,14 @@ impl KeySets for Api {
 
     async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> Reply<pb::ImportKeyResponse> {
         let target = Target::Scoped(req.get_ref().keyset.clone());
-        self.call(req, Method::ImportKey, target, |r| async move {
+        self.call(req, Method::ImportKey, target, |mut r| async move {
             let imported = self
                 .service
                 .import_key(&r.keyset, &r.private_key, r.public_key.as_deref(), &r.kid)
-                .await?;
+                .await;
+            // The request's copy of the private key, wiped once used.
+            zeroize::Zeroize::zeroize(&mut r.private_key);
+            let imported = imported?;
             Ok(pb::ImportKeyResponse {
                 imported: Some(key_pb(imported.key)),
                 events: imported.events.into_iter().map(event_pb).collect(),

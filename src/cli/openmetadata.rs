@@ -230,7 +230,7 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         group: owner.and_then(|(_, g)| g),
         group_readable: *group_readable,
     };
-    let exported = admin
+    let mut exported = admin
         .keysets()
         .export_key(pb::ExportKeyRequest {
             keyset: keyset.clone(),
@@ -238,12 +238,10 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         })
         .await?
         .into_inner();
+    // Wiped when dropped, on every path out of here.
+    let private = zeroize::Zeroizing::new(std::mem::take(&mut exported.private_key_pkcs8_der));
     ensure_handover_dir(dir, to)?;
-    write_handover_file(
-        &dir.join("private_key.der"),
-        &exported.private_key_pkcs8_der,
-        to,
-    )?;
+    write_handover_file(&dir.join("private_key.der"), &private, to)?;
     write_handover_file(
         &dir.join("public_key.der"),
         &exported.public_key_spki_der,
