@@ -92,6 +92,34 @@ pub struct ServeArgs {
     /// verifiable from the first kept event [default: 400d]
     #[arg(long, env = "KEYWARD_AUDIT_RETAIN")]
     pub audit_retain: Option<String>,
+    /// PEM certificate chain to serve gRPC and HTTP over TLS (with --tls-key);
+    /// reloaded when the file changes
+    #[arg(
+        long,
+        env = "KEYWARD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert: PKCS#8, PKCS#1 or SEC1
+    #[arg(
+        long,
+        env = "KEYWARD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: gRPC clients must present a certificate signed by
+    /// one (mutual TLS; needs --tls-cert)
+    #[arg(long, env = "KEYWARD_GRPC_CLIENT_CA", value_name = "FILE")]
+    pub grpc_client_ca: Option<PathBuf>,
+    /// How often the certificate files are checked for a new pair [default: 10s]
+    #[arg(long, env = "KEYWARD_TLS_RELOAD_INTERVAL", value_name = "DURATION")]
+    pub tls_reload_interval: Option<String>,
+    /// Serve plaintext on a non-loopback address (behind a proxy or mesh that
+    /// terminates TLS)
+    #[arg(long, env = "KEYWARD_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
     /// Optional TOML file with the same settings (snake_case keys)
     #[arg(long, env = "KEYWARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -119,6 +147,11 @@ struct FileConfig {
     auth_failure_limit: Option<u32>,
     auth_failure_window: Option<String>,
     audit_retain: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    grpc_client_ca: Option<PathBuf>,
+    tls_reload_interval: Option<String>,
+    allow_plaintext: Option<bool>,
 }
 
 /// Where the master key comes from.
@@ -171,6 +204,10 @@ pub struct ServeConfig {
     pub auth_throttle: ThrottleSettings,
     /// How long audit events are kept.
     pub audit_retain: Duration,
+    /// TLS on both listeners; `None`: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Plaintext allowed on a non-loopback address.
+    pub allow_plaintext: bool,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -189,7 +226,48 @@ impl fmt::Debug for ServeConfig {
             .field("limits", &self.limits)
             .field("auth_throttle", &self.auth_throttle)
             .field("audit_retain", &self.audit_retain)
+            .field("tls", &self.tls)
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish()
+    }
+}
+
+/// The TLS files, from flags over the file; the client CA needs a pair.
+fn tls_files(args: &ServeArgs, file: &FileConfig) -> Result<Option<crate::tls::TlsFiles>> {
+    let cert = args.tls_cert.clone().or_else(|| file.tls_cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.tls_key.clone());
+    let grpc_client_ca = args
+        .grpc_client_ca
+        .clone()
+        .or_else(|| file.grpc_client_ca.clone());
+    let reload_interval = match args
+        .tls_reload_interval
+        .as_ref()
+        .or(file.tls_reload_interval.as_ref())
+    {
+        Some(text) => {
+            let every = crate::model::parse_duration("tls_reload_interval", text)?;
+            if every.is_zero() {
+                return Err(Error::invalid("tls_reload_interval", "must be at least 1s"));
+            }
+            every
+        }
+        None => crate::tls::DEFAULT_RELOAD_INTERVAL,
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+            cert,
+            key,
+            grpc_client_ca,
+            reload_interval,
+        })),
+        (None, None) if grpc_client_ca.is_none() => Ok(None),
+        (None, None) => Err(Error::invalid(
+            "grpc_client_ca",
+            "mutual TLS needs TLS: give --tls-cert and --tls-key too",
+        )),
+        (Some(_), None) => Err(Error::invalid("tls_key", "--tls-cert needs --tls-key")),
+        (None, Some(_)) => Err(Error::invalid("tls_cert", "--tls-key needs --tls-cert")),
     }
 }
 
@@ -225,6 +303,8 @@ impl ServeConfig {
             limits: Limits::default(),
             auth_throttle: ThrottleSettings::default(),
             audit_retain: DEFAULT_AUDIT_RETAIN,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 
@@ -239,6 +319,7 @@ impl ServeConfig {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
+        let tls = tls_files(args, &file)?;
         let data_dir = data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -367,6 +448,8 @@ impl ServeConfig {
                 }
                 None => defaults.audit_retain,
             },
+            tls,
+            allow_plaintext: args.allow_plaintext || file.allow_plaintext == Some(true),
             data_dir,
         };
         if let Some(issuer) = &config.issuer
@@ -385,11 +468,35 @@ impl ServeConfig {
         Ok(config)
     }
 
-    /// The issuer URL: as configured, or `http://<http-addr>`.
+    /// The issuer URL: as configured, or `http(s)://<http-addr>`.
     pub fn issuer(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.http_addr))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.http_addr))
+    }
+
+    /// Refuses plaintext listeners on an address other hosts can reach,
+    /// unless allowed: secrets, private keys and tokens cross the gRPC
+    /// connection.
+    pub fn check_plaintext(&self) -> Result<()> {
+        if self.tls.is_some() || self.allow_plaintext {
+            return Ok(());
+        }
+        let exposed: Vec<String> = [("gRPC", self.grpc_addr), ("HTTP", self.http_addr)]
+            .into_iter()
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .map(|(what, addr)| format!("{what} on {addr}"))
+            .collect();
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::FailedPrecondition(format!(
+            "refusing to serve plaintext {}: client secrets, exported private keys and API tokens \
+             would cross the network in clear. Give --tls-cert and --tls-key, or --allow-plaintext \
+             when a proxy or service mesh in front terminates TLS",
+            exposed.join(" and ")
+        )))
     }
 
     /// Whether the database is SQLite.
@@ -496,6 +603,43 @@ mod tests {
                 .to_string();
             assert!(err.contains("auth_failure"), "{err}");
         }
+    }
+
+    #[test]
+    fn tls_needs_a_pair_and_plaintext_stays_on_loopback_unless_allowed() {
+        let pair = ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            grpc_client_ca: Some("ca.pem".into()),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(None, &pair, None).unwrap();
+        let tls = c.tls.clone().unwrap();
+        assert_eq!(tls.grpc_client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.reload_interval, crate::tls::DEFAULT_RELOAD_INTERVAL);
+        assert!(c.issuer().starts_with("https://"), "{}", c.issuer());
+        let ca_alone = ServeArgs {
+            grpc_client_ca: Some("ca.pem".into()),
+            ..ServeArgs::default()
+        };
+        let err = ServeConfig::resolve(None, &ca_alone, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tls-cert"), "{err}");
+
+        let mut open = ServeConfig::with_defaults("/tmp/x");
+        open.check_plaintext().unwrap();
+        open.http_addr = "0.0.0.0:8080".parse().unwrap();
+        let err = open.check_plaintext().unwrap_err().to_string();
+        assert!(
+            err.contains("HTTP on 0.0.0.0:8080") && !err.contains("gRPC"),
+            "{err}"
+        );
+        open.allow_plaintext = true;
+        open.check_plaintext().unwrap();
+        open.allow_plaintext = false;
+        open.tls = c.tls;
+        open.check_plaintext().unwrap();
     }
 
     #[test]

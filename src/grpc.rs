@@ -176,7 +176,15 @@ impl Api {
                 .get(audit::REQUEST_ID)
                 .and_then(|v| v.to_str().ok()),
         );
-        let peer = req.remote_addr().map(|a| a.ip());
+        let conn = req.extensions().get::<crate::net::ConnInfo>();
+        let peer = conn.and_then(|c| c.remote).map(|a| a.ip());
+        // Under mutual TLS the audit event names the client certificate too.
+        let peer_text = match (peer, conn.and_then(|c| c.client_subject.as_deref())) {
+            (Some(ip), Some(subject)) => format!("{ip} [{subject}]"),
+            (Some(ip), None) => ip.to_string(),
+            (None, Some(subject)) => format!("[{subject}]"),
+            (None, None) => String::new(),
+        };
         let token = req
             .metadata()
             .get("authorization")
@@ -218,7 +226,7 @@ impl Api {
             action: method.as_str().to_string(),
             target: target.into_name(),
             outcome: outcome.to_string(),
-            peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+            peer: peer_text,
             request_id: request_id.clone(),
         };
         let recorded = self.service.audit(event, durability).await;

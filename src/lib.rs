@@ -20,8 +20,10 @@
 //! - [`view`]: in-memory views of key sets (with their JWKS) and clients,
 //!   following the database by generation: what the hot paths read.
 //! - [`grpc`] and [`http`]: thin transports over the service; no SQL.
-//! - [`net`]: connection limits, idle and header timeouts, bounded shutdown.
-//! - [`server`]: start-up (master key, migrations, bootstrap) and the lifecycle of
+//! - [`net`]: connection limits, idle and header timeouts, TLS handshakes,
+//!   bounded shutdown.
+//! - [`tls`]: rustls settings of both listeners, certificate reload, mutual TLS.
+//! - [`server`]: start-up (keyring, migrations, bootstrap) and the lifecycle of
 //!   both listeners until shutdown.
 //! - [`cli`] and [`config`]: the `keyward` command line and its layered settings.
 //!
@@ -46,6 +48,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod throttle;
+pub mod tls;
 pub mod view;
 
 pub use error::Error;

@@ -69,6 +69,7 @@ async fn migrate(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), Cli
 
 async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliError> {
     let mut config = config(cli, args)?;
+    config.check_plaintext().map_err(startup)?;
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await

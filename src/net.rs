@@ -145,12 +145,145 @@ impl Conn {
     }
 }
 
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+/// A connection after its TLS handshake, or a plaintext one.
+#[derive(Debug)]
+pub enum Stream {
+    /// No TLS.
+    Plain(Conn),
+    /// TLS, with the client certificate's subject when one was presented.
+    Tls(Box<tokio_rustls::server::TlsStream<Conn>>, Option<String>),
+}
+
+/// What a gRPC request knows of its connection (in its extensions).
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The subject of the client certificate, under mutual TLS.
+    pub client_subject: Option<String>,
+}
+
+impl Stream {
+    fn conn(&self) -> &Conn {
+        match self {
+            Self::Plain(conn) => conn,
+            Self::Tls(tls, _) => tls.get_ref().0,
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Stream {
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        ConnInfo {
+            remote: self.conn().peer(),
+            client_subject: match self {
+                Self::Plain(_) => None,
+                Self::Tls(_, subject) => subject.clone(),
+            },
+        }
     }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(conn) => Pin::new(conn).poll_read(cx, buf),
+            Self::Tls(tls, _) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(conn) => Pin::new(conn).poll_write(cx, data),
+            Self::Tls(tls, _) => Pin::new(tls.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(conn) => Pin::new(conn).poll_flush(cx),
+            Self::Tls(tls, _) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(conn) => Pin::new(conn).poll_shutdown(cx),
+            Self::Tls(tls, _) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Completes `conn`'s TLS handshake within `timeout` when `tls` is set; a
+/// failed or slow handshake is logged (at debug: scanners are common) and
+/// the connection dropped.
+pub async fn secure(
+    conn: Conn,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    timeout: Duration,
+) -> Option<Stream> {
+    let Some(acceptor) = tls else {
+        return Some(Stream::Plain(conn));
+    };
+    let peer = conn.peer();
+    match tokio::time::timeout(timeout, acceptor.accept(conn)).await {
+        Ok(Ok(tls)) => {
+            let subject = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::tls::subject_of(leaf));
+            Some(Stream::Tls(Box::new(tls), subject))
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(peer = ?peer, error = %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = ?peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Hands on the connections `conns` delivers once secured, each handshake in
+/// its own task so a slow client holds up no other.
+pub fn secured(
+    mut conns: mpsc::Receiver<Conn>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    timeout: Duration,
+) -> mpsc::Receiver<Stream> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(conn) = conns.recv().await {
+            let Some(acceptor) = &tls else {
+                if tx.send(Stream::Plain(conn)).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Some(stream) = secure(conn, Some(&acceptor), timeout).await {
+                    let _ = tx.send(stream).await;
+                }
+            });
+        }
+    });
+    rx
 }
 
 /// Accepts connections from `listener` while fewer than
@@ -219,6 +352,7 @@ pub async fn accept_loop(
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
@@ -238,9 +372,15 @@ pub async fn serve_http(
             None => router.clone(),
         };
         let service = hyper_util::service::TowerToHyperService::new(router);
-        let served =
-            graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
+        let (watcher, builder, tls) = (graceful.watcher(), builder.clone(), tls.clone());
         tasks.spawn(async move {
+            // The handshake shares the header timeout: both are what a client
+            // must send before it is served.
+            let Some(stream) = secure(conn, tls.as_ref(), limits.header_timeout).await else {
+                return;
+            };
+            let served = watcher
+                .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
             if let Err(err) = served.await {
                 tracing::debug!(error = %err, "HTTP connection ended with an error");
             }

@@ -37,6 +37,8 @@ pub struct App {
     pub config: ServeConfig,
     /// The application layer.
     pub service: Arc<Service>,
+    /// The listeners' TLS settings, when configured.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Opens the database and migrates it, without touching keys. `keyward migrate`.
@@ -198,6 +200,11 @@ async fn prepare_on(
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
 ) -> Result<App> {
+    // A bad certificate or key is refused before anything is written.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(crate::tls::Tls::load(files.clone())?)),
+        None => None,
+    };
     // One process at a time sets a database up; the others wait, then find
     // it set up (and their key checked against its canary).
     let lock = store.lock_startup().await?;
@@ -255,7 +262,11 @@ async fn prepare_on(
     }
     lock.release().await;
     service.load_views().await?;
-    Ok(App { config, service })
+    Ok(App {
+        config,
+        service,
+        tls,
+    })
 }
 
 /// Refuses a keyring that lacks a key some stored value is sealed under,
@@ -450,8 +461,17 @@ pub async fn serve(
     let grpc_addr = grpc.local_addr().map_err(Error::internal)?;
     let http_addr = http.local_addr().map_err(Error::internal)?;
     let limits = app.config.limits;
-    let (grpc_conns, grpc_incoming) = tokio::sync::mpsc::channel(1);
+    let (grpc_conns, grpc_accepted) = tokio::sync::mpsc::channel(1);
     let grpc_acceptor = tokio::spawn(net::accept_loop(grpc, limits, grpc_conns, stop_rx.clone()));
+    let grpc_incoming = net::secured(
+        grpc_accepted,
+        app.tls.as_ref().map(|tls| tls.grpc_acceptor()),
+        limits.header_timeout,
+    );
+    let tls_reload = app
+        .tls
+        .as_ref()
+        .map(|tls| tokio::spawn(Arc::clone(tls).watch(stop_rx.clone())));
     let grpc_server = tonic::transport::Server::builder()
         // Finds peers that vanished without closing; the idle timeout closes
         // the ones that stay connected and say nothing.
@@ -474,11 +494,19 @@ pub async fn serve(
     let router = http::router(HttpState {
         service: Arc::clone(&app.service),
     });
-    let http_server = net::serve_http(http, router, limits, stop_rx.clone());
+    let http_server = net::serve_http(
+        http,
+        router,
+        app.tls.as_ref().map(|tls| tls.http_acceptor()),
+        limits,
+        stop_rx.clone(),
+    );
 
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
+        tls = app.tls.is_some(),
+        mutual_tls = app.config.tls.as_ref().is_some_and(|t| t.grpc_client_ca.is_some()),
         backend = app.service.backend(),
         "keyward serving"
     );
@@ -524,6 +552,9 @@ pub async fn serve(
     grpc_acceptor.abort();
     watcher.abort();
     retention.abort();
+    if let Some(reload) = tls_reload {
+        reload.abort();
+    }
     app.service.flush_audit().await;
     if let Some(s) = scheduler {
         s.abort();

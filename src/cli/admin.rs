@@ -51,10 +51,19 @@ impl Admin {
         let bearer = format!("Bearer {token}").parse().map_err(|_| {
             CliError::usage("the admin token holds characters not allowed in a header")
         })?;
-        let channel = Endpoint::from_shared(cli.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(cli.endpoint.clone())
             .map_err(|e| CliError::usage(format!("invalid --endpoint {:?}: {e}", cli.endpoint)))?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy();
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if cli.endpoint.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(client_tls(cli)?)
+                .map_err(|e| CliError::usage(format!("TLS settings refused: {e}")))?;
+        } else if cli.ca_cert.is_some() || cli.client_cert.is_some() {
+            return Err(CliError::usage(
+                "--ca-cert and --client-cert need an https:// --endpoint",
+            ));
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Self {
             channel,
             bearer: Bearer(bearer),
@@ -80,6 +89,31 @@ impl Admin {
     pub(crate) fn master(&self) -> MasterClient<Authed> {
         MasterClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
+}
+
+/// The client side of TLS: the CA to trust (or the web PKI roots) and, for
+/// mutual TLS, the client's certificate and key.
+fn client_tls(cli: &Cli) -> Result<tonic::transport::ClientTlsConfig, CliError> {
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| CliError::usage(format!("cannot read the {what} {}: {e}", path.display())))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    tls = match &cli.ca_cert {
+        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read(
+            "CA certificate",
+            ca,
+        )?)),
+        None => tls.with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        let key = zeroize::Zeroizing::new(read("client key", key)?);
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read("client certificate", cert)?,
+            key.as_slice(),
+        ));
+    }
+    Ok(tls)
 }
 
 fn resolve_token(cli: &Cli) -> Result<String, CliError> {

@@ -22,6 +22,29 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     pub endpoint: String,
+    /// With an https:// endpoint: PEM CA certificates to trust for the
+    /// server's certificate [default: the public web PKI roots]
+    #[arg(long, env = "KEYWARD_CA_CERT", global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// With an https:// endpoint: a PEM client certificate, for servers that
+    /// require mutual TLS (with --client-key)
+    #[arg(
+        long,
+        env = "KEYWARD_CLIENT_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert
+    #[arg(
+        long,
+        env = "KEYWARD_CLIENT_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Admin token (admin commands)
     #[arg(long, env = "KEYWARD_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,

@@ -549,7 +549,7 @@ pub async fn http_post(url: &str, headers: &[(&str, &str)], body: &str) -> HttpR
     read_response(resp).await
 }
 
-async fn read_response(resp: hyper::Response<hyper::body::Incoming>) -> HttpResponse {
+pub async fn read_response(resp: hyper::Response<hyper::body::Incoming>) -> HttpResponse {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();

@@ -1,0 +1,253 @@
+//! TLS on both listeners: rustls with the ring provider, TLS 1.2 and 1.3.
+//!
+//! The certificate pair is read from its files and swapped in place when
+//! they change (cert-manager, certbot): [`Tls::watch`] rereads them
+//! periodically, new handshakes get the new pair, open connections keep
+//! theirs, and a pair that fails to load is refused with a logged error while
+//! the old one keeps serving. gRPC may require client certificates signed by
+//! a given CA (mutual TLS); the HTTP listener (JWKS, discovery, the token
+//! endpoint) never asks for one.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use rustls::{
+    RootCertStore, ServerConfig,
+    crypto::CryptoProvider,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use tokio::sync::watch;
+
+use crate::{Error, Result, secret::SecretBytes};
+
+/// How often the certificate files are checked for a new pair, unless set.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where the serving certificate and key, and the gRPC client CA, live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: PathBuf,
+    /// PEM CA certificates gRPC clients' certificates must chain to; `None`:
+    /// no client certificate asked for.
+    pub grpc_client_ca: Option<PathBuf>,
+    /// How often the pair's files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "cannot read the TLS {what} {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn certificates(what: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::FailedPrecondition(format!("the TLS {what} {} is not PEM: {e}", path.display()))
+        })?;
+    if certs.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "the TLS {what} {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// The pair in `cert_pem` and `key_pem`, checked to belong together.
+fn certified_key(files: &TlsFiles, cert_pem: &[u8], key_pem: &SecretBytes) -> Result<CertifiedKey> {
+    let chain = certificates("certificate", &files.cert, cert_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.expose()).map_err(|_| {
+        Error::FailedPrecondition(format!(
+            "the TLS key {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            files.key.display()
+        ))
+    })?;
+    let signing = provider().key_provider.load_private_key(key).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "the TLS key {} is not usable: {e}",
+            files.key.display()
+        ))
+    })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "the TLS key {} does not belong to the certificate {}: {e}",
+            files.key.display(),
+            files.cert.display()
+        ))
+    })?;
+    Ok(certified)
+}
+
+/// The serving pair, swapped whole when the files change.
+#[derive(Debug)]
+struct Resolver(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ))
+    }
+}
+
+/// The TLS settings of both listeners and the pair they serve.
+#[derive(Debug)]
+pub struct Tls {
+    files: TlsFiles,
+    resolver: Arc<Resolver>,
+    /// The files' contents last looked at (loaded or refused), to act once
+    /// per change.
+    seen: Mutex<(Vec<u8>, SecretBytes)>,
+    http: Arc<ServerConfig>,
+    grpc: Arc<ServerConfig>,
+}
+
+impl Tls {
+    /// Loads the pair and the client CA; any problem is an error naming the
+    /// file.
+    pub fn load(files: TlsFiles) -> Result<Self> {
+        let cert_pem = read("certificate", &files.cert)?;
+        let key_pem = SecretBytes::new(read("key", &files.key)?);
+        let resolver = Arc::new(Resolver(RwLock::new(Arc::new(certified_key(
+            &files, &cert_pem, &key_pem,
+        )?))));
+        let builder = || {
+            ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(Error::internal)
+        };
+        let mut http = builder()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        http.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let grpc = builder()?;
+        let grpc = match &files.grpc_client_ca {
+            None => grpc.with_no_client_auth(),
+            Some(ca) => {
+                let pem = read("client CA", ca)?;
+                let mut roots = RootCertStore::empty();
+                for cert in certificates("client CA", ca, &pem)? {
+                    roots.add(cert).map_err(|e| {
+                        Error::FailedPrecondition(format!(
+                            "the TLS client CA {} holds a certificate rustls refuses: {e}",
+                            ca.display()
+                        ))
+                    })?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| {
+                            Error::FailedPrecondition(format!(
+                                "the TLS client CA {}: {e}",
+                                ca.display()
+                            ))
+                        })?;
+                grpc.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut grpc =
+            grpc.with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self {
+            files,
+            resolver,
+            seen: Mutex::new((cert_pem, key_pem)),
+            http: Arc::new(http),
+            grpc: Arc::new(grpc),
+        })
+    }
+
+    /// The HTTP listener's acceptor (no client certificates).
+    pub fn http_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.http))
+    }
+
+    /// The gRPC listener's acceptor (client certificates when a CA is set).
+    pub fn grpc_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.grpc))
+    }
+
+    /// Rereads the pair's files; when they changed, serves the new pair if it
+    /// loads, or logs why not and keeps the old. Returns whether it swapped.
+    pub fn reload_if_changed(&self) -> bool {
+        let (cert_pem, key_pem) = match (
+            read("certificate", &self.files.cert),
+            read("key", &self.files.key),
+        ) {
+            (Ok(cert), Ok(key)) => (cert, SecretBytes::new(key)),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(error = %err, "TLS files unreadable; still serving the previous certificate");
+                return false;
+            }
+        };
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.0 == cert_pem && seen.1.expose() == key_pem.expose() {
+            return false;
+        }
+        let loaded = certified_key(&self.files, &cert_pem, &key_pem);
+        *seen = (cert_pem, key_pem);
+        match loaded {
+            Ok(pair) => {
+                *self
+                    .resolver
+                    .0
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pair);
+                tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded; new connections use it");
+                true
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "new TLS certificate refused; still serving the previous one");
+                false
+            }
+        }
+    }
+
+    /// Checks the files every `reload_interval` until `stop` flips.
+    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(self.files.reload_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let tls = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+        }
+    }
+}
+
+/// The subject of a DER certificate in RFC 4514 form (`CN=om,O=Example`).
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode as _;
+    x509_cert::Certificate::from_der(der)
+        .ok()
+        .map(|c| c.tbs_certificate.subject.to_string())
+}
