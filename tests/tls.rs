@@ -400,9 +400,9 @@ async fn a_replaced_certificate_reaches_new_connections_and_open_ones_carry_on(b
 #[test]
 fn plaintext_on_a_reachable_address_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut refused = std::process::Command::new(process::BIN);
-    refused
-        .args([
+    let on_all_interfaces = || {
+        let mut cmd = std::process::Command::new(process::BIN);
+        cmd.args([
             "serve",
             "--grpc-addr",
             "0.0.0.0:0",
@@ -413,7 +413,9 @@ fn plaintext_on_a_reachable_address_is_refused_unless_allowed() {
         .arg(dir.path())
         .env_remove("KEYWARD_MASTER_KEY")
         .env_remove("KEYWARD_DATABASE_URL");
-    let out = refused.output().unwrap();
+        cmd
+    };
+    let out = on_all_interfaces().output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -426,20 +428,8 @@ fn plaintext_on_a_reachable_address_is_refused_unless_allowed() {
         "nothing was written"
     );
 
-    let mut allowed = std::process::Command::new(process::BIN);
-    allowed
-        .args([
-            "serve",
-            "--grpc-addr",
-            "0.0.0.0:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--allow-plaintext")
-        .env_remove("KEYWARD_MASTER_KEY")
-        .env_remove("KEYWARD_DATABASE_URL");
+    let mut allowed = on_all_interfaces();
+    allowed.arg("--allow-plaintext");
     let serve = process::spawn_serve(allowed).expect("serves with --allow-plaintext");
     serve.terminate();
 }
