@@ -79,6 +79,32 @@ pub mod pb {
     /// Encoded file descriptor set, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("keyward_descriptor");
+
+    /// Messages that carry a secret or a private key out of keyward (or a
+    /// key into it) wipe it when dropped, on the server and in the CLI alike.
+    /// Requests carrying a client secret need not: the server moves it into a
+    /// `SecretString`. (The encoded bytes in tonic's and hyper's buffers are
+    /// not theirs to wipe.)
+    macro_rules! wipe_on_drop {
+        ($($message:ident { $($field:ident),+ }),+ $(,)?) => {
+            $(
+                impl Drop for $message {
+                    fn drop(&mut self) {
+                        $(zeroize::Zeroize::zeroize(&mut self.$field);)+
+                    }
+                }
+            )+
+        };
+    }
+
+    wipe_on_drop! {
+        ExportKeyResponse { private_key_pkcs8_der },
+        ImportKeyRequest { private_key },
+        PutClientResponse { generated_secret },
+        GetClientSecretResponse { secret },
+        RotateClientSecretResponse { generated_secret },
+        CreateTokenResponse { token },
+    }
 }
 
 use pb::{
@@ -565,14 +591,11 @@ impl KeySets for Api {
 
     async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> Reply<pb::ImportKeyResponse> {
         let target = Target::Scoped(req.get_ref().keyset.clone());
-        self.call(req, Method::ImportKey, target, |mut r| async move {
+        self.call(req, Method::ImportKey, target, |r| async move {
             let imported = self
                 .service
                 .import_key(&r.keyset, &r.private_key, r.public_key.as_deref(), &r.kid)
-                .await;
-            // The request's copy of the private key, wiped once used.
-            zeroize::Zeroize::zeroize(&mut r.private_key);
-            let imported = imported?;
+                .await?;
             Ok(pb::ImportKeyResponse {
                 imported: Some(key_pb(imported.key)),
                 events: imported.events.into_iter().map(event_pb).collect(),

@@ -83,6 +83,7 @@ async fn create_token(server: &TestServer, name: &str, role: &str) -> String {
         .unwrap()
         .into_inner()
         .token
+        .clone()
 }
 
 async fn every_method_is_allowed_exactly_as_the_table_says(backend: Backend) {

@@ -356,10 +356,10 @@ async fn put_openmetadata_client(cl: &mut Clients) -> String {
         .unwrap()
         .into_inner();
     assert!(put.created);
-    let client = put.client.unwrap();
+    let client = put.client.clone().unwrap();
     assert_eq!(client.secret_version, 1);
     assert_eq!(client.auth_method, "client_secret_post");
-    put.generated_secret
+    put.generated_secret.clone()
 }
 
 async fn verify_secret(cl: &Clients, id: &str, secret: &str) -> pb::VerifyClientSecretResponse {
@@ -430,7 +430,7 @@ async fn updating_a_client_keeps_its_secret_and_unset_fields(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(!upd.created && upd.generated_secret.is_empty());
-    let upd = upd.client.unwrap();
+    let upd = upd.client.clone().unwrap();
     assert_eq!(upd.display_name, "OM prod");
     assert_eq!(
         upd.scopes,

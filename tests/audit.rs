@@ -114,7 +114,8 @@ async fn every_call_leaves_one_event_naming_who_what_and_how_it_ended(backend: B
         .await
         .unwrap()
         .into_inner()
-        .token;
+        .token
+        .clone();
     let mut signer = server.as_token(&signer);
     assert_eq!(
         call_method(&mut signer, "ExportKey", "om-prod").await,
@@ -561,7 +562,8 @@ async fn no_secret_token_or_key_reaches_the_audit_table(backend: Backend) {
         .await
         .unwrap()
         .into_inner()
-        .token;
+        .token
+        .clone();
     used.push(token.clone());
     let exported = server
         .as_token(&token)
@@ -574,7 +576,7 @@ async fn no_secret_token_or_key_reaches_the_audit_table(backend: Backend) {
         .unwrap()
         .into_inner();
     use base64::Engine as _;
-    let der = exported.private_key_pkcs8_der;
+    let der = exported.private_key_pkcs8_der.clone();
     used.push(base64::engine::general_purpose::STANDARD.encode(&der));
     used.push(common::hex(&der));
     let signed = server

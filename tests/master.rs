@@ -461,11 +461,15 @@ async fn a_key_removed_too_early_is_named_with_what_it_seals(backend: Backend) {
     }
     server.stop().await;
 
-    // Dropping the old key now is refused, naming it and its count.
+    // Dropping the old key now is refused, naming it and its count, and
+    // writing nothing.
+    let raw = db.raw().await;
+    let before = raw.dump().await;
     let err = server::prepare(keyring_config(&db, &keys, false), Arc::new(SystemClock))
         .await
         .expect_err("the old key still seals 4 secrets")
         .to_string();
+    assert_eq!(raw.dump().await, before, "nothing was written");
     assert!(
         err.contains("removed from the keyring too early")
             && err.contains(&format!(

@@ -38,6 +38,7 @@ async fn current_secret(clients: &common::Clients, id: &str) -> String {
         .unwrap()
         .into_inner()
         .secret
+        .clone()
 }
 
 /// Every call of the hot paths, once.

@@ -303,7 +303,7 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             } else {
                 None
             };
-            let r = api
+            let mut r = api
                 .put_client(pb::PutClientRequest {
                     id: id.clone(),
                     display_name: display_name.clone(),
@@ -329,13 +329,13 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
                 })
                 .await?
                 .into_inner();
-            let client = r.client.unwrap_or_default();
+            let client = r.client.take().unwrap_or_default();
             match out {
                 Output::Json => {
                     let mut v = client_json(&client);
                     v["created"] = r.created.into();
                     if !r.generated_secret.is_empty() {
-                        v["generated_secret"] = r.generated_secret.into();
+                        v["generated_secret"] = std::mem::take(&mut r.generated_secret).into();
                     }
                     println!("{v}");
                 }
@@ -400,7 +400,7 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
             } else {
                 None
             };
-            let r = api
+            let mut r = api
                 .rotate_client_secret(pb::RotateClientSecretRequest {
                     id: id.clone(),
                     grace_seconds: Some(seconds("grace", grace)?),
@@ -412,7 +412,7 @@ async fn client(admin: &Admin, out: Output, cmd: &ClientCmd) -> Result<(), CliEr
                 Output::Json => {
                     let mut v = json!({ "id": id, "version": r.version, "previous_valid_until": format_time(r.previous_valid_until) });
                     if !r.generated_secret.is_empty() {
-                        v["generated_secret"] = r.generated_secret.into();
+                        v["generated_secret"] = std::mem::take(&mut r.generated_secret).into();
                     }
                     println!("{v}");
                 }

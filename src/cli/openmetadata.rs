@@ -278,7 +278,7 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         Output::Json => {
             let mut v = pairs_json(&pairs);
             v["dir"] = Value::String(dir.display().to_string());
-            v["state"] = Value::String(exported.state);
+            v["state"] = Value::String(std::mem::take(&mut exported.state));
             println!("{v}");
         }
         Output::Table => {
@@ -367,7 +367,7 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
         )
         .await;
     }
-    let secret = api
+    let mut secret = api
         .get_client_secret(pb::GetClientSecretRequest {
             id: id.clone(),
             version: None,
@@ -398,7 +398,7 @@ pub async fn client_env(admin: &Admin, out: Output, cmd: &EnvCmd) -> Result<(), 
         ("AUTHENTICATION_CALLBACK_URL", client.callback_url.clone()),
         ("OIDC_CLIENT_ID", client.id.clone()),
         ("OIDC_TYPE", "custom".to_string()),
-        ("OIDC_CLIENT_SECRET", secret.secret),
+        ("OIDC_CLIENT_SECRET", std::mem::take(&mut secret.secret)),
         ("OIDC_SCOPE", scope),
         ("OIDC_DISCOVERY_URI", client.discovery_uri.clone()),
         ("OIDC_CALLBACK", client.callback_url.clone()),

@@ -80,7 +80,7 @@ pub(crate) async fn run(admin: &Admin, out: Output, cmd: &TokenCmd) -> Result<()
             expires_in,
             description,
         } => {
-            let created = api
+            let mut created = api
                 .create_token(pb::CreateTokenRequest {
                     name: name.clone(),
                     role: role.clone(),
@@ -94,11 +94,11 @@ pub(crate) async fn run(admin: &Admin, out: Output, cmd: &TokenCmd) -> Result<()
                 })
                 .await?
                 .into_inner();
-            let info = created.info.unwrap_or_default();
+            let info = created.info.take().unwrap_or_default();
             match out {
                 Output::Json => {
                     let mut v = token_json(&info);
-                    v["token"] = Value::String(created.token);
+                    v["token"] = Value::String(std::mem::take(&mut created.token));
                     println!("{v}");
                 }
                 Output::Table => {
