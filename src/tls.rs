@@ -251,3 +251,76 @@ pub fn subject_of(der: &[u8]) -> Option<String> {
         .ok()
         .map(|c| c.tbs_certificate.subject.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A self-signed certificate for `key_pem` (PKCS#8).
+    fn self_signed(key_pem: &str) -> String {
+        let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+        rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem()
+    }
+
+    fn files(dir: &Path, cert: &str, key: &str) -> TlsFiles {
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+        TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            grpc_client_ca: None,
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+
+    #[test]
+    fn keys_load_as_pkcs8_or_pkcs1_and_must_match_the_certificate() {
+        use rsa::{pkcs1::EncodeRsaPrivateKey as _, pkcs8::EncodePrivateKey as _};
+        let dir = tempfile::tempdir().unwrap();
+        let rsa = rsa::RsaPrivateKey::new(&mut crate::crypto::random::RingRng, 2048).unwrap();
+        let pkcs8 = rsa.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        let pkcs1 = rsa.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let cert = self_signed(&pkcs8);
+        Tls::load(files(dir.path(), &cert, &pkcs8)).unwrap();
+        Tls::load(files(dir.path(), &cert, &pkcs1)).unwrap();
+
+        let ec = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let err = Tls::load(files(dir.path(), &cert, &ec))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not belong to the certificate"), "{err}");
+        let err = Tls::load(files(dir.path(), &cert, "not a key"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no PEM private key"), "{err}");
+        let err = Tls::load(files(dir.path(), "", &pkcs8))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        assert!(
+            !err.contains("PRIVATE KEY"),
+            "no key material in errors: {err}"
+        );
+    }
+
+    #[test]
+    fn a_changed_pair_swaps_in_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let tls = Tls::load(files(dir.path(), &self_signed(&key), &key)).unwrap();
+        assert!(!tls.reload_if_changed(), "unchanged files: nothing to do");
+        let next = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        files(dir.path(), &self_signed(&next), &next);
+        assert!(tls.reload_if_changed());
+        // A certificate whose key is not beside it: refused, and refused once.
+        files(dir.path(), &self_signed(&key), &next);
+        assert!(!tls.reload_if_changed());
+        assert!(!tls.reload_if_changed());
+    }
+}
