@@ -2,7 +2,7 @@
 //! database's canary before writing anything, migrate, bootstrap the first admin
 //! token and default key set, then serve gRPC and HTTP until shutdown.
 
-use std::{collections::BTreeMap, future::Future, path::Path, sync::Arc, time::Duration};
+use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
@@ -21,7 +21,7 @@ use crate::{
     net,
     secret::SecretBytes,
     service::{Service, master::MasterStatus},
-    store::{self, SealedCount, Store},
+    store::{self, Store},
 };
 
 const CANARY_ROW: AeadContext<'static> = crate::service::master::meta_row("canary");
@@ -272,38 +272,18 @@ async fn prepare_on(
 /// Refuses a keyring that lacks a key some stored value is sealed under,
 /// naming each missing key id and what it still seals.
 async fn check_keyring(store: &dyn Store, keyring: &Keyring, canary_id: &str) -> Result<()> {
-    let mut missing: BTreeMap<String, Vec<SealedCount>> = BTreeMap::new();
-    for count in store.sealed_counts().await? {
-        if keyring.get(&count.master_key_id).is_none() {
-            missing
-                .entry(count.master_key_id.clone())
-                .or_default()
-                .push(count);
-        }
-    }
+    let status = crate::service::master::status_of(store, keyring).await?;
+    let missing: Vec<_> = status.keys.iter().filter(|k| !k.held).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let held: Vec<&str> = keyring.ids().collect();
-    let seals: Vec<String> = missing
-        .iter()
-        .map(|(id, counts)| {
-            let total: i64 = counts.iter().map(|c| c.rows).sum();
-            let tables: Vec<String> = counts
-                .iter()
-                .map(|c| format!("{} in {}", c.rows, c.table.as_str()))
-                .collect();
-            format!(
-                "master key id {id} seals {total} stored values ({})",
-                tables.join(", ")
-            )
-        })
-        .collect();
-    let what = if missing.contains_key(canary_id) {
+    let what = if missing.iter().any(|k| k.master_key_id == canary_id) {
         "wrong master key"
     } else {
         "a master key was removed from the keyring too early"
     };
+    let seals: Vec<String> = missing.iter().map(|k| k.seals()).collect();
+    let held: Vec<&str> = keyring.ids().collect();
     Err(Error::FailedPrecondition(format!(
         "{what}: {}, and the keyring holds only {}; pass that key with --previous-master-key-file \
          until `keyward master rewrap` has resealed them; refusing to start (nothing was written)",

@@ -64,6 +64,26 @@ impl KeyUse {
     pub fn removable(&self) -> bool {
         !self.current && self.total() == 0
     }
+
+    /// `master key id X seals N stored values (n in keys, …)`, naming only
+    /// the tables it seals something in.
+    pub fn seals(&self) -> String {
+        let tables: Vec<String> = [
+            (self.keys, SealedTable::Keys),
+            (self.client_secrets, SealedTable::ClientSecrets),
+            (self.meta, SealedTable::Meta),
+        ]
+        .into_iter()
+        .filter(|(rows, _)| *rows > 0)
+        .map(|(rows, table)| format!("{rows} in {}", table.as_str()))
+        .collect();
+        format!(
+            "master key id {} seals {} stored values ({})",
+            self.master_key_id,
+            self.total(),
+            tables.join(", ")
+        )
+    }
 }
 
 /// Every master key the database or the keyring knows, current first.
@@ -169,16 +189,15 @@ impl Service {
                 format!("must be 1 to {MAX_REWRAP_BATCH}"),
             ));
         }
-        let before = self.master_status().await?;
-        if let Some(missing) = before.keys.iter().find(|k| !k.held) {
+        let mut status = self.master_status().await?;
+        if let Some(missing) = status.keys.iter().find(|k| !k.held) {
             return Err(Error::FailedPrecondition(format!(
-                "master key id {} seals {} stored values and is not in this keyring; \
-                 add it with --previous-master-key-file to reseal them",
-                missing.master_key_id,
-                missing.total()
+                "{}, and is not in this keyring; add it with --previous-master-key-file \
+                 to reseal them",
+                missing.seals()
             )));
         }
-        let total = u64::try_from(before.not_current()).unwrap_or(0);
+        let total = u64::try_from(status.not_current()).unwrap_or(0);
         let limit = i64::try_from(batch).unwrap_or(i64::MAX);
         let current = self.keyring.id().to_string();
         let (mut resealed, mut skipped) = (0u64, 0u64);
@@ -210,14 +229,14 @@ impl Service {
                     }
                 }
             }
-            if self.master_status().await?.not_current() == 0 {
+            status = self.master_status().await?;
+            if status.not_current() == 0 {
                 break;
             }
         }
         if let Err(err) = self.store.purge_overwritten().await {
             tracing::warn!(error = %err, "could not purge overwritten ciphertext");
         }
-        let status = self.master_status().await?;
         tracing::info!(
             resealed,
             skipped,
