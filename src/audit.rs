@@ -28,10 +28,18 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub fn request_id(given: Option<&str>) -> String {
     given
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(
-            || crate::crypto::b64url(&crate::crypto::random::bytes::<12>()),
-            str::to_string,
-        )
+        .map_or_else(new_request_id, str::to_string)
+}
+
+/// A fresh request id: a random prefix drawn once per process and a counter,
+/// so ids are unique across replicas and restarts and cost no system call.
+/// They identify; they are not secrets.
+pub fn new_request_id() -> String {
+    static PREFIX: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| crate::crypto::b64url(&crate::crypto::random::bytes::<9>()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}{n:x}", *PREFIX)
 }
 
 /// One audited call, before it is stored. Never holds a secret, a token, a

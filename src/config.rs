@@ -26,6 +26,9 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_JWKS_MAX_AGE: u64 = 300;
 /// Default period of the built-in rotation sweep.
 pub const DEFAULT_ROTATION_INTERVAL: Duration = Duration::from_secs(30);
+/// With the built-in scheduler off, how late a due rotation may be before it
+/// counts as overdue: an hourly cron or timer plus its slack.
+pub const DEFAULT_OVERDUE_WITHOUT_SCHEDULER: Duration = Duration::from_secs(2 * 3600);
 /// How long audit events are kept by default (a little over a year).
 pub const DEFAULT_AUDIT_RETAIN: Duration = Duration::from_secs(400 * 86_400);
 
@@ -69,6 +72,14 @@ pub struct ServeArgs {
     /// Turn the built-in scheduler off (when cron runs `keyward rotate`)
     #[arg(long, env = "KEYWARD_NO_SCHEDULER")]
     pub no_scheduler: bool,
+    /// A due rotation not done this long after its time sets
+    /// keyward_rotation_overdue [default: two rotation intervals; 2h with --no-scheduler]
+    #[arg(long, env = "KEYWARD_ROTATION_OVERDUE_AFTER", value_name = "DURATION")]
+    pub rotation_overdue_after: Option<String>,
+    /// Serve /metrics on this address only (plaintext, keep it internal)
+    /// instead of on the HTTP listener
+    #[arg(long, env = "KEYWARD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Most connections each listener holds open; more wait [default: 1024]
     #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -139,6 +150,8 @@ struct FileConfig {
     jwks_max_age: Option<u64>,
     rotation_interval: Option<String>,
     no_scheduler: Option<bool>,
+    rotation_overdue_after: Option<String>,
+    metrics_addr: Option<SocketAddr>,
     issuer: Option<String>,
     max_connections: Option<usize>,
     idle_timeout: Option<String>,
@@ -196,6 +209,10 @@ pub struct ServeConfig {
     pub jwks_max_age: u64,
     /// Period of the built-in rotation sweep; `None` turns it off.
     pub rotation_interval: Option<Duration>,
+    /// How late a due rotation may be before it counts as overdue.
+    pub rotation_overdue_after: Duration,
+    /// Where `/metrics` is served alone; `None`: on the HTTP listener.
+    pub metrics_addr: Option<SocketAddr>,
     /// Issuer URL; `None`: `http://<http-addr>`.
     pub issuer: Option<String>,
     /// Connection limits and timeouts of both listeners.
@@ -222,6 +239,8 @@ impl fmt::Debug for ServeConfig {
             .field("default_keyset", &self.default_keyset)
             .field("jwks_max_age", &self.jwks_max_age)
             .field("rotation_interval", &self.rotation_interval)
+            .field("rotation_overdue_after", &self.rotation_overdue_after)
+            .field("metrics_addr", &self.metrics_addr)
             .field("issuer", &self.issuer)
             .field("limits", &self.limits)
             .field("auth_throttle", &self.auth_throttle)
@@ -299,6 +318,8 @@ impl ServeConfig {
             default_keyset: DEFAULT_KEYSET.into(),
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
+            rotation_overdue_after: 2 * DEFAULT_ROTATION_INTERVAL,
+            metrics_addr: None,
             issuer: None,
             limits: Limits::default(),
             auth_throttle: ThrottleSettings::default(),
@@ -334,7 +355,13 @@ impl ServeConfig {
             (None, None, Some(path)) => MasterKeySource::File(path),
             (None, None, None) => MasterKeySource::Unset,
         };
-        let config = Self {
+        let overdue_after = args
+            .rotation_overdue_after
+            .as_ref()
+            .or(file.rotation_overdue_after.as_ref())
+            .map(|text| crate::model::parse_duration("rotation_overdue_after", text))
+            .transpose()?;
+        let mut config = Self {
             database_url: args
                 .database_url
                 .clone()
@@ -384,6 +411,8 @@ impl ServeConfig {
                     None => defaults.rotation_interval,
                 }
             },
+            rotation_overdue_after: Duration::ZERO,
+            metrics_addr: args.metrics_addr.or(file.metrics_addr),
             issuer: args.issuer.clone().or(file.issuer),
             limits: Limits {
                 max_connections: match args.max_connections.or(file.max_connections) {
@@ -452,6 +481,10 @@ impl ServeConfig {
             allow_plaintext: args.allow_plaintext || file.allow_plaintext == Some(true),
             data_dir,
         };
+        config.rotation_overdue_after = overdue_after.unwrap_or(match config.rotation_interval {
+            Some(period) => 2 * period,
+            None => DEFAULT_OVERDUE_WITHOUT_SCHEDULER,
+        });
         if let Some(issuer) = &config.issuer
             && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
         {

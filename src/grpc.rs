@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::{
     Error,
@@ -197,11 +198,40 @@ impl Api {
         F: FnOnce(T) -> Fut,
         Fut: std::future::Future<Output = Result<R, Status>>,
     {
+        let started = std::time::Instant::now();
         let request_id = audit::request_id(
             req.metadata()
                 .get(audit::REQUEST_ID)
                 .and_then(|v| v.to_str().ok()),
         );
+        // Every log line of the call carries its request id.
+        let span = tracing::info_span!("grpc", request_id = %request_id, method = method.as_str());
+        let reply = self
+            .authorized_call(req, method, target, handler, request_id)
+            .instrument(span)
+            .await;
+        let code = match &reply {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.service
+            .metrics()
+            .grpc_call(method.as_str(), code_name(code), started.elapsed());
+        reply
+    }
+
+    async fn authorized_call<T, R, F, Fut>(
+        &self,
+        req: Request<T>,
+        method: Method,
+        target: Target,
+        handler: F,
+        request_id: String,
+    ) -> Reply<R>
+    where
+        F: FnOnce(T) -> Fut,
+        Fut: std::future::Future<Output = Result<R, Status>>,
+    {
         let conn = req.extensions().get::<crate::net::ConnInfo>();
         let peer = conn.and_then(|c| c.remote).map(|a| a.ip());
         // Under mutual TLS the audit event names the client certificate too.

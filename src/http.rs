@@ -10,10 +10,12 @@ use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, FromRequest, Path, Request, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use tracing::Instrument as _;
 
 use crate::{
     Error,
@@ -77,9 +79,10 @@ pub struct HttpState {
     pub service: Arc<Service>,
 }
 
-/// The HTTP routes.
-pub fn router(state: HttpState) -> Router {
-    Router::new()
+/// The HTTP routes; with `metrics`, `/metrics` too (otherwise it is served
+/// on its own listener by [`metrics_router`], or not at all).
+pub fn router(state: HttpState, metrics: bool) -> Router {
+    let router = Router::new()
         .route("/.well-known/jwks.json", get(default_jwks))
         .route("/keysets/{name}/jwks.json", get(keyset_jwks))
         .route("/.well-known/openid-configuration", get(discovery))
@@ -89,9 +92,95 @@ pub fn router(state: HttpState) -> Router {
             post(token).layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES)),
         )
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    let router = if metrics {
+        router.route(METRICS_PATH, get(metrics_text))
+    } else {
+        router
+    };
+    router
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// `/metrics` alone, for `--metrics-addr`.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route(METRICS_PATH, get(metrics_text))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Where Prometheus scrapes.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The route label of a request path: one of the router's fixed paths, so a
+/// client cannot grow the metrics with paths of its own.
+fn route_of(path: &str) -> &'static str {
+    const FIXED: &[&str] = &[
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/oauth2/jwks.json",
+        "/oauth2/token",
+        "/healthz",
+        "/readyz",
+        METRICS_PATH,
+    ];
+    if let Some(route) = FIXED.iter().find(|route| **route == path) {
+        return route;
+    }
+    let keyset_jwks = path
+        .strip_prefix("/keysets/")
+        .and_then(|rest| rest.strip_suffix("/jwks.json"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    if keyset_jwks {
+        "/keysets/{name}/jwks.json"
+    } else {
+        "other"
+    }
+}
+
+/// Every HTTP request: its request id (the caller's `x-request-id` when sane,
+/// else a new one) goes on its log lines, into its extensions for the audit
+/// log, and back in the response; its route, status and latency into the
+/// metrics.
+async fn observe(State(state): State<HttpState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = route_of(request.uri().path());
+    let id = audit::request_id(
+        request
+            .headers()
+            .get(audit::REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let header = HeaderValue::from_str(&id).ok();
+    let span = tracing::info_span!("http", request_id = %id, route);
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(id) = header {
+        response.headers_mut().insert(audit::REQUEST_ID, id);
+    }
+    state
+        .service
+        .metrics()
+        .http_request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The request id of an HTTP request, in its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+async fn metrics_text(State(state): State<HttpState>) -> Response {
+    let mut response = state.service.metrics().render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    no_store(response.headers_mut());
+    response
 }
 
 async fn default_jwks(State(state): State<HttpState>, headers: HeaderMap) -> Response {
@@ -278,8 +367,10 @@ async fn token(State(state): State<HttpState>, request: Request) -> Response {
         .extensions()
         .get::<crate::net::Peer>()
         .map(|p| p.0.ip());
-    let request_id =
-        audit::request_id(headers.get(audit::REQUEST_ID).and_then(|v| v.to_str().ok()));
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(audit::new_request_id, |id| id.0.clone());
     let body = Bytes::from_request(request, &()).await;
     // An unreadable body keeps its own status (413 when too large).
     let body_status = body.as_ref().err().map(BytesRejection::status);
@@ -325,9 +416,6 @@ async fn token(State(state): State<HttpState>, request: Request) -> Response {
     };
     if let Some(status) = body_status {
         *response.status_mut() = status;
-    }
-    if let Ok(id) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(audit::REQUEST_ID, id);
     }
     response
 }

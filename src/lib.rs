@@ -20,6 +20,7 @@
 //! - [`view`]: in-memory views of key sets (with their JWKS) and clients,
 //!   following the database by generation: what the hot paths read.
 //! - [`grpc`] and [`http`]: thin transports over the service; no SQL.
+//! - [`metrics`]: Prometheus counters, histograms and gauges read off the views.
 //! - [`net`]: connection limits, idle and header timeouts, TLS handshakes,
 //!   bounded shutdown.
 //! - [`tls`]: rustls settings of both listeners, certificate reload, mutual TLS.
@@ -40,6 +41,7 @@ pub mod error;
 pub mod files;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod rotation;

@@ -4,7 +4,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser as _;
 use keyward::{
-    cli::{Cli, CliError, Command},
+    cli::{Cli, CliError, Command, LogFormat},
     clock::SystemClock,
     config::ServeConfig,
     server,
@@ -16,14 +16,22 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_) | Command::Migrate(_));
     let default_level = if serving { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("KEYWARD_LOG")
-                .unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 
     let result = match &cli.command {
         Command::Serve(args) => serve(&cli, args).await,
@@ -80,6 +88,10 @@ async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliEr
     };
     let grpc = bind(config.grpc_addr).await?;
     let http = bind(config.http_addr).await?;
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     // With port 0 the OS picks: record what it picked (the default issuer uses it).
     let local = |l: &tokio::net::TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     config.grpc_addr = local(&grpc, config.grpc_addr);
@@ -87,7 +99,12 @@ async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliEr
     let app = server::prepare(config, Arc::new(SystemClock))
         .await
         .map_err(startup)?;
-    server::serve(app, grpc, http, shutdown_signal())
+    let listeners = server::Listeners {
+        grpc,
+        http,
+        metrics,
+    };
+    server::serve_on(app, listeners, shutdown_signal())
         .await
         .map_err(startup)?;
     Ok(())

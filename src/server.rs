@@ -262,6 +262,9 @@ async fn prepare_on(
     }
     lock.release().await;
     service.load_views().await?;
+    service
+        .metrics()
+        .observe(&service, config.rotation_overdue_after);
     Ok(App {
         config,
         service,
@@ -386,14 +389,49 @@ async fn every<F, Fut>(
 /// How often each replica prunes audit events past retention.
 const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then
-/// stops accepting, lets in-flight requests finish and returns.
+/// Serves gRPC on `grpc` and HTTP (with `/metrics`) on `http` until
+/// `shutdown` resolves, then stops accepting, lets in-flight requests finish
+/// and returns.
 pub async fn serve(
     app: App,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_on(
+        app,
+        Listeners {
+            grpc,
+            http,
+            metrics: None,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// The sockets a server listens on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP: JWKS, discovery, the token endpoint, probes.
+    pub http: TcpListener,
+    /// `/metrics` alone (`--metrics-addr`); `None`: `/metrics` is on `http`.
+    pub metrics: Option<TcpListener>,
+}
+
+/// [`serve`], on the given listeners.
+pub async fn serve_on(
+    app: App,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let Listeners {
+        grpc,
+        http,
+        metrics,
+    } = listeners;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -471,9 +509,14 @@ pub async fn serve(
             wait(stop_rx.clone()),
         );
 
-    let router = http::router(HttpState {
+    let state = HttpState {
         service: Arc::clone(&app.service),
-    });
+    };
+    let metrics_addr = match &metrics {
+        Some(listener) => Some(listener.local_addr().map_err(Error::internal)?),
+        None => None,
+    };
+    let router = http::router(state.clone(), metrics.is_none());
     let http_server = net::serve_http(
         http,
         router,
@@ -481,10 +524,21 @@ pub async fn serve(
         limits,
         stop_rx.clone(),
     );
+    // Plaintext, for an internal address a scraper reaches.
+    let metrics_server = metrics.map(|listener| {
+        tokio::spawn(net::serve_http(
+            listener,
+            http::metrics_router(state),
+            None,
+            limits,
+            stop_rx.clone(),
+        ))
+    });
 
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
+        metrics = %metrics_addr.map_or_else(|| format!("{http_addr}/metrics"), |a| format!("{a}/metrics")),
         tls = app.tls.is_some(),
         mutual_tls = app.config.tls.as_ref().is_some_and(|t| t.grpc_client_ca.is_some()),
         backend = app.service.backend(),
@@ -530,6 +584,9 @@ pub async fn serve(
         }
     };
     grpc_acceptor.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     watcher.abort();
     retention.abort();
     if let Some(reload) = tls_reload {

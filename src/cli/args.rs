@@ -54,6 +54,16 @@ pub struct Cli {
     /// Output format of admin commands
     #[arg(long, value_enum, global = true, default_value = "table")]
     pub output: Output,
+    /// Log format on standard error: text for people, json (one object per
+    /// line) for log collectors
+    #[arg(
+        long,
+        value_enum,
+        env = "KEYWARD_LOG_FORMAT",
+        global = true,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -65,6 +75,16 @@ pub enum Output {
     /// Aligned columns for people.
     Table,
     /// JSON for scripts.
+    Json,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per event: timestamp, level, target, message, fields,
+    /// and the request's span (its request id).
     Json,
 }
 

@@ -752,6 +752,10 @@ impl Service {
                 .await?
             {
                 changed = true;
+                if plan.rotates {
+                    self.metrics
+                        .rotated(&row.name, crate::metrics::Trigger::Schedule);
+                }
                 let done = Self::events_of(&row.name, &plan, Some(&change));
                 for e in &done {
                     tracing::info!(keyset = %e.keyset, action = e.action.as_str(), kid = %e.kid, detail = %e.detail, "rotation");
@@ -812,6 +816,7 @@ impl Service {
     pub async fn rotate_keyset(&self, name: &str) -> Result<Transition> {
         let row = self.keyset_row(name).await?;
         let t = self.forced_rotation(&row, false).await?;
+        self.metrics.rotated(name, crate::metrics::Trigger::Manual);
         tracing::info!(keyset = name, "key set rotated manually");
         Ok(t)
     }
@@ -835,6 +840,8 @@ impl Service {
         let t = match state {
             KeyState::Active => {
                 let mut t = self.forced_rotation(&row, true).await?;
+                self.metrics
+                    .rotated(&row.name, crate::metrics::Trigger::Revocation);
                 t.warnings.insert(
                     0,
                     format!("revoked the active key {kid}; a successor signs from now on"),
@@ -860,6 +867,7 @@ impl Service {
                 )));
             }
         };
+        self.metrics.revoked(&row.name);
         tracing::warn!(keyset = %row.name, kid, "key revoked");
         Ok(t)
     }
@@ -964,6 +972,7 @@ impl Service {
         let exp = now.saturating_add(secs_i64(ttl));
         let kid = key.kid().to_string();
         let token = self.jwt_signer.sign(key, claims, now, exp).await?;
+        self.metrics.token_issued(&row.name, row.algorithm.as_str());
         Ok(SignedJwt {
             jwt: token,
             kid,

@@ -170,6 +170,8 @@ pub struct Service {
     token_throttle: FailureThrottle,
     /// Where audit events go.
     audit: audit::AuditLog,
+    /// What `/metrics` reports.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 const DECOY_ROW: AeadContext<'static> = AeadContext {
@@ -207,6 +209,24 @@ impl Service {
             grpc_throttle,
             token_throttle,
             audit,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The key sets' gauges and the JWKS snapshot's state, read off the view.
+    pub fn keyset_status(&self) -> crate::metrics::KeySetStatus {
+        let (keysets, generation) = self.keysets.gauges();
+        crate::metrics::KeySetStatus {
+            now: self.clock.now(),
+            keysets,
+            generation,
+            synced_ago: self.keysets.synced_ago(),
+            rebuilds: self.keysets.rebuilds(),
         }
     }
 

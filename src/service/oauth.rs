@@ -108,10 +108,13 @@ impl Service {
         );
         if let Err(wait) = self.token_throttle.check(&key) {
             tracing::warn!(client = %req.client_id, peer = ?req.peer, "token request throttled");
+            self.metrics.throttled(crate::metrics::Door::TokenEndpoint);
             return Err(OAuthError::Throttled(wait));
         }
         let issued = self.issue_client_token(req).await;
         if matches!(issued, Err(OAuthError::InvalidClient(_))) {
+            self.metrics
+                .auth_failed(crate::metrics::Door::TokenEndpoint);
             self.token_throttle.failed(&key);
         }
         issued

@@ -142,11 +142,13 @@ impl Service {
             && let Err(retry_after) = self.grpc_throttle.check(&key())
         {
             tracing::warn!(peer = ?peer, "gRPC authentication throttled");
+            self.metrics.throttled(crate::metrics::Door::Grpc);
             return Err(Error::Throttled { retry_after });
         }
         let result = presented.map_or(Err(Error::Unauthenticated), |t| self.authenticate(t));
         if result.is_err() {
             tracing::info!(peer = ?peer, "gRPC call with a missing, unknown, revoked or expired token");
+            self.metrics.auth_failed(crate::metrics::Door::Grpc);
             self.grpc_throttle.failed(&key());
         }
         result

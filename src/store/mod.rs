@@ -766,9 +766,13 @@ impl From<sqlx::Error> for Error {
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 tracing::warn!(error = %err, "database connection failed");
+                crate::metrics::database_error("unavailable");
                 Self::Unavailable
             }
-            other => Self::internal(other),
+            other => {
+                crate::metrics::database_error("query");
+                Self::internal(other)
+            }
         }
     }
 }

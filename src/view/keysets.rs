@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::{
     Result,
     crypto::{b64url, keys::SigningKey, sha256},
+    metrics::KeySetGauge,
     store::{KeyRow, KeySetRow, SealedKey, Store},
 };
 
@@ -102,6 +103,10 @@ pub struct KeySetView {
     snapshot: RwLock<Snapshot>,
     /// Serialises refreshes so an older read never overwrites a newer one.
     refreshing: tokio::sync::Mutex<()>,
+    /// When the view last matched the database (refreshed, or found current).
+    synced: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Refreshes that read from the database.
+    rebuilds: std::sync::atomic::AtomicU64,
 }
 
 impl KeySetView {
@@ -154,6 +159,48 @@ impl KeySetView {
     /// The keyset generation the view was built from.
     pub fn generation(&self) -> Option<i64> {
         self.read().generation
+    }
+
+    /// Each live key set's gauges, and the generation they are of.
+    pub fn gauges(&self) -> (Vec<KeySetGauge>, Option<i64>) {
+        let snapshot = self.read();
+        let mut sets: Vec<KeySetGauge> = snapshot
+            .sets
+            .values()
+            .map(|entry| KeySetGauge {
+                name: entry.row.name.clone(),
+                next_rotation_at: entry.row.next_rotation_at,
+                active_since: entry
+                    .keys
+                    .iter()
+                    .find(|k| k.state == crate::model::KeyState::Active)
+                    .map(|k| k.activated_at.unwrap_or(k.created_at)),
+                published: entry.keys.len(),
+            })
+            .collect();
+        sets.sort_by(|a, b| a.name.cmp(&b.name));
+        (sets, snapshot.generation)
+    }
+
+    /// How long ago the view last matched the database; `None` before the
+    /// first load.
+    pub fn synced_ago(&self) -> Option<std::time::Duration> {
+        self.synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|at| at.elapsed())
+    }
+
+    /// How many times the view was read from the database.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mark_synced(&self) {
+        *self
+            .synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
     }
 
     /// Brings the view up to the database: the first time every key set,
@@ -222,6 +269,10 @@ impl KeySetView {
                 .insert(entry.row.name.clone(), Arc::new(entry));
         }
         snapshot.generation = Some(delta.generation);
+        drop(snapshot);
+        self.rebuilds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.mark_synced();
         Ok(())
     }
 
@@ -229,6 +280,7 @@ impl KeySetView {
     /// since the last refresh; returns whether it did.
     pub async fn refresh_if_changed(&self, store: &dyn Store, current: i64) -> Result<bool> {
         if self.generation() == Some(current) {
+            self.mark_synced();
             return Ok(false);
         }
         self.refresh(store).await?;

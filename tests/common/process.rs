@@ -166,3 +166,69 @@ pub fn stdout(o: &Output) -> String {
 pub fn json_out(o: &Output) -> Value {
     serde_json::from_str(&stdout(o)).expect("JSON output")
 }
+
+impl Serve {
+    /// Waits for the process to exit by itself (after a signal already sent).
+    pub fn terminate_waited(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().expect("wait");
+        let log = self.log.try_iter().collect();
+        (status, log)
+    }
+}
+
+/// A spawned process whose standard error is read line by line.
+pub struct Logged {
+    child: Child,
+    log: mpsc::Receiver<String>,
+}
+
+impl Logged {
+    /// Starts reading `child`'s standard error (spawned with it piped).
+    pub fn new(mut child: Child) -> Self {
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, log }
+    }
+
+    /// The first line (from here on) that `wanted` accepts; panics with what
+    /// was printed if none comes within 60 s.
+    pub fn line_where(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        let mut seen = Vec::new();
+        loop {
+            match self.log.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no such line; printed:\n{}", seen.join("\n")),
+            }
+        }
+    }
+
+    /// SIGTERM, then its exit status and the lines not yet read.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.child.wait().expect("wait");
+        let log = self.log.iter().collect();
+        (status, log)
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
