@@ -26,6 +26,7 @@
 //! - [`tls`]: rustls settings of both listeners, certificate reload, mutual TLS.
 //! - [`server`]: start-up (keyring, migrations, bootstrap) and the lifecycle of
 //!   both listeners until shutdown.
+//! - [`doctor`]: the checks `keyward doctor` runs on a deployment.
 //! - [`cli`] and [`config`]: the `keyward` command line and its layered settings.
 //!
 //! Errors are one type, [`Error`], mapped once to gRPC codes and HTTP statuses.
@@ -37,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod cron;
 pub mod crypto;
+pub mod doctor;
 pub mod error;
 pub mod files;
 pub mod grpc;

@@ -37,6 +37,8 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(&cli, args).await,
         Command::Migrate(args) => migrate(&cli, args).await,
         Command::Master(cmd) => keyward::cli::master::run(&cli, cmd).await,
+        Command::Doctor(args) => keyward::cli::ops::doctor(&cli, args).await,
+        Command::Backup(args) => keyward::cli::ops::backup(&cli, args).await,
         _ => keyward::cli::run_admin(&cli).await,
     };
     match result {

@@ -81,7 +81,7 @@ fn ensure_data_dir(config: &ServeConfig) -> Result<()> {
 }
 
 /// Resolves the keyring: the current master key and any previous ones.
-fn resolve_keyring(config: &ServeConfig, has_data: bool) -> Result<Keyring> {
+pub(crate) fn resolve_keyring(config: &ServeConfig, has_data: bool) -> Result<Keyring> {
     let current = resolve_master_key(config, has_data)?;
     let previous = config
         .previous_master_keys
@@ -170,6 +170,73 @@ pub async fn master_status(config: &ServeConfig) -> Result<MasterStatus> {
     let store = open_existing(config).await?;
     let keyring = resolve_keyring(config, true)?;
     crate::service::master::status_of(store.as_ref(), &keyring).await
+}
+
+/// What `keyward backup` wrote.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    /// The new file.
+    pub path: std::path::PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// The id of the master key that opens what it holds.
+    pub master_key_id: String,
+    /// Whether the configured master key was checked against it (`false`:
+    /// no key is configured here; keep the key with that id with the backup).
+    pub key_checked: bool,
+}
+
+/// Writes a consistent copy of the SQLite database to `out` while keyward
+/// serves: a new 0600 file, never an existing one. On PostgreSQL it refuses
+/// and says how to run `pg_dump` instead.
+pub async fn backup(config: &ServeConfig, out: &Path) -> Result<Backup> {
+    if !config.is_sqlite() {
+        return Err(Error::FailedPrecondition(format!(
+            "keyward backup copies SQLite databases; on PostgreSQL use pg_dump, which takes a \
+             consistent snapshot while keyward serves:\n  pg_dump --format=custom --file {} '{}'\n\
+             (the password is not shown: give it in PGPASSWORD or ~/.pgpass), and keep the master \
+             key with the backup's restore notes",
+            out.display(),
+            crate::config::redact_url(&config.database_url)
+        )));
+    }
+    if out.symlink_metadata().is_ok() {
+        return Err(Error::AlreadyExists(format!(
+            "{} exists; keyward backup never overwrites: choose a new name",
+            out.display()
+        )));
+    }
+    let store = open_existing(config).await?;
+    let (master_key_id, sealed) = store
+        .read_canary()
+        .await?
+        .ok_or_else(|| Error::internal("the master-key canary vanished"))?;
+    // A configured key that does not open the database is a mistake worth
+    // stopping for; no key at all is fine (a backup job need not hold it).
+    let key_checked = match resolve_keyring(config, true) {
+        Ok(keyring) => {
+            check_canary(&keyring, &master_key_id, &sealed)?;
+            true
+        }
+        Err(_) => false,
+    };
+    let staged = files::stage_private_file(out, b"")?;
+    let copied = store.backup_to(&staged).await;
+    let placed = copied.and_then(|()| files::link_into_place(&staged, out));
+    let _ = std::fs::remove_file(&staged);
+    if !placed? {
+        return Err(Error::AlreadyExists(format!(
+            "{} appeared while the backup was written; it was left alone",
+            out.display()
+        )));
+    }
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(Backup {
+        path: out.to_path_buf(),
+        bytes,
+        master_key_id,
+        key_checked,
+    })
 }
 
 async fn open_existing(config: &ServeConfig) -> Result<Box<dyn Store>> {
@@ -274,7 +341,11 @@ async fn prepare_on(
 
 /// Refuses a keyring that lacks a key some stored value is sealed under,
 /// naming each missing key id and what it still seals.
-async fn check_keyring(store: &dyn Store, keyring: &Keyring, canary_id: &str) -> Result<()> {
+pub(crate) async fn check_keyring(
+    store: &dyn Store,
+    keyring: &Keyring,
+    canary_id: &str,
+) -> Result<()> {
     let status = crate::service::master::status_of(store, keyring).await?;
     let missing: Vec<_> = status.keys.iter().filter(|k| !k.held).collect();
     if missing.is_empty() {
@@ -296,7 +367,7 @@ async fn check_keyring(store: &dyn Store, keyring: &Keyring, canary_id: &str) ->
 }
 
 /// Refuses a keyring whose key does not open the database's canary.
-fn check_canary(keyring: &Keyring, stored_id: &str, sealed: &[u8]) -> Result<()> {
+pub(crate) fn check_canary(keyring: &Keyring, stored_id: &str, sealed: &[u8]) -> Result<()> {
     if keyring.open(&CANARY_ROW, stored_id, sealed).is_ok() {
         return Ok(());
     }

@@ -70,6 +70,30 @@ fn certificates(what: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDe
     Ok(certs)
 }
 
+/// A TLS client's settings: trusting the PEM certificates in `ca`, or else
+/// the public web PKI roots.
+pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in certificates("CA certificate", path, &read("CA certificate", path)?)? {
+                roots.add(cert).map_err(|e| {
+                    Error::FailedPrecondition(format!(
+                        "the TLS CA certificate {} is refused: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(Error::internal)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The pair in `cert_pem` and `key_pem`, checked to belong together.
 fn certified_key(files: &TlsFiles, cert_pem: &[u8], key_pem: &SecretBytes) -> Result<CertifiedKey> {
     let chain = certificates("certificate", &files.cert, cert_pem)?;

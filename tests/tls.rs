@@ -194,6 +194,8 @@ impl HttpsConn {
             .header("host", "127.0.0.1")
             .body(Empty::new())
             .unwrap();
+        // The connection takes the next request once it has finished the last.
+        self.sender.ready().await.expect("connection ready");
         let resp = self
             .sender
             .send_request(req)

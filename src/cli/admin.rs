@@ -45,25 +45,30 @@ impl Interceptor for Bearer {
 /// A channel whose calls carry the admin token.
 type Authed = InterceptedService<Channel, Bearer>;
 
+/// A channel to `--endpoint` with the CLI's TLS settings; connects on first use.
+pub(crate) fn channel(cli: &Cli) -> Result<Channel, CliError> {
+    let mut endpoint = Endpoint::from_shared(cli.endpoint.clone())
+        .map_err(|e| CliError::usage(format!("invalid --endpoint {:?}: {e}", cli.endpoint)))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if cli.endpoint.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(client_tls(cli)?)
+            .map_err(|e| CliError::usage(format!("TLS settings refused: {e}")))?;
+    } else if cli.ca_cert.is_some() || cli.client_cert.is_some() {
+        return Err(CliError::usage(
+            "--ca-cert and --client-cert need an https:// --endpoint",
+        ));
+    }
+    Ok(endpoint.connect_lazy())
+}
+
 impl Admin {
     pub(crate) fn connect(cli: &Cli) -> Result<Self, CliError> {
         let token = resolve_token(cli)?;
         let bearer = format!("Bearer {token}").parse().map_err(|_| {
             CliError::usage("the admin token holds characters not allowed in a header")
         })?;
-        let mut endpoint = Endpoint::from_shared(cli.endpoint.clone())
-            .map_err(|e| CliError::usage(format!("invalid --endpoint {:?}: {e}", cli.endpoint)))?
-            .connect_timeout(std::time::Duration::from_secs(5));
-        if cli.endpoint.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(client_tls(cli)?)
-                .map_err(|e| CliError::usage(format!("TLS settings refused: {e}")))?;
-        } else if cli.ca_cert.is_some() || cli.client_cert.is_some() {
-            return Err(CliError::usage(
-                "--ca-cert and --client-cert need an https:// --endpoint",
-            ));
-        }
-        let channel = endpoint.connect_lazy();
+        let channel = channel(cli)?;
         Ok(Self {
             channel,
             bearer: Bearer(bearer),

@@ -148,6 +148,13 @@ pub enum Command {
     /// see what each key still seals.
     #[command(subcommand)]
     Master(super::master::MasterCmd),
+    /// Check a deployment (configuration, database, migrations, master key,
+    /// clock, the running server, every key set, OpenMetadata): one line per
+    /// check with its fix; exits 1 if any check fails.
+    Doctor(super::ops::DoctorArgs),
+    /// Write a consistent copy of the SQLite database to a new file while
+    /// keyward serves (PostgreSQL: prints the pg_dump command).
+    Backup(super::ops::BackupArgs),
     /// Perform every key transition that is due (what cron or a timer runs).
     Rotate {
         /// Only this key set.

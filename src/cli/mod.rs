@@ -8,12 +8,16 @@
 //! - `openmetadata`: the commands that speak OpenMetadata's formats.
 //! - `tokens`: named API tokens.
 //! - `audit`: listing and verifying the audit log.
+//! - [`ops`]: `doctor` and `backup`, which look after the deployment itself;
+//!   `fetch`: their HTTP(S) GET.
 
 mod admin;
 mod args;
 mod audit;
+mod fetch;
 pub mod master;
 mod openmetadata;
+pub mod ops;
 mod print;
 mod tokens;
 
@@ -90,6 +94,8 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Serve(_) | Command::Migrate(_) => Ok(()),
         Command::Master(cmd) => master::run(cli, cmd).await,
+        Command::Doctor(args) => ops::doctor(cli, args).await,
+        Command::Backup(args) => ops::backup(cli, args).await,
         Command::Keyset(cmd) => keyset(&admin, out, cmd).await,
         Command::Keys(KeysCmd::List { keyset }) => {
             let keys = every_page(|page_token| {

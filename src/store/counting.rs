@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::{
     AuditFilter, AuditLink, AuditScan, ClientDelta, ClientRow, Generations, KeyRow, KeySetChange,
-    KeySetRow, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt, SealedCount, SealedKey,
-    SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
+    KeySetRow, MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt, SealedCount,
+    SealedKey, SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
 };
 use crate::{
     Result,
@@ -105,6 +105,9 @@ macro_rules! delegate {
 delegate! {
     fn ping(&self) -> Result<()>;
     fn migrate(&self) -> Result<()>;
+    fn migration_state(&self) -> Result<MigrationState>;
+    fn database_time(&self) -> Result<i64>;
+    fn backup_to(&self, path: &std::path::Path) -> Result<()>;
     fn lock_startup(&self) -> Result<StartupLock>;
     fn read_canary(&self) -> Result<Option<(String, Vec<u8>)>>;
     fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool>;

@@ -606,6 +606,18 @@ impl StartupLock {
     }
 }
 
+/// The database's migrations against this binary's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    /// Migrations applied.
+    pub applied: usize,
+    /// Versions this binary has that the database lacks.
+    pub pending: Vec<i64>,
+    /// Versions the database has that this binary does not know (a newer
+    /// keyward migrated it).
+    pub unknown: Vec<i64>,
+}
+
 /// keyward's persistence. One implementation per database backend.
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
@@ -615,6 +627,14 @@ pub trait Store: Send + Sync + Debug {
     async fn ping(&self) -> Result<()>;
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
+    /// The database server's clock, Unix seconds (SQLite: this machine's).
+    async fn database_time(&self) -> Result<i64>;
+    /// Which migrations the database has and this binary knows.
+    async fn migration_state(&self) -> Result<MigrationState>;
+    /// Writes a consistent copy of the database to `path` (a new or empty
+    /// file), while it serves; checks the copy. SQLite only: PostgreSQL
+    /// refuses with `FailedPrecondition` (use `pg_dump`).
+    async fn backup_to(&self, path: &std::path::Path) -> Result<()>;
     /// Waits until no other process is setting this database up, then holds
     /// that right until the lock is released.
     async fn lock_startup(&self) -> Result<StartupLock>;

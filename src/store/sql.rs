@@ -149,15 +149,53 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn run_migrations(&self) -> Result<()> {
+    fn migrator() -> sqlx::migrate::Migrator {
         sqlx::migrate!("migrations/sqlite")
+    }
+
+    async fn run_migrations(&self) -> Result<()> {
+        Self::migrator()
             .run(&self.pool)
             .await
             .map_err(Error::internal)
     }
 
+    /// `VACUUM INTO` `path` (a new or empty file): a consistent copy of the
+    /// database as of one moment, taken while others read and write. The copy
+    /// is then checked: it opens, passes `integrity_check` and holds the canary.
+    async fn backup_now(&self, path: &std::path::Path) -> Result<()> {
+        let target = path
+            .to_str()
+            .ok_or_else(|| Error::invalid("out", "the backup path must be valid UTF-8"))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::FailedPrecondition(format!("cannot sync {target}: {e}")))?;
+        let options = SqliteConnectOptions::new().filename(path).read_only(true);
+        let mut copy = sqlx::ConnectOptions::connect(&options).await?;
+        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&mut copy)
+            .await?;
+        let canaries: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM keyward_meta WHERE name = 'canary'")
+                .fetch_one(&mut copy)
+                .await?;
+        sqlx::Connection::close(copy).await?;
+        if integrity != "ok" || canaries != 1 {
+            return Err(Error::internal(format!(
+                "the backup {target} failed its check: integrity {integrity:?}, {canaries} canary rows"
+            )));
+        }
+        Ok(())
+    }
+
     const TABLE_EXISTS: &'static str =
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+
+    const NOW: &'static str = "SELECT CAST(strftime('%s', 'now') AS INTEGER)";
 
     /// The write transaction already holds the database's write lock.
     const LOCK_AUDIT_CHAIN: &'static str = READ_AUDIT_CHAIN;
@@ -340,12 +378,26 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
-    async fn run_migrations(&self) -> Result<()> {
+    fn migrator() -> sqlx::migrate::Migrator {
         sqlx::migrate!("migrations/postgres")
+    }
+
+    async fn run_migrations(&self) -> Result<()> {
+        Self::migrator()
             .run(&self.pool)
             .await
             .map_err(Error::internal)
     }
+
+    /// PostgreSQL's own tool takes consistent backups: `pg_dump`.
+    #[allow(clippy::unused_async)]
+    async fn backup_now(&self, _path: &std::path::Path) -> Result<()> {
+        Err(Error::FailedPrecondition(
+            "keyward backup copies SQLite databases; back PostgreSQL up with pg_dump".into(),
+        ))
+    }
+
+    const NOW: &'static str = "SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
 
     const TABLE_EXISTS: &'static str = "SELECT count(*) FROM information_schema.tables \
          WHERE table_schema = current_schema() AND table_name = $1";
@@ -459,6 +511,52 @@ macro_rules! impl_store {
             #[instrument(skip_all)]
             async fn migrate(&self) -> Result<()> {
                 self.run_migrations().await
+            }
+
+            #[instrument(skip_all)]
+            async fn migration_state(&self) -> Result<super::MigrationState> {
+                let exists: i64 = sqlx::query_scalar(Self::TABLE_EXISTS)
+                    .bind("_sqlx_migrations")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let applied: Vec<i64> = if exists > 0 {
+                    sqlx::query_scalar(
+                        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?
+                } else {
+                    Vec::new()
+                };
+                let migrator = Self::migrator();
+                let known: Vec<i64> = migrator
+                    .iter()
+                    .filter(|m| !m.migration_type.is_down_migration())
+                    .map(|m| m.version)
+                    .collect();
+                Ok(super::MigrationState {
+                    pending: known
+                        .iter()
+                        .filter(|v| !applied.contains(v))
+                        .copied()
+                        .collect(),
+                    unknown: applied
+                        .iter()
+                        .filter(|v| !known.contains(v))
+                        .copied()
+                        .collect(),
+                    applied: applied.len(),
+                })
+            }
+
+            #[instrument(skip_all)]
+            async fn database_time(&self) -> Result<i64> {
+                Ok(sqlx::query_scalar(Self::NOW).fetch_one(&self.pool).await?)
+            }
+
+            #[instrument(skip_all)]
+            async fn backup_to(&self, path: &std::path::Path) -> Result<()> {
+                self.backup_now(path).await
             }
 
             #[instrument(skip_all)]

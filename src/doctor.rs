@@ -1,0 +1,516 @@
+//! `keyward doctor`: checks of a deployment, each `ok`, `warn` or `fail`
+//! with what to do about it. This module holds the checks that read the
+//! configuration and the database (and judge an OpenMetadata JWKS); the CLI
+//! adds the network checks (the server answering, fetching OpenMetadata's
+//! JWKS) and prints the report.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    config::ServeConfig,
+    crypto::keys::PublicJwk,
+    model::{KeyState, format_duration},
+    rotation::Cadence,
+    store::{self, KeyRow, KeySetRow, Store},
+};
+
+/// The kid of the signing key OpenMetadata ships with, public to everyone.
+pub const OPENMETADATA_DEFAULT_KID: &str = "Gb389a-9f76-gdjs-a92j-0242bk94356";
+
+/// How far the database's clock may be from this machine's before it is a
+/// warning, and before it is a failure.
+const CLOCK_WARN_SECS: i64 = 5;
+const CLOCK_FAIL_SECS: i64 = 60;
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but should be fixed.
+    Warn,
+    /// Broken, or about to be.
+    Fail,
+}
+
+impl Status {
+    /// `ok`, `warn` or `fail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warn => "warn",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked, e.g. `database` or `keyset om: retention`.
+    pub check: String,
+    /// The verdict.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do, for `warn` and `fail`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    /// A passed check.
+    pub fn ok(check: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            check: check.into(),
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    /// A warning and its fix.
+    pub fn warn(
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            check: check.into(),
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// A failure and its fix.
+    pub fn fail(
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            check: check.into(),
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// The checks that need only the configuration and the database, in order;
+/// a failure that makes the later ones meaningless stops there. `now` is
+/// this machine's clock. Returns the opened store too, for later checks.
+pub async fn local_checks(config: &ServeConfig, now: i64) -> (Vec<Check>, Option<Box<dyn Store>>) {
+    let mut checks = Vec::new();
+    let url = crate::config::redact_url(&config.database_url);
+    let store = match store::open(&config.database_url).await {
+        Ok(store) => store,
+        Err(err) => {
+            checks.push(Check::fail(
+                "database",
+                format!("{url}: {err}"),
+                "check --database-url (KEYWARD_DATABASE_URL) and that the database is up",
+            ));
+            return (checks, None);
+        }
+    };
+    if let Err(err) = store.ping().await {
+        checks.push(Check::fail(
+            "database",
+            format!("{url}: {err}"),
+            "check that the database is up and reachable from here",
+        ));
+        return (checks, None);
+    }
+    let canary = match store.read_canary().await {
+        Ok(Some(canary)) => canary,
+        Ok(None) => {
+            checks.push(Check::fail(
+                "database",
+                format!("{url} answers but holds no keyward data"),
+                "check --database-url and --data-dir; `keyward serve` sets a new database up",
+            ));
+            return (checks, None);
+        }
+        Err(err) => {
+            checks.push(Check::fail(
+                "database",
+                format!("{url}: {err}"),
+                "check the database",
+            ));
+            return (checks, None);
+        }
+    };
+    checks.push(Check::ok(
+        "database",
+        format!("{url} ({}) answers", store.backend()),
+    ));
+    checks.push(migrations(store.as_ref()).await);
+    checks.push(master_key(config, store.as_ref(), &canary).await);
+    let delta = match store.published_since(None).await {
+        Ok(delta) => delta,
+        Err(err) => {
+            checks.push(Check::fail(
+                "key sets",
+                format!("cannot read them: {err}"),
+                "check the database",
+            ));
+            return (checks, Some(store));
+        }
+    };
+    checks.push(clock(store.as_ref(), now, &delta.keysets, &delta.keys).await);
+    for set in &delta.keysets {
+        let keys: Vec<&KeyRow> = delta
+            .keys
+            .iter()
+            .filter(|k| k.keyset_id == set.id)
+            .collect();
+        checks.extend(keyset_checks(config, set, &keys, now));
+    }
+    (checks, Some(store))
+}
+
+async fn migrations(store: &dyn Store) -> Check {
+    match store.migration_state().await {
+        Ok(state) if !state.unknown.is_empty() => Check::fail(
+            "migrations",
+            format!(
+                "the database has migrations this keyward does not know ({:?}): a newer keyward set it up",
+                state.unknown
+            ),
+            "run the keyward version that migrated this database (or a newer one)",
+        ),
+        Ok(state) if !state.pending.is_empty() => Check::warn(
+            "migrations",
+            format!(
+                "{} applied, {} pending ({:?})",
+                state.applied,
+                state.pending.len(),
+                state.pending
+            ),
+            "`keyward migrate` (or `keyward serve`, which migrates at start) applies them",
+        ),
+        Ok(state) => Check::ok("migrations", format!("all {} applied", state.applied)),
+        Err(err) => Check::fail("migrations", err.to_string(), "check the database"),
+    }
+}
+
+async fn master_key(config: &ServeConfig, store: &dyn Store, canary: &(String, Vec<u8>)) -> Check {
+    let (stored_id, sealed) = canary;
+    let keyring = match crate::server::resolve_keyring(config, true) {
+        Ok(keyring) => keyring,
+        Err(err) => {
+            return Check::fail(
+                "master key",
+                err.to_string(),
+                "give the key this database was sealed with: --master-key-file or KEYWARD_MASTER_KEY",
+            );
+        }
+    };
+    if let Err(err) = crate::server::check_canary(&keyring, stored_id, sealed) {
+        return Check::fail(
+            "master key",
+            err.to_string(),
+            format!("configure the master key with id {stored_id}"),
+        );
+    }
+    if let Err(err) = crate::server::check_keyring(store, &keyring, stored_id).await {
+        return Check::fail(
+            "master key",
+            err.to_string(),
+            "add the missing key with --previous-master-key-file until `keyward master rewrap` has run",
+        );
+    }
+    Check::ok(
+        "master key",
+        format!(
+            "key {} opens the canary and every stored value's key is held",
+            keyring.id()
+        ),
+    )
+}
+
+/// The clock: not behind what the database already holds, and (PostgreSQL)
+/// close to the database server's.
+async fn clock(store: &dyn Store, now: i64, sets: &[KeySetRow], keys: &[KeyRow]) -> Check {
+    let newest = sets
+        .iter()
+        .map(|s| s.created_at)
+        .chain(keys.iter().map(|k| k.created_at))
+        .max();
+    if let Some(newest) = newest.filter(|n| *n > now + CLOCK_FAIL_SECS) {
+        return Check::fail(
+            "clock",
+            format!(
+                "this machine's clock is {} behind data the database holds (created at {})",
+                format_duration(u64::try_from(newest - now).unwrap_or(0)),
+                crate::model::format_time(newest)
+            ),
+            "fix the clock (NTP) before serving: rotation and token times follow it",
+        );
+    }
+    match store.database_time().await {
+        Ok(db_now) => {
+            let skew = (db_now - now).abs();
+            let detail = format!("{skew}s from the database server's clock");
+            if skew > CLOCK_FAIL_SECS {
+                Check::fail("clock", detail, "synchronise both clocks (NTP)")
+            } else if skew > CLOCK_WARN_SECS {
+                Check::warn("clock", detail, "synchronise both clocks (NTP)")
+            } else {
+                Check::ok("clock", detail)
+            }
+        }
+        Err(err) => Check::warn(
+            "clock",
+            format!("cannot read the database's clock: {err}"),
+            "check the database",
+        ),
+    }
+}
+
+/// The RFC 7638 thumbprint of a stored public JWK, if it parses.
+fn thumbprint_of(jwk_json: &str) -> Option<String> {
+    let jwk: Value = serde_json::from_str(jwk_json).ok()?;
+    let member = |name: &str| jwk.get(name).and_then(Value::as_str).map(str::to_string);
+    let public = match jwk.get("kty")?.as_str()? {
+        "RSA" => PublicJwk::Rsa {
+            n: member("n")?,
+            e: member("e")?,
+        },
+        "EC" => PublicJwk::Ec {
+            crv: match jwk.get("crv")?.as_str()? {
+                "P-256" => "P-256",
+                "P-384" => "P-384",
+                _ => return None,
+            },
+            x: member("x")?,
+            y: member("y")?,
+        },
+        "OKP" => PublicJwk::Okp { x: member("x")? },
+        _ => return None,
+    };
+    Some(public.thumbprint())
+}
+
+/// One key set's checks.
+fn keyset_checks(config: &ServeConfig, set: &KeySetRow, keys: &[&KeyRow], now: i64) -> Vec<Check> {
+    let name = |what: &str| format!("keyset {}: {what}", set.name);
+    let policy = &set.policy;
+    let mut checks = Vec::new();
+
+    let grace = i64::try_from(config.rotation_overdue_after.as_secs()).unwrap_or(i64::MAX);
+    let late = now - set.next_rotation_at;
+    checks.push(if late > grace {
+        Check::fail(
+            name("rotation"),
+            format!(
+                "overdue: due {} ago ({}), more than the allowed {}",
+                format_duration(u64::try_from(late).unwrap_or(0)),
+                crate::model::format_time(set.next_rotation_at),
+                format_duration(config.rotation_overdue_after.as_secs())
+            ),
+            if config.rotation_interval.is_some() {
+                format!("is a keyward serving? run `keyward rotate --keyset {}` and read its output", set.name)
+            } else {
+                format!(
+                    "the scheduler is off: check the cron job or timer running `keyward rotate`; run `keyward rotate --keyset {}` now",
+                    set.name
+                )
+            },
+        )
+    } else {
+        Check::ok(
+            name("rotation"),
+            format!("next due {}", crate::model::format_time(set.next_rotation_at)),
+        )
+    });
+
+    let served = policy.jwks_max_age(config.jwks_max_age);
+    checks.push(if policy.prepublish < config.jwks_max_age {
+        Check::warn(
+            name("pre-publication"),
+            format!(
+                "keys are published {} before they sign, less than the JWKS max-age of {} (so its JWKS is served with max-age {}); verifiers that keep a JWKS longer may meet a kid they do not have",
+                format_duration(policy.prepublish),
+                format_duration(config.jwks_max_age),
+                format_duration(served)
+            ),
+            format!(
+                "keyward keyset update {} --prepublish {} (at least the longest verifier cache; OpenMetadata re-fetches unknown kids)",
+                set.name,
+                format_duration(config.jwks_max_age.max(86_400))
+            ),
+        )
+    } else {
+        Check::ok(
+            name("pre-publication"),
+            format!(
+                "{} before signing; JWKS max-age {}",
+                format_duration(policy.prepublish),
+                format_duration(served)
+            ),
+        )
+    });
+
+    checks.push(if policy.retain < policy.max_token_ttl {
+        Check::fail(
+            name("retention"),
+            format!(
+                "retired keys stay published {}, less than the max-token-ttl of {}: tokens signed just before a rotation stop verifying early",
+                format_duration(policy.retain),
+                format_duration(policy.max_token_ttl)
+            ),
+            format!(
+                "keyward keyset update {} --retain {}",
+                set.name,
+                format_duration(policy.max_token_ttl)
+            ),
+        )
+    } else {
+        Check::ok(
+            name("retention"),
+            format!(
+                "{} after retirement covers tokens of up to {}",
+                format_duration(policy.retain),
+                format_duration(policy.max_token_ttl)
+            ),
+        )
+    });
+
+    if set.algorithm.is_rsa() {
+        let bits = set.rsa_bits.unwrap_or(0);
+        checks.push(if bits < 2048 {
+            Check::fail(
+                name("key size"),
+                format!("RSA keys of {bits} bits"),
+                format!(
+                    "create a key set with --rsa-bits 2048 or more and move signers to it; then `keyward keyset delete {}`",
+                    set.name
+                ),
+            )
+        } else {
+            Check::ok(name("key size"), format!("RSA {bits} bits"))
+        });
+    }
+
+    if let Some(active) = keys.iter().find(|k| k.state == KeyState::Active) {
+        let imported = thumbprint_of(&active.public_jwk).is_some_and(|t| t != active.kid);
+        let since = active.activated_at.unwrap_or(active.created_at);
+        let period = match &policy.cadence {
+            Cadence::Every(period) => *period,
+            Cadence::Cron(_) => 31 * 86_400,
+        };
+        let age = u64::try_from(now - since).unwrap_or(0);
+        checks.push(if imported && age > period {
+            Check::warn(
+                name("imported key"),
+                format!(
+                    "the active key {} was imported and has signed for {}, longer than one rotation period ({})",
+                    active.kid,
+                    format_duration(age),
+                    format_duration(period)
+                ),
+                format!(
+                    "keyward keyset rotate {} (then regenerate tokens that must outlive the old key)",
+                    set.name
+                ),
+            )
+        } else if imported {
+            Check::ok(
+                name("imported key"),
+                format!("the active key {} was imported; it rotates away on schedule", active.kid),
+            )
+        } else {
+            Check::ok(name("active key"), format!("{} signs since {}", active.kid, crate::model::format_time(since)))
+        });
+    } else {
+        checks.push(Check::fail(
+            name("active key"),
+            "no active key: signing fails",
+            format!("keyward keyset rotate {}", set.name),
+        ));
+    }
+    checks
+}
+
+/// Judges the JWKS OpenMetadata publishes (`/api/v1/system/config/jwks`):
+/// its shipped default key is public to everyone; its key should be one
+/// keyward holds (exported from it), and one still signing.
+pub async fn openmetadata_checks(url: &str, jwks: &Value, store: Option<&dyn Store>) -> Vec<Check> {
+    let kids: Vec<&str> = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k.get("kid").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if kids.is_empty() {
+        return vec![Check::fail(
+            "openmetadata",
+            format!("{url} publishes no key"),
+            "check --openmetadata-url and OpenMetadata's JWT settings",
+        )];
+    }
+    let mut checks = Vec::new();
+    if kids.contains(&OPENMETADATA_DEFAULT_KID) {
+        checks.push(Check::warn(
+            "openmetadata: default key",
+            format!(
+                "OpenMetadata still publishes its shipped default key ({OPENMETADATA_DEFAULT_KID}), whose private half every OpenMetadata install shares"
+            ),
+            "keyward keyset create om --alg RS256 && keyward export openmetadata --keyset om --out DIR; point OpenMetadata at DIR (docs/openmetadata.md) and restart it; then regenerate bot tokens",
+        ));
+    } else {
+        checks.push(Check::ok(
+            "openmetadata: default key",
+            "OpenMetadata does not publish its shipped default key",
+        ));
+    }
+    let Some(store) = store else {
+        return checks;
+    };
+    let mut known = Vec::new();
+    for kid in kids.iter().filter(|k| **k != OPENMETADATA_DEFAULT_KID) {
+        match store.find_key(kid).await {
+            Ok(Some(key)) => known.push(key),
+            Ok(None) => {}
+            Err(err) => {
+                checks.push(Check::warn(
+                    "openmetadata: key",
+                    format!("cannot look kid {kid} up: {err}"),
+                    "check the database",
+                ));
+                return checks;
+            }
+        }
+    }
+    checks.push(match known.first() {
+        None => Check::warn(
+            "openmetadata: key",
+            format!("OpenMetadata's key ({}) is not one keyward holds", kids.join(", ")),
+            "export OpenMetadata's key from keyward: keyward export openmetadata --keyset om --out DIR (or import OpenMetadata's current key with `keyward import openmetadata`)",
+        ),
+        Some(key) if matches!(key.state, KeyState::Active | KeyState::Pending) => Check::ok(
+            "openmetadata: key",
+            format!("OpenMetadata publishes {} of key set {} ({})", key.kid, key.keyset, key.state),
+        ),
+        Some(key) => Check::warn(
+            "openmetadata: key",
+            format!(
+                "OpenMetadata signs with {} of key set {}, which keyward has {}",
+                key.kid, key.keyset, key.state
+            ),
+            format!(
+                "keyward export openmetadata --keyset {} --out DIR and restart OpenMetadata (it reads its key once at start)",
+                key.keyset
+            ),
+        ),
+    });
+    checks
+}
