@@ -505,3 +505,94 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let (status, _) = serve.terminate_waited();
     assert!(status.success(), "exited cleanly: {status}");
 }
+
+/// `keyward keys timeline`: every key on one axis, the next rotation, now;
+/// `--output json` carries the same spans.
+#[test]
+fn keys_timeline_draws_every_key_and_the_next_rotation() {
+    let dir = tempfile::tempdir().expect("dir");
+    let serve = process::serve(dir.path(), &[]).expect("serves");
+    let run = |args: &[&str]| process::stdout(&process::cli(dir.path(), &serve.grpc, args, None));
+    run(&[
+        "keyset",
+        "create",
+        "om",
+        "--alg",
+        "ES256",
+        "--rotate-every",
+        "7d",
+        "--prepublish",
+        "1d",
+        "--retain",
+        "2d",
+    ]);
+    run(&["keyset", "rotate", "om"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&run(&["--output", "json", "keys", "list", "om"])).expect("JSON");
+    let kids: Vec<String> = listed
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_string())
+        .collect();
+    assert_eq!(kids.len(), 3, "retired, active, pending: {listed}");
+
+    let text = run(&["keys", "timeline", "om", "--days", "30"]);
+    assert!(text.is_ascii(), "{text}");
+    for kid in &kids {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&kid[..13]))
+            .unwrap_or_else(|| panic!("a row for {kid}:\n{text}"));
+        assert!(
+            row.contains('#') || row.contains('-') || row.contains('='),
+            "{row}"
+        );
+    }
+    let rotations = text
+        .lines()
+        .find(|l| l.starts_with("rotations"))
+        .expect("rotations row");
+    let now = text
+        .lines()
+        .find(|l| l.starts_with("now"))
+        .expect("now row");
+    assert!(
+        rotations.find('^') > now.find('^'),
+        "the next rotation is ahead of now:\n{text}"
+    );
+    assert!(text.contains("next rotation: "), "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&run(&[
+        "--output", "json", "keys", "timeline", "om", "--days", "30",
+    ]))
+    .expect("JSON");
+    assert_eq!(json["keyset"], "om");
+    assert_eq!(json["keys"].as_array().expect("keys").len(), 3);
+    let active = json["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["state"] == "active")
+        .expect("the active key");
+    let phases: Vec<&str> = active["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| s["phase"].as_str().expect("phase"))
+        .collect();
+    assert_eq!(
+        phases.last(),
+        Some(&"retired"),
+        "it retires at the next rotation: {active}"
+    );
+    let next = json["rotations"][0]
+        .as_i64()
+        .expect("a rotation on the axis");
+    assert!(next > json["now"].as_i64().expect("now"));
+    let missing = process::cli(dir.path(), &serve.grpc, &["keys", "timeline", "nope"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NOT_FOUND"));
+    let (status, _) = serve.terminate();
+    assert!(status.success());
+}

@@ -253,6 +253,15 @@ pub enum KeysCmd {
         /// Key set name.
         keyset: String,
     },
+    /// Draw a key set's keys on a time axis: when each is pending, signs,
+    /// stays published and leaves; revocations; the next rotations; now.
+    Timeline {
+        /// Key set name.
+        keyset: String,
+        /// Days the axis spans (two thirds past, one third ahead).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+    },
     /// Revoke a key: unpublished at once, never signs again.
     Revoke {
         /// The key's kid.

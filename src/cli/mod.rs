@@ -19,6 +19,7 @@ pub mod master;
 mod openmetadata;
 pub mod ops;
 mod print;
+mod timeline;
 mod tokens;
 
 use serde_json::json;
@@ -84,6 +85,25 @@ where
     }
 }
 
+/// Every key of `keyset`, page by page.
+async fn all_keys(admin: &Admin, keyset: &str) -> Result<Vec<pb::Key>, CliError> {
+    every_page(|page_token| {
+        let mut api = admin.keysets();
+        async move {
+            let page = api
+                .list_keys(pb::ListKeysRequest {
+                    keyset: keyset.to_string(),
+                    page_size: PAGE_SIZE,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.keys, page.next_page_token))
+        }
+    })
+    .await
+}
+
 /// Items per page the CLI asks for: the most the server gives.
 pub(crate) const PAGE_SIZE: u32 = 1000;
 
@@ -98,22 +118,25 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         Command::Backup(args) => ops::backup(cli, args).await,
         Command::Keyset(cmd) => keyset(&admin, out, cmd).await,
         Command::Keys(KeysCmd::List { keyset }) => {
-            let keys = every_page(|page_token| {
-                let mut api = admin.keysets();
-                async move {
-                    let page = api
-                        .list_keys(pb::ListKeysRequest {
-                            keyset: keyset.clone(),
-                            page_size: PAGE_SIZE,
-                            page_token,
-                        })
-                        .await?
-                        .into_inner();
-                    Ok((page.keys, page.next_page_token))
-                }
-            })
-            .await?;
+            let keys = all_keys(&admin, keyset).await?;
             print_keys(out, &keys);
+            Ok(())
+        }
+        Command::Keys(KeysCmd::Timeline { keyset, days }) => {
+            let set = admin
+                .keysets()
+                .get_key_set(pb::GetKeySetRequest {
+                    name: keyset.clone(),
+                })
+                .await?
+                .into_inner();
+            let keys = all_keys(&admin, keyset).await?;
+            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+            let drawn = timeline::build(&set, &keys, now, *days);
+            match out {
+                Output::Json => println!("{}", json!(drawn)),
+                Output::Table => print!("{}", timeline::render(&drawn)),
+            }
             Ok(())
         }
         Command::Keys(KeysCmd::Revoke { kid }) => {
