@@ -352,6 +352,8 @@ async fn hot_paths(server: &TestServer) {
         "raw RS256",
     );
 
+    observability_cost(server, &calls, &token_es).await;
+
     // The JWKS, one request at a time, while RS256 tokens go out at full rate.
     let load = tokio::spawn(async move {
         rate_for(
@@ -371,6 +373,47 @@ async fn hot_paths(server: &TestServer) {
         under_load.1.as_secs_f64() * 1e3,
         load.0
     );
+}
+
+/// What request ids, their log span and the request metrics cost: the same
+/// service behind a second listener whose router has none of them,
+/// alternated with the real one three times.
+async fn observability_cost(server: &TestServer, calls: &load::HotCalls, token: &load::Op) {
+    use load::{HTTP_TASKS, rate};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state = keyward::http::HttpState {
+        service: std::sync::Arc::clone(&server.service),
+    };
+    let bare_server = tokio::spawn(keyward::net::serve_http(
+        listener,
+        keyward::http::unobserved_router(state, true),
+        None,
+        keyward::net::Limits::default(),
+        stopped,
+    ));
+    let bare = calls.http_at(&bare_url);
+    let bare_token = bare.token("hot-es", "hot-path-secret-0123456789");
+    println!("-- request ids, log spans and request metrics: with / without, alternated 3 times");
+    for (label, with, without) in [
+        ("JWKS GET", calls.jwks_get(), bare.jwks_get()),
+        ("POST /oauth2/token ES256", token.clone(), bare_token),
+    ] {
+        let (mut on, mut off) = (0.0, 0.0);
+        for _ in 0..3 {
+            off += rate(HTTP_TASKS, &without).await.0;
+            on += rate(HTTP_TASKS, &with).await.0;
+        }
+        println!(
+            "{label:<38} {:>9.0} /s with, {:>9.0} /s without  {:>5.3}x",
+            on / 3.0,
+            off / 3.0,
+            on / off
+        );
+    }
+    let _ = stop.send(true);
+    let _ = bare_server.await;
 }
 
 async fn run(backend: Backend) {
@@ -460,6 +503,12 @@ fn raw_signing_rates() {
 }
 
 fn main() {
+    // As `keyward serve` runs: spans and events at info are recorded (here
+    // into a sink), so the request span costs what it costs in production.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .init();
     if std::env::args().any(|a| a == "raw") {
         raw_signing_rates();
         return;

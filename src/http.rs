@@ -80,8 +80,21 @@ pub struct HttpState {
 }
 
 /// The HTTP routes; with `metrics`, `/metrics` too (otherwise it is served
-/// on its own listener by [`metrics_router`], or not at all).
+/// on its own listener by [`metrics_router`], or not at all). Every request
+/// gets a request id and is counted (see `observe`).
 pub fn router(state: HttpState, metrics: bool) -> Router {
+    routes(metrics)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// [`router`] without request ids and request metrics: what
+/// `benches/service.rs` measures their cost against. Not served.
+pub fn unobserved_router(state: HttpState, metrics: bool) -> Router {
+    routes(metrics).with_state(state)
+}
+
+fn routes(metrics: bool) -> Router<HttpState> {
     let router = Router::new()
         .route("/.well-known/jwks.json", get(default_jwks))
         .route("/keysets/{name}/jwks.json", get(keyset_jwks))
@@ -98,10 +111,7 @@ pub fn router(state: HttpState, metrics: bool) -> Router {
     } else {
         router
     };
-    router
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+    router.fallback(not_found)
 }
 
 /// `/metrics` alone, for `--metrics-addr`.

@@ -403,7 +403,7 @@ impl Collector for ViewGauges {
         gauge_family(
             &mut encoder,
             "rotation_overdue",
-            "1 when the key set's due rotation has not happened within two scheduler intervals",
+            "1 when the key set's due rotation has not happened within --rotation-overdue-after (two scheduler intervals by default)",
             &overdue,
         )?;
         encoder

@@ -450,9 +450,11 @@ async fn every<F, Fut>(
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // A tick in progress runs to its end; none starts after shutdown.
         tokio::select! {
-            _ = ticker.tick() => tick().await,
+            biased;
             _ = shutdown.changed() => return,
+            _ = ticker.tick() => tick().await,
         }
     }
 }
@@ -663,10 +665,18 @@ pub async fn serve_on(
     if let Some(reload) = tls_reload {
         reload.abort();
     }
-    app.service.flush_audit().await;
-    if let Some(s) = scheduler {
-        s.abort();
+    // A rotation sweep under way finishes (each key set's change is one
+    // transaction either way) within the grace.
+    if let Some(sweep) = scheduler
+        && tokio::time::timeout(limits.shutdown_grace, sweep)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "a rotation sweep was still running after the shutdown grace; its current transaction rolls back"
+        );
     }
+    app.service.flush_audit().await;
     grpc_result.map_err(Error::internal)?;
     tracing::info!("keyward stopped");
     Ok(())

@@ -165,6 +165,16 @@ impl HotCalls {
         }
     }
 
+    /// The same calls, with HTTP ones sent to `http_url` instead.
+    pub fn http_at(&self, http_url: &str) -> Self {
+        Self {
+            channels: self.channels.clone(),
+            bearer: self.bearer.clone(),
+            http: self.http.clone(),
+            http_url: http_url.to_string(),
+        }
+    }
+
     fn authed<T>(&self, task: usize, message: T) -> (Channel, tonic::Request<T>) {
         let mut req = tonic::Request::new(message);
         req.metadata_mut()
