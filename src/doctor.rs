@@ -77,12 +77,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Self {
-            check: check.into(),
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Self::with_fix(Status::Warn, check.into(), detail.into(), fix.into())
     }
 
     /// A failure and its fix.
@@ -91,11 +86,15 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
+        Self::with_fix(Status::Fail, check.into(), detail.into(), fix.into())
+    }
+
+    fn with_fix(status: Status, check: String, detail: String, fix: String) -> Self {
         Self {
-            check: check.into(),
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            check,
+            status,
+            detail,
+            fix: Some(fix),
         }
     }
 }

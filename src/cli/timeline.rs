@@ -299,6 +299,10 @@ mod tests {
 
     const DAY: i64 = 86_400;
 
+    fn span(phase: Phase, from: i64, to: Option<i64>) -> Span {
+        Span { phase, from, to }
+    }
+
     fn key(kid: &str, state: pb::KeyState, times: [i64; 5]) -> pb::Key {
         pb::Key {
             kid: kid.into(),
@@ -318,21 +322,9 @@ mod tests {
         assert_eq!(
             spans(&k),
             [
-                Span {
-                    phase: Phase::Pending,
-                    from: 0,
-                    to: Some(DAY)
-                },
-                Span {
-                    phase: Phase::Active,
-                    from: DAY,
-                    to: Some(31 * DAY)
-                },
-                Span {
-                    phase: Phase::Retired,
-                    from: 31 * DAY,
-                    to: Some(32 * DAY)
-                },
+                span(Phase::Pending, 0, Some(DAY)),
+                span(Phase::Active, DAY, Some(31 * DAY)),
+                span(Phase::Retired, 31 * DAY, Some(32 * DAY)),
             ]
         );
         let revoked = key(
@@ -343,27 +335,12 @@ mod tests {
         assert_eq!(
             spans(&revoked),
             [
-                Span {
-                    phase: Phase::Pending,
-                    from: 0,
-                    to: Some(DAY)
-                },
-                Span {
-                    phase: Phase::Active,
-                    from: DAY,
-                    to: Some(10 * DAY)
-                },
+                span(Phase::Pending, 0, Some(DAY)),
+                span(Phase::Active, DAY, Some(10 * DAY)),
             ]
         );
         let pending = key("c", pb::KeyState::Pending, [5 * DAY, 0, 0, 0, 0]);
-        assert_eq!(
-            spans(&pending),
-            [Span {
-                phase: Phase::Pending,
-                from: 5 * DAY,
-                to: None
-            }]
-        );
+        assert_eq!(spans(&pending), [span(Phase::Pending, 5 * DAY, None)]);
     }
 
     #[test]

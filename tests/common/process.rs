@@ -96,15 +96,20 @@ pub fn spawn_serve(mut cmd: Command) -> Result<Serve, String> {
     }
 }
 
+/// Sends SIGTERM to `child` and waits for it to exit.
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    child.wait().expect("wait")
+}
+
 impl Serve {
     pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let status = self.child.wait().expect("wait");
+        let status = sigterm(&mut self.child);
         let log = self.log.try_iter().collect();
         (status, log)
     }
@@ -212,13 +217,7 @@ impl Logged {
 
     /// SIGTERM, then its exit status and the lines not yet read.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let status = self.child.wait().expect("wait");
+        let status = sigterm(&mut self.child);
         let log = self.log.iter().collect();
         (status, log)
     }
