@@ -105,6 +105,20 @@ impl Check {
 pub async fn local_checks(config: &ServeConfig, now: i64) -> (Vec<Check>, Option<Box<dyn Store>>) {
     let mut checks = Vec::new();
     let url = crate::config::redact_url(&config.database_url);
+    // Opening a SQLite URL creates the file: a doctor must not.
+    let sqlite_file = config
+        .database_url
+        .strip_prefix("sqlite://")
+        .and_then(|rest| rest.split('?').next())
+        .filter(|path| !path.is_empty() && !path.contains(":memory:"));
+    if let Some(path) = sqlite_file.filter(|p| !std::path::Path::new(p).exists()) {
+        checks.push(Check::fail(
+            "database",
+            format!("{path} does not exist"),
+            "check --data-dir and --database-url; `keyward serve` creates the database",
+        ));
+        return (checks, None);
+    }
     let store = match store::open(&config.database_url).await {
         Ok(store) => store,
         Err(err) => {

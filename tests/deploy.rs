@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -541,4 +543,55 @@ fn the_word_splitter_and_extractors_work() {
         mentioned_variables("KEYWARD_LOG_FORMAT=json KEYWARD_OM_KEYS")
             .contains("KEYWARD_LOG_FORMAT")
     );
+}
+
+/// systemd's own checker accepts the units (every directive known, the
+/// timer's calendar valid), and rates the server's exposure as low.
+#[test]
+fn systemd_accepts_the_units_and_rates_them_hardened() {
+    let Ok(version) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        common::skipped("systemd-analyze is not installed");
+        return;
+    };
+    assert!(version.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for path in files(&deploy_dir().join("systemd")) {
+        // The binary where this build put it (systemd checks it exists).
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/usr/local/bin/keyward", env!("CARGO_BIN_EXE_keyward"));
+        let copy = dir.path().join(path.file_name().unwrap());
+        std::fs::write(&copy, text).unwrap();
+        units.push(copy);
+    }
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(dir.path().join("keyward.service"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for keyward.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    assert!(level <= 2.0, "exposure {level}:\n{report}");
 }

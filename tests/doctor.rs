@@ -23,11 +23,13 @@ fn doctor(db: &TestDb, server: &TestServer, env: &[(&str, &str)], extra: &[&str]
     cmd.arg("--data-dir")
         .arg(db.data_dir())
         .args(["--endpoint", &server.grpc_url, "--output", "json", "doctor"])
-        .args(["--database-url", &db.url])
         .args(["--http-url", &server.http_url])
         .args(extra)
         .env_remove("KEYWARD_MASTER_KEY")
         .env_remove("KEYWARD_DATABASE_URL");
+    if !extra.contains(&"--database-url") {
+        cmd.args(["--database-url", &db.url]);
+    }
     if let MasterKeySource::Inline(key) = &db.master_key {
         cmd.env("KEYWARD_MASTER_KEY", key.expose());
     }
