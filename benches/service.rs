@@ -295,15 +295,17 @@ fn raw_rs_anchor(cores: usize) -> f64 {
 }
 
 /// The hot paths at full rate, each next to its anchor (see the module doc).
+/// The secret of the hot-path clients.
+const HOT_SECRET: &str = "hot-path-secret-0123456789";
+
 async fn hot_paths(server: &TestServer) {
     use load::{Anchor, GRPC_TASKS, HTTP_TASKS, against, rate, rate_for, ratio_line};
-    const SECRET: &str = "hot-path-secret-0123456789";
     for (id, keyset) in [("hot-es", "es256"), ("hot-rs", "rs2048")] {
         server
             .clients()
             .put_client(pb::PutClientRequest {
                 id: id.into(),
-                secret: Some(SECRET.into()),
+                secret: Some(HOT_SECRET.into()),
                 token_keyset: Some(keyset.into()),
                 ..Default::default()
             })
@@ -341,10 +343,10 @@ async fn hot_paths(server: &TestServer) {
         op: jwks_get.clone(),
         tasks: HTTP_TASKS,
     };
-    let token_es = calls.token("hot-es", SECRET);
+    let token_es = calls.token("hot-es", HOT_SECRET);
     against(&jwks, "POST /oauth2/token ES256", &token_es, HTTP_TASKS).await;
     let anchor = raw_rs_anchor(cores);
-    let token_rs = calls.token("hot-rs", SECRET);
+    let token_rs = calls.token("hot-rs", HOT_SECRET);
     ratio_line(
         "POST /oauth2/token RS256",
         rate(HTTP_TASKS, &token_rs).await,
@@ -394,7 +396,7 @@ async fn observability_cost(server: &TestServer, calls: &load::HotCalls, token: 
         stopped,
     ));
     let bare = calls.http_at(&bare_url);
-    let bare_token = bare.token("hot-es", "hot-path-secret-0123456789");
+    let bare_token = bare.token("hot-es", HOT_SECRET);
     println!("-- request ids, log spans and request metrics: with / without, alternated 3 times");
     for (label, with, without) in [
         ("JWKS GET", calls.jwks_get(), bare.jwks_get()),
@@ -414,6 +416,28 @@ async fn observability_cost(server: &TestServer, calls: &load::HotCalls, token: 
     }
     let _ = stop.send(true);
     let _ = bare_server.await;
+}
+
+/// `cargo bench --bench service -- observe`: only what request ids, log
+/// spans and request metrics cost, on SQLite.
+async fn observe_only() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let server = TestServer::start(&db).await;
+    create(&server, "es256", "ES256", 0).await;
+    server
+        .clients()
+        .put_client(pb::PutClientRequest {
+            id: "hot-es".into(),
+            secret: Some(HOT_SECRET.into()),
+            token_keyset: Some("es256".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let calls = load::HotCalls::new(&server).await;
+    let token = calls.token("hot-es", HOT_SECRET);
+    observability_cost(&server, &calls, &token).await;
+    server.stop().await;
 }
 
 async fn run(backend: Backend) {
@@ -511,6 +535,14 @@ fn main() {
         .init();
     if std::env::args().any(|a| a == "raw") {
         raw_signing_rates();
+        return;
+    }
+    if std::env::args().any(|a| a == "observe") {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(observe_only());
         return;
     }
     raw_signing_rates();

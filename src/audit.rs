@@ -34,7 +34,7 @@ pub fn request_id(given: Option<&str>) -> String {
 /// A fresh request id: 12 random bytes, 16 characters. Random rather than
 /// counted, so a caller learns nothing of other callers' traffic from it.
 pub fn new_request_id() -> String {
-    crate::crypto::b64url(&crate::crypto::random::bytes::<12>())
+    crate::crypto::b64url(&crate::crypto::random::unguessable::<12>())
 }
 
 /// One audited call, before it is stored. Never holds a secret, a token, a

@@ -22,6 +22,33 @@ pub fn bytes<const N: usize>() -> [u8; N] {
     out
 }
 
+/// Bytes drawn from the system CSPRNG in 4 KiB batches per thread: for
+/// values that must be unpredictable and unique but guard nothing (request
+/// ids), where one system call per value would be a measurable share of a
+/// request. Never for keys, secrets or tokens: use [`bytes`].
+pub fn unguessable<const N: usize>() -> [u8; N] {
+    const BATCH: usize = 4096;
+    const { assert!(N <= BATCH) };
+    thread_local! {
+        static POOL: std::cell::RefCell<(Box<[u8; BATCH]>, usize)> =
+            std::cell::RefCell::new((Box::new([0; BATCH]), BATCH));
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let (buf, used) = &mut *pool;
+        if *used + N > BATCH {
+            fill(&mut buf[..]);
+            *used = 0;
+        }
+        let mut out = [0u8; N];
+        out.copy_from_slice(&buf[*used..*used + N]);
+        // Each byte is handed out once.
+        buf[*used..*used + N].fill(0);
+        *used += N;
+        out
+    })
+}
+
 /// Adapts `SystemRandom` to the `rand_core` traits the `rsa` crate needs for key
 /// generation.
 pub struct RingRng;
@@ -46,3 +73,18 @@ impl rand_core::RngCore for RingRng {
 }
 
 impl rand_core::CryptoRng for RingRng {}
+
+#[cfg(test)]
+mod tests {
+    use super::unguessable;
+
+    #[test]
+    fn unguessable_values_are_distinct_across_refills() {
+        let mut seen = std::collections::HashSet::new();
+        // 2000 × 12 bytes spans several 4 KiB refills.
+        for _ in 0..2000 {
+            assert!(seen.insert(unguessable::<12>()), "a value repeated");
+        }
+        assert!(seen.iter().all(|v| v != &[0u8; 12]));
+    }
+}
