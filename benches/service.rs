@@ -529,10 +529,13 @@ fn raw_signing_rates() {
 fn main() {
     // As `keyward serve` runs: spans and events at info are recorded (here
     // into a sink), so the request span costs what it costs in production.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::sink)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .init();
+    // KEYWARD_BENCH_LOGS=off measures without any subscriber.
+    if std::env::var("KEYWARD_BENCH_LOGS").as_deref() != Ok("off") {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .init();
+    }
     if std::env::args().any(|a| a == "raw") {
         raw_signing_rates();
         return;
