@@ -103,7 +103,7 @@ impl Check {
 /// a failure that makes the later ones meaningless stops there. `now` is
 /// this machine's clock. Returns the opened store too, for later checks.
 pub async fn local_checks(config: &ServeConfig, now: i64) -> (Vec<Check>, Option<Box<dyn Store>>) {
-    let mut checks = Vec::new();
+    let mut checks: Vec<Check> = tls_check(config, now).into_iter().collect();
     let url = crate::config::redact_url(&config.database_url);
     // Opening a SQLite URL creates the file: a doctor must not.
     let sqlite_file = config
@@ -184,6 +184,40 @@ pub async fn local_checks(config: &ServeConfig, now: i64) -> (Vec<Check>, Option
         checks.extend(keyset_checks(config, set, &keys, now));
     }
     (checks, Some(store))
+}
+
+/// Warn this long before the served certificate expires.
+const CERT_WARN_SECS: i64 = 14 * 86_400;
+
+/// The TLS certificate's remaining validity, when TLS is configured.
+fn tls_check(config: &ServeConfig, now: i64) -> Option<Check> {
+    let files = config.tls.as_ref()?;
+    let name = "tls certificate";
+    let path = files.cert.display();
+    Some(match crate::tls::file_not_after(&files.cert) {
+        Err(err) => Check::fail(name, err.to_string(), "fix --tls-cert"),
+        Ok(not_after) if not_after <= now => Check::fail(
+            name,
+            format!("{path} expired at {}", crate::model::format_time(not_after)),
+            "renew it; keyward picks the new pair up within --tls-reload-interval",
+        ),
+        Ok(not_after) if not_after - now < CERT_WARN_SECS => Check::warn(
+            name,
+            format!(
+                "{path} expires in {} ({})",
+                format_duration(u64::try_from(not_after - now).unwrap_or(0)),
+                crate::model::format_time(not_after)
+            ),
+            "renew it now; keyward picks the new pair up within --tls-reload-interval",
+        ),
+        Ok(not_after) => Check::ok(
+            name,
+            format!(
+                "{path} valid until {}",
+                crate::model::format_time(not_after)
+            ),
+        ),
+    })
 }
 
 async fn migrations(store: &dyn Store) -> Check {
@@ -526,4 +560,36 @@ pub async fn openmetadata_checks(url: &str, jwks: &Value, store: Option<&dyn Sto
         ),
     });
     checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_check_warns_two_weeks_ahead_and_fails_once_expired() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let cert = params.self_signed(&key).expect("cert");
+        let cert_file = dir.path().join("cert.pem");
+        std::fs::write(&cert_file, cert.pem()).expect("write");
+        let mut config = ServeConfig::with_defaults(dir.path());
+        assert!(tls_check(&config, 0).is_none(), "no TLS, no check");
+        config.tls = Some(crate::tls::TlsFiles {
+            cert: cert_file.clone(),
+            key: dir.path().join("key.pem"),
+            grpc_client_ca: None,
+            reload_interval: std::time::Duration::from_secs(10),
+        });
+        let not_after = crate::tls::file_not_after(&cert_file).expect("parses");
+        assert_eq!(not_after, 1_893_456_000, "2030-01-01T00:00:00Z");
+        let status = |now| tls_check(&config, now).map(|c| c.status);
+        assert_eq!(status(not_after - 90 * 86_400), Some(Status::Ok));
+        assert_eq!(status(not_after - 7 * 86_400), Some(Status::Warn));
+        assert_eq!(status(not_after + 1), Some(Status::Fail));
+        std::fs::write(&cert_file, "not a certificate").expect("write");
+        assert_eq!(status(0), Some(Status::Fail));
+    }
 }

@@ -262,6 +262,11 @@ impl Metrics {
         let _ = self.views.overdue_grace.set(overdue_grace.as_secs());
     }
 
+    /// Reports the served TLS certificate's remaining validity.
+    pub fn observe_tls(&self, tls: &Arc<crate::tls::Tls>) {
+        let _ = self.views.tls.set(Arc::downgrade(tls));
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
@@ -339,6 +344,7 @@ impl Metrics {
 struct ViewGauges {
     service: OnceLock<Weak<Service>>,
     overdue_grace: OnceLock<u64>,
+    tls: OnceLock<Weak<crate::tls::Tls>>,
 }
 
 /// One gauge family: a name, its help, and one value per label set.
@@ -432,6 +438,21 @@ impl Collector for ViewGauges {
                 MetricType::Counter,
             )
             .and_then(|m| ConstCounter::new(status.rebuilds).encode(m))?;
+        if let Some(not_after) = self
+            .tls
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|tls| tls.not_after())
+        {
+            encoder
+                .encode_descriptor(
+                    "tls_certificate_expiry_seconds",
+                    "Seconds until the served TLS certificate expires (negative: expired)",
+                    None,
+                    MetricType::Gauge,
+                )
+                .and_then(|m| ConstGauge::new(not_after.saturating_sub(now)).encode(m))?;
+        }
         Ok(())
     }
 }

@@ -332,6 +332,9 @@ async fn prepare_on(
     service
         .metrics()
         .observe(&service, config.rotation_overdue_after);
+    if let Some(tls) = &tls {
+        service.metrics().observe_tls(tls);
+    }
     Ok(App {
         config,
         service,

@@ -70,6 +70,35 @@ fn certificates(what: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDe
     Ok(certs)
 }
 
+/// When the DER certificate `der` stops being valid, Unix seconds.
+pub fn not_after_of(der: &[u8]) -> Option<i64> {
+    use x509_cert::der::Decode as _;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    i64::try_from(
+        cert.tbs_certificate
+            .validity
+            .not_after
+            .to_unix_duration()
+            .as_secs(),
+    )
+    .ok()
+}
+
+/// When the first certificate of the PEM file `path` stops being valid.
+pub fn file_not_after(path: &Path) -> Result<i64> {
+    let pem = read("certificate", path)?;
+    let chain = certificates("certificate", path, &pem)?;
+    chain
+        .first()
+        .and_then(|leaf| not_after_of(leaf))
+        .ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "the TLS certificate {} does not parse as X.509",
+                path.display()
+            ))
+        })
+}
+
 /// A TLS client's settings: trusting the PEM certificates in `ca`, or else
 /// the public web PKI roots.
 pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig> {
@@ -201,6 +230,19 @@ impl Tls {
             http: Arc::new(http),
             grpc: Arc::new(grpc),
         })
+    }
+
+    /// When the certificate being served (its chain's first) stops being
+    /// valid, Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        let pair = Arc::clone(
+            &self
+                .resolver
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        pair.cert.first().and_then(|leaf| not_after_of(leaf))
     }
 
     /// The HTTP listener's acceptor (no client certificates).

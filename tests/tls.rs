@@ -232,6 +232,18 @@ async fn the_cli_and_an_http_client_speak_tls(backend: Backend) {
     let jwks = http.get("/.well-known/jwks.json").await;
     assert_eq!(jwks.status, 200, "{}", jwks.body);
     assert!(!jwks.json()["keys"].as_array().unwrap().is_empty());
+    // The served certificate's remaining validity is a metric.
+    let metrics = http.get("/metrics").await;
+    let left: i64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("keyward_tls_certificate_expiry_seconds "))
+        .expect("the certificate expiry gauge")
+        .parse()
+        .unwrap();
+    let expected =
+        keyward::tls::file_not_after(&pki.cert).unwrap() - keyward::clock::Clock::now(&SystemClock);
+    assert!((left - expected).abs() < 60, "{left} vs {expected}");
     // The issuer keyward publishes is https.
     let discovery = http.get("/.well-known/openid-configuration").await;
     assert!(
