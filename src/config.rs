@@ -355,13 +355,39 @@ impl ServeConfig {
             (None, None, Some(path)) => MasterKeySource::File(path),
             (None, None, None) => MasterKeySource::Unset,
         };
-        let overdue_after = args
+        let rotation_interval = if args.no_scheduler || file.no_scheduler == Some(true) {
+            None
+        } else {
+            match args
+                .rotation_interval
+                .as_ref()
+                .or(file.rotation_interval.as_ref())
+            {
+                Some(text) => {
+                    let d = crate::model::parse_duration("rotation_interval", text)?;
+                    if d.is_zero() {
+                        return Err(Error::invalid(
+                            "rotation_interval",
+                            "must be at least 1s; use --no-scheduler to turn the scheduler off",
+                        ));
+                    }
+                    Some(d)
+                }
+                None => defaults.rotation_interval,
+            }
+        };
+        let rotation_overdue_after = match args
             .rotation_overdue_after
             .as_ref()
             .or(file.rotation_overdue_after.as_ref())
-            .map(|text| crate::model::parse_duration("rotation_overdue_after", text))
-            .transpose()?;
-        let mut config = Self {
+        {
+            Some(text) => crate::model::parse_duration("rotation_overdue_after", text)?,
+            None => match rotation_interval {
+                Some(period) => 2 * period,
+                None => DEFAULT_OVERDUE_WITHOUT_SCHEDULER,
+            },
+        };
+        let config = Self {
             database_url: args
                 .database_url
                 .clone()
@@ -390,28 +416,8 @@ impl ServeConfig {
                 .jwks_max_age
                 .or(file.jwks_max_age)
                 .unwrap_or(defaults.jwks_max_age),
-            rotation_interval: if args.no_scheduler || file.no_scheduler == Some(true) {
-                None
-            } else {
-                match args
-                    .rotation_interval
-                    .as_ref()
-                    .or(file.rotation_interval.as_ref())
-                {
-                    Some(text) => {
-                        let d = crate::model::parse_duration("rotation_interval", text)?;
-                        if d.is_zero() {
-                            return Err(Error::invalid(
-                                "rotation_interval",
-                                "must be at least 1s; use --no-scheduler to turn the scheduler off",
-                            ));
-                        }
-                        Some(d)
-                    }
-                    None => defaults.rotation_interval,
-                }
-            },
-            rotation_overdue_after: Duration::ZERO,
+            rotation_interval,
+            rotation_overdue_after,
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
             issuer: args.issuer.clone().or(file.issuer),
             limits: Limits {
@@ -481,10 +487,6 @@ impl ServeConfig {
             allow_plaintext: args.allow_plaintext || file.allow_plaintext == Some(true),
             data_dir,
         };
-        config.rotation_overdue_after = overdue_after.unwrap_or(match config.rotation_interval {
-            Some(period) => 2 * period,
-            None => DEFAULT_OVERDUE_WITHOUT_SCHEDULER,
-        });
         if let Some(issuer) = &config.issuer
             && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
         {

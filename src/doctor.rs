@@ -106,15 +106,17 @@ pub async fn local_checks(config: &ServeConfig, now: i64) -> (Vec<Check>, Option
     let mut checks: Vec<Check> = tls_check(config, now).into_iter().collect();
     let url = crate::config::redact_url(&config.database_url);
     // Opening a SQLite URL creates the file: a doctor must not.
-    let sqlite_file = config
-        .database_url
-        .strip_prefix("sqlite://")
-        .and_then(|rest| rest.split('?').next())
-        .filter(|path| !path.is_empty() && !path.contains(":memory:"));
-    if let Some(path) = sqlite_file.filter(|p| !std::path::Path::new(p).exists()) {
+    let sqlite_file = if config.is_sqlite() {
+        store::SqliteStore::file_of_url(&config.database_url)
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    if let Some(path) = sqlite_file.filter(|p| !p.exists()) {
         checks.push(Check::fail(
             "database",
-            format!("{path} does not exist"),
+            format!("{} does not exist", path.display()),
             "check --data-dir and --database-url; `keyward serve` creates the database",
         ));
         return (checks, None);

@@ -159,7 +159,8 @@ pub async fn prepare(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> 
 /// [`prepare`] for a database keyward has already set up; refuses (writing
 /// nothing) one it has not, so a mistyped URL does not create a database.
 pub async fn prepare_existing(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<App> {
-    let store = Arc::from(open_existing(&config).await?);
+    let (store, _) = open_existing(&config).await?;
+    let store = Arc::from(store);
     prepare_on(config, clock, store).await
 }
 
@@ -167,7 +168,7 @@ pub async fn prepare_existing(config: ServeConfig, clock: Arc<dyn Clock>) -> Res
 /// writing and without requiring the keyring to open everything: what an
 /// operator checks before removing a key. `keyward master status`.
 pub async fn master_status(config: &ServeConfig) -> Result<MasterStatus> {
-    let store = open_existing(config).await?;
+    let (store, _) = open_existing(config).await?;
     let keyring = resolve_keyring(config, true)?;
     crate::service::master::status_of(store.as_ref(), &keyring).await
 }
@@ -206,11 +207,7 @@ pub async fn backup(config: &ServeConfig, out: &Path) -> Result<Backup> {
             out.display()
         )));
     }
-    let store = open_existing(config).await?;
-    let (master_key_id, sealed) = store
-        .read_canary()
-        .await?
-        .ok_or_else(|| Error::internal("the master-key canary vanished"))?;
+    let (store, (master_key_id, sealed)) = open_existing(config).await?;
     // A configured key that does not open the database is a mistake worth
     // stopping for; no key at all is fine (a backup job need not hold it).
     let key_checked = match resolve_keyring(config, true) {
@@ -239,15 +236,17 @@ pub async fn backup(config: &ServeConfig, out: &Path) -> Result<Backup> {
     })
 }
 
-async fn open_existing(config: &ServeConfig) -> Result<Box<dyn Store>> {
+/// Opens a database keyward has set up, with its master-key canary (the
+/// sealing key's id and the sealed value).
+async fn open_existing(config: &ServeConfig) -> Result<(Box<dyn Store>, (String, Vec<u8>))> {
     let store = store::open(&config.database_url).await?;
-    if store.read_canary().await?.is_none() {
+    let Some(canary) = store.read_canary().await? else {
         return Err(Error::FailedPrecondition(format!(
             "{} holds no keyward data; check --database-url and --data-dir",
             crate::config::redact_url(&config.database_url)
         )));
-    }
-    Ok(store)
+    };
+    Ok((store, canary))
 }
 
 /// [`prepare`], with the opened store passed through `wrap` first (tests

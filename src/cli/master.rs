@@ -11,11 +11,11 @@ use std::{
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{Admin, Cli, CliError, Output, print_rows};
+use super::{Admin, Cli, CliError, Output, print_rows, serve_config as config};
 use crate::{
     audit::{self, AuditEvent, Durability},
     clock::SystemClock,
-    config::{ServeArgs, ServeConfig},
+    config::ServeArgs,
     grpc::{master_status_pb, pb},
     server,
     service::master::{DEFAULT_REWRAP_BATCH, RewrapProgress},
@@ -96,14 +96,6 @@ pub async fn run(cli: &Cli, cmd: &MasterCmd) -> Result<(), CliError> {
 /// The service on the configured database, which must already be set up.
 async fn open(cli: &Cli, args: &ServeArgs) -> Result<server::App, CliError> {
     Ok(server::prepare_existing(config(cli, args)?, Arc::new(SystemClock)).await?)
-}
-
-fn config(cli: &Cli, args: &ServeArgs) -> Result<ServeConfig, CliError> {
-    Ok(ServeConfig::resolve(
-        cli.data_dir.clone(),
-        args,
-        std::env::var("KEYWARD_MASTER_KEY").ok(),
-    )?)
 }
 
 async fn rewrap_local(

@@ -66,6 +66,19 @@ impl From<crate::Error> for CliError {
     }
 }
 
+/// The settings `keyward serve` would run with, for the commands that work on
+/// the database directly (`master`, `doctor`, `backup`).
+pub(crate) fn serve_config(
+    cli: &Cli,
+    args: &crate::config::ServeArgs,
+) -> crate::Result<crate::config::ServeConfig> {
+    crate::config::ServeConfig::resolve(
+        cli.data_dir.clone(),
+        args,
+        std::env::var("KEYWARD_MASTER_KEY").ok(),
+    )
+}
+
 /// Every item of a paged listing: `fetch` gets a page token and returns one
 /// page and the next token (empty after the last page).
 pub(crate) async fn every_page<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>

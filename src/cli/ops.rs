@@ -50,11 +50,7 @@ pub struct BackupArgs {
 /// failed.
 pub async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<(), CliError> {
     let mut checks = Vec::new();
-    let config = match ServeConfig::resolve(
-        cli.data_dir.clone(),
-        &args.serve,
-        std::env::var("KEYWARD_MASTER_KEY").ok(),
-    ) {
+    let config = match super::serve_config(cli, &args.serve) {
         Ok(config) => {
             checks.push(Check::ok(
                 "configuration",
@@ -231,11 +227,7 @@ fn print_report(out: Output, checks: &[Check]) {
 
 /// `keyward backup --out FILE`.
 pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<(), CliError> {
-    let config = ServeConfig::resolve(
-        cli.data_dir.clone(),
-        &args.serve,
-        std::env::var("KEYWARD_MASTER_KEY").ok(),
-    )?;
+    let config = super::serve_config(cli, &args.serve)?;
     let done = crate::server::backup(&config, &args.out)
         .await
         .map_err(|err| match err {

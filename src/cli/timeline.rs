@@ -75,22 +75,24 @@ pub struct Timeline {
     pub rotations: Vec<i64>,
 }
 
-fn set(v: i64) -> Option<i64> {
+/// A proto3 time: 0 means unset.
+fn time_of(v: i64) -> Option<i64> {
     (v > 0).then_some(v)
 }
 
 /// A key's spans: pending from creation until it activates, active until it
 /// retires, retired until it expires; a revocation ends everything.
 pub fn spans(key: &pb::Key) -> Vec<Span> {
-    let end = |t: Option<i64>| match (t, set(key.revoked_at)) {
+    let revoked = time_of(key.revoked_at);
+    let end = |t: Option<i64>| match (t, revoked) {
         (Some(t), Some(r)) => Some(t.min(r)),
         (None, r) => r,
         (t, None) => t,
     };
     let mut out = Vec::new();
-    let activates = set(key.activates_at);
-    let retires = set(key.retires_at);
-    let expires = set(key.expires_at);
+    let activates = time_of(key.activates_at);
+    let retires = time_of(key.retires_at);
+    let expires = time_of(key.expires_at);
     // Imported keys activate at their creation: no pending span.
     let pending_to = end(activates);
     if pending_to.is_none_or(|t| t > key.created_at) {
@@ -100,13 +102,13 @@ pub fn spans(key: &pb::Key) -> Vec<Span> {
             to: pending_to,
         });
     }
-    if let Some(a) = activates.filter(|a| set(key.revoked_at).is_none_or(|r| r > *a)) {
+    if let Some(a) = activates.filter(|a| revoked.is_none_or(|r| r > *a)) {
         out.push(Span {
             phase: Phase::Active,
             from: a,
             to: end(retires),
         });
-        if let Some(r) = retires.filter(|r| set(key.revoked_at).is_none_or(|v| v > *r)) {
+        if let Some(r) = retires.filter(|r| revoked.is_none_or(|v| v > *r)) {
             out.push(Span {
                 phase: Phase::Retired,
                 from: r,
@@ -151,7 +153,7 @@ pub fn build(set: &pb::KeySet, keys: &[pb::Key], now: i64, days: u32) -> Timelin
             kid: key.kid.clone(),
             state: super::state_name(key.state),
             spans: spans(key),
-            revoked_at: set_revoked(key),
+            revoked_at: time_of(key.revoked_at),
         })
         .filter(|line| {
             line.spans
@@ -181,10 +183,6 @@ pub fn build(set: &pb::KeySet, keys: &[pb::Key], now: i64, days: u32) -> Timelin
             .filter(|t| *t >= from)
             .collect(),
     }
-}
-
-fn set_revoked(key: &pb::Key) -> Option<i64> {
-    set(key.revoked_at)
 }
 
 /// The column of time `t` on the axis, if it is on it.

@@ -66,7 +66,21 @@ pub struct SqliteStore {
     audit_head: KnownHead,
 }
 
+/// The database file `options` name; `None` in memory.
+fn file_of(options: &SqliteConnectOptions) -> Option<std::path::PathBuf> {
+    Some(options.get_filename().to_path_buf())
+        .filter(|f| !f.as_os_str().is_empty() && f.as_os_str() != ":memory:")
+}
+
 impl SqliteStore {
+    /// The database file a `sqlite:` URL names (`None` in memory), as
+    /// [`Self::connect`] reads the URL.
+    pub fn file_of_url(url: &str) -> Result<Option<std::path::PathBuf>> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid("database_url", e.to_string()))?;
+        Ok(file_of(&options))
+    }
+
     /// Opens (creating if missing) the database a `sqlite:` URL names. The
     /// database file is created 0600 (SQLite gives its `-wal` and `-shm` files
     /// the same mode) and an existing one readable by others is tightened.
@@ -83,8 +97,7 @@ impl SqliteStore {
             // Deleted content (destroyed keys' ciphertext) is overwritten with
             // zeros instead of lingering in free pages.
             .pragma("secure_delete", "on");
-        let file = Some(options.get_filename().to_path_buf())
-            .filter(|f| !f.as_os_str().is_empty() && f.as_os_str() != ":memory:");
+        let file = file_of(&options);
         if let Some(file) = &file {
             files::touch_private(file)?;
             for companion in ["", "-wal", "-shm"] {
