@@ -18,7 +18,7 @@ mod load;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestDb, TestServer};
-use keyward::grpc::pb;
+use keyward::transport::grpc::pb;
 
 fn size(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -156,7 +156,7 @@ async fn hot_rates(server: &TestServer) -> Vec<(&'static str, f64, f64)> {
 /// and clients shows here without the load generator's noise.
 async fn service_costs(server: &TestServer) -> Vec<(&'static str, f64)> {
     use keyward::{
-        secret::SecretString,
+        domain::secret::SecretString,
         service::{SignProfile, SignRequest},
     };
     let service = &server.service;
@@ -409,7 +409,7 @@ async fn rewrap(db: &TestDb) {
     let server = TestServer::start_with(
         db,
         common::keyring_config(db, &keys, true),
-        std::sync::Arc::new(keyward::clock::SystemClock),
+        std::sync::Arc::new(keyward::domain::clock::SystemClock),
     )
     .await;
     let before = secret_latencies(&server, tokio::time::sleep(Duration::from_secs(3))).await;

@@ -24,7 +24,7 @@ use common::{Backend, TestDb, TestServer};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use keyward::grpc::pb;
+use keyward::transport::grpc::pb;
 
 struct Stats {
     count: usize,
@@ -137,8 +137,8 @@ where
 /// each of those costs alone.
 async fn authorization_and_audit(server: &TestServer) {
     use keyward::{
-        access::Method,
-        audit::{AuditEvent, Durability},
+        domain::access::Method,
+        domain::audit::{AuditEvent, Durability},
         service::{SignProfile, SignRequest},
     };
     let service = std::sync::Arc::clone(&server.service);
@@ -157,7 +157,8 @@ async fn authorization_and_audit(server: &TestServer) {
     for concurrency in [1, 8] {
         let (channel, token) = (channel.clone(), token.clone());
         let stats = timed(concurrency, 1000, move || {
-            let mut cl = keyward::grpc::pb::clients_client::ClientsClient::new(channel.clone());
+            let mut cl =
+                keyward::transport::grpc::pb::clients_client::ClientsClient::new(channel.clone());
             let token = token.clone();
             async move {
                 let mut req = tonic::Request::new(pb::GetClientSecretRequest {
@@ -385,14 +386,14 @@ async fn observability_cost(server: &TestServer, calls: &load::HotCalls, token: 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bare_url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let state = keyward::http::HttpState {
+    let state = keyward::transport::http::HttpState {
         service: std::sync::Arc::clone(&server.service),
     };
-    let bare_server = tokio::spawn(keyward::net::serve_http(
+    let bare_server = tokio::spawn(keyward::transport::net::serve_http(
         listener,
-        keyward::http::unobserved_router(state, true),
+        keyward::transport::http::unobserved_router(state, true),
         None,
-        keyward::net::Limits::default(),
+        keyward::transport::net::Limits::default(),
         stopped,
     ));
     let bare = calls.http_at(&bare_url);

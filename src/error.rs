@@ -1,6 +1,6 @@
 //! The one domain error and its code table. Each transport maps an
-//! [`ErrorKind`] once, in its own module: gRPC codes in [`crate::grpc`], HTTP
-//! statuses in [`crate::http`]; the store converts database errors in
+//! [`ErrorKind`] once, in its own module: gRPC codes in [`crate::transport::grpc`], HTTP
+//! statuses in [`crate::transport::http`]; the store converts database errors in
 //! [`crate::store`]. This module names no transport's or database's types.
 //!
 //! Messages speak to the caller about *their* request. Internal failures carry

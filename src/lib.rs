@@ -31,28 +31,17 @@
 //!
 //! Errors are one type, [`Error`], mapped once to gRPC codes and HTTP statuses.
 
-pub mod access;
-pub mod audit;
 pub mod cli;
-pub mod clock;
 pub mod config;
-pub mod cron;
 pub mod crypto;
-pub mod doctor;
+pub mod domain;
 pub mod error;
 pub mod files;
-pub mod grpc;
-pub mod http;
-pub mod metrics;
-pub mod model;
-pub mod net;
-pub mod rotation;
-pub mod secret;
+pub mod ops;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod throttle;
-pub mod tls;
+pub mod transport;
 pub mod view;
 
 pub use error::Error;

@@ -5,8 +5,8 @@ use std::{process::ExitCode, sync::Arc};
 use clap::Parser as _;
 use keyward::{
     cli::{Cli, CliError, Command, LogFormat},
-    clock::SystemClock,
     config::ServeConfig,
+    domain::clock::SystemClock,
     server,
 };
 use tracing_subscriber::EnvFilter;

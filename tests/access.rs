@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Backend, TestDb, TestServer, call_method};
-use keyward::grpc::pb;
+use keyward::transport::grpc::pb;
 use tonic::Code;
 
 /// The README's table: which roles (besides admin) may call each method, and

@@ -8,7 +8,7 @@ mod common;
 use std::{collections::HashMap, time::Duration};
 
 use common::{Backend, Clients, TestDb, TestServer, create_keyset as create, verify};
-use keyward::grpc::pb;
+use keyward::transport::grpc::pb;
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -269,7 +269,7 @@ async fn jwks_http_caching(backend: Backend) {
     let server = TestServer::start_with(
         &db,
         config,
-        std::sync::Arc::new(keyward::clock::SystemClock),
+        std::sync::Arc::new(keyward::domain::clock::SystemClock),
     )
     .await;
 
@@ -588,8 +588,8 @@ async fn a_deleted_client_is_gone_with_its_secrets(backend: Backend) {
     server.stop().await;
 }
 
-fn clock_now(clock: &keyward::clock::ManualClock) -> i64 {
-    keyward::clock::Clock::now(clock)
+fn clock_now(clock: &keyward::domain::clock::ManualClock) -> i64 {
+    keyward::domain::clock::Clock::now(clock)
 }
 
 async fn bad_input_gets_precise_codes(backend: Backend) {
@@ -924,7 +924,7 @@ async fn authentication_and_public_services(backend: Backend) {
         .await;
     assert!(ok.is_ok());
     let mut unauth_clients =
-        keyward::grpc::pb::clients_client::ClientsClient::new(server.channel.clone());
+        keyward::transport::grpc::pb::clients_client::ClientsClient::new(server.channel.clone());
     let (code, _) = code_of(
         unauth_clients
             .list_clients(pb::ListClientsRequest::default())
@@ -1118,12 +1118,16 @@ async fn wrong_master_key_refuses_and_writes_nothing(backend: Backend) {
 
     let mut config = db.config();
     let other = keyward::crypto::aead::MasterKey::generate_base64();
-    config.master_key = keyward::config::MasterKeySource::Inline(
-        keyward::secret::SecretString::new(String::from_utf8(other.expose().to_vec()).unwrap()),
-    );
-    let err = keyward::server::prepare(config, std::sync::Arc::new(keyward::clock::SystemClock))
-        .await
-        .expect_err("a wrong master key must refuse");
+    config.master_key =
+        keyward::config::MasterKeySource::Inline(keyward::domain::secret::SecretString::new(
+            String::from_utf8(other.expose().to_vec()).unwrap(),
+        ));
+    let err = keyward::server::prepare(
+        config,
+        std::sync::Arc::new(keyward::domain::clock::SystemClock),
+    )
+    .await
+    .expect_err("a wrong master key must refuse");
     let message = err.to_string();
     assert!(message.contains("wrong master key"), "{message}");
     assert_eq!(raw.dump().await, before, "nothing was written");
@@ -1131,9 +1135,12 @@ async fn wrong_master_key_refuses_and_writes_nothing(backend: Backend) {
     if backend == Backend::Postgres {
         let mut unset = db.config();
         unset.master_key = keyward::config::MasterKeySource::Unset;
-        let err = keyward::server::prepare(unset, std::sync::Arc::new(keyward::clock::SystemClock))
-            .await
-            .expect_err("PostgreSQL needs a configured master key");
+        let err = keyward::server::prepare(
+            unset,
+            std::sync::Arc::new(keyward::domain::clock::SystemClock),
+        )
+        .await
+        .expect_err("PostgreSQL needs a configured master key");
         assert!(err.to_string().contains("KEYWARD_MASTER_KEY"), "{err}");
     } else {
         // The generated key file is what a restart without configuration uses;
@@ -1141,7 +1148,7 @@ async fn wrong_master_key_refuses_and_writes_nothing(backend: Backend) {
         std::fs::remove_file(db.data_dir().join("master.key")).unwrap();
         let err = keyward::server::prepare(
             db.config(),
-            std::sync::Arc::new(keyward::clock::SystemClock),
+            std::sync::Arc::new(keyward::domain::clock::SystemClock),
         )
         .await
         .expect_err("missing master key must refuse");

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Backend, TestDb, TestServer, call_method};
-use keyward::grpc::{code_name, pb};
+use keyward::transport::grpc::{code_name, pb};
 use tonic::Code;
 
 /// Every method, in the order the access table lists them.

@@ -474,7 +474,7 @@ fn kubernetes_manifests_hold_their_promises() {
         .find(|e| e["name"].as_str() == Some("KEYWARD_SHUTDOWN_GRACE"))
         .and_then(|e| e["value"].as_str())
         .map_or(10, |v| {
-            keyward::model::parse_duration("shutdown_grace", v)
+            keyward::domain::model::parse_duration("shutdown_grace", v)
                 .expect("duration")
                 .as_secs()
         });
@@ -501,8 +501,10 @@ fn kubernetes_manifests_hold_their_promises() {
         "the CronJob uses a rotator token, not the admin token"
     );
     assert!(
-        keyward::cron::Schedule::parse(cronjob["spec"]["schedule"].as_str().expect("schedule"))
-            .is_ok(),
+        keyward::domain::cron::Schedule::parse(
+            cronjob["spec"]["schedule"].as_str().expect("schedule")
+        )
+        .is_ok(),
         "the CronJob's schedule is a valid cron line"
     );
 

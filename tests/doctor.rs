@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{Backend, TestDb, TestServer, process};
-use keyward::{config::MasterKeySource, crypto::aead::MasterKey, grpc::pb};
+use keyward::{config::MasterKeySource, crypto::aead::MasterKey, transport::grpc::pb};
 use serde_json::{Value, json};
 
 /// `keyward … doctor` against `server` on `db`; `extra` goes after `doctor`.
@@ -79,7 +79,7 @@ fn assert_status(report: &Value, name: &str, want: &str) {
 }
 
 fn now() -> i64 {
-    keyward::clock::Clock::now(&keyward::clock::SystemClock)
+    keyward::domain::clock::Clock::now(&keyward::domain::clock::SystemClock)
 }
 
 async fn doctor_checks_a_deployment(backend: Backend) {
@@ -224,7 +224,7 @@ async fn doctor_judges_what_openmetadata_publishes(backend: Backend) {
     };
     let server = TestServer::start(&db).await;
     let jwks = Arc::new(Mutex::new(om_key(
-        keyward::doctor::OPENMETADATA_DEFAULT_KID,
+        keyward::ops::doctor::OPENMETADATA_DEFAULT_KID,
     )));
     let om = fake_openmetadata(Arc::clone(&jwks)).await;
     let with_om = ["--openmetadata-url", om.as_str(), "--offline"];

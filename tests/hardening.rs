@@ -11,11 +11,11 @@ use std::{sync::Arc, time::Duration};
 
 use common::{Backend, TestDb, TestServer, token_request};
 use keyward::{
-    clock::SystemClock,
     config::MasterKeySource,
     crypto::aead::{AeadContext, MasterKey},
-    grpc::pb,
-    net::Limits,
+    domain::clock::SystemClock,
+    transport::grpc::pb,
+    transport::net::Limits,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},

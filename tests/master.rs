@@ -19,7 +19,7 @@ use std::{
 };
 
 use common::{Backend, Keys, TestDb, TestServer, keyring_config, process, write_keys};
-use keyward::{clock::SystemClock, config::MasterKeySource, grpc::pb, server};
+use keyward::{config::MasterKeySource, domain::clock::SystemClock, server, transport::grpc::pb};
 
 /// Clients with known secrets and ES256 key sets, created under the old key.
 async fn stored(server: &TestServer, clients: usize, keysets: usize) -> BTreeMap<String, String> {

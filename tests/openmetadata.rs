@@ -14,7 +14,7 @@ use common::{
     verify,
 };
 use jsonwebtoken::{EncodingKey, Header};
-use keyward::{clock::ManualClock, grpc::pb};
+use keyward::{domain::clock::ManualClock, transport::grpc::pb};
 use serde_json::{Value, json};
 use tonic::Code;
 

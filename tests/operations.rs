@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{Backend, TestDb, TestServer, create_keyset, http_get, manual_clock_now, process};
-use keyward::{clock::ManualClock, grpc::pb};
+use keyward::{domain::clock::ManualClock, transport::grpc::pb};
 
 /// One scrape: each sample (`name{labels}` exactly as exposed) and its value,
 /// and each metric family's name and type.
@@ -277,7 +277,7 @@ async fn metrics_on_their_own_listener(backend: Backend) {
     config.http_addr = http.local_addr().expect("addr");
     let http_url = format!("http://{}", config.http_addr);
     let metrics_url = format!("http://{}/metrics", metrics.local_addr().expect("addr"));
-    let app = keyward::server::prepare(config, Arc::new(keyward::clock::SystemClock))
+    let app = keyward::server::prepare(config, Arc::new(keyward::domain::clock::SystemClock))
         .await
         .expect("prepare");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

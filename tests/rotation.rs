@@ -12,8 +12,8 @@ use std::{collections::HashMap, sync::Arc};
 use common::{Backend, TestDb, TestServer};
 use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
 use keyward::{
-    clock::{Clock, ManualClock},
-    grpc::pb,
+    domain::clock::{Clock, ManualClock},
+    transport::grpc::pb,
 };
 use serde_json::Value;
 use tonic::Code;
@@ -466,7 +466,10 @@ async fn cron_schedule_drives_rotation(backend: Backend) {
     assert_eq!(set.schedule, "0 3 1 * *");
     assert_eq!(set.rotate_every_seconds, 0);
     let first = set.next_rotation_at;
-    assert_eq!(keyward::model::format_time(first), "2027-02-01T03:00:00Z");
+    assert_eq!(
+        keyward::domain::model::format_time(first),
+        "2027-02-01T03:00:00Z"
+    );
     clock.set(first);
     let events = rotate_due(&server, "monthly").await;
     assert_eq!(events.iter().filter(|e| e.action == "activate").count(), 1);
@@ -479,7 +482,10 @@ async fn cron_schedule_drives_rotation(backend: Backend) {
         .unwrap()
         .into_inner()
         .next_rotation_at;
-    assert_eq!(keyward::model::format_time(next), "2027-03-01T03:00:00Z");
+    assert_eq!(
+        keyward::domain::model::format_time(next),
+        "2027-03-01T03:00:00Z"
+    );
 
     // Switch to a period: the next due time follows the active key's start.
     let updated = server
@@ -721,7 +727,7 @@ async fn exactly_once_under_contention(backend: Backend) {
     let mut config = db.config();
     config.jwks_max_age = 60;
     config.rotation_interval = None;
-    let clock: Arc<dyn Clock> = Arc::new(keyward::clock::SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(keyward::domain::clock::SystemClock);
     let a = TestServer::start_with(&db, config.clone(), Arc::clone(&clock)).await;
     let b = TestServer::start_with(&db, config, clock).await;
     create(&a, "race", policy(HOUR, 5 * MIN, 10 * MIN, 5 * MIN)).await;

@@ -18,7 +18,7 @@ use std::{
 use common::{Backend, TestDb, TestServer, process};
 use http_body_util::Empty;
 use hyper::body::Bytes;
-use keyward::{clock::SystemClock, config::ServeConfig, tls::TlsFiles};
+use keyward::{config::ServeConfig, domain::clock::SystemClock, transport::tls::TlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     SerialNumber,
@@ -241,8 +241,8 @@ async fn the_cli_and_an_http_client_speak_tls(backend: Backend) {
         .expect("the certificate expiry gauge")
         .parse()
         .unwrap();
-    let expected =
-        keyward::tls::file_not_after(&pki.cert).unwrap() - keyward::clock::Clock::now(&SystemClock);
+    let expected = keyward::transport::tls::file_not_after(&pki.cert).unwrap()
+        - keyward::domain::clock::Clock::now(&SystemClock);
     assert!((left - expected).abs() < 60, "{left} vs {expected}");
     // The issuer keyward publishes is https.
     let discovery = http.get("/.well-known/openid-configuration").await;

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{As, Backend, TestDb, TestServer, process, token_request, token_request_at};
-use keyward::grpc::pb;
+use keyward::transport::grpc::pb;
 
 const SECRET: &str = "s3cret-for-the-view-tests";
 

@@ -18,7 +18,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use keyward::grpc::pb;
+use keyward::transport::grpc::pb;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
 use crate::common::{self, TestServer};

@@ -17,7 +17,7 @@ use tonic::{
 use super::{Cli, CliError};
 use crate::{
     config::DEFAULT_DATA_DIR,
-    grpc::pb::{
+    transport::grpc::pb::{
         access_client::AccessClient, audit_client::AuditClient, clients_client::ClientsClient,
         key_sets_client::KeySetsClient, master_client::MasterClient,
     },

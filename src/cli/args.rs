@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{CliError, openmetadata};
-use crate::{config::ServeArgs, grpc::pb, model};
+use crate::{config::ServeArgs, domain::model, transport::grpc::pb};
 
 /// keyward: signing keys and OIDC client secrets for OpenMetadata.
 #[derive(Parser, Debug)]

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{Admin, CliError, Output, print_rows};
-use crate::{grpc::pb, model::format_time};
+use crate::{domain::model::format_time, transport::grpc::pb};
 
 /// `keyward audit …`
 #[derive(Subcommand, Debug)]
@@ -34,7 +34,7 @@ pub enum AuditCmd {
 
 /// `--since`: a duration back from `now`, or an RFC 3339 time.
 fn since_of(text: &str, now: i64) -> Result<i64, CliError> {
-    if let Ok(duration) = crate::model::parse_duration("since", text) {
+    if let Ok(duration) = crate::domain::model::parse_duration("since", text) {
         let back = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
         return Ok(now.saturating_sub(back).max(1));
     }
@@ -84,7 +84,7 @@ pub(crate) async fn run(admin: &Admin, out: Output, cmd: &AuditCmd) -> Result<()
             target,
             limit,
         } => {
-            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+            let now = crate::domain::clock::Clock::now(&crate::domain::clock::SystemClock);
             let since = since.as_deref().map(|s| since_of(s, now)).transpose()?;
             // Pages until --limit events or the oldest kept one.
             let mut events = Vec::new();

@@ -52,7 +52,7 @@ async fn fetch(url: &str, ca: Option<&Path>) -> Result<(u16, Vec<u8>), String> {
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
     if tls {
-        let config = crate::tls::client_config(ca).map_err(|e| e.to_string())?;
+        let config = crate::transport::tls::client_config(ca).map_err(|e| e.to_string())?;
         let name = rustls_pki_types::ServerName::try_from(host_name.clone())
             .map_err(|e| format!("{host}: {e}"))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::new(config))

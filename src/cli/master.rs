@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 
 use super::{Admin, Cli, CliError, Output, print_rows, serve_config as config};
 use crate::{
-    audit::{self, AuditEvent, Durability},
-    clock::SystemClock,
     config::ServeArgs,
-    grpc::{master_status_pb, pb},
+    domain::audit::{self, AuditEvent, Durability},
+    domain::clock::SystemClock,
     server,
     service::master::{DEFAULT_REWRAP_BATCH, RewrapProgress},
+    transport::grpc::{master_status_pb, pb},
 };
 
 /// `keyward master …`
@@ -83,7 +83,7 @@ pub async fn run(cli: &Cli, cmd: &MasterCmd) -> Result<(), CliError> {
             remote,
             serve,
         } => {
-            let pause = crate::model::parse_duration("pause", pause)?;
+            let pause = crate::domain::model::parse_duration("pause", pause)?;
             if *remote {
                 rewrap_remote(cli, *batch_size, pause).await
             } else {
@@ -120,7 +120,10 @@ async fn rewrap_local(
         target: String::new(),
         outcome: match &outcome {
             Ok(_) => audit::OK.into(),
-            Err(err) => crate::grpc::code_name(crate::grpc::grpc_code(err.kind())).into(),
+            Err(err) => {
+                crate::transport::grpc::code_name(crate::transport::grpc::grpc_code(err.kind()))
+                    .into()
+            }
         },
         peer: String::new(),
         request_id: audit::request_id(None),

@@ -25,8 +25,8 @@ mod tokens;
 use serde_json::json;
 
 use crate::{
-    grpc::{code_name, pb},
-    model::format_time,
+    domain::model::format_time,
+    transport::grpc::{code_name, pb},
 };
 pub(crate) use admin::{Admin, read_stdin_secret};
 pub use args::*;
@@ -144,7 +144,7 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             let keys = all_keys(&admin, keyset).await?;
-            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+            let now = crate::domain::clock::Clock::now(&crate::domain::clock::SystemClock);
             let drawn = timeline::build(&set, &keys, now, *days);
             match out {
                 Output::Json => println!("{}", json!(drawn)),

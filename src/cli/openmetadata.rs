@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{Admin, CliError, Output, print_transition};
 use crate::{
     files::{Handover, ensure_handover_dir, write_handover_file},
-    grpc::pb,
+    transport::grpc::pb,
 };
 
 /// OpenMetadata's own JWKS URL, as its `AUTHENTICATION_PUBLIC_KEYS` default lists it.

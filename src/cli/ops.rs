@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::{Cli, CliError, Output};
 use crate::{
-    clock::{Clock as _, SystemClock},
     config::{ServeArgs, ServeConfig},
-    doctor::{self, Check, Status},
+    domain::clock::{Clock as _, SystemClock},
+    ops::doctor::{self, Check, Status},
 };
 
 /// How long each network check waits.

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::Output;
 use crate::{
-    grpc::pb,
-    model::{format_duration, format_time},
+    domain::model::{format_duration, format_time},
+    transport::grpc::pb,
 };
 
 pub(crate) fn print_done(out: Output, message: &str) {

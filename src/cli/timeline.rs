@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::{cron::Schedule, grpc::pb, model::format_time};
+use crate::{domain::cron::Schedule, domain::model::format_time, transport::grpc::pb};
 
 /// Columns of the bar area.
 const WIDTH: usize = 64;

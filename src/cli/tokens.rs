@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{Admin, CliError, Output, print_rows, seconds};
-use crate::{grpc::pb, model::format_time};
+use crate::{domain::model::format_time, transport::grpc::pb};
 
 /// `keyward token …`
 #[derive(Subcommand, Debug)]

@@ -10,7 +10,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 use super::{b64url, random, sha256};
-use crate::secret::SecretBytes;
+use crate::domain::secret::SecretBytes;
 
 /// Length of a master key in bytes.
 pub const MASTER_KEY_LEN: usize = 32;

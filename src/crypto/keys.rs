@@ -31,7 +31,7 @@ pub const SIGNING_BACKEND: &str = if cfg!(feature = "aws-lc") {
 use serde_json::{Map, Value, json};
 
 use super::{b64url, random::RingRng, sha256};
-use crate::secret::SecretBytes;
+use crate::domain::secret::SecretBytes;
 
 /// A JWS signing algorithm keyward can hold keys for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

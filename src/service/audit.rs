@@ -9,12 +9,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::Service;
 use crate::{
     Error, Result,
-    audit::{AuditEvent, AuditRecord, ChainKey, ChainReport, ChainWalk, Durability, PRUNE_ACTION},
     crypto::{
         aead::{AeadContext, Keyring},
         random,
     },
-    secret::SecretBytes,
+    domain::audit::{
+        AuditEvent, AuditRecord, ChainKey, ChainReport, ChainWalk, Durability, PRUNE_ACTION,
+    },
+    domain::secret::SecretBytes,
     store::{AuditFilter, AuditScan, Store},
 };
 
@@ -323,7 +325,7 @@ impl Service {
                     principal: "keyward".into(),
                     action: PRUNE_ACTION.into(),
                     target: format!("{first}..={last}"),
-                    outcome: crate::audit::OK.into(),
+                    outcome: crate::domain::audit::OK.into(),
                     peer: String::new(),
                     request_id: String::new(),
                 },

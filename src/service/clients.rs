@@ -7,8 +7,8 @@ use super::{Service, claims::om_user_name};
 use crate::{
     Error, Result,
     crypto::{aead::AeadContext, b64url, random, secrets_equal},
-    model::{self, AuthMethod},
-    secret::SecretString,
+    domain::model::{self, AuthMethod},
+    domain::secret::SecretString,
     store::{ClientRow, SecretRow},
     view::ClientEntry,
 };

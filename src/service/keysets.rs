@@ -1,7 +1,7 @@
 //! Key sets, signing, and the key lifecycle: creation with an active and a
 //! pending key, scheduled rotation ([`Service::rotate_due`]), the manual
 //! emergency rotation, and revocation. Every transition is planned by the pure
-//! [`crate::rotation`] functions and applied in one transaction conditional on
+//! [`crate::domain::rotation`] functions and applied in one transaction conditional on
 //! the key set's version, so racing replicas change a key set exactly once.
 
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use crate::{
         aead::AeadContext,
         keys::{self, SigningKey},
     },
-    model::{self, Algorithm, KeyState, secs_i64, secs_u64},
-    rotation::{self, KeyView, Plan, Policy},
+    domain::model::{self, Algorithm, KeyState, secs_i64, secs_u64},
+    domain::rotation::{self, KeyView, Plan, Policy},
     store::{KeyRow, KeySetChange, KeySetRow, KeyUpdate, NewKey, NewKeySet, SealedKey},
     view::{JwksDoc, KeySetEntry},
 };
@@ -26,7 +26,7 @@ use crate::{
 pub const MAX_CLAIMS_BYTES: usize = 16 * 1024;
 /// Token lifetime when the caller gives none (capped by the key set's max).
 pub const DEFAULT_TOKEN_TTL: u64 = 3600;
-pub use crate::rotation::{MAX_TOKEN_TTL, PolicyInput};
+pub use crate::domain::rotation::{MAX_TOKEN_TTL, PolicyInput};
 
 pub(super) const KEYS_TABLE: &str = "keys";
 /// The associated-data version of key ciphertext bound to its key set and
@@ -271,7 +271,7 @@ impl Service {
         &self,
         binding: &KeyBinding<'_>,
         sealed: &SealedKey,
-    ) -> Result<crate::secret::SecretBytes> {
+    ) -> Result<crate::domain::secret::SecretBytes> {
         self.open_key_as(binding, &sealed.master_key_id, &sealed.private_key)
             .map(|(pkcs8, _)| pkcs8)
     }
@@ -308,7 +308,7 @@ impl Service {
         binding: &KeyBinding<'_>,
         key_id: &str,
         sealed: &[u8],
-    ) -> Result<(crate::secret::SecretBytes, bool)> {
+    ) -> Result<(crate::domain::secret::SecretBytes, bool)> {
         let id = binding.row_id();
         let bound = AeadContext {
             table: KEYS_TABLE,
@@ -754,7 +754,7 @@ impl Service {
                 changed = true;
                 if plan.rotates {
                     self.metrics
-                        .rotated(&row.name, crate::metrics::Trigger::Schedule);
+                        .rotated(&row.name, crate::ops::metrics::Trigger::Schedule);
                 }
                 let done = Self::events_of(&row.name, &plan, Some(&change));
                 for e in &done {
@@ -816,7 +816,8 @@ impl Service {
     pub async fn rotate_keyset(&self, name: &str) -> Result<Transition> {
         let row = self.keyset_row(name).await?;
         let t = self.forced_rotation(&row, false).await?;
-        self.metrics.rotated(name, crate::metrics::Trigger::Manual);
+        self.metrics
+            .rotated(name, crate::ops::metrics::Trigger::Manual);
         tracing::info!(keyset = name, "key set rotated manually");
         Ok(t)
     }
@@ -841,7 +842,7 @@ impl Service {
             KeyState::Active => {
                 let mut t = self.forced_rotation(&row, true).await?;
                 self.metrics
-                    .rotated(&row.name, crate::metrics::Trigger::Revocation);
+                    .rotated(&row.name, crate::ops::metrics::Trigger::Revocation);
                 t.warnings.insert(
                     0,
                     format!("revoked the active key {kid}; a successor signs from now on"),

@@ -3,7 +3,7 @@
 //! the CLI reaches them through gRPC.
 //!
 //! - [`keysets`]: key sets, signing, and the rotation lifecycle driven by
-//!   [`crate::rotation`].
+//!   [`crate::domain::rotation`].
 //! - [`clients`]: OIDC clients and their secrets.
 //! - [`oauth`]: the OAuth 2.0 client-credentials grant.
 //! - [`openmetadata`]: OpenMetadata's key formats (it builds on [`keysets`]).
@@ -34,11 +34,11 @@ pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 
 use crate::{
     Error, Result,
-    clock::Clock,
     crypto::aead::{AeadContext, Keyring, KeyringError},
-    secret::SecretBytes,
+    domain::clock::Clock,
+    domain::secret::SecretBytes,
+    domain::throttle::{FailureThrottle, ThrottleSettings},
     store::Store,
-    throttle::{FailureThrottle, ThrottleSettings},
     view::{ClientView, IssuerKeys, KeySetView},
 };
 
@@ -171,7 +171,7 @@ pub struct Service {
     /// Where audit events go.
     audit: audit::AuditLog,
     /// What `/metrics` reports.
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 const DECOY_ROW: AeadContext<'static> = AeadContext {
@@ -209,19 +209,19 @@ impl Service {
             grpc_throttle,
             token_throttle,
             audit,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: Arc::new(crate::ops::metrics::Metrics::new()),
         }
     }
 
     /// The service's metrics.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &crate::ops::metrics::Metrics {
         &self.metrics
     }
 
     /// The key sets' gauges and the JWKS snapshot's state, read off the view.
-    pub fn keyset_status(&self) -> crate::metrics::KeySetStatus {
+    pub fn keyset_status(&self) -> crate::ops::metrics::KeySetStatus {
         let (keysets, generation) = self.keysets.gauges();
-        crate::metrics::KeySetStatus {
+        crate::ops::metrics::KeySetStatus {
             now: self.clock.now(),
             keysets,
             generation,
@@ -285,7 +285,7 @@ impl Service {
     }
 
     /// The work of checking one secret, with no secret to check.
-    fn decoy_secret_check(&self, presented: &crate::secret::SecretString) {
+    fn decoy_secret_check(&self, presented: &crate::domain::secret::SecretString) {
         if let Ok(decoy) = self.keyring.current().open(&DECOY_ROW, &self.decoy) {
             let _ = std::hint::black_box(crate::crypto::secrets_equal(
                 decoy.expose(),

@@ -8,9 +8,9 @@ use super::Service;
 use crate::{
     Error,
     crypto::{b64url, random},
+    domain::model::{self, AuthMethod},
+    domain::secret::SecretString,
     error::ErrorKind,
-    model::{self, AuthMethod},
-    secret::SecretString,
 };
 
 /// A token request, after the transport has parsed the form and the
@@ -108,13 +108,14 @@ impl Service {
         );
         if let Err(wait) = self.token_throttle.check(&key) {
             tracing::warn!(client = %req.client_id, peer = ?req.peer, "token request throttled");
-            self.metrics.throttled(crate::metrics::Door::TokenEndpoint);
+            self.metrics
+                .throttled(crate::ops::metrics::Door::TokenEndpoint);
             return Err(OAuthError::Throttled(wait));
         }
         let issued = self.issue_client_token(req).await;
         if matches!(issued, Err(OAuthError::InvalidClient(_))) {
             self.metrics
-                .auth_failed(crate::metrics::Door::TokenEndpoint);
+                .auth_failed(crate::ops::metrics::Door::TokenEndpoint);
             self.token_throttle.failed(&key);
         }
         issued

@@ -16,9 +16,9 @@ use super::{KeyInfo, RotationEvent, Service, keysets::KeyBinding};
 use crate::{
     Error, Result,
     crypto::keys::SigningKey,
-    model::{self, KeyState},
-    rotation::{KeyChange, Plan},
-    secret::SecretBytes,
+    domain::model::{self, KeyState},
+    domain::rotation::{KeyChange, Plan},
+    domain::secret::SecretBytes,
     store::{KeySetRow, NewKey},
 };
 

@@ -7,10 +7,10 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 use super::Service;
 use crate::{
     Error, Result,
-    access::{Grant, Pattern, Role, ScopeKind},
     crypto::{b64url, random, sha256},
-    model,
-    secret::SecretString,
+    domain::access::{Grant, Pattern, Role, ScopeKind},
+    domain::model,
+    domain::secret::SecretString,
     store::{Store, TokenRow},
 };
 
@@ -142,13 +142,13 @@ impl Service {
             && let Err(retry_after) = self.grpc_throttle.check(&key())
         {
             tracing::warn!(peer = ?peer, "gRPC authentication throttled");
-            self.metrics.throttled(crate::metrics::Door::Grpc);
+            self.metrics.throttled(crate::ops::metrics::Door::Grpc);
             return Err(Error::Throttled { retry_after });
         }
         let result = presented.map_or(Err(Error::Unauthenticated), |t| self.authenticate(t));
         if result.is_err() {
             tracing::info!(peer = ?peer, "gRPC call with a missing, unknown, revoked or expired token");
-            self.metrics.auth_failed(crate::metrics::Door::Grpc);
+            self.metrics.auth_failed(crate::ops::metrics::Door::Grpc);
             self.grpc_throttle.failed(&key());
         }
         result

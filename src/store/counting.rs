@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     Result,
-    audit::{AuditEvent, AuditRecord},
+    domain::audit::{AuditEvent, AuditRecord},
 };
 
 /// Counts calls per [`Store`] method, then delegates.

@@ -16,12 +16,12 @@ pub use sql::{PgStore, SqliteStore};
 
 use crate::{
     Error, Result,
-    access::Role,
-    audit::{AuditEvent, AuditRecord, ChainBounds},
-    cron::Schedule,
     crypto::keys::Algorithm,
-    model::{KeyState, secs_i64, secs_u64},
-    rotation::{self, Cadence, Policy},
+    domain::access::Role,
+    domain::audit::{AuditEvent, AuditRecord, ChainBounds},
+    domain::cron::Schedule,
+    domain::model::{KeyState, secs_i64, secs_u64},
+    domain::rotation::{self, Cadence, Policy},
 };
 
 /// A live key set, its policy decoded.
@@ -786,11 +786,11 @@ impl From<sqlx::Error> for Error {
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 tracing::warn!(error = %err, "database connection failed");
-                crate::metrics::database_error("unavailable");
+                crate::ops::metrics::database_error("unavailable");
                 Self::Unavailable
             }
             other => {
-                crate::metrics::database_error("query");
+                crate::ops::metrics::database_error("query");
                 Self::internal(other)
             }
         }

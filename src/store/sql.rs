@@ -27,9 +27,9 @@ use super::{
 };
 use crate::{
     Error, Result,
-    audit::{AuditEvent, AuditRecord},
+    domain::audit::{AuditEvent, AuditRecord},
+    domain::model::KeyState,
     files,
-    model::KeyState,
 };
 
 /// Key set rows decoded into domain types.

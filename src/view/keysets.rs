@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::{
     Result,
     crypto::{b64url, keys::SigningKey, sha256},
-    metrics::KeySetGauge,
+    ops::metrics::KeySetGauge,
     store::{KeyRow, KeySetRow, SealedKey, Store},
 };
 
@@ -173,7 +173,7 @@ impl KeySetView {
                 active_since: entry
                     .keys
                     .iter()
-                    .find(|k| k.state == crate::model::KeyState::Active)
+                    .find(|k| k.state == crate::domain::model::KeyState::Active)
                     .map(|k| k.activated_at.unwrap_or(k.created_at)),
                 published: entry.keys.len(),
             })
@@ -229,10 +229,11 @@ impl KeySetView {
                     })
                 })
                 .collect::<Result<Vec<Value>>>()?;
-            let max_age = crate::rotation::jwks_max_age(self.max_age, row.policy.prepublish);
+            let max_age =
+                crate::domain::rotation::jwks_max_age(self.max_age, row.policy.prepublish);
             let active = keys
                 .iter()
-                .find(|k| k.state == crate::model::KeyState::Active)
+                .find(|k| k.state == crate::domain::model::KeyState::Active)
                 .and_then(|k| active.remove(&k.kid));
             entries.push(KeySetEntry {
                 jwks: Arc::new(JwksDoc::render(jwks, max_age)),

@@ -16,16 +16,16 @@ use hyper::body::Bytes;
 use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
 use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
 use keyward::{
-    clock::{Clock, ManualClock, SystemClock},
     config::{MasterKeySource, ServeConfig},
     crypto::aead::MasterKey,
-    grpc::pb::{
+    domain::clock::{Clock, ManualClock, SystemClock},
+    domain::secret::SecretString,
+    server,
+    store::{Store, counting::CountingStore},
+    transport::grpc::pb::{
         self, access_client::AccessClient, audit_client::AuditClient,
         clients_client::ClientsClient, key_sets_client::KeySetsClient, master_client::MasterClient,
     },
-    secret::SecretString,
-    server,
-    store::{Store, counting::CountingStore},
 };
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};

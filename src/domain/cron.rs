@@ -235,7 +235,7 @@ mod tests {
 
     fn next(expr: &str, after: i64) -> String {
         let t = Schedule::parse(expr).unwrap().next_after(after).unwrap();
-        crate::model::format_time(t)
+        crate::domain::model::format_time(t)
     }
 
     #[test]

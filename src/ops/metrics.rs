@@ -8,7 +8,7 @@
 //! nothing between scrapes and are never out of date.
 //!
 //! Every label value comes from a bounded set: gRPC method names from
-//! [`crate::access::Method`], HTTP routes from the router's fixed paths,
+//! [`crate::domain::access::Method`], HTTP routes from the router's fixed paths,
 //! outcome codes from fixed tables, and key set names from the database (made
 //! by an operator, never by a request).
 
@@ -263,7 +263,7 @@ impl Metrics {
     }
 
     /// Reports the served TLS certificate's remaining validity.
-    pub fn observe_tls(&self, tls: &Arc<crate::tls::Tls>) {
+    pub fn observe_tls(&self, tls: &Arc<crate::transport::tls::Tls>) {
         let _ = self.views.tls.set(Arc::downgrade(tls));
     }
 
@@ -344,7 +344,7 @@ impl Metrics {
 struct ViewGauges {
     service: OnceLock<Weak<Service>>,
     overdue_grace: OnceLock<u64>,
-    tls: OnceLock<Weak<crate::tls::Tls>>,
+    tls: OnceLock<Weak<crate::transport::tls::Tls>>,
 }
 
 /// One gauge family: a name, its help, and one value per label set.

@@ -9,7 +9,7 @@
 
 use ring::hmac;
 
-use crate::{access::Method, secret::SecretBytes};
+use crate::{domain::access::Method, domain::secret::SecretBytes};
 
 /// The action of a `/oauth2/token` request.
 pub const TOKEN_ENDPOINT: &str = "/oauth2/token";

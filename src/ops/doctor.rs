@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::{
     config::ServeConfig,
     crypto::keys::PublicJwk,
-    model::{KeyState, format_duration},
-    rotation::Cadence,
+    domain::model::{KeyState, format_duration},
+    domain::rotation::Cadence,
     store::{self, KeyRow, KeySetRow, Store},
 };
 
@@ -196,11 +196,14 @@ fn tls_check(config: &ServeConfig, now: i64) -> Option<Check> {
     let files = config.tls.as_ref()?;
     let name = "tls certificate";
     let path = files.cert.display();
-    Some(match crate::tls::file_not_after(&files.cert) {
+    Some(match crate::transport::tls::file_not_after(&files.cert) {
         Err(err) => Check::fail(name, err.to_string(), "fix --tls-cert"),
         Ok(not_after) if not_after <= now => Check::fail(
             name,
-            format!("{path} expired at {}", crate::model::format_time(not_after)),
+            format!(
+                "{path} expired at {}",
+                crate::domain::model::format_time(not_after)
+            ),
             "renew it; keyward picks the new pair up within --tls-reload-interval",
         ),
         Ok(not_after) if not_after - now < CERT_WARN_SECS => Check::warn(
@@ -208,7 +211,7 @@ fn tls_check(config: &ServeConfig, now: i64) -> Option<Check> {
             format!(
                 "{path} expires in {} ({})",
                 format_duration(u64::try_from(not_after - now).unwrap_or(0)),
-                crate::model::format_time(not_after)
+                crate::domain::model::format_time(not_after)
             ),
             "renew it now; keyward picks the new pair up within --tls-reload-interval",
         ),
@@ -216,7 +219,7 @@ fn tls_check(config: &ServeConfig, now: i64) -> Option<Check> {
             name,
             format!(
                 "{path} valid until {}",
-                crate::model::format_time(not_after)
+                crate::domain::model::format_time(not_after)
             ),
         ),
     })
@@ -296,7 +299,7 @@ async fn clock(store: &dyn Store, now: i64, sets: &[KeySetRow], keys: &[KeyRow])
             format!(
                 "this machine's clock is {} behind data the database holds (created at {})",
                 format_duration(u64::try_from(newest - now).unwrap_or(0)),
-                crate::model::format_time(newest)
+                crate::domain::model::format_time(newest)
             ),
             "fix the clock (NTP) before serving: rotation and token times follow it",
         );
@@ -359,7 +362,7 @@ fn keyset_checks(config: &ServeConfig, set: &KeySetRow, keys: &[&KeyRow], now: i
             format!(
                 "overdue: due {} ago ({}), more than the allowed {}",
                 format_duration(u64::try_from(late).unwrap_or(0)),
-                crate::model::format_time(set.next_rotation_at),
+                crate::domain::model::format_time(set.next_rotation_at),
                 format_duration(config.rotation_overdue_after.as_secs())
             ),
             if config.rotation_interval.is_some() {
@@ -374,7 +377,7 @@ fn keyset_checks(config: &ServeConfig, set: &KeySetRow, keys: &[&KeyRow], now: i
     } else {
         Check::ok(
             name("rotation"),
-            format!("next due {}", crate::model::format_time(set.next_rotation_at)),
+            format!("next due {}", crate::domain::model::format_time(set.next_rotation_at)),
         )
     });
 
@@ -474,7 +477,7 @@ fn keyset_checks(config: &ServeConfig, set: &KeySetRow, keys: &[&KeyRow], now: i
                 format!("the active key {} was imported; it rotates away on schedule", active.kid),
             )
         } else {
-            Check::ok(name("active key"), format!("{} signs since {}", active.kid, crate::model::format_time(since)))
+            Check::ok(name("active key"), format!("{} signs since {}", active.kid, crate::domain::model::format_time(since)))
         });
     } else {
         checks.push(Check::fail(
@@ -579,13 +582,13 @@ mod tests {
         std::fs::write(&cert_file, cert.pem()).expect("write");
         let mut config = ServeConfig::with_defaults(dir.path());
         assert!(tls_check(&config, 0).is_none(), "no TLS, no check");
-        config.tls = Some(crate::tls::TlsFiles {
+        config.tls = Some(crate::transport::tls::TlsFiles {
             cert: cert_file.clone(),
             key: dir.path().join("key.pem"),
             grpc_client_ca: None,
             reload_interval: std::time::Duration::from_secs(10),
         });
-        let not_after = crate::tls::file_not_after(&cert_file).expect("parses");
+        let not_after = crate::transport::tls::file_not_after(&cert_file).expect("parses");
         assert_eq!(not_after, 1_893_456_000, "2030-01-01T00:00:00Z");
         let status = |now| tls_check(&config, now).map(|c| c.status);
         assert_eq!(status(not_after - 90 * 86_400), Some(Status::Ok));

@@ -23,7 +23,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::sync::watch;
 
-use crate::{Error, Result, secret::SecretBytes};
+use crate::{Error, Result, domain::secret::SecretBytes};
 
 /// How often the certificate files are checked for a new pair, unless set.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);

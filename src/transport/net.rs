@@ -245,7 +245,7 @@ pub async fn secure(
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|leaf| crate::tls::subject_of(leaf));
+                .and_then(|leaf| crate::transport::tls::subject_of(leaf));
             Some(Stream::Tls(Box::new(tls), subject))
         }
         Ok(Err(err)) => {

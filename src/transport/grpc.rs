@@ -9,13 +9,13 @@ use tracing::Instrument as _;
 
 use crate::{
     Error,
-    access::Method,
-    audit::{self, AuditEvent, Durability},
     crypto::keys::Algorithm,
+    domain::access::Method,
+    domain::audit::{self, AuditEvent, Durability},
+    domain::model::{self, KeyState},
+    domain::rotation::Cadence,
+    domain::secret::SecretString,
     error::ErrorKind,
-    model::{self, KeyState},
-    rotation::Cadence,
-    secret::SecretString,
     service::master::{DEFAULT_REWRAP_BATCH, MAX_REWRAP_BATCH, MasterStatus, RewrapProgress},
     service::{
         Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, NewToken, PageRequest, PolicyInput,
@@ -232,7 +232,7 @@ impl Api {
         F: FnOnce(T) -> Fut,
         Fut: std::future::Future<Output = Result<R, Status>>,
     {
-        let conn = req.extensions().get::<crate::net::ConnInfo>();
+        let conn = req.extensions().get::<crate::transport::net::ConnInfo>();
         let peer = conn.and_then(|c| c.remote).map(|a| a.ip());
         // Under mutual TLS the audit event names the client certificate too.
         let peer_text = match (peer, conn.and_then(|c| c.client_subject.as_deref())) {
@@ -833,7 +833,7 @@ impl Access for Api {
                 .service
                 .create_token(NewToken {
                     name: r.name,
-                    role: Some(crate::access::Role::parse(&r.role)?),
+                    role: Some(crate::domain::access::Role::parse(&r.role)?),
                     keysets: r.keysets,
                     clients: r.clients,
                     expires_in: r.expires_in_seconds,

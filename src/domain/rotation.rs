@@ -15,8 +15,8 @@
 
 use crate::{
     Error, Result,
-    cron::Schedule,
-    model::{KeyState, format_duration, secs_i64},
+    domain::cron::Schedule,
+    domain::model::{KeyState, format_duration, secs_i64},
 };
 
 /// Default rotation period: monthly.
@@ -358,7 +358,7 @@ pub fn plan(now: i64, policy: &Policy, next_rotation_at: i64, keys: &[KeyView]) 
                     p.kid,
                     format_duration(u64::try_from(now - p.created_at).unwrap_or(0)),
                     format_duration(policy.prepublish),
-                    crate::model::format_time(ready_at)
+                    crate::domain::model::format_time(ready_at)
                 ));
             } else {
                 if let Some(a) = active {

@@ -11,7 +11,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{Error, Result, net::Limits, secret::SecretString, throttle::ThrottleSettings};
+use crate::{
+    Error, Result, domain::secret::SecretString, domain::throttle::ThrottleSettings,
+    transport::net::Limits,
+};
 
 /// The key set `/.well-known/jwks.json` serves unless configured.
 pub const DEFAULT_KEYSET: &str = "default";
@@ -222,7 +225,7 @@ pub struct ServeConfig {
     /// How long audit events are kept.
     pub audit_retain: Duration,
     /// TLS on both listeners; `None`: plaintext.
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<crate::transport::tls::TlsFiles>,
     /// Plaintext allowed on a non-loopback address.
     pub allow_plaintext: bool,
 }
@@ -252,7 +255,10 @@ impl fmt::Debug for ServeConfig {
 }
 
 /// The TLS files, from flags over the file; the client CA needs a pair.
-fn tls_files(args: &ServeArgs, file: &FileConfig) -> Result<Option<crate::tls::TlsFiles>> {
+fn tls_files(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<Option<crate::transport::tls::TlsFiles>> {
     let cert = args.tls_cert.clone().or_else(|| file.tls_cert.clone());
     let key = args.tls_key.clone().or_else(|| file.tls_key.clone());
     let grpc_client_ca = args
@@ -265,16 +271,16 @@ fn tls_files(args: &ServeArgs, file: &FileConfig) -> Result<Option<crate::tls::T
         .or(file.tls_reload_interval.as_ref())
     {
         Some(text) => {
-            let every = crate::model::parse_duration("tls_reload_interval", text)?;
+            let every = crate::domain::model::parse_duration("tls_reload_interval", text)?;
             if every.is_zero() {
                 return Err(Error::invalid("tls_reload_interval", "must be at least 1s"));
             }
             every
         }
-        None => crate::tls::DEFAULT_RELOAD_INTERVAL,
+        None => crate::transport::tls::DEFAULT_RELOAD_INTERVAL,
     };
     match (cert, key) {
-        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+        (Some(cert), Some(key)) => Ok(Some(crate::transport::tls::TlsFiles {
             cert,
             key,
             grpc_client_ca,
@@ -364,7 +370,7 @@ impl ServeConfig {
                 .or(file.rotation_interval.as_ref())
             {
                 Some(text) => {
-                    let d = crate::model::parse_duration("rotation_interval", text)?;
+                    let d = crate::domain::model::parse_duration("rotation_interval", text)?;
                     if d.is_zero() {
                         return Err(Error::invalid(
                             "rotation_interval",
@@ -381,7 +387,7 @@ impl ServeConfig {
             .as_ref()
             .or(file.rotation_overdue_after.as_ref())
         {
-            Some(text) => crate::model::parse_duration("rotation_overdue_after", text)?,
+            Some(text) => crate::domain::model::parse_duration("rotation_overdue_after", text)?,
             None => match rotation_interval {
                 Some(period) => 2 * period,
                 None => DEFAULT_OVERDUE_WITHOUT_SCHEDULER,
@@ -443,7 +449,7 @@ impl ServeConfig {
                     .as_ref()
                     .or(file.shutdown_grace.as_ref())
                 {
-                    Some(text) => crate::model::parse_duration("shutdown_grace", text)?,
+                    Some(text) => crate::domain::model::parse_duration("shutdown_grace", text)?,
                     None => defaults.limits.shutdown_grace,
                 },
             },
@@ -461,7 +467,8 @@ impl ServeConfig {
                     .or(file.auth_failure_window.as_ref())
                 {
                     Some(text) => {
-                        let window = crate::model::parse_duration("auth_failure_window", text)?;
+                        let window =
+                            crate::domain::model::parse_duration("auth_failure_window", text)?;
                         if window.as_secs() == 0 {
                             return Err(Error::invalid(
                                 "auth_failure_window",
@@ -475,7 +482,7 @@ impl ServeConfig {
             },
             audit_retain: match args.audit_retain.as_ref().or(file.audit_retain.as_ref()) {
                 Some(text) => {
-                    let retain = crate::model::parse_duration("audit_retain", text)?;
+                    let retain = crate::domain::model::parse_duration("audit_retain", text)?;
                     if retain < Duration::from_secs(86_400) {
                         return Err(Error::invalid("audit_retain", "must be at least 1d"));
                     }
@@ -498,7 +505,7 @@ impl ServeConfig {
         if config.jwks_max_age == 0 {
             return Err(Error::invalid("jwks_max_age", "must be at least 1 second"));
         }
-        crate::model::validate_keyset_name(&config.default_keyset)
+        crate::domain::model::validate_keyset_name(&config.default_keyset)
             .map_err(|_| Error::invalid("default_keyset", "must be a valid key set name"))?;
         Ok(config)
     }
@@ -549,7 +556,7 @@ fn timeout_setting(
     let Some(text) = text else {
         return Ok(default);
     };
-    let d = crate::model::parse_duration(field, text)?;
+    let d = crate::domain::model::parse_duration(field, text)?;
     if d < Duration::from_secs(1) {
         return Err(Error::invalid(field, "must be at least 1s"));
     }
@@ -651,7 +658,10 @@ mod tests {
         let c = ServeConfig::resolve(None, &pair, None).unwrap();
         let tls = c.tls.clone().unwrap();
         assert_eq!(tls.grpc_client_ca, Some(PathBuf::from("ca.pem")));
-        assert_eq!(tls.reload_interval, crate::tls::DEFAULT_RELOAD_INTERVAL);
+        assert_eq!(
+            tls.reload_interval,
+            crate::transport::tls::DEFAULT_RELOAD_INTERVAL
+        );
         assert!(c.issuer().starts_with("https://"), "{}", c.issuer());
         let ca_alone = ServeArgs {
             grpc_client_ca: Some("ca.pem".into()),

@@ -9,19 +9,19 @@ use tokio_stream::StreamExt as _;
 
 use crate::{
     Error, Result,
-    clock::Clock,
     config::{MasterKeySource, ServeConfig},
     crypto::{
         aead::{AeadContext, Keyring, MasterKey},
         b64url, random, sha256,
     },
+    domain::clock::Clock,
+    domain::secret::SecretBytes,
     files::{self, create_private_dir, create_private_file},
-    grpc,
-    http::{self, HttpState},
-    net,
-    secret::SecretBytes,
     service::{Service, master::MasterStatus},
     store::{self, Store},
+    transport::grpc,
+    transport::http::{self, HttpState},
+    transport::net,
 };
 
 const CANARY_ROW: AeadContext<'static> = crate::service::master::meta_row("canary");
@@ -38,7 +38,7 @@ pub struct App {
     /// The application layer.
     pub service: Arc<Service>,
     /// The listeners' TLS settings, when configured.
-    pub tls: Option<Arc<crate::tls::Tls>>,
+    pub tls: Option<Arc<crate::transport::tls::Tls>>,
 }
 
 /// Opens the database and migrates it, without touching keys. `keyward migrate`.
@@ -268,7 +268,7 @@ async fn prepare_on(
 ) -> Result<App> {
     // A bad certificate or key is refused before anything is written.
     let tls = match &config.tls {
-        Some(files) => Some(Arc::new(crate::tls::Tls::load(files.clone())?)),
+        Some(files) => Some(Arc::new(crate::transport::tls::Tls::load(files.clone())?)),
         None => None,
     };
     // One process at a time sets a database up; the others wait, then find

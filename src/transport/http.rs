@@ -19,10 +19,10 @@ use tracing::Instrument as _;
 
 use crate::{
     Error,
-    audit::{self, AuditEvent, Durability},
+    domain::audit::{self, AuditEvent, Durability},
+    domain::model::AuthMethod,
+    domain::secret::SecretString,
     error::ErrorKind,
-    model::AuthMethod,
-    secret::SecretString,
     service::{OAuthError, Service, TokenRequest},
     view::JwksDoc,
 };
@@ -187,7 +187,7 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
     let mut response = state.service.metrics().render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        HeaderValue::from_static(crate::ops::metrics::CONTENT_TYPE),
     );
     no_store(response.headers_mut());
     response
@@ -375,7 +375,7 @@ async fn token(State(state): State<HttpState>, request: Request) -> Response {
     let headers = request.headers().clone();
     let peer = request
         .extensions()
-        .get::<crate::net::Peer>()
+        .get::<crate::transport::net::Peer>()
         .map(|p| p.0.ip());
     let request_id = request
         .extensions()
@@ -517,7 +517,7 @@ async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::{ErrorKind, StatusCode, form_decode, http_status};
-    use crate::grpc::grpc_code;
+    use crate::transport::grpc::grpc_code;
 
     #[test]
     fn one_code_table_for_both_transports() {

@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use crate::clock::Clock;
+use crate::domain::clock::Clock;
 
 /// Failures tracked at most, over all keys; past it the keys whose failures
 /// have all left the window are dropped first, then the least recent.
@@ -64,7 +64,7 @@ impl FailureThrottle {
     }
 
     fn window_start(&self, now: i64) -> i64 {
-        now.saturating_sub(crate::model::secs_i64(self.settings.window))
+        now.saturating_sub(crate::domain::model::secs_i64(self.settings.window))
     }
 
     /// `Err(seconds to wait)` when `key` has reached its limit.
@@ -91,7 +91,7 @@ impl FailureThrottle {
         }
         let oldest = times.front().copied().unwrap_or(now);
         let wait = oldest.saturating_sub(start).max(1);
-        Err(crate::model::secs_u64(wait))
+        Err(crate::domain::model::secs_u64(wait))
     }
 
     /// Records a failed attempt from `key`.
@@ -134,7 +134,7 @@ fn forget_before(times: &mut VecDeque<i64>, start: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::domain::clock::ManualClock;
 
     #[test]
     fn the_eleventh_failure_in_a_minute_is_refused_until_the_window_passes() {

@@ -1,0 +1,21 @@
+//! The domain: keyward's rules as pure functions and values. Nothing here does
+//! I/O or knows of a database, a transport or metrics; everything that depends
+//! on time takes `now` or a [`clock::Clock`].
+//!
+//! - [`model`]: validated names, ids, kids, key states, auth methods, durations.
+//! - [`secret`]: secrets as types (zeroized, redacted in `Debug`).
+//! - [`clock`]: time as a parameter.
+//! - [`cron`]: cron schedules in UTC.
+//! - [`rotation`]: the key lifecycle as functions of `now`.
+//! - [`access`]: API token roles, scope patterns and the method-by-role table.
+//! - [`audit`]: audit events, their durability and the hash chain's rules.
+//! - [`throttle`]: failed-authentication limits.
+
+pub mod access;
+pub mod audit;
+pub mod clock;
+pub mod cron;
+pub mod model;
+pub mod rotation;
+pub mod secret;
+pub mod throttle;
