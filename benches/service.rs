@@ -138,7 +138,7 @@ where
 async fn authorization_and_audit(server: &TestServer) {
     use keyward::{
         domain::access::Method,
-        domain::audit::{AuditEvent, Durability},
+        domain::audit::{Action, AuditEvent, Durability, Outcome},
         service::{SignProfile, SignRequest},
     };
     let service = std::sync::Arc::clone(&server.service);
@@ -214,13 +214,10 @@ async fn authorization_and_audit(server: &TestServer) {
     );
 
     // The pieces alone.
-    let peer = Some(std::net::IpAddr::from([127, 0, 0, 1]));
     const CHECKS: u32 = 200_000;
     let t = Instant::now();
     for _ in 0..CHECKS {
-        let grant = service
-            .authenticate_peer(peer, Some(&server.token))
-            .unwrap();
+        let grant = service.authenticate(&server.token).unwrap();
         grant
             .authorize(Method::GetClientSecret, Some("bench"))
             .unwrap();
@@ -233,9 +230,9 @@ async fn authorization_and_audit(server: &TestServer) {
     let event = AuditEvent {
         at: service.now(),
         principal: "bench".into(),
-        action: "GetClientSecret".into(),
+        action: Action::Call(Method::GetClientSecret),
         target: "bench".into(),
-        outcome: "OK".into(),
+        outcome: Outcome::Ok,
         peer: "127.0.0.1".into(),
         request_id: "bench-request-0001".into(),
     };
@@ -287,7 +284,7 @@ async fn authorization_and_audit(server: &TestServer) {
 
 /// [`load::raw_signing`] of RS256 on `cores` threads, printed as an anchor.
 fn raw_rs_anchor(cores: usize) -> f64 {
-    let raw = load::raw_signing(keyward::crypto::keys::Algorithm::Rs256, cores);
+    let raw = load::raw_signing(keyward::domain::algorithm::Algorithm::Rs256, cores);
     println!(
         "{:<38} {raw:>9.0} /s  (anchor: {cores} threads)",
         "raw RS256-2048 signing"
@@ -506,7 +503,7 @@ async fn run(backend: Backend) {
 /// core, for each algorithm. `cargo bench --bench service -- raw` prints only
 /// this (add `--features aws-lc` to compare the backends).
 fn raw_signing_rates() {
-    use keyward::crypto::keys::Algorithm;
+    use keyward::domain::algorithm::Algorithm;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
         "\n== raw signing (signing backend: {}) ==",

@@ -1,7 +1,8 @@
 //! The one domain error and its code table. Each transport maps an
-//! [`ErrorKind`] once, in its own module: gRPC codes in [`crate::transport::grpc`], HTTP
-//! statuses in [`crate::transport::http`]; the store converts database errors in
-//! [`crate::store`]. This module names no transport's or database's types.
+//! [`ErrorKind`] once, in its own module: gRPC codes in
+//! [`crate::transport::grpc`], HTTP statuses in [`crate::transport::http`]; the
+//! store converts database errors in [`crate::store`]. This module names no
+//! transport's or database's types.
 //!
 //! Messages speak to the caller about *their* request. Internal failures carry
 //! their cause for the log only: callers see a generic message.
@@ -53,9 +54,10 @@ pub enum Error {
     /// it. gRPC `FAILED_PRECONDITION`, HTTP 409.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// Missing or wrong credentials. gRPC `UNAUTHENTICATED`, HTTP 401.
-    #[error("missing or invalid credentials")]
-    Unauthenticated,
+    /// Missing or wrong credentials; says which. gRPC `UNAUTHENTICATED`,
+    /// HTTP 401.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     /// A valid token without the right for this call; says which role or scope
     /// it would need. gRPC `PERMISSION_DENIED`, HTTP 403.
     #[error("{0}")]
@@ -84,6 +86,39 @@ pub enum Error {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl ErrorKind {
+    /// Every kind, in the table's order.
+    pub const ALL: [Self; 10] = [
+        Self::InvalidArgument,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::FailedPrecondition,
+        Self::Unauthenticated,
+        Self::PermissionDenied,
+        Self::ResourceExhausted,
+        Self::DataLoss,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The canonical status name (`PERMISSION_DENIED`): how gRPC spells it,
+    /// how the audit log records a call that failed this way.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::DataLoss => "DATA_LOSS",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
@@ -105,7 +140,7 @@ impl Error {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
-            Self::Unauthenticated => ErrorKind::Unauthenticated,
+            Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Throttled { .. } => ErrorKind::ResourceExhausted,
             Self::DataLoss => ErrorKind::DataLoss,
@@ -116,7 +151,7 @@ impl Error {
 
     /// Logs causes the caller must not see; called once, where the error leaves
     /// keyward through a transport.
-    pub(crate) fn log_cause(&self) {
+    pub fn log_cause(&self) {
         match self {
             Self::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             Self::Unavailable => tracing::warn!("database unavailable"),

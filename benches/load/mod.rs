@@ -79,7 +79,7 @@ pub async fn rate_for(window: Duration, tasks: usize, op: &Op) -> (f64, Duration
 
 /// Raw signing of one token's worth of claims on `threads` threads, for
 /// [`RATE_WINDOW`]: signatures per second.
-pub fn raw_signing(alg: keyward::crypto::keys::Algorithm, threads: usize) -> f64 {
+pub fn raw_signing(alg: keyward::domain::algorithm::Algorithm, threads: usize) -> f64 {
     use keyward::crypto::{jwt, keys};
     let key = Arc::new(keys::generate(alg, 2048).unwrap().key);
     let end = Instant::now() + RATE_WINDOW;

@@ -14,10 +14,13 @@ use serde_json::{Value, json};
 use super::{Admin, Cli, CliError, Output, print_rows, serve_config as config};
 use crate::{
     config::ServeArgs,
-    domain::audit::{self, AuditEvent, Durability},
-    domain::clock::SystemClock,
+    crypto::random,
+    domain::{access::Method, audit::Action, clock::SystemClock},
     server,
-    service::master::{DEFAULT_REWRAP_BATCH, RewrapProgress},
+    service::{
+        Caller, Target,
+        master::{DEFAULT_REWRAP_BATCH, RewrapProgress},
+    },
     transport::grpc::{master_status_pb, pb},
 };
 
@@ -106,30 +109,15 @@ async fn rewrap_local(
 ) -> Result<(), CliError> {
     let app = open(cli, args).await?;
     let mut shown = Progress::default();
-    let outcome = app
-        .service
-        .rewrap(batch, pause, &mut |p: RewrapProgress| {
-            shown.show(p.table.as_str(), p.resealed, p.total);
-        })
-        .await;
     // A local rewrap has no token: the audit log records it by its command.
-    let event = AuditEvent {
-        at: app.service.now(),
-        principal: "keyward master rewrap (local)".into(),
-        action: "Rewrap".into(),
-        target: String::new(),
-        outcome: match &outcome {
-            Ok(_) => audit::OK.into(),
-            Err(err) => {
-                crate::transport::grpc::code_name(crate::transport::grpc::grpc_code(err.kind()))
-                    .into()
-            }
-        },
-        peer: String::new(),
-        request_id: audit::request_id(None),
-    };
-    app.service.audit(event, Durability::BeforeResponse).await?;
-    let outcome = outcome?;
+    let caller = Caller::local("keyward master rewrap (local)", random::request_id());
+    let service = &app.service;
+    let mut progress = |p: RewrapProgress| shown.show(p.table.as_str(), p.resealed, p.total);
+    let outcome = service
+        .audited(&caller, Action::Call(Method::Rewrap), Target::None, || {
+            service.rewrap(batch, pause, &mut progress)
+        })
+        .await?;
     finish(
         cli.output,
         &pb::RewrapProgress {

@@ -7,7 +7,7 @@
 //! PKCS#8 and produce the same signatures; nothing outside this module knows
 //! which one runs.
 
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 #[cfg(feature = "aws-lc")]
 use aws_lc_rs as backend;
@@ -31,101 +31,19 @@ pub const SIGNING_BACKEND: &str = if cfg!(feature = "aws-lc") {
 use serde_json::{Map, Value, json};
 
 use super::{b64url, random::RingRng, sha256};
-use crate::domain::secret::SecretBytes;
+use crate::domain::{algorithm::Algorithm, secret::SecretBytes};
 
-/// A JWS signing algorithm keyward can hold keys for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    Rs256,
-    /// RSASSA-PKCS1-v1_5 with SHA-384.
-    Rs384,
-    /// RSASSA-PKCS1-v1_5 with SHA-512.
-    Rs512,
-    /// RSASSA-PSS with SHA-256.
-    Ps256,
-    /// RSASSA-PSS with SHA-384.
-    Ps384,
-    /// RSASSA-PSS with SHA-512.
-    Ps512,
-    /// ECDSA P-256 with SHA-256.
-    Es256,
-    /// ECDSA P-384 with SHA-384.
-    Es384,
-    /// Ed25519.
-    EdDsa,
-}
-
-impl Algorithm {
-    /// Every algorithm, in the order the docs list them.
-    pub const ALL: [Self; 9] = [
-        Self::Rs256,
-        Self::Rs384,
-        Self::Rs512,
-        Self::Ps256,
-        Self::Ps384,
-        Self::Ps512,
-        Self::Es256,
-        Self::Es384,
-        Self::EdDsa,
-    ];
-
-    /// The JOSE name (`alg`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rs256 => "RS256",
-            Self::Rs384 => "RS384",
-            Self::Rs512 => "RS512",
-            Self::Ps256 => "PS256",
-            Self::Ps384 => "PS384",
-            Self::Ps512 => "PS512",
-            Self::Es256 => "ES256",
-            Self::Es384 => "ES384",
-            Self::EdDsa => "EdDSA",
-        }
-    }
-
-    /// Whether keys for this algorithm are RSA keys.
-    pub fn is_rsa(self) -> bool {
-        matches!(
-            self,
-            Self::Rs256 | Self::Rs384 | Self::Rs512 | Self::Ps256 | Self::Ps384 | Self::Ps512
-        )
-    }
-
-    fn rsa_padding(self) -> Option<&'static dyn signature::RsaEncoding> {
-        Some(match self {
-            Self::Rs256 => &signature::RSA_PKCS1_SHA256,
-            Self::Rs384 => &signature::RSA_PKCS1_SHA384,
-            Self::Rs512 => &signature::RSA_PKCS1_SHA512,
-            Self::Ps256 => &signature::RSA_PSS_SHA256,
-            Self::Ps384 => &signature::RSA_PSS_SHA384,
-            Self::Ps512 => &signature::RSA_PSS_SHA512,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The name is not one of [`Algorithm::ALL`].
-#[derive(Debug, thiserror::Error)]
-#[error("unsupported algorithm")]
-pub struct UnknownAlgorithm;
-
-impl FromStr for Algorithm {
-    type Err = UnknownAlgorithm;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or(UnknownAlgorithm)
-    }
+/// The RSA padding and hash of `alg`; `None` for a non-RSA algorithm.
+fn rsa_padding(alg: Algorithm) -> Option<&'static dyn signature::RsaEncoding> {
+    Some(match alg {
+        Algorithm::Rs256 => &signature::RSA_PKCS1_SHA256,
+        Algorithm::Rs384 => &signature::RSA_PKCS1_SHA384,
+        Algorithm::Rs512 => &signature::RSA_PKCS1_SHA512,
+        Algorithm::Ps256 => &signature::RSA_PSS_SHA256,
+        Algorithm::Ps384 => &signature::RSA_PSS_SHA384,
+        Algorithm::Ps512 => &signature::RSA_PSS_SHA512,
+        _ => return None,
+    })
 }
 
 /// A key failed to generate or load.
@@ -294,10 +212,8 @@ impl SigningKey {
         let failed = |_| KeyError("signing failed".into());
         match &self.inner {
             Inner::Rsa(pair) => {
-                let padding = self
-                    .alg
-                    .rsa_padding()
-                    .ok_or_else(|| KeyError("not an RSA algorithm".into()))?;
+                let padding =
+                    rsa_padding(self.alg).ok_or_else(|| KeyError("not an RSA algorithm".into()))?;
                 let mut sig = vec![0u8; modulus_len(pair)];
                 pair.sign(padding, &rng, message, &mut sig)
                     .map_err(failed)?;

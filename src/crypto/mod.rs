@@ -3,12 +3,14 @@
 //! - [`aead`]: AES-256-GCM sealing of secrets under the master key, bound to the
 //!   row they belong to.
 //! - [`keys`]: signing-key generation, loading, public JWKs and RFC 7638 kids.
+//! - [`chain`]: the audit chain's keyed link (HMAC-SHA-256).
 //! - [`jwt`]: compact JWS signing.
 //! - [`random`]: the one source of randomness, `ring::rand::SystemRandom`
 //!   (built with the `aws-lc` feature, the randomness inside a signature,
 //!   ECDSA nonces and RSA blinding, comes from aws-lc's own generator).
 
 pub mod aead;
+pub mod chain;
 pub mod jwt;
 pub mod keys;
 pub mod random;

@@ -49,6 +49,13 @@ pub fn unguessable<const N: usize>() -> [u8; N] {
     })
 }
 
+/// A fresh request id: 12 unguessable bytes, 16 characters of base64url.
+/// Random rather than counted, so a caller learns nothing of other callers'
+/// traffic from it.
+pub fn request_id() -> String {
+    super::b64url(&unguessable::<12>())
+}
+
 /// Adapts `SystemRandom` to the `rand_core` traits the `rsa` crate needs for key
 /// generation.
 pub struct RingRng;

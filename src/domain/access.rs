@@ -253,6 +253,11 @@ macro_rules! methods {
             /// Every method.
             pub const ALL: &'static [Method] = &[$(Method::$method),*];
 
+            /// The method named `name`, if there is one.
+            pub fn parse(name: &str) -> Option<Method> {
+                Self::ALL.iter().copied().find(|m| m.as_str() == name)
+            }
+
             /// The method's gRPC name.
             pub fn as_str(self) -> &'static str {
                 match self {

@@ -1,40 +1,100 @@
-//! The audit trail, pure: what an event holds, which events must be durable
-//! before their response, and the keyed hash chain that makes changing,
-//! deleting or reordering stored events detectable.
+//! The audit trail's rules: what an event holds (typed: who, which action,
+//! what outcome), which events must be durable before their response, which
+//! events a listing returns, and how a walk of the stored chain finds the
+//! first changed, deleted or reordered event.
 //!
-//! Each event's `hash` is HMAC-SHA-256 of the previous event's hash, its own
-//! id and its fields. The HMAC key is random, sealed under the master key in
-//! the database: someone who can write to the database but does not hold the
-//! master key cannot re-link a chain they changed.
+//! Each event's `hash` links it to the previous one (`link(previous hash, id,
+//! event)`). The link is a keyed MAC computed by [`crate::crypto`]; here it is
+//! the [`Linker`] the walk is given.
 
-use ring::hmac;
+use subtle::ConstantTimeEq as _;
 
-use crate::{domain::access::Method, domain::secret::SecretBytes};
+use super::{access::Method, oauth::OAuthCode};
+use crate::error::ErrorKind;
 
-/// The action of a `/oauth2/token` request.
-pub const TOKEN_ENDPOINT: &str = "/oauth2/token";
-/// The action recorded when retention pruned older events.
-pub const PRUNE_ACTION: &str = "AuditPrune";
-/// The outcome of a call that succeeded.
-pub const OK: &str = "OK";
 /// The hash the first event of a database chains from.
 pub const GENESIS: [u8; 32] = [0; 32];
-/// The request id header (HTTP) and metadata key (gRPC): read from callers,
-/// always answered.
-pub const REQUEST_ID: &str = "x-request-id";
 
-/// The caller's request id when it is a sane one (1 to 128 printable ASCII
-/// characters), or a new random one.
-pub fn request_id(given: Option<&str>) -> String {
-    given
-        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(new_request_id, str::to_string)
+/// What an audited call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A `keyward.v1` method, called over gRPC or run locally.
+    Call(Method),
+    /// A `POST /oauth2/token` request.
+    TokenEndpoint,
+    /// Retention pruned older events.
+    Prune,
+    /// A stored action this keyward does not know (a newer one wrote it).
+    Other(String),
 }
 
-/// A fresh request id: 12 random bytes, 16 characters. Random rather than
-/// counted, so a caller learns nothing of other callers' traffic from it.
-pub fn new_request_id() -> String {
-    crate::crypto::b64url(&crate::crypto::random::unguessable::<12>())
+impl Action {
+    /// The action as stored and listed: the method's name, `/oauth2/token`
+    /// or `AuditPrune`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Call(method) => method.as_str(),
+            Self::TokenEndpoint => "/oauth2/token",
+            Self::Prune => "AuditPrune",
+            Self::Other(name) => name,
+        }
+    }
+
+    /// The action a stored name means.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "/oauth2/token" => Self::TokenEndpoint,
+            "AuditPrune" => Self::Prune,
+            other => Method::parse(other).map_or_else(|| Self::Other(other.into()), Self::Call),
+        }
+    }
+}
+
+/// How an audited call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It succeeded.
+    Ok,
+    /// It failed: stored as the canonical status name (`PERMISSION_DENIED`).
+    Failed(ErrorKind),
+    /// A token request failed with this RFC 6749 error code.
+    OAuth(OAuthCode),
+    /// A stored outcome this keyward does not know.
+    Other(String),
+}
+
+impl Outcome {
+    /// The outcome as stored and listed: `OK`, a status name or an OAuth code.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Ok => "OK",
+            Self::Failed(kind) => kind.name(),
+            Self::OAuth(code) => code.as_str(),
+            Self::Other(text) => text,
+        }
+    }
+
+    /// The outcome a stored text means.
+    pub fn parse(text: &str) -> Self {
+        if text == "OK" {
+            return Self::Ok;
+        }
+        if let Some(kind) = ErrorKind::ALL.into_iter().find(|k| k.name() == text) {
+            return Self::Failed(kind);
+        }
+        OAuthCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .map_or_else(|| Self::Other(text.into()), Self::OAuth)
+    }
+
+    /// Whether the caller's credentials were refused.
+    pub fn is_authentication_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Failed(ErrorKind::Unauthenticated) | Self::OAuth(OAuthCode::InvalidClient)
+        )
+    }
 }
 
 /// One audited call, before it is stored. Never holds a secret, a token, a
@@ -43,15 +103,16 @@ pub fn new_request_id() -> String {
 pub struct AuditEvent {
     /// Unix seconds.
     pub at: i64,
-    /// Token name, `bootstrap`, or the OAuth client id; empty when unknown.
+    /// Token name, `bootstrap`, the OAuth client id, or who ran a local
+    /// command; empty when unknown.
     pub principal: String,
-    /// The gRPC method or [`TOKEN_ENDPOINT`].
-    pub action: String,
+    /// What was done.
+    pub action: Action,
     /// Key set, kid, client id or token name; empty when the call names none.
     pub target: String,
-    /// [`OK`], a gRPC code name or an OAuth error code.
-    pub outcome: String,
-    /// The caller's IP address; empty when unknown.
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The caller's IP address (and client certificate); empty when unknown.
     pub peer: String,
     /// The request id, the caller's or generated.
     pub request_id: String,
@@ -64,7 +125,7 @@ pub struct AuditRecord {
     pub id: i64,
     /// The event.
     pub event: AuditEvent,
-    /// HMAC of the previous hash, the id and the fields.
+    /// The link of the previous hash, the id and the fields.
     pub hash: Vec<u8>,
 }
 
@@ -94,54 +155,45 @@ impl Durability {
             | RevokeToken | Rewrap => Self::BeforeResponse,
         }
     }
-}
 
-/// The HMAC key events are chained with.
-pub struct ChainKey(hmac::Key);
-
-impl std::fmt::Debug for ChainKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChainKey(..)")
-    }
-}
-
-impl ChainKey {
-    /// Length of the raw key.
-    pub const LEN: usize = 32;
-
-    /// The key from its raw bytes.
-    pub fn new(raw: &SecretBytes) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, raw.expose()))
-    }
-
-    /// The hash of event `id` chained from `prev`. Every field is
-    /// length-prefixed, so no two different events encode alike.
-    pub fn link(&self, prev: &[u8], id: i64, event: &AuditEvent) -> Vec<u8> {
-        let mut ctx = hmac::Context::with_key(&self.0);
-        ctx.update(b"keyward audit v1");
-        ctx.update(&(prev.len() as u64).to_be_bytes());
-        ctx.update(prev);
-        ctx.update(&id.to_be_bytes());
-        ctx.update(&event.at.to_be_bytes());
-        for field in [
-            &event.principal,
-            &event.action,
-            &event.target,
-            &event.outcome,
-            &event.peer,
-            &event.request_id,
-        ] {
-            ctx.update(&(field.len() as u64).to_be_bytes());
-            ctx.update(field.as_bytes());
+    /// How soon `event` must be stored: a refused authentication before the
+    /// answer, a refusal by the failure throttle (many by nature, never
+    /// checked) batched, a token issued batched, any other call as its
+    /// method says.
+    pub fn of_event(event: &AuditEvent) -> Self {
+        match (&event.outcome, &event.action) {
+            (Outcome::Failed(ErrorKind::ResourceExhausted), _) => Self::Batched,
+            (outcome, _) if outcome.is_authentication_failure() => Self::BeforeResponse,
+            (_, Action::Call(method)) => Self::of(*method),
+            (_, Action::TokenEndpoint) => Self::Batched,
+            (_, Action::Prune | Action::Other(_)) => Self::BeforeResponse,
         }
-        ctx.sign().as_ref().to_vec()
     }
+}
 
-    /// Whether `record` is the event that follows `prev`, unchanged.
-    fn holds(&self, prev: &[u8], record: &AuditRecord) -> bool {
-        let expected = self.link(prev, record.id, &record.event);
-        crate::crypto::secrets_equal(&expected, &record.hash)
-    }
+/// Which audit events a listing returns: newest first, every filter given
+/// matching exactly.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Events at or after this time, Unix seconds.
+    pub since: Option<i64>,
+    /// Only this principal.
+    pub principal: Option<String>,
+    /// Only this action, as stored (`RotateKeySet`, `/oauth2/token`).
+    pub action: Option<String>,
+    /// Only this target.
+    pub target: Option<String>,
+    /// Only events older than this id (paging).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// The link of event `id` to the chain: a keyed hash of the previous hash,
+/// the id and every field, under a key only keyward holds.
+pub trait Linker: Send + Sync {
+    /// The hash of event `id` chained from `prev`.
+    fn link(&self, prev: &[u8], id: i64, event: &AuditEvent) -> Vec<u8>;
 }
 
 /// Where the stored chain starts and ends.
@@ -180,9 +232,8 @@ pub struct ChainReport {
 }
 
 /// Checks stored events one by one, in id order, against the chain.
-#[derive(Debug)]
 pub struct ChainWalk<'k> {
-    key: &'k ChainKey,
+    linker: &'k dyn Linker,
     bounds: ChainBounds,
     next_id: i64,
     prev: Vec<u8>,
@@ -190,11 +241,27 @@ pub struct ChainWalk<'k> {
     broken: Option<Broken>,
 }
 
+impl std::fmt::Debug for ChainWalk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainWalk")
+            .field("bounds", &self.bounds)
+            .field("next_id", &self.next_id)
+            .field("checked", &self.checked)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether two hashes are equal, in constant time.
+fn same_hash(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
 impl<'k> ChainWalk<'k> {
     /// Starts at the first kept event.
-    pub fn new(key: &'k ChainKey, bounds: ChainBounds) -> Self {
+    pub fn new(linker: &'k dyn Linker, bounds: ChainBounds) -> Self {
         Self {
-            key,
+            linker,
             next_id: bounds.first_id,
             prev: bounds.first_prev.clone(),
             bounds,
@@ -217,7 +284,10 @@ impl<'k> ChainWalk<'k> {
             Some((self.next_id, "is missing: deleted".to_string()))
         } else if record.id < self.next_id {
             Some((record.id, "is out of order or duplicated".to_string()))
-        } else if !self.key.holds(&self.prev, record) {
+        } else if !same_hash(
+            &self.linker.link(&self.prev, record.id, &record.event),
+            &record.hash,
+        ) {
             Some((
                 record.id,
                 "does not match its hash: changed, moved, or the events before it were".to_string(),
@@ -249,9 +319,7 @@ impl<'k> ChainWalk<'k> {
                         self.next_id, self.bounds.head_id, self.bounds.head_id
                     ),
                 });
-            } else if last > self.bounds.head_id
-                || !crate::crypto::secrets_equal(&self.prev, &self.bounds.head_hash)
-            {
+            } else if last > self.bounds.head_id || !same_hash(&self.prev, &self.bounds.head_hash) {
                 self.broken = Some(Broken {
                     id: last,
                     problem: format!(
@@ -275,23 +343,39 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn key() -> ChainKey {
-        ChainKey::new(&SecretBytes::new(vec![7; 32]))
+    /// Not a MAC: the rules only need a link that changes with every input.
+    struct Plain(u8);
+
+    impl Linker for Plain {
+        fn link(&self, prev: &[u8], id: i64, e: &AuditEvent) -> Vec<u8> {
+            let text = format!(
+                "{}|{prev:?}|{id}|{}|{}|{}|{}|{}|{}|{}",
+                self.0,
+                e.at,
+                e.principal,
+                e.action.as_str(),
+                e.target,
+                e.outcome.as_str(),
+                e.peer,
+                e.request_id
+            );
+            text.into_bytes()
+        }
     }
 
     fn event(n: i64) -> AuditEvent {
         AuditEvent {
             at: 1_700_000_000 + n,
             principal: "ops".into(),
-            action: "RotateKeySet".into(),
+            action: Action::Call(Method::RotateKeySet),
             target: format!("set-{n}"),
-            outcome: OK.into(),
+            outcome: Outcome::Ok,
             peer: "127.0.0.1".into(),
             request_id: format!("r{n}"),
         }
     }
 
-    fn chain(key: &ChainKey, n: i64) -> (ChainBounds, Vec<AuditRecord>) {
+    fn chain(key: &dyn Linker, n: i64) -> (ChainBounds, Vec<AuditRecord>) {
         let mut prev = GENESIS.to_vec();
         let mut records = Vec::new();
         for id in 1..=n {
@@ -312,7 +396,7 @@ mod tests {
         (bounds, records)
     }
 
-    fn walk(key: &ChainKey, bounds: &ChainBounds, records: &[AuditRecord]) -> ChainReport {
+    fn walk(key: &dyn Linker, bounds: &ChainBounds, records: &[AuditRecord]) -> ChainReport {
         let mut walk = ChainWalk::new(key, bounds.clone());
         for r in records {
             walk.check(r);
@@ -322,7 +406,7 @@ mod tests {
 
     #[test]
     fn an_untouched_chain_verifies() {
-        let key = key();
+        let key = Plain(7);
         let (bounds, records) = chain(&key, 5);
         let report = walk(&key, &bounds, &records);
         assert_eq!(report.broken, None);
@@ -338,12 +422,12 @@ mod tests {
 
     #[test]
     fn edits_deletions_swaps_and_truncation_are_found_at_the_first_broken_event() {
-        let key = key();
+        let key = Plain(7);
         let (bounds, records) = chain(&key, 6);
         let broken_at = |records: &[AuditRecord]| walk(&key, &bounds, records).broken.unwrap().id;
 
         let mut edited = records.clone();
-        edited[2].event.outcome = "PERMISSION_DENIED".into();
+        edited[2].event.outcome = Outcome::Failed(ErrorKind::PermissionDenied);
         assert_eq!(broken_at(&edited), 3);
 
         let mut deleted = records.clone();
@@ -358,13 +442,12 @@ mod tests {
 
         assert_eq!(broken_at(&records[..4]), 5, "the newest events deleted");
 
-        let other = ChainKey::new(&SecretBytes::new(vec![8; 32]));
-        assert_eq!(walk(&other, &bounds, &records).broken.unwrap().id, 1);
+        assert_eq!(walk(&Plain(8), &bounds, &records).broken.unwrap().id, 1);
     }
 
     #[test]
     fn a_pruned_chain_verifies_from_where_it_was_cut() {
-        let key = key();
+        let key = Plain(7);
         let (mut bounds, records) = chain(&key, 6);
         bounds.first_id = 4;
         bounds.first_prev = records[2].hash.clone();
@@ -374,31 +457,33 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_kept_when_sane_and_made_otherwise() {
-        assert_eq!(request_id(Some("trace-42")), "trace-42");
-        for bad in [
-            None,
-            Some(""),
-            Some("has space"),
-            Some("é"),
-            Some(&*"x".repeat(129)),
-        ] {
-            let made = request_id(bad);
-            assert_eq!(made.len(), 16, "{bad:?}");
-            assert_ne!(made, request_id(bad), "random");
+    fn actions_and_outcomes_read_back_as_stored() {
+        for method in Method::ALL {
+            let action = Action::Call(*method);
+            assert_eq!(Action::parse(action.as_str()), action);
         }
-    }
-
-    #[test]
-    fn fields_are_length_prefixed() {
-        let key = key();
-        let mut a = event(1);
-        a.principal = "ab".into();
-        a.action = "c".into();
-        let mut b = event(1);
-        b.principal = "a".into();
-        b.action = "bc".into();
-        assert_ne!(key.link(&GENESIS, 1, &a), key.link(&GENESIS, 1, &b));
+        for action in [Action::TokenEndpoint, Action::Prune] {
+            assert_eq!(Action::parse(action.as_str()), action);
+        }
+        assert_eq!(Action::TokenEndpoint.as_str(), "/oauth2/token");
+        assert_eq!(
+            Action::parse("FutureMethod"),
+            Action::Other("FutureMethod".into())
+        );
+        let mut outcomes = vec![Outcome::Ok];
+        outcomes.extend(ErrorKind::ALL.into_iter().map(Outcome::Failed));
+        outcomes.extend(OAuthCode::ALL.into_iter().map(Outcome::OAuth));
+        for outcome in outcomes {
+            assert_eq!(Outcome::parse(outcome.as_str()), outcome);
+        }
+        assert_eq!(
+            Outcome::Failed(ErrorKind::PermissionDenied).as_str(),
+            "PERMISSION_DENIED"
+        );
+        assert_eq!(
+            Outcome::parse("CANCELLED"),
+            Outcome::Other("CANCELLED".into())
+        );
     }
 
     #[test]
@@ -415,5 +500,48 @@ mod tests {
         for m in Method::ALL {
             let _ = Durability::of(*m);
         }
+    }
+
+    #[test]
+    fn refusals_are_durable_and_throttled_ones_batched() {
+        let with = |action, outcome| AuditEvent {
+            action,
+            outcome,
+            ..event(1)
+        };
+        let read = Action::Call(Method::GetKeySet);
+        assert_eq!(
+            Durability::of_event(&with(read.clone(), Outcome::Ok)),
+            Durability::Batched
+        );
+        assert_eq!(
+            Durability::of_event(&with(
+                read.clone(),
+                Outcome::Failed(ErrorKind::Unauthenticated)
+            )),
+            Durability::BeforeResponse
+        );
+        assert_eq!(
+            Durability::of_event(&with(read, Outcome::Failed(ErrorKind::ResourceExhausted))),
+            Durability::Batched
+        );
+        assert_eq!(
+            Durability::of_event(&with(
+                Action::TokenEndpoint,
+                Outcome::OAuth(OAuthCode::InvalidClient)
+            )),
+            Durability::BeforeResponse
+        );
+        assert_eq!(
+            Durability::of_event(&with(
+                Action::TokenEndpoint,
+                Outcome::OAuth(OAuthCode::InvalidScope)
+            )),
+            Durability::Batched
+        );
+        assert_eq!(
+            Durability::of_event(&with(Action::Prune, Outcome::Ok)),
+            Durability::BeforeResponse
+        );
     }
 }

@@ -3,19 +3,23 @@
 //! on time takes `now` or a [`clock::Clock`].
 //!
 //! - [`model`]: validated names, ids, kids, key states, auth methods, durations.
+//! - [`algorithm`]: the JWS signing algorithms, by their JOSE names.
 //! - [`secret`]: secrets as types (zeroized, redacted in `Debug`).
 //! - [`clock`]: time as a parameter.
 //! - [`cron`]: cron schedules in UTC.
 //! - [`rotation`]: the key lifecycle as functions of `now`.
 //! - [`access`]: API token roles, scope patterns and the method-by-role table.
 //! - [`audit`]: audit events, their durability and the hash chain's rules.
+//! - [`oauth`]: the token endpoint's error vocabulary (RFC 6749).
 //! - [`throttle`]: failed-authentication limits.
 
 pub mod access;
+pub mod algorithm;
 pub mod audit;
 pub mod clock;
 pub mod cron;
 pub mod model;
+pub mod oauth;
 pub mod rotation;
 pub mod secret;
 pub mod throttle;

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use crate::{Error, Result};
 
-pub use crate::crypto::keys::Algorithm;
+pub use super::algorithm::Algorithm;
 
 /// RSA modulus sizes keyward generates.
 pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
@@ -161,7 +161,7 @@ impl TryFrom<String> for KeyState {
 
 /// How the store decodes a stored algorithm name.
 impl TryFrom<String> for Algorithm {
-    type Error = crate::crypto::keys::UnknownAlgorithm;
+    type Error = super::algorithm::UnknownAlgorithm;
 
     fn try_from(name: String) -> std::result::Result<Self, Self::Error> {
         name.parse()

@@ -1,11 +1,13 @@
 //! Prometheus metrics: what an operator watches to know that rotation happens,
 //! verifiers are served and nothing is about to go stale.
 //!
+//! A leaf: the layers above feed it and it reaches back into none of them.
 //! Counters and histograms are kept by [`Metrics`] and bumped where things
-//! happen. Per-key-set gauges (time to the next rotation, active key age,
-//! keys published, rotation overdue) and the JWKS snapshot's generation and
-//! age are computed from the in-memory views at scrape time, so they cost
-//! nothing between scrapes and are never out of date.
+//! happen. What a scrape reads off the running process (per-key-set gauges,
+//! the JWKS snapshot's generation and age, database errors, the TLS
+//! certificate's expiry) comes through the narrow [`Readings`] trait the
+//! server hands in, computed at scrape time, so it costs nothing between
+//! scrapes and is never out of date.
 //!
 //! Every label value comes from a bounded set: gRPC method names from
 //! [`crate::domain::access::Method`], HTTP routes from the router's fixed paths,
@@ -13,7 +15,7 @@
 //! by an operator, never by a request).
 
 use std::{
-    sync::{Arc, LazyLock, OnceLock, Weak},
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -31,19 +33,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::service::Service;
-
 /// Content type of the text exposition [`Metrics::render`] produces.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Database errors of this process, whatever store raised them: counted where
-/// a database error becomes a domain error.
-static DATABASE_ERRORS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(Family::default);
-
-/// Counts a database error of `kind` (`unavailable` or `query`).
-pub fn database_error(kind: &'static str) {
-    DATABASE_ERRORS.get_or_create(&KindLabel { kind }).inc();
-}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -221,11 +212,6 @@ impl Metrics {
             Family::clone(&throttled),
         );
         registry.register(
-            "database_errors",
-            "Database errors by kind (unavailable: no connection; query: anything else)",
-            Family::clone(&DATABASE_ERRORS),
-        );
-        registry.register(
             "build",
             "keyward's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -234,9 +220,6 @@ impl Metrics {
         for door in [Door::Grpc, Door::TokenEndpoint] {
             auth_failures.get_or_create_owned(&door.label());
             throttled.get_or_create_owned(&door.label());
-        }
-        for kind in ["unavailable", "query"] {
-            DATABASE_ERRORS.get_or_create_owned(&KindLabel { kind });
         }
         let views = Arc::new(ViewGauges::default());
         registry.register_collector(Box::new(Arc::clone(&views)));
@@ -255,16 +238,12 @@ impl Metrics {
         }
     }
 
-    /// Lets the scrape read the service's views. Until this is called (and
-    /// after the service is gone) the per-key-set gauges are absent.
-    pub fn observe(&self, service: &Arc<Service>, overdue_grace: Duration) {
-        let _ = self.views.service.set(Arc::downgrade(service));
+    /// Lets the scrape take `readings`, judging a rotation overdue once it
+    /// is `overdue_grace` late. Until this is called the per-key-set gauges
+    /// are absent (and database errors read zero).
+    pub fn observe(&self, readings: Arc<dyn Readings>, overdue_grace: Duration) {
+        let _ = self.views.readings.set(readings);
         let _ = self.views.overdue_grace.set(overdue_grace.as_secs());
-    }
-
-    /// Reports the served TLS certificate's remaining validity.
-    pub fn observe_tls(&self, tls: &Arc<crate::transport::tls::Tls>) {
-        let _ = self.views.tls.set(Arc::downgrade(tls));
     }
 
     /// The text exposition of every metric.
@@ -339,12 +318,40 @@ impl Metrics {
     }
 }
 
-/// The gauges read off the service's views at scrape time.
-#[derive(Debug, Default)]
+/// What a scrape reads off the running process, at scrape time.
+pub trait Readings: Send + Sync {
+    /// The key sets' gauges and the JWKS snapshot's state; `None` once the
+    /// process is shutting down.
+    fn keysets(&self) -> Option<KeySetStatus>;
+    /// Database errors so far, by kind.
+    fn database_errors(&self) -> DatabaseErrors;
+    /// When the served TLS certificate expires (Unix seconds), if TLS is on.
+    fn tls_not_after(&self) -> Option<i64>;
+}
+
+/// Database errors of this process, whatever store raised them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DatabaseErrors {
+    /// No connection could be had.
+    pub unavailable: u64,
+    /// Anything else.
+    pub query: u64,
+}
+
+/// The gauges read off the process at scrape time.
+#[derive(Default)]
 struct ViewGauges {
-    service: OnceLock<Weak<Service>>,
+    readings: OnceLock<Arc<dyn Readings>>,
     overdue_grace: OnceLock<u64>,
-    tls: OnceLock<Weak<crate::transport::tls::Tls>>,
+}
+
+impl std::fmt::Debug for ViewGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewGauges")
+            .field("observed", &self.readings.get().is_some())
+            .field("overdue_grace", &self.overdue_grace.get())
+            .finish()
+    }
 }
 
 /// One gauge family: a name, its help, and one value per label set.
@@ -363,11 +370,24 @@ fn gauge_family<S: EncodeLabelSet>(
 
 impl Collector for ViewGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(service) = self.service.get().and_then(Weak::upgrade) else {
+        let readings = self.readings.get();
+        let errors = readings.map(|r| r.database_errors()).unwrap_or_default();
+        let mut family = encoder.encode_descriptor(
+            "database_errors",
+            "Database errors by kind (unavailable: no connection; query: anything else)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, count) in [("unavailable", errors.unavailable), ("query", errors.query)] {
+            ConstCounter::new(count).encode(family.encode_family(&KindLabel { kind })?)?;
+        }
+        let Some(readings) = readings else {
+            return Ok(());
+        };
+        let Some(status) = readings.keysets() else {
             return Ok(());
         };
         let grace = i64::try_from(self.overdue_grace.get().copied().unwrap_or(60)).unwrap_or(60);
-        let status = service.keyset_status();
         let now = status.now;
         let mut next = Vec::with_capacity(status.keysets.len());
         let mut age = Vec::with_capacity(status.keysets.len());
@@ -438,12 +458,7 @@ impl Collector for ViewGauges {
                 MetricType::Counter,
             )
             .and_then(|m| ConstCounter::new(status.rebuilds).encode(m))?;
-        if let Some(not_after) = self
-            .tls
-            .get()
-            .and_then(Weak::upgrade)
-            .and_then(|tls| tls.not_after())
-        {
+        if let Some(not_after) = readings.tls_not_after() {
             encoder
                 .encode_descriptor(
                     "tls_certificate_expiry_seconds",

@@ -298,25 +298,25 @@ async fn prepare_on(
     let chain_key = crate::service::audit::load_chain_key(store.as_ref(), &keyring).await?;
     let keyring = Arc::new(keyring);
 
-    let service = Arc::new(
-        Service::new(
-            Arc::clone(&store),
-            keyring,
-            Arc::clone(&clock),
-            config.jwks_max_age,
-            config.issuer(),
-            crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
-        )
-        .with_auth_throttle(config.auth_throttle)
-        .with_default_keyset(&config.default_keyset),
-    );
+    let service = Arc::new(Service::new(
+        Arc::clone(&store),
+        keyring,
+        Arc::clone(&clock),
+        crate::service::Settings {
+            jwks_max_age: config.jwks_max_age,
+            issuer: config.issuer(),
+            default_keyset: config.default_keyset.clone(),
+            auth_throttle: config.auth_throttle,
+        },
+        crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
+    ));
     if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
         // First start of this database: give it a default key set to serve.
         let policy = crate::service::PolicyInput::default();
         match service
             .create_keyset(
                 &config.default_keyset,
-                crate::crypto::keys::Algorithm::Rs256,
+                crate::domain::algorithm::Algorithm::Rs256,
                 None,
                 &policy,
             )
@@ -328,17 +328,49 @@ async fn prepare_on(
     }
     lock.release().await;
     service.load_views().await?;
+    let readings = Readings {
+        service: Arc::downgrade(&service),
+        tls: tls.as_ref().map(Arc::downgrade),
+    };
     service
         .metrics()
-        .observe(&service, config.rotation_overdue_after);
-    if let Some(tls) = &tls {
-        service.metrics().observe_tls(tls);
-    }
+        .observe(Arc::new(readings), config.rotation_overdue_after);
     Ok(App {
         config,
         service,
         tls,
     })
+}
+
+/// What a scrape reads off this process: the service's views, the store's
+/// error counts and the served certificate. Held weakly: the metrics belong
+/// to the service.
+struct Readings {
+    service: std::sync::Weak<Service>,
+    tls: Option<std::sync::Weak<crate::transport::tls::Tls>>,
+}
+
+impl crate::ops::metrics::Readings for Readings {
+    fn keysets(&self) -> Option<crate::ops::metrics::KeySetStatus> {
+        self.service
+            .upgrade()
+            .map(|service| service.keyset_status())
+    }
+
+    fn database_errors(&self) -> crate::ops::metrics::DatabaseErrors {
+        let counts = store::error_counts();
+        crate::ops::metrics::DatabaseErrors {
+            unavailable: counts.unavailable,
+            query: counts.query,
+        }
+    }
+
+    fn tls_not_after(&self) -> Option<i64> {
+        self.tls
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .and_then(|tls| tls.not_after())
+    }
 }
 
 /// Refuses a keyring that lacks a key some stored value is sealed under,
@@ -566,6 +598,7 @@ pub async fn serve_on(
         .as_ref()
         .map(|tls| tokio::spawn(Arc::clone(tls).watch(stop_rx.clone())));
     let grpc_server = tonic::transport::Server::builder()
+        .layer(grpc::observe::ObserveLayer::new(Arc::clone(&app.service)))
         // Finds peers that vanished without closing; the idle timeout closes
         // the ones that stay connected and say nothing.
         .http2_keepalive_interval(Some(Duration::from_secs(60)))

@@ -6,18 +6,19 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Service;
+use super::{Service, call::Target};
 use crate::{
     Error, Result,
     crypto::{
         aead::{AeadContext, Keyring},
+        chain::ChainKey,
         random,
     },
-    domain::audit::{
-        AuditEvent, AuditRecord, ChainKey, ChainReport, ChainWalk, Durability, PRUNE_ACTION,
+    domain::{
+        audit::{Action, AuditEvent, AuditFilter, AuditRecord, ChainReport, ChainWalk, Durability},
+        secret::SecretBytes,
     },
-    domain::secret::SecretBytes,
-    store::{AuditFilter, AuditScan, Store},
+    store::{AuditScan, Store},
 };
 
 /// Batched events reach the database within this long.
@@ -175,11 +176,7 @@ impl Writer {
         let kept = events.len();
         let (durable_events, waiters): (Vec<_>, Vec<_>) = durable.into_iter().unzip();
         events.extend(durable_events);
-        let key = Arc::clone(&self.key);
-        let written = self
-            .store
-            .append_audit(&events, &move |prev, id, e| key.link(prev, id, e))
-            .await;
+        let written = self.store.append_audit(&events, self.key.as_ref()).await;
         match written {
             Ok(_) => {
                 for done in waiters {
@@ -298,7 +295,7 @@ impl Service {
         self.store
             .scan_audit(&mut |item| match item {
                 AuditScan::Bounds(bounds) => {
-                    walk = Some(ChainWalk::new(&key, bounds));
+                    walk = Some(ChainWalk::new(key.as_ref(), bounds));
                     true
                 }
                 AuditScan::Event(record) => walk.as_mut().is_some_and(|w| {
@@ -319,19 +316,9 @@ impl Service {
         let pruned = self.store.prune_audit(before).await?;
         if let Some((first, last)) = pruned {
             tracing::info!(first, last, "pruned audit events past retention");
-            self.audit(
-                AuditEvent {
-                    at: self.now(),
-                    principal: "keyward".into(),
-                    action: PRUNE_ACTION.into(),
-                    target: format!("{first}..={last}"),
-                    outcome: crate::domain::audit::OK.into(),
-                    peer: String::new(),
-                    request_id: String::new(),
-                },
-                Durability::BeforeResponse,
-            )
-            .await?;
+            let cut = Target::Named(format!("{first}..={last}"));
+            self.audited_locally("keyward", Action::Prune, cut, || async { Ok(()) })
+                .await?;
         }
         Ok(pruned)
     }

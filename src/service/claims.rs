@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{Error, Result, crypto::keys::Algorithm};
+use crate::{Error, Result, domain::algorithm::Algorithm};
 
 /// Which claim rules a signing request follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

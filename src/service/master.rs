@@ -13,10 +13,8 @@ use std::{collections::BTreeMap, str::FromStr as _, time::Duration};
 use super::{Service, keysets::KeyBinding};
 use crate::{
     Error, Result,
-    crypto::{
-        aead::{AeadContext, Keyring},
-        keys::Algorithm,
-    },
+    crypto::aead::{AeadContext, Keyring},
+    domain::algorithm::Algorithm,
     store::{Resealed, SealedAt, SealedTable, SealedValue, Store},
 };
 

@@ -14,6 +14,7 @@
 //!   (OpenMetadata's token rules).
 
 pub mod audit;
+mod call;
 mod claims;
 mod clients;
 mod keysets;
@@ -25,6 +26,7 @@ mod tokens;
 
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use call::{CallError, Caller, Credential, Target};
 pub use claims::SignProfile;
 pub use clients::*;
 pub use keysets::*;
@@ -35,12 +37,30 @@ pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 use crate::{
     Error, Result,
     crypto::aead::{AeadContext, Keyring, KeyringError},
-    domain::clock::Clock,
-    domain::secret::SecretBytes,
-    domain::throttle::{FailureThrottle, ThrottleSettings},
+    domain::{
+        clock::Clock,
+        model::KeyState,
+        secret::SecretBytes,
+        throttle::{FailureThrottle, ThrottleSettings},
+    },
+    ops::metrics::{KeySetGauge, KeySetStatus, Metrics},
     store::Store,
     view::{ClientView, IssuerKeys, KeySetView},
 };
+
+/// What the service is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The JWKS `Cache-Control: max-age` clients are told, which rotation
+    /// policies are checked against.
+    pub jwks_max_age: u64,
+    /// keyward's issuer URL (`iss` of its OAuth tokens, base of its URLs).
+    pub issuer: String,
+    /// The key set `/.well-known/jwks.json` serves.
+    pub default_keyset: String,
+    /// Failed authentications allowed per peer (and client), over how long.
+    pub auth_throttle: ThrottleSettings,
+}
 
 /// The most items one list call returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -171,7 +191,7 @@ pub struct Service {
     /// Where audit events go.
     audit: audit::AuditLog,
     /// What `/metrics` reports.
-    metrics: Arc<crate::ops::metrics::Metrics>,
+    metrics: Arc<Metrics>,
 }
 
 const DECOY_ROW: AeadContext<'static> = AeadContext {
@@ -186,64 +206,61 @@ impl Service {
         store: Arc<dyn Store>,
         keyring: Arc<Keyring>,
         clock: Arc<dyn Clock>,
-        jwks_max_age: u64,
-        issuer: String,
+        settings: Settings,
         audit: audit::AuditLog,
     ) -> Self {
-        let grpc_throttle = FailureThrottle::new(ThrottleSettings::default(), Arc::clone(&clock));
-        let token_throttle = FailureThrottle::new(ThrottleSettings::default(), Arc::clone(&clock));
+        let throttle = || FailureThrottle::new(settings.auth_throttle, Arc::clone(&clock));
+        let jwks_max_age = settings.jwks_max_age;
         Self {
+            grpc_throttle: throttle(),
+            token_throttle: throttle(),
             store,
-            clock,
             keysets: KeySetView::new(jwks_max_age),
             clients: ClientView::default(),
             jwt_signer: signing::JwtSigner::new(),
-            default_keyset: crate::config::DEFAULT_KEYSET.to_string(),
+            default_keyset: settings.default_keyset,
             issuer_keys: RwLock::new(Arc::new(IssuerKeys::empty(jwks_max_age))),
             rebuilding_issuer_keys: Mutex::new(()),
             jwks_max_age,
-            issuer: issuer.trim_end_matches('/').to_string(),
+            issuer: settings.issuer.trim_end_matches('/').to_string(),
             decoy: keyring.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
             keyring,
             tokens: RwLock::new(tokens::TokenView::default()),
-            grpc_throttle,
-            token_throttle,
             audit,
-            metrics: Arc::new(crate::ops::metrics::Metrics::new()),
+            metrics: Arc::new(Metrics::new()),
+            clock,
         }
     }
 
     /// The service's metrics.
-    pub fn metrics(&self) -> &crate::ops::metrics::Metrics {
+    pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// The key sets' gauges and the JWKS snapshot's state, read off the view.
-    pub fn keyset_status(&self) -> crate::ops::metrics::KeySetStatus {
-        let (keysets, generation) = self.keysets.gauges();
-        crate::ops::metrics::KeySetStatus {
+    pub fn keyset_status(&self) -> KeySetStatus {
+        let (entries, generation) = self.keysets.entries();
+        let mut keysets: Vec<KeySetGauge> = entries
+            .iter()
+            .map(|entry| KeySetGauge {
+                name: entry.row.name.clone(),
+                next_rotation_at: entry.row.next_rotation_at,
+                active_since: entry
+                    .keys
+                    .iter()
+                    .find(|k| k.state == KeyState::Active)
+                    .map(|k| k.activated_at.unwrap_or(k.created_at)),
+                published: entry.keys.len(),
+            })
+            .collect();
+        keysets.sort_by(|a, b| a.name.cmp(&b.name));
+        KeySetStatus {
             now: self.clock.now(),
             keysets,
             generation,
             synced_ago: self.keysets.synced_ago(),
             rebuilds: self.keysets.rebuilds(),
         }
-    }
-
-    /// Replaces the default failed-authentication limits (10 in 60 s).
-    #[must_use]
-    pub fn with_auth_throttle(mut self, settings: ThrottleSettings) -> Self {
-        self.grpc_throttle = FailureThrottle::new(settings, Arc::clone(&self.clock));
-        self.token_throttle = FailureThrottle::new(settings, Arc::clone(&self.clock));
-        self
-    }
-
-    /// Names the key set `/.well-known/jwks.json` serves (`default` unless
-    /// configured).
-    #[must_use]
-    pub fn with_default_keyset(mut self, name: &str) -> Self {
-        name.clone_into(&mut self.default_keyset);
-        self
     }
 
     /// The key set `/.well-known/jwks.json` serves.

@@ -4,13 +4,16 @@
 
 use serde_json::{Map, Value};
 
-use super::Service;
+use super::{Caller, Service, Target};
 use crate::{
     Error,
     crypto::{b64url, random},
-    domain::model::{self, AuthMethod},
-    domain::secret::SecretString,
-    error::ErrorKind,
+    domain::{
+        audit::Action,
+        model::{self, AuthMethod},
+        oauth::OAuthError,
+        secret::SecretString,
+    },
 };
 
 /// A token request, after the transport has parsed the form and the
@@ -21,15 +24,12 @@ pub struct TokenRequest {
     pub grant_type: Option<String>,
     /// `scope`, space-delimited.
     pub scope: Option<String>,
-    /// The authenticated client id.
+    /// The client id presented.
     pub client_id: String,
     /// The presented secret.
     pub client_secret: SecretString,
     /// How the client authenticated: HTTP Basic or the form body.
     pub auth_method: AuthMethod,
-    /// The caller's address, which failures are throttled by (with the
-    /// client id); `None` when unknown.
-    pub peer: Option<std::net::IpAddr>,
 }
 
 /// A successful token response.
@@ -43,82 +43,20 @@ pub struct IssuedToken {
     pub scope: String,
 }
 
-/// RFC 6749 §5.2 errors.
-#[derive(Debug, thiserror::Error)]
-pub enum OAuthError {
-    /// Malformed request.
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// Client authentication failed.
-    #[error("{0}")]
-    InvalidClient(String),
-    /// Grant type not supported.
-    #[error("{0}")]
-    UnsupportedGrantType(String),
-    /// Scope not allowed.
-    #[error("{0}")]
-    InvalidScope(String),
-    /// Too many failed authentications for this client from this address.
-    #[error("too many failed authentications for this client from this address; retry in {0}s")]
-    Throttled(u64),
-    /// keyward failed; logged, never detailed to the caller.
-    #[error("internal error")]
-    Server(#[source] Error),
-}
-
-impl OAuthError {
-    /// The RFC 6749 error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidClient(_) => "invalid_client",
-            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
-            Self::InvalidScope(_) => "invalid_scope",
-            Self::Throttled(_) | Self::Server(Error::AuditUnavailable) => "temporarily_unavailable",
-            Self::Server(_) => "server_error",
-        }
-    }
-
-    /// Its row in keyward's error code table (RFC 6749 §5.2: 401 for a
-    /// failed client authentication, 400 for the rest, 500 for keyward's own).
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Self::InvalidClient(_) => ErrorKind::Unauthenticated,
-            Self::Throttled(_) => ErrorKind::ResourceExhausted,
-            Self::Server(inner) => match inner.kind() {
-                ErrorKind::Unavailable => ErrorKind::Unavailable,
-                _ => ErrorKind::Internal,
-            },
-            Self::InvalidRequest(_) | Self::UnsupportedGrantType(_) | Self::InvalidScope(_) => {
-                ErrorKind::InvalidArgument
-            }
-        }
-    }
-}
-
 impl Service {
-    /// Issues a client-credentials token. Failed client authentications are
-    /// throttled per (peer address, client id): past the limit, attempts get
-    /// [`OAuthError::Throttled`] without being checked.
-    pub async fn client_credentials(&self, req: TokenRequest) -> Result<IssuedToken, OAuthError> {
-        let key = format!(
-            "{} {}",
-            req.peer.map(|p| p.to_string()).unwrap_or_default(),
-            req.client_id
-        );
-        if let Err(wait) = self.token_throttle.check(&key) {
-            tracing::warn!(client = %req.client_id, peer = ?req.peer, "token request throttled");
-            self.metrics
-                .throttled(crate::ops::metrics::Door::TokenEndpoint);
-            return Err(OAuthError::Throttled(wait));
-        }
-        let issued = self.issue_client_token(req).await;
-        if matches!(issued, Err(OAuthError::InvalidClient(_))) {
-            self.metrics
-                .auth_failed(crate::ops::metrics::Door::TokenEndpoint);
-            self.token_throttle.failed(&key);
-        }
-        issued
+    /// `POST /oauth2/token`, the client-credentials grant, as one audited
+    /// call: `request` is the parsed request, or why it did not parse.
+    /// Failed client authentications are throttled per (peer address, client
+    /// id): past the limit, attempts get [`OAuthError::Throttled`] unchecked.
+    pub async fn token_endpoint(
+        &self,
+        caller: &Caller,
+        request: Result<TokenRequest, OAuthError>,
+    ) -> Result<IssuedToken, OAuthError> {
+        self.audited(caller, Action::TokenEndpoint, Target::None, || async {
+            self.issue_client_token(request?).await
+        })
+        .await
     }
 
     async fn issue_client_token(&self, req: TokenRequest) -> Result<IssuedToken, OAuthError> {

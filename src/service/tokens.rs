@@ -2,7 +2,7 @@
 //! every request is authenticated against (no database query per call; the
 //! view reloads when the token generation moves, here or on another replica).
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use super::Service;
 use crate::{
@@ -123,35 +123,10 @@ impl Service {
             Some((grant, expires)) if expires.is_none_or(|at| self.clock.now() < at) => {
                 Ok(Arc::clone(grant))
             }
-            _ => Err(Error::Unauthenticated),
+            _ => Err(Error::Unauthenticated(
+                "invalid token (unknown, revoked or expired)",
+            )),
         }
-    }
-
-    /// [`Self::authenticate`], throttled per peer address: past the limit of
-    /// failures, attempts from that address get [`Error::Throttled`] without
-    /// being checked.
-    pub fn authenticate_peer(
-        &self,
-        peer: Option<IpAddr>,
-        presented: Option<&str>,
-    ) -> Result<Arc<Grant>> {
-        // The key is built only when the throttle is tracking failures, or
-        // for a failure: the common call costs one atomic load here.
-        let key = || peer.map(|p| p.to_string()).unwrap_or_default();
-        if !self.grpc_throttle.is_idle()
-            && let Err(retry_after) = self.grpc_throttle.check(&key())
-        {
-            tracing::warn!(peer = ?peer, "gRPC authentication throttled");
-            self.metrics.throttled(crate::ops::metrics::Door::Grpc);
-            return Err(Error::Throttled { retry_after });
-        }
-        let result = presented.map_or(Err(Error::Unauthenticated), |t| self.authenticate(t));
-        if result.is_err() {
-            tracing::info!(peer = ?peer, "gRPC call with a missing, unknown, revoked or expired token");
-            self.metrics.auth_failed(crate::ops::metrics::Door::Grpc);
-            self.grpc_throttle.failed(&key());
-        }
-        result
     }
 
     /// Reloads the token view if the token generation, now `current`, moved

@@ -10,13 +10,13 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    AuditFilter, AuditLink, AuditScan, ClientDelta, ClientRow, Generations, KeyRow, KeySetChange,
-    KeySetRow, MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt, SealedCount,
-    SealedKey, SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
+    AuditScan, ClientDelta, ClientRow, Generations, KeyRow, KeySetChange, KeySetRow,
+    MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt, SealedCount, SealedKey,
+    SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
 };
 use crate::{
     Result,
-    domain::audit::{AuditEvent, AuditRecord},
+    domain::audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
 };
 
 /// Counts calls per [`Store`] method, then delegates.
@@ -158,7 +158,7 @@ delegate! {
     ) -> Result<Vec<SealedValue>>;
     fn reseal(&self, values: &[Resealed]) -> Result<u64>;
     fn purge_overwritten(&self) -> Result<()>;
-    fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64>;
+    fn append_audit(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64>;
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     fn scan_audit(&self, visit: &mut (dyn FnMut(AuditScan) -> bool + Send)) -> Result<()>;
     fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>>;

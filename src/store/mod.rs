@@ -9,16 +9,19 @@
 pub mod counting;
 mod sql;
 
-use std::fmt::Debug;
+use std::{
+    fmt::Debug,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use async_trait::async_trait;
 pub use sql::{PgStore, SqliteStore};
 
 use crate::{
     Error, Result,
-    crypto::keys::Algorithm,
     domain::access::Role,
-    domain::audit::{AuditEvent, AuditRecord, ChainBounds},
+    domain::algorithm::Algorithm,
+    domain::audit::{Action, AuditEvent, AuditFilter, AuditRecord, ChainBounds, Linker, Outcome},
     domain::cron::Schedule,
     domain::model::{KeyState, secs_i64, secs_u64},
     domain::rotation::{self, Cadence, Policy},
@@ -467,24 +470,6 @@ impl Debug for SecretRow {
     }
 }
 
-/// Which audit events a listing returns: newest first, every filter given
-/// matching exactly.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// Events at or after this time, Unix seconds.
-    pub since: Option<i64>,
-    /// Only this principal.
-    pub principal: Option<String>,
-    /// Only this action.
-    pub action: Option<String>,
-    /// Only this target.
-    pub target: Option<String>,
-    /// Only events older than this id (paging).
-    pub before_id: Option<i64>,
-    /// At most this many.
-    pub limit: i64,
-}
-
 /// What a scan of the audit chain visits: its bounds, then every kept event
 /// from the first, in id order, all from one consistent snapshot.
 #[derive(Debug)]
@@ -494,9 +479,6 @@ pub enum AuditScan {
     /// The next stored event.
     Event(AuditRecord),
 }
-
-/// The hash that links an event to the chain: `link(previous hash, id, event)`.
-pub type AuditLink = dyn Fn(&[u8], i64, &AuditEvent) -> Vec<u8> + Sync;
 
 /// An `audit_events` row.
 #[derive(sqlx::FromRow)]
@@ -519,9 +501,9 @@ impl From<AuditColumns> for AuditRecord {
             event: AuditEvent {
                 at: c.at,
                 principal: c.principal,
-                action: c.action,
+                action: Action::parse(&c.action),
                 target: c.target,
-                outcome: c.outcome,
+                outcome: Outcome::parse(&c.outcome),
                 peer: c.peer,
                 request_id: c.request_id,
             },
@@ -755,7 +737,7 @@ pub trait Store: Send + Sync + Debug {
     /// chain's row lock so concurrent writers (other replicas too) append one
     /// after another; each event's hash is `link(previous hash, id, event)`.
     /// Returns the id of the last one.
-    async fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64>;
+    async fn append_audit(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64>;
     /// Audit events matching `filter`, newest first.
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     /// Visits the chain's bounds and then its kept events in id order, from
@@ -781,16 +763,38 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>> {
     }
 }
 
+/// Database errors this process met, whatever store met them: counted where
+/// a database error becomes a domain error, read by the metrics at scrape.
+static UNAVAILABLE: AtomicU64 = AtomicU64::new(0);
+static QUERY_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// How many database errors this process has met so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorCounts {
+    /// No connection could be had.
+    pub unavailable: u64,
+    /// Anything else.
+    pub query: u64,
+}
+
+/// The database errors met so far.
+pub fn error_counts() -> ErrorCounts {
+    ErrorCounts {
+        unavailable: UNAVAILABLE.load(Ordering::Relaxed),
+        query: QUERY_FAILED.load(Ordering::Relaxed),
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 tracing::warn!(error = %err, "database connection failed");
-                crate::ops::metrics::database_error("unavailable");
+                UNAVAILABLE.fetch_add(1, Ordering::Relaxed);
                 Self::Unavailable
             }
             other => {
-                crate::ops::metrics::database_error("query");
+                QUERY_FAILED.fetch_add(1, Ordering::Relaxed);
                 Self::internal(other)
             }
         }

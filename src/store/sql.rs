@@ -20,14 +20,14 @@ use sqlx::{
 use tracing::instrument;
 
 use super::{
-    AuditColumns, AuditFilter, AuditLink, AuditScan, ChainColumns, ClientDelta, ClientRow,
-    Generations, KeyRow, KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns,
-    PublishedDelta, Resealed, SealedAt, SealedCount, SealedKey, SealedTable, SealedValue,
-    SecretRow, StartupLock, Store, TokenRow, unique_as_exists,
+    AuditColumns, AuditScan, ChainColumns, ClientDelta, ClientRow, Generations, KeyRow,
+    KeySetChange, KeySetColumns, KeySetRow, NewKey, NewKeySet, PolicyColumns, PublishedDelta,
+    Resealed, SealedAt, SealedCount, SealedKey, SealedTable, SealedValue, SecretRow, StartupLock,
+    Store, TokenRow, unique_as_exists,
 };
 use crate::{
     Error, Result,
-    domain::audit::{AuditEvent, AuditRecord},
+    domain::audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
     domain::model::KeyState,
     files,
 };
@@ -227,7 +227,7 @@ impl SqliteStore {
     /// known or another process has appended since, nothing was inserted,
     /// and the append runs in a transaction that reads the head under the
     /// database's write lock.
-    async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
+    async fn append_audit_events(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64> {
         if let Some(after) = self.audit_head.take()
             && !events.is_empty()
             && events.len() <= AUDIT_ROWS_PER_INSERT
@@ -434,7 +434,7 @@ impl PgStore {
     /// known (first append, an error) or another replica has moved it since,
     /// the append runs in a transaction that locks the head first, which
     /// queues replicas fairly.
-    async fn append_audit_events(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
+    async fn append_audit_events(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64> {
         let known = self.audit_head.take();
         if let Some(after) = known {
             let (rows, head) = chain_rows(events, link, after.clone());
@@ -481,9 +481,9 @@ impl PgStore {
             .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.event.at).collect::<Vec<_>>())
             .bind(column(|e| &e.principal))
-            .bind(column(|e| &e.action))
+            .bind(column(|e| e.action.as_str()))
             .bind(column(|e| &e.target))
-            .bind(column(|e| &e.outcome))
+            .bind(column(|e| e.outcome.as_str()))
             .bind(column(|e| &e.peer))
             .bind(column(|e| &e.request_id))
             .bind(rows.iter().map(|r| r.hash.as_slice()).collect::<Vec<_>>())
@@ -1448,7 +1448,7 @@ macro_rules! impl_store {
             }
 
             #[instrument(skip_all, fields(events = events.len()))]
-            async fn append_audit(&self, events: &[AuditEvent], link: &AuditLink) -> Result<i64> {
+            async fn append_audit(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64> {
                 self.append_audit_events(events, link).await
             }
 
@@ -1591,13 +1591,13 @@ struct AuditRow<'a> {
 /// `events` linked after the head `(id, hash)`: their rows, and the new head.
 fn chain_rows<'a>(
     events: &'a [AuditEvent],
-    link: &AuditLink,
+    link: &dyn Linker,
     (mut id, mut prev): ChainHead,
 ) -> (Vec<AuditRow<'a>>, ChainHead) {
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         id += 1;
-        let hash = link(&prev, id, event);
+        let hash = link.link(&prev, id, event);
         prev.clone_from(&hash);
         rows.push(AuditRow { id, event, hash });
     }

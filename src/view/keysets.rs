@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use crate::{
     Result,
     crypto::{b64url, keys::SigningKey, sha256},
-    ops::metrics::KeySetGauge,
     store::{KeyRow, KeySetRow, SealedKey, Store},
 };
 
@@ -161,25 +160,13 @@ impl KeySetView {
         self.read().generation
     }
 
-    /// Each live key set's gauges, and the generation they are of.
-    pub fn gauges(&self) -> (Vec<KeySetGauge>, Option<i64>) {
+    /// Every live key set, and the generation they are of.
+    pub fn entries(&self) -> (Vec<Arc<KeySetEntry>>, Option<i64>) {
         let snapshot = self.read();
-        let mut sets: Vec<KeySetGauge> = snapshot
-            .sets
-            .values()
-            .map(|entry| KeySetGauge {
-                name: entry.row.name.clone(),
-                next_rotation_at: entry.row.next_rotation_at,
-                active_since: entry
-                    .keys
-                    .iter()
-                    .find(|k| k.state == crate::domain::model::KeyState::Active)
-                    .map(|k| k.activated_at.unwrap_or(k.created_at)),
-                published: entry.keys.len(),
-            })
-            .collect();
-        sets.sort_by(|a, b| a.name.cmp(&b.name));
-        (sets, snapshot.generation)
+        (
+            snapshot.sets.values().cloned().collect(),
+            snapshot.generation,
+        )
     }
 
     /// How long ago the view last matched the database; `None` before the

@@ -1,0 +1,88 @@
+//! What every HTTP request gets, as a middleware around the routes: its
+//! request id (the caller's `x-request-id` when sane, else a new one) on its
+//! log lines, in its extensions for the audit log, and back on the response;
+//! its route (the router's matched path, so a client cannot grow the metrics
+//! with paths of its own), status and latency in the metrics.
+
+use std::sync::RwLock;
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::HeaderValue,
+    middleware::Next,
+    response::Response,
+};
+use tracing::Instrument as _;
+
+use super::HttpState;
+use crate::transport::observe::{REQUEST_ID, RequestId, request_id};
+
+/// The route label of a request: the path pattern it matched, or `other`.
+fn route_of(request: &Request) -> &'static str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", |path| intern(path.as_str()))
+}
+
+/// The router's path patterns, each kept once for the process: metric labels
+/// borrow them for good. Bounded by the routes the router has.
+fn intern(path: &str) -> &'static str {
+    static ROUTES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+    let known = |routes: &[&'static str]| routes.iter().copied().find(|r| *r == path);
+    if let Some(route) = known(
+        &ROUTES
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ) {
+        return route;
+    }
+    let mut routes = ROUTES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    known(&routes).unwrap_or_else(|| {
+        let route: &'static str = Box::leak(path.to_string().into_boxed_str());
+        routes.push(route);
+        route
+    })
+}
+
+/// The middleware.
+pub(super) async fn observe(
+    State(state): State<HttpState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = route_of(&request);
+    let id = request_id(
+        request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let header = HeaderValue::from_str(&id).ok();
+    let span = tracing::info_span!("http", request_id = %id, route);
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(id) = header {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    state
+        .service
+        .metrics()
+        .http_request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::intern;
+
+    #[test]
+    fn a_route_is_kept_once() {
+        let a = intern("/keysets/{name}/jwks.json");
+        let b = intern(&String::from("/keysets/{name}/jwks.json"));
+        assert!(std::ptr::eq(a, b));
+    }
+}

@@ -1,0 +1,309 @@
+//! `POST /oauth2/token`: the client-credentials grant. [`TokenForm`] parses
+//! the request (its form body and client authentication, RFC 6749 §2.3.1 and
+//! §4.4.2) as an axum extractor whose rejection is the OAuth error; the
+//! handler hands the outcome, parsed or not, to
+//! [`crate::service::Service::token_endpoint`], so every request, refused or
+//! not, leaves an audit event.
+
+use axum::{
+    Extension, Json,
+    body::Bytes,
+    extract::{FromRequest, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+use super::{HttpState, http_status, no_store};
+use crate::{
+    Error,
+    domain::{model::AuthMethod, oauth::OAuthError, secret::SecretString},
+    service::{Caller, Credential, IssuedToken, TokenRequest},
+    transport::{net::Peer, observe::RequestId},
+};
+
+/// Largest token request body.
+pub const MAX_TOKEN_REQUEST_BYTES: usize = 8 * 1024;
+
+/// A token request, parsed.
+#[derive(Debug)]
+pub struct TokenForm(pub TokenRequest);
+
+/// Why a token request did not parse: the OAuth error, and the status of an
+/// unreadable body (413 when too large), which the answer keeps.
+#[derive(Debug)]
+pub struct TokenRejection {
+    /// The error the client is told.
+    pub error: OAuthError,
+    /// The status of a body that could not be read.
+    pub status: Option<StatusCode>,
+}
+
+impl IntoResponse for TokenRejection {
+    fn into_response(self) -> Response {
+        let mut response = oauth_error(&self.error);
+        if let Some(status) = self.status {
+            *response.status_mut() = status;
+        }
+        response
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for TokenForm {
+    type Rejection = TokenRejection;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state).await.map_err(|rejected| {
+            TokenRejection {
+                error: OAuthError::InvalidRequest(format!(
+                    "the request body could not be read; it may be at most {MAX_TOKEN_REQUEST_BYTES} bytes"
+                )),
+                status: Some(rejected.status()),
+            }
+        })?;
+        token_request(&headers, &body)
+            .map(Self)
+            .map_err(|error| TokenRejection {
+                error,
+                status: None,
+            })
+    }
+}
+
+/// The handler: one audited call, whether the request parsed or not.
+pub(super) async fn token(
+    State(state): State<HttpState>,
+    peer: Option<Extension<Peer>>,
+    request_id: Option<Extension<RequestId>>,
+    form: Result<TokenForm, TokenRejection>,
+) -> Response {
+    let (request, body_status) = match form {
+        Ok(TokenForm(request)) => (Ok(request), None),
+        Err(rejected) => (Err(rejected.error), rejected.status),
+    };
+    let caller = Caller {
+        credential: Credential::Client(request.as_ref().ok().map(|r| r.client_id.clone())),
+        peer: peer.map(|Extension(Peer(addr))| addr.ip()),
+        client_subject: None,
+        request_id: request_id.map_or_else(crate::crypto::random::request_id, |id| id.0.0),
+    };
+    let mut response = match state.service.token_endpoint(&caller, request).await {
+        Ok(issued) => token_response(&issued),
+        Err(err) => oauth_error(&err),
+    };
+    if let Some(status) = body_status {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+fn token_response(issued: &IssuedToken) -> Response {
+    let body = serde_json::json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    let mut response = Json(body).into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+/// An RFC 6749 §5.2 error response.
+fn oauth_error(err: &OAuthError) -> Response {
+    if let OAuthError::Server(inner) = err {
+        tracing::error!(error = %inner, "token endpoint failed");
+        inner.log_cause();
+    }
+    let status = http_status(err.kind());
+    let description = match err {
+        OAuthError::Server(inner @ Error::AuditUnavailable) => inner.to_string(),
+        OAuthError::Server(_) => "internal error".to_string(),
+        other => other.to_string(),
+    };
+    let body =
+        serde_json::json!({ "error": err.code().as_str(), "error_description": description });
+    let mut response = (status, Json(body)).into_response();
+    let h = response.headers_mut();
+    if let OAuthError::Throttled(wait) = err {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(*wait));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"keyward\""),
+        );
+    }
+    no_store(h);
+    response
+}
+
+/// `Authorization: Basic` credentials, form-urlencoded inside (RFC 6749 §2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, SecretString)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::InvalidClient("malformed Basic credentials".into());
+    let text = value.to_str().map_err(|_| malformed())?;
+    let Some(encoded) = text
+        .strip_prefix("Basic ")
+        .or_else(|| text.strip_prefix("basic "))
+    else {
+        return Err(OAuthError::InvalidClient(
+            "only Basic client authentication is accepted in the Authorization header".into(),
+        ));
+    };
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = SecretString::new(String::from_utf8(decoded).map_err(|_| malformed())?);
+    let (id, secret) = decoded.expose().split_once(':').ok_or_else(malformed)?;
+    let id = form_decode(id).ok_or_else(malformed)?;
+    let secret = SecretString::new(form_decode(secret).ok_or_else(malformed)?);
+    Ok(Some((id, secret)))
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
+fn form_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Reads a token request: its form body and client authentication
+/// (RFC 6749 §2.3.1, §4.4.2).
+fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Err(OAuthError::InvalidRequest(
+            "send the parameters as application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if params.iter().any(|(seen, _)| *seen == k) {
+            return Err(OAuthError::InvalidRequest(format!(
+                "parameter {k:?} is repeated"
+            )));
+        }
+        params.push((k.into_owned(), v.into_owned()));
+    }
+    let mut take = |name: &str| {
+        params
+            .iter()
+            .position(|(k, _)| k == name)
+            .map(|i| params.swap_remove(i).1)
+    };
+    let grant_type = take("grant_type");
+    let scope = take("scope");
+    let form_id = take("client_id");
+    let form_secret = take("client_secret").map(SecretString::new);
+    let basic = basic_credentials(headers)?;
+    let (client_id, client_secret, auth_method) = match (basic, form_id, form_secret) {
+        (Some(_), _, Some(_)) => {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method: Basic or client_secret in the body, not both".into(),
+            ));
+        }
+        (Some((id, _)), Some(form_id), None) if form_id != id => {
+            return Err(OAuthError::InvalidRequest(
+                "client_id in the body differs from the Basic credentials".into(),
+            ));
+        }
+        (Some((id, secret)), _, None) => (id, secret, AuthMethod::ClientSecretBasic),
+        (None, Some(id), Some(secret)) => (id, secret, AuthMethod::ClientSecretPost),
+        (None, _, _) => {
+            return Err(OAuthError::InvalidClient(
+                "client authentication is required: HTTP Basic, or client_id and client_secret in the body".into(),
+            ));
+        }
+    };
+    Ok(TokenRequest {
+        grant_type,
+        scope,
+        client_id,
+        client_secret,
+        auth_method,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_decode;
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("a+b%26c%3D%2B").as_deref(), Some("a b&c=+"));
+        assert_eq!(form_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(form_decode("bad%2"), None);
+        assert_eq!(form_decode("bad%zz"), None);
+        assert_eq!(form_decode("%FF"), None, "not UTF-8");
+    }
+
+    mod properties {
+        use axum::http::{HeaderMap, HeaderValue, header};
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        use proptest::prelude::*;
+
+        use super::super::{basic_credentials, form_decode, token_request};
+
+        fn form_encode(s: &str) -> String {
+            form_urlencoded::byte_serialize(s.as_bytes()).collect()
+        }
+
+        proptest! {
+            #[test]
+            fn form_decoding_never_panics_and_inverts_encoding(text in ".*", raw in ".*") {
+                let _ = form_decode(&raw);
+                prop_assert_eq!(form_decode(&form_encode(&text)), Some(text));
+            }
+
+            #[test]
+            fn basic_headers_never_panic(value in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let mut headers = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_bytes(&value) {
+                    headers.insert(header::AUTHORIZATION, v);
+                }
+                let _ = basic_credentials(&headers);
+            }
+
+            #[test]
+            fn basic_credentials_round_trip(id in "[^\\x00]{1,40}", secret in ".{0,60}") {
+                let encoded = STANDARD.encode(format!("{}:{}", form_encode(&id), form_encode(&secret)));
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+                );
+                let (got_id, got_secret) = basic_credentials(&headers).ok().flatten().unwrap();
+                prop_assert_eq!(got_id, id);
+                prop_assert_eq!(got_secret.expose(), secret.as_str());
+            }
+
+            #[test]
+            fn token_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+                let _ = token_request(&headers, &body);
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Request ids, shared by both transports: taken from the caller's
+//! `x-request-id` when it is a sane one, made up otherwise, put in the
+//! request's extensions (for the audit event and the log span) and sent back
+//! on the response.
+
+/// The request id header (HTTP) and metadata key (gRPC): read from callers,
+/// always answered.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of a request, in its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The caller's request id when it is a sane one (1 to 128 printable ASCII
+/// characters), or a new random one.
+pub fn request_id(given: Option<&str>) -> String {
+    given
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(crate::crypto::random::request_id, str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_otherwise() {
+        assert_eq!(request_id(Some("trace-42")), "trace-42");
+        for bad in [
+            None,
+            Some(""),
+            Some("has space"),
+            Some("é"),
+            Some(&*"x".repeat(129)),
+        ] {
+            let made = request_id(bad);
+            assert_eq!(made.len(), 16, "{bad:?}");
+            assert_ne!(made, request_id(bad), "random");
+        }
+    }
+}
