@@ -137,8 +137,10 @@ where
 /// each of those costs alone.
 async fn authorization_and_audit(server: &TestServer) {
     use keyward::{
-        domain::access::Method,
-        domain::audit::{Action, AuditEvent, Durability, Outcome},
+        domain::{
+            access::Method,
+            audit::{Action, AuditEvent, Durability, Outcome},
+        },
         service::{SignProfile, SignRequest},
     };
     let service = std::sync::Arc::clone(&server.service);

@@ -14,8 +14,7 @@ use keyward::{
     config::MasterKeySource,
     crypto::aead::{AeadContext, MasterKey},
     domain::clock::SystemClock,
-    transport::grpc::pb,
-    transport::net::Limits,
+    transport::{grpc::pb, net::Limits},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},

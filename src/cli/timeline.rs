@@ -5,7 +5,14 @@
 
 use serde::Serialize;
 
-use crate::{domain::cron::Schedule, domain::model::format_time, transport::grpc::pb};
+use crate::{
+    domain::{
+        cron::Schedule,
+        model::format_time,
+        rotation::{Cadence, Policy},
+    },
+    transport::grpc::pb,
+};
 
 /// Columns of the bar area.
 const WIDTH: usize = 64;
@@ -119,26 +126,27 @@ pub fn spans(key: &pb::Key) -> Vec<Span> {
     out
 }
 
-/// The next scheduled rotations of `set` from `from` up to `to`.
+/// The next scheduled rotations of `set` up to `to`, each running on time:
+/// stepped by the key set's own policy ([`Policy::due_times`]).
 pub fn rotations(set: &pb::KeySet, to: i64) -> Vec<i64> {
-    let mut out = Vec::new();
-    let mut at = set.next_rotation_at;
-    let schedule = (!set.schedule.is_empty())
-        .then(|| Schedule::parse(&set.schedule).ok())
-        .flatten();
-    let period = i64::try_from(set.rotate_every_seconds).unwrap_or(0);
-    while at <= to && at > 0 && out.len() < MAX_ROTATIONS {
-        out.push(at);
-        at = match (&schedule, period) {
-            (Some(s), _) => match s.next_after(at) {
-                Some(next) => next,
-                None => break,
-            },
-            (None, p) if p > 0 => at + p,
-            _ => break,
-        };
+    let first = set.next_rotation_at;
+    if first <= 0 {
+        return Vec::new();
     }
-    out
+    let cadence = if set.schedule.is_empty() {
+        (set.rotate_every_seconds > 0).then_some(Cadence::Every(set.rotate_every_seconds))
+    } else {
+        Schedule::parse(&set.schedule).ok().map(Cadence::Cron)
+    };
+    match cadence {
+        Some(cadence) => Policy {
+            cadence,
+            ..Policy::default()
+        }
+        .due_times(first, to, MAX_ROTATIONS),
+        // A schedule this CLI cannot read: only the next rotation is known.
+        None => (first <= to).then_some(first).into_iter().collect(),
+    }
 }
 
 /// The timeline of `set` and its `keys` over `days` days around `now`: two

@@ -12,7 +12,8 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    Error, Result, domain::secret::SecretString, domain::throttle::ThrottleSettings,
+    Error, Result,
+    domain::{secret::SecretString, throttle::ThrottleSettings},
     transport::net::Limits,
 };
 

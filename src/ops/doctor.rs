@@ -10,8 +10,10 @@ use serde_json::Value;
 use crate::{
     config::ServeConfig,
     crypto::keys::PublicJwk,
-    domain::model::{KeyState, format_duration},
-    domain::rotation::Cadence,
+    domain::{
+        model::{KeyState, format_duration},
+        rotation::{Cadence, Finding, Severity},
+    },
     store::{self, KeyRow, KeySetRow, Store},
 };
 
@@ -381,57 +383,31 @@ fn keyset_checks(config: &ServeConfig, set: &KeySetRow, keys: &[&KeyRow], now: i
         )
     });
 
+    // The policy's own rules, with the JWKS max-age this deployment serves.
+    let findings = policy.findings(config.jwks_max_age, now);
     let served = policy.jwks_max_age(config.jwks_max_age);
-    checks.push(if policy.prepublish < config.jwks_max_age {
-        Check::warn(
-            name("pre-publication"),
-            format!(
-                "keys are published {} before they sign, less than the JWKS max-age of {} (so its JWKS is served with max-age {}); verifiers that keep a JWKS longer may meet a kid they do not have",
-                format_duration(policy.prepublish),
-                format_duration(config.jwks_max_age),
-                format_duration(served)
-            ),
-            format!(
-                "keyward keyset update {} --prepublish {} (at least the longest verifier cache; OpenMetadata re-fetches unknown kids)",
-                set.name,
-                format_duration(config.jwks_max_age.max(86_400))
-            ),
-        )
-    } else {
-        Check::ok(
-            name("pre-publication"),
-            format!(
-                "{} before signing; JWKS max-age {}",
-                format_duration(policy.prepublish),
-                format_duration(served)
-            ),
-        )
-    });
-
-    checks.push(if policy.retain < policy.max_token_ttl {
-        Check::fail(
-            name("retention"),
-            format!(
-                "retired keys stay published {}, less than the max-token-ttl of {}: tokens signed just before a rotation stop verifying early",
-                format_duration(policy.retain),
-                format_duration(policy.max_token_ttl)
-            ),
-            format!(
-                "keyward keyset update {} --retain {}",
-                set.name,
-                format_duration(policy.max_token_ttl)
-            ),
-        )
-    } else {
-        Check::ok(
-            name("retention"),
-            format!(
-                "{} after retirement covers tokens of up to {}",
-                format_duration(policy.retain),
-                format_duration(policy.max_token_ttl)
-            ),
-        )
-    });
+    checks.push(policy_check(
+        &set.name,
+        "pre-publication",
+        "prepublish",
+        &findings,
+        format!(
+            "{} before signing; JWKS max-age {}",
+            format_duration(policy.prepublish),
+            format_duration(served)
+        ),
+    ));
+    checks.push(policy_check(
+        &set.name,
+        "retention",
+        "retain",
+        &findings,
+        format!(
+            "{} after retirement covers tokens of up to {}",
+            format_duration(policy.retain),
+            format_duration(policy.max_token_ttl)
+        ),
+    ));
 
     if set.algorithm.is_rsa() {
         let bits = set.rsa_bits.unwrap_or(0);
@@ -487,6 +463,38 @@ fn keyset_checks(config: &ServeConfig, set: &KeySetRow, keys: &[&KeyRow], now: i
         ));
     }
     checks
+}
+
+/// The check of one policy setting: the worst rule it breaks
+/// ([`crate::domain::rotation::Policy::findings`], the rules key set updates
+/// are held to), with the update that fixes it; `fine` when it breaks none.
+fn policy_check(
+    keyset: &str,
+    what: &str,
+    field: &'static str,
+    findings: &[Finding],
+    fine: String,
+) -> Check {
+    let name = format!("keyset {keyset}: {what}");
+    let Some(worst) = findings
+        .iter()
+        .filter(|f| f.field == field)
+        .max_by_key(|f| f.severity)
+    else {
+        return Check::ok(name, fine);
+    };
+    let flag = field.replace('_', "-");
+    let fix = match worst.at_least {
+        Some(least) => format!(
+            "keyward keyset update {keyset} --{flag} {}",
+            format_duration(least)
+        ),
+        None => format!("keyward keyset update {keyset} --{flag} …, or a longer rotation period"),
+    };
+    match worst.severity {
+        Severity::Warn => Check::warn(name, worst.problem.clone(), fix),
+        Severity::Fail => Check::fail(name, worst.problem.clone(), fix),
+    }
 }
 
 /// Judges the JWKS OpenMetadata publishes (`/api/v1/system/config/jwks`):

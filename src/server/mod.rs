@@ -14,14 +14,15 @@ use crate::{
         aead::{AeadContext, Keyring, MasterKey},
         b64url, random, sha256,
     },
-    domain::clock::Clock,
-    domain::secret::SecretBytes,
+    domain::{clock::Clock, secret::SecretBytes},
     files::{self, create_private_dir, create_private_file},
     service::{Service, master::MasterStatus},
     store::{self, Store},
-    transport::grpc,
-    transport::http::{self, HttpState},
-    transport::net,
+    transport::{
+        grpc,
+        http::{self, HttpState},
+        net,
+    },
 };
 
 const CANARY_ROW: AeadContext<'static> = crate::service::master::meta_row("canary");
@@ -312,7 +313,7 @@ async fn prepare_on(
     ));
     if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
         // First start of this database: give it a default key set to serve.
-        let policy = crate::service::PolicyInput::default();
+        let policy = crate::domain::rotation::PolicyInput::default();
         match service
             .create_keyset(
                 &config.default_keyset,

@@ -7,8 +7,10 @@ use super::{Service, claims::om_user_name};
 use crate::{
     Error, Result,
     crypto::{aead::AeadContext, b64url, random, secrets_equal},
-    domain::model::{self, AuthMethod},
-    domain::secret::SecretString,
+    domain::{
+        model::{self, AuthMethod},
+        secret::SecretString,
+    },
     store::{ClientRow, SecretRow},
     view::ClientEntry,
 };
@@ -522,7 +524,7 @@ fn validate_patch(patch: ClientPatch) -> Result<ClientPatch> {
         })?;
     }
     if let Some(ttl) = patch.token_ttl
-        && (ttl == 0 || ttl > crate::service::MAX_TOKEN_TTL)
+        && (ttl == 0 || ttl > crate::domain::rotation::MAX_TOKEN_TTL)
     {
         return Err(Error::invalid(
             "token_ttl",

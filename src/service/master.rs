@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, str::FromStr as _, time::Duration};
 
-use super::{Service, keysets::KeyBinding};
+use super::{Service, material::KeyBinding};
 use crate::{
     Error, Result,
     crypto::aead::{AeadContext, Keyring},

@@ -19,8 +19,11 @@ mod claims;
 mod clients;
 mod keysets;
 pub mod master;
+mod material;
 mod oauth;
 mod openmetadata;
+mod rotation;
+mod signer_pool;
 mod signing;
 mod tokens;
 
@@ -32,6 +35,8 @@ pub use clients::*;
 pub use keysets::*;
 pub use oauth::*;
 pub use openmetadata::*;
+pub use rotation::Transition;
+pub use signing::*;
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 
 use crate::{
@@ -167,7 +172,7 @@ pub struct Service {
     /// Every client with its sealed secrets, in memory.
     clients: ClientView,
     /// Signs tokens, RSA off the async workers.
-    jwt_signer: signing::JwtSigner,
+    jwt_signer: signer_pool::JwtSigner,
     /// The key set `/.well-known/jwks.json` serves.
     default_keyset: String,
     /// The keys of the default key set and of every client's token key set:
@@ -217,7 +222,7 @@ impl Service {
             store,
             keysets: KeySetView::new(jwks_max_age),
             clients: ClientView::default(),
-            jwt_signer: signing::JwtSigner::new(),
+            jwt_signer: signer_pool::JwtSigner::new(),
             default_keyset: settings.default_keyset,
             issuer_keys: RwLock::new(Arc::new(IssuerKeys::empty(jwks_max_age))),
             rebuilding_issuer_keys: Mutex::new(()),

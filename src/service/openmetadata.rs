@@ -12,13 +12,15 @@ use rsa::{
 };
 use serde_json::Value;
 
-use super::{KeyInfo, RotationEvent, Service, keysets::KeyBinding};
+use super::{KeyInfo, Service, material::KeyBinding};
 use crate::{
     Error, Result,
     crypto::keys::SigningKey,
-    domain::model::{self, KeyState},
-    domain::rotation::{KeyChange, Plan},
-    domain::secret::SecretBytes,
+    domain::{
+        model::{self, KeyState},
+        rotation::{KeyChange, Plan, RotationEvent},
+        secret::SecretBytes,
+    },
     store::{KeySetRow, NewKey},
 };
 

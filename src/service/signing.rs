@@ -1,126 +1,159 @@
-//! Where signatures are computed. ES256 and EdDSA take tens of microseconds
-//! and run on the calling task. An RSA signature takes about 0.4 ms (2048
-//! bits) to several ms (4096): those run on a pool of signing threads, one per
-//! core, fed by a queue, so a burst of RS256 tokens waits in the queue instead
-//! of holding the async workers that serve the JWKS and every other request.
-//!
-//! The threads take the next job straight from the queue: a core that
-//! finishes a signature starts the next one without waiting for an async
-//! worker to schedule it, which matters when those workers are busy with the
-//! very requests that asked for the signatures.
+//! Signing: `SignJwt`'s claim rules and lifetimes, and the active key of a
+//! key set, opened and parsed once per key and kept with the view.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
-
+use super::{
+    Service,
+    claims::{self, SignProfile},
+    material::KeyBinding,
+};
 use crate::{
     Error, Result,
-    crypto::{jwt, keys::SigningKey},
+    crypto::keys::SigningKey,
+    domain::model::{self, secs_i64},
+    view::KeySetEntry,
 };
 
-/// RSA signatures waiting for a thread, per thread, before callers wait for
-/// room in the queue.
-const QUEUED_PER_THREAD: usize = 256;
+/// Largest accepted `claims_json`, in bytes.
+pub const MAX_CLAIMS_BYTES: usize = 16 * 1024;
+/// Token lifetime when the caller gives none (capped by the key set's max).
+pub const DEFAULT_TOKEN_TTL: u64 = 3600;
 
-/// One RSA signature to compute and where to send it.
-struct Job {
-    key: Arc<SigningKey>,
-    claims: Map<String, Value>,
-    iat: i64,
-    exp: i64,
-    reply: oneshot::Sender<Result<String>>,
+/// A signed token.
+#[derive(Debug, Clone)]
+pub struct SignedJwt {
+    /// Compact JWS.
+    pub jwt: String,
+    /// The signing key's kid.
+    pub kid: String,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
 }
 
-impl Job {
-    fn run(self) {
-        let signed = jwt::sign(&self.key, self.claims, self.iat, self.exp).map_err(Error::internal);
-        // The caller may have gone (its request was cancelled): nothing to do.
-        let _ = self.reply.send(signed);
+/// A `SignJwt` request.
+#[derive(Debug, Clone, Default)]
+pub struct SignRequest {
+    /// The key set that signs.
+    pub keyset: String,
+    /// Claims, a JSON object (empty means `{}`).
+    pub claims_json: String,
+    /// Lifetime in seconds.
+    pub ttl_seconds: Option<u64>,
+    /// Claim rules to apply.
+    pub profile: SignProfile,
+    /// Sets `sub`.
+    pub subject: Option<String>,
+    /// Sets `email`.
+    pub email: Option<String>,
+}
+
+impl Service {
+    /// A live key set from the in-memory view.
+    pub(super) fn keyset_entry(&self, name: &str) -> Result<Arc<KeySetEntry>> {
+        model::validate_keyset_name(name)?;
+        self.keysets
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("key set {name:?} does not exist")))
     }
-}
 
-/// Signs JWTs, keeping RSA off the async workers.
-#[derive(Debug)]
-pub(super) struct JwtSigner {
-    /// The signing threads' queue; `None` when no thread could be started,
-    /// and RSA signatures go to tokio's blocking threads instead.
-    rsa_queue: Option<mpsc::Sender<Job>>,
-}
+    /// The key set's active key, parsed for signing: opened and parsed once
+    /// per active key, then kept with the key set's view entry.
+    fn signer(&self, entry: &KeySetEntry) -> Result<Arc<SigningKey>> {
+        if let Some(key) = entry.signer() {
+            return Ok(key);
+        }
+        let row = &entry.row;
+        let sealed = entry.active.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition(format!("key set {:?} has no active key", row.name))
+        })?;
+        let alg = row.algorithm;
+        let binding = KeyBinding {
+            keyset_id: row.id,
+            alg,
+            kid: &sealed.kid,
+        };
+        let pkcs8 = self.open_key(&binding, sealed)?;
+        let key = SigningKey::from_pkcs8(alg, pkcs8.expose()).map_err(|e| {
+            tracing::error!(kid = %sealed.kid, error = %e, "stored private key does not parse");
+            Error::DataLoss
+        })?;
+        // Imported keys keep the kid their tokens already carry.
+        Ok(entry.keep_signer(Arc::new(key.with_kid(sealed.kid.clone()))))
+    }
 
-impl JwtSigner {
-    /// Starts one signing thread per core. They stop when the signer is
-    /// dropped, after the jobs already queued.
-    pub(super) fn new() -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let (queue, jobs) = mpsc::channel::<Job>(QUEUED_PER_THREAD * threads);
-        let jobs = Arc::new(Mutex::new(jobs));
-        let mut started = 0;
-        for n in 0..threads {
-            let jobs = Arc::clone(&jobs);
-            let spawned = std::thread::Builder::new()
-                .name(format!("keyward-rsa-{n}"))
-                .spawn(move || {
-                    while let Some(job) = next_job(&jobs) {
-                        // A panicking signature must not take the thread with
-                        // it: its caller gets an internal error (the reply is
-                        // dropped) and the thread takes the next job.
-                        let _ =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
-                    }
-                });
-            match spawned {
-                Ok(_) => started += 1,
-                Err(err) => tracing::warn!(error = %err, "could not start an RSA signing thread"),
+    /// Signs a token with the key set's active key, as `SignJwt` asks.
+    pub async fn sign_jwt(&self, req: &SignRequest) -> Result<SignedJwt> {
+        let claims_json = if req.claims_json.is_empty() {
+            "{}"
+        } else {
+            &req.claims_json
+        };
+        if claims_json.len() > MAX_CLAIMS_BYTES {
+            return Err(Error::invalid(
+                "claims_json",
+                format!(
+                    "{} bytes is over the limit of {MAX_CLAIMS_BYTES} bytes",
+                    claims_json.len()
+                ),
+            ));
+        }
+        let mut claims = match serde_json::from_str::<serde_json::Value>(claims_json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return Err(Error::invalid("claims_json", "must be a JSON object")),
+            Err(e) => {
+                return Err(Error::invalid(
+                    "claims_json",
+                    format!("not valid JSON: {e}"),
+                ));
+            }
+        };
+        for reserved in ["iat", "exp"] {
+            if claims.contains_key(reserved) {
+                return Err(Error::invalid(
+                    "claims_json",
+                    format!("{reserved:?} is set by keyward; use ttl to choose the lifetime"),
+                ));
             }
         }
-        if started == 0 {
-            tracing::warn!("no RSA signing thread: RSA signatures use tokio's blocking threads");
-        }
-        Self {
-            rsa_queue: (started > 0).then_some(queue),
-        }
+        claims::apply_subject_and_email(&mut claims, req.subject.as_deref(), req.email.as_deref())?;
+        let entry = self.keyset_entry(&req.keyset)?;
+        req.profile.apply(&mut claims, entry.row.algorithm)?;
+        self.sign_claims(&entry, claims, req.ttl_seconds).await
     }
 
-    /// The compact JWS of `claims` with `iat` and `exp` set, signed by `key`.
-    pub(super) async fn sign(
+    /// Signs `claims` with the active key of `entry`, setting `iat` and `exp`.
+    /// `ttl` defaults to an hour (capped by the key set's max-token-ttl).
+    pub(super) async fn sign_claims(
         &self,
-        key: Arc<SigningKey>,
-        claims: Map<String, Value>,
-        iat: i64,
-        exp: i64,
-    ) -> Result<String> {
-        if !key.algorithm().is_rsa() {
-            return jwt::sign(&key, claims, iat, exp).map_err(Error::internal);
+        entry: &KeySetEntry,
+        claims: serde_json::Map<String, serde_json::Value>,
+        ttl: Option<u64>,
+    ) -> Result<SignedJwt> {
+        let row = &entry.row;
+        let max = row.policy.max_token_ttl;
+        let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL.min(max));
+        if ttl == 0 || ttl > max {
+            return Err(Error::invalid(
+                "ttl_seconds",
+                format!(
+                    "{} is out of range for key set {:?}: use 1s to its max-token-ttl ({})",
+                    model::format_duration(ttl),
+                    row.name,
+                    model::format_duration(max)
+                ),
+            ));
         }
-        let (reply, signed) = oneshot::channel();
-        let job = Job {
-            key,
-            claims,
-            iat,
-            exp,
-            reply,
-        };
-        match &self.rsa_queue {
-            Some(queue) => queue
-                .send(job)
-                .await
-                .map_err(|_| Error::internal("the RSA signing threads have stopped"))?,
-            None => drop(tokio::task::spawn_blocking(move || job.run())),
-        }
-        signed
-            .await
-            .map_err(|_| Error::internal("an RSA signing thread dropped its job"))?
+        let key = self.signer(entry)?;
+        let now = self.clock.now();
+        let exp = now.saturating_add(secs_i64(ttl));
+        let kid = key.kid().to_string();
+        let token = self.jwt_signer.sign(key, claims, now, exp).await?;
+        self.metrics.token_issued(&row.name, row.algorithm.as_str());
+        Ok(SignedJwt {
+            jwt: token,
+            kid,
+            expires_at: exp,
+        })
     }
-}
-
-/// The next job for a signing thread, or `None` when the signer is gone. One
-/// thread at a time waits on the queue; the others wait for the lock.
-fn next_job(jobs: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
-    // No job runs under the lock, so it cannot be poisoned by one; take the
-    // queue back regardless.
-    let mut jobs = jobs
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    jobs.blocking_recv()
 }

@@ -8,9 +8,11 @@ use super::Service;
 use crate::{
     Error, Result,
     crypto::{b64url, random, sha256},
-    domain::access::{Grant, Pattern, Role, ScopeKind},
-    domain::model,
-    domain::secret::SecretString,
+    domain::{
+        access::{Grant, Pattern, Role, ScopeKind},
+        model,
+        secret::SecretString,
+    },
     store::{Store, TokenRow},
 };
 

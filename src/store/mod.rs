@@ -19,12 +19,14 @@ pub use sql::{PgStore, SqliteStore};
 
 use crate::{
     Error, Result,
-    domain::access::Role,
-    domain::algorithm::Algorithm,
-    domain::audit::{Action, AuditEvent, AuditFilter, AuditRecord, ChainBounds, Linker, Outcome},
-    domain::cron::Schedule,
-    domain::model::{KeyState, secs_i64, secs_u64},
-    domain::rotation::{self, Cadence, Policy},
+    domain::{
+        access::Role,
+        algorithm::Algorithm,
+        audit::{Action, AuditEvent, AuditFilter, AuditRecord, ChainBounds, Linker, Outcome},
+        cron::Schedule,
+        model::{KeyState, secs_i64, secs_u64},
+        rotation::{self, Cadence, KeyUpdate, Policy},
+    },
 };
 
 /// A live key set, its policy decoded.
@@ -301,27 +303,6 @@ pub struct NewKey {
     pub master_key_id: String,
     /// Creation time.
     pub created_at: i64,
-}
-
-/// One key's state change, applied only if the key is still in `from`.
-#[derive(Debug, Clone)]
-pub struct KeyUpdate {
-    /// The key.
-    pub kid: String,
-    /// Its expected current state.
-    pub from: KeyState,
-    /// Its new state.
-    pub to: KeyState,
-    /// Sets `activated_at`.
-    pub activated_at: Option<i64>,
-    /// Sets `retired_at`.
-    pub retired_at: Option<i64>,
-    /// Sets `expires_at`.
-    pub expires_at: Option<i64>,
-    /// Sets `revoked_at`.
-    pub revoked_at: Option<i64>,
-    /// Erases the sealed private key.
-    pub destroy_private: bool,
 }
 
 /// A set of changes to one key set, applied in one transaction.

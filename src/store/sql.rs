@@ -27,8 +27,10 @@ use super::{
 };
 use crate::{
     Error, Result,
-    domain::audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
-    domain::model::KeyState,
+    domain::{
+        audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
+        model::KeyState,
+    },
     files,
 };
 

@@ -18,8 +18,10 @@ use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
 use keyward::{
     config::{MasterKeySource, ServeConfig},
     crypto::aead::MasterKey,
-    domain::clock::{Clock, ManualClock, SystemClock},
-    domain::secret::SecretString,
+    domain::{
+        clock::{Clock, ManualClock, SystemClock},
+        secret::SecretString,
+    },
     server,
     store::{Store, counting::CountingStore},
     transport::grpc::pb::{

@@ -10,12 +10,12 @@ use crate::{
         algorithm::Algorithm,
         audit::{AuditFilter, AuditRecord},
         model::{self, KeyState},
-        rotation::{Cadence, PolicyInput},
+        rotation::{Cadence, PolicyInput, RotationEvent},
         secret::SecretString,
     },
     service::{
-        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, Page, PageRequest, RotationEvent,
-        SignProfile, TokenInfo, Transition, master::MasterStatus,
+        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, Page, PageRequest, SignProfile,
+        TokenInfo, Transition, master::MasterStatus,
     },
 };
 
