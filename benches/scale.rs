@@ -156,8 +156,7 @@ async fn hot_rates(server: &TestServer) -> Vec<(&'static str, f64, f64)> {
 /// and clients shows here without the load generator's noise.
 async fn service_costs(server: &TestServer) -> Vec<(&'static str, f64)> {
     use keyward::{
-        domain::secret::SecretString,
-        service::{SignProfile, SignRequest},
+        domain::claims::SignProfile, domain::secret::SecretString, service::SignRequest,
     };
     let service = &server.service;
     let per_call = |n: u32, t: Instant| t.elapsed().as_nanos() as f64 / f64::from(n);

@@ -137,11 +137,12 @@ where
 /// each of those costs alone.
 async fn authorization_and_audit(server: &TestServer) {
     use keyward::{
+        domain::claims::SignProfile,
         domain::{
             access::Method,
             audit::{Action, AuditEvent, Durability, Outcome},
         },
-        service::{SignProfile, SignRequest},
+        service::SignRequest,
     };
     let service = std::sync::Arc::clone(&server.service);
     server

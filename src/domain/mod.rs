@@ -10,12 +10,17 @@
 //! - [`rotation`]: the key lifecycle as functions of `now`.
 //! - [`access`]: API token roles, scope patterns and the method-by-role table.
 //! - [`audit`]: audit events, their durability and the hash chain's rules.
+//! - [`client`]: OIDC clients' metadata and the rules a change to it keeps.
+//! - [`claims`]: claim rules: signing profiles (OpenMetadata's), subject and
+//!   email, a client-credentials token's claims and scopes.
 //! - [`oauth`]: the token endpoint's error vocabulary (RFC 6749).
 //! - [`throttle`]: failed-authentication limits.
 
 pub mod access;
 pub mod algorithm;
 pub mod audit;
+pub mod claims;
+pub mod client;
 pub mod clock;
 pub mod cron;
 pub mod model;

@@ -254,7 +254,7 @@ async fn migrations(store: &dyn Store) -> Check {
 
 async fn master_key(config: &ServeConfig, store: &dyn Store, canary: &(String, Vec<u8>)) -> Check {
     let (stored_id, sealed) = canary;
-    let keyring = match crate::server::resolve_keyring(config, true) {
+    let keyring = match crate::server::keyring::resolve_keyring(config, true) {
         Ok(keyring) => keyring,
         Err(err) => {
             return Check::fail(
@@ -264,14 +264,14 @@ async fn master_key(config: &ServeConfig, store: &dyn Store, canary: &(String, V
             );
         }
     };
-    if let Err(err) = crate::server::check_canary(&keyring, stored_id, sealed) {
+    if let Err(err) = crate::server::keyring::check_canary(&keyring, stored_id, sealed) {
         return Check::fail(
             "master key",
             err.to_string(),
             format!("configure the master key with id {stored_id}"),
         );
     }
-    if let Err(err) = crate::server::check_keyring(store, &keyring, stored_id).await {
+    if let Err(err) = crate::server::keyring::check_keyring(store, &keyring, stored_id).await {
         return Check::fail(
             "master key",
             err.to_string(),

@@ -8,7 +8,7 @@ use crate::{
     Error, Result,
     domain::{
         algorithm::Algorithm,
-        model::{self, KeyState, secs_u64},
+        model::{self, KeyState},
         rotation::{self, Policy, PolicyInput},
     },
     store::{KeyRow, KeySetChange, KeySetRow, NewKeySet},
@@ -230,14 +230,8 @@ impl Service {
             .clients_of_keyset(name)
             .await?
             .into_iter()
-            .filter(|c| secs_u64(c.token_ttl) > max_token_ttl)
-            .map(|c| {
-                format!(
-                    "{} ({})",
-                    c.id,
-                    model::format_duration(secs_u64(c.token_ttl))
-                )
-            })
+            .filter(|c| c.token_ttl > max_token_ttl)
+            .map(|c| format!("{} ({})", c.id, model::format_duration(c.token_ttl)))
             .collect();
         if above.is_empty() {
             return Ok(());

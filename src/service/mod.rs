@@ -15,7 +15,6 @@
 
 pub mod audit;
 mod call;
-mod claims;
 mod clients;
 mod keysets;
 pub mod master;
@@ -30,7 +29,6 @@ mod tokens;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use call::{CallError, Caller, Credential, Target};
-pub use claims::SignProfile;
 pub use clients::*;
 pub use keysets::*;
 pub use oauth::*;

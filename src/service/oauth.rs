@@ -2,14 +2,13 @@
 //! its secret (current, or a previous one in its grace period) and receives a
 //! JWT signed by its token key set.
 
-use serde_json::{Map, Value};
-
 use super::{Caller, Service, Target};
 use crate::{
     Error,
     crypto::{b64url, random},
     domain::{
         audit::Action,
+        claims,
         model::{self, AuthMethod},
         oauth::OAuthError,
         secret::SecretString,
@@ -82,7 +81,7 @@ impl Service {
         let entry = self
             .clients
             .get(&req.client_id)
-            .filter(|entry| entry.row.token_keyset.is_some());
+            .filter(|entry| entry.client.token_keyset.is_some());
         let Some(entry) = entry else {
             self.decoy_secret_check(&req.client_secret);
             return Err(bad_client());
@@ -94,7 +93,7 @@ impl Service {
             tracing::info!(client = %req.client_id, "token request with a wrong secret");
             return Err(bad_client());
         }
-        let client = Self::client_from_row(entry.row.clone()).map_err(OAuthError::Server)?;
+        let client = &entry.client;
         // The registered method only (RFC 7591 token_endpoint_auth_method): a
         // client_secret_basic secret sent in a form body, or the reverse, is
         // refused as any failed authentication is.
@@ -110,55 +109,15 @@ impl Service {
         let Some(keyset) = client.token_keyset.as_deref() else {
             return Err(bad_client());
         };
-        let granted: Vec<String> = match req.scope.as_deref().map(str::trim) {
-            None | Some("") => client.allowed_scopes.clone(),
-            Some(requested) => {
-                let mut granted = Vec::new();
-                for scope in requested.split_whitespace() {
-                    if !client.allowed_scopes.iter().any(|s| s == scope) {
-                        return Err(OAuthError::InvalidScope(format!(
-                            "scope {scope:?} is not allowed for this client"
-                        )));
-                    }
-                    if !granted.iter().any(|g| g == scope) {
-                        granted.push(scope.to_string());
-                    }
-                }
-                granted
-            }
-        };
+        let scope = claims::granted_scopes(&client.allowed_scopes, req.scope.as_deref())?.join(" ");
         let set = self.keysets.get(keyset).ok_or_else(|| {
             OAuthError::Server(Error::internal(format!(
                 "client {}'s token key set {keyset:?} does not exist",
                 client.id
             )))
         })?;
-        let scope = granted.join(" ");
         let jti = b64url(&random::bytes::<16>());
-        let mut claims = Map::new();
-        claims.insert("iss".into(), Value::String(self.issuer.clone()));
-        // The OpenMetadata identity the client asserts, if it has one: OM
-        // loads the user named by email, else preferred_username, else sub.
-        if client.token_subject.is_empty() {
-            claims.insert("sub".into(), Value::String(client.id.clone()));
-        } else {
-            claims.insert("sub".into(), Value::String(client.token_subject.clone()));
-            claims.insert(
-                "preferred_username".into(),
-                Value::String(client.token_subject.clone()),
-            );
-        }
-        if !client.token_email.is_empty() {
-            claims.insert("email".into(), Value::String(client.token_email.clone()));
-        }
-        claims.insert("client_id".into(), Value::String(client.id.clone()));
-        if !client.audience.is_empty() {
-            claims.insert("aud".into(), Value::String(client.audience.clone()));
-        }
-        claims.insert("jti".into(), Value::String(jti.clone()));
-        if !scope.is_empty() {
-            claims.insert("scope".into(), Value::String(scope.clone()));
-        }
+        let claims = claims::client_token_claims(&self.issuer, client, &scope, &jti);
         // Updates refuse a client token-ttl above its key set's max-token-ttl
         // and the reverse; should a race still leave one above, the token gets
         // the key set's maximum rather than the client an error.

@@ -3,14 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{
-    Service,
-    claims::{self, SignProfile},
-    material::KeyBinding,
-};
+use super::{Service, material::KeyBinding};
 use crate::{
     Error, Result,
     crypto::keys::SigningKey,
+    domain::claims::{self, SignProfile},
     domain::model::{self, secs_i64},
     view::KeySetEntry,
 };

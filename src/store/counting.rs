@@ -10,13 +10,17 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    AuditScan, ClientDelta, ClientRow, Generations, KeyRow, KeySetChange, KeySetRow,
-    MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt, SealedCount, SealedKey,
-    SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
+    AuditScan, AuditStore, ClientDelta, ClientStore, Generations, KeyRow, KeySetChange, KeySetRow,
+    KeySetStore, MetaStore, MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt,
+    SealedCount, SealedKey, SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
+    TokenStore,
 };
 use crate::{
     Result,
-    domain::audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
+    domain::{
+        audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
+        client::Client,
+    },
 };
 
 /// Counts calls per [`Store`] method, then delegates.
@@ -73,25 +77,11 @@ impl CountingStore {
     }
 }
 
+/// Implements a store trait by counting each call and delegating it.
 macro_rules! delegate {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
+    ($trait:ident { $( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )* }) => {
         #[async_trait]
-        impl Store for CountingStore {
-            fn backend(&self) -> &'static str {
-                self.inner.backend()
-            }
-
-            async fn published_since(&self, since: Option<i64>) -> Result<PublishedDelta> {
-                self.count("published_since");
-                let delta = self.inner.published_since(since).await?;
-                if since.is_some()
-                    && let Ok(mut largest) = self.largest_delta.lock()
-                {
-                    *largest = (*largest).max(delta.keysets.len() + delta.deleted.len());
-                }
-                Ok(delta)
-            }
-
+        impl $trait for CountingStore {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     self.count(stringify!($name));
@@ -102,7 +92,83 @@ macro_rules! delegate {
     };
 }
 
-delegate! {
+impl Store for CountingStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+#[async_trait]
+impl KeySetStore for CountingStore {
+    async fn published_since(&self, since: Option<i64>) -> Result<PublishedDelta> {
+        self.count("published_since");
+        let delta = self.inner.published_since(since).await?;
+        if since.is_some()
+            && let Ok(mut largest) = self.largest_delta.lock()
+        {
+            *largest = (*largest).max(delta.keysets.len() + delta.deleted.len());
+        }
+        Ok(delta)
+    }
+
+    async fn insert_keyset(
+        &self,
+        set: &NewKeySet,
+        keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync),
+    ) -> Result<KeySetRow> {
+        self.count("insert_keyset");
+        self.inner.insert_keyset(set, keys).await
+    }
+
+    async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>> {
+        self.count("get_keyset");
+        self.inner.get_keyset(name).await
+    }
+
+    async fn list_keysets(&self, after: &str, limit: i64) -> Result<Vec<KeySetRow>> {
+        self.count("list_keysets");
+        self.inner.list_keysets(after, limit).await
+    }
+
+    async fn published_keys_between(&self, first: &str, last: &str) -> Result<Vec<KeyRow>> {
+        self.count("published_keys_between");
+        self.inner.published_keys_between(first, last).await
+    }
+
+    async fn delete_keyset(&self, name: &str, now: i64) -> Result<bool> {
+        self.count("delete_keyset");
+        self.inner.delete_keyset(name, now).await
+    }
+
+    async fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>> {
+        self.count("list_keys");
+        self.inner.list_keys(keyset_id).await
+    }
+
+    async fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>> {
+        self.count("sealed_key");
+        self.inner.sealed_key(kid).await
+    }
+
+    async fn find_key(&self, kid: &str) -> Result<Option<KeyRow>> {
+        self.count("find_key");
+        self.inner.find_key(kid).await
+    }
+
+    async fn apply_keyset_change(
+        &self,
+        keyset_id: i64,
+        version: i64,
+        change: &KeySetChange,
+    ) -> Result<bool> {
+        self.count("apply_keyset_change");
+        self.inner
+            .apply_keyset_change(keyset_id, version, change)
+            .await
+    }
+}
+
+delegate!(MetaStore {
     fn ping(&self) -> Result<()>;
     fn migrate(&self) -> Result<()>;
     fn migration_state(&self) -> Result<MigrationState>;
@@ -111,41 +177,6 @@ delegate! {
     fn lock_startup(&self) -> Result<StartupLock>;
     fn read_canary(&self) -> Result<Option<(String, Vec<u8>)>>;
     fn write_canary(&self, key_id: &str, sealed: &[u8]) -> Result<bool>;
-    fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool>;
-    fn admin_token_hashes(&self) -> Result<Vec<Vec<u8>>>;
-    fn insert_token(&self, token: &TokenRow) -> Result<()>;
-    fn list_tokens(&self) -> Result<Vec<TokenRow>>;
-    fn revoke_token(&self, name: &str, now: i64) -> Result<bool>;
-    fn tokens_generation(&self) -> Result<i64>;
-    fn generations(&self) -> Result<Generations>;
-    fn insert_keyset(
-        &self,
-        set: &NewKeySet,
-        keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync)
-    ) -> Result<KeySetRow>;
-    fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>>;
-    fn list_keysets(&self, after: &str, limit: i64) -> Result<Vec<KeySetRow>>;
-    fn published_keys_between(&self, first: &str, last: &str) -> Result<Vec<KeyRow>>;
-    fn delete_keyset(&self, name: &str, now: i64) -> Result<bool>;
-    fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>>;
-    fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>>;
-    fn find_key(&self, kid: &str) -> Result<Option<KeyRow>>;
-    fn apply_keyset_change(
-        &self,
-        keyset_id: i64,
-        version: i64,
-        change: &KeySetChange
-    ) -> Result<bool>;
-    fn insert_client(&self, client: &ClientRow, secret: &SecretRow) -> Result<()>;
-    fn update_client(&self, client: &ClientRow) -> Result<bool>;
-    fn get_client(&self, id: &str) -> Result<Option<ClientRow>>;
-    fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<ClientRow>>;
-    fn delete_client(&self, id: &str) -> Result<bool>;
-    fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
-    fn clients_since(&self, since: Option<i64>) -> Result<ClientDelta>;
-    fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
-    fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
-    fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<ClientRow>>;
     fn meta(&self, name: &str) -> Result<Option<(String, Vec<u8>)>>;
     fn insert_meta(&self, name: &str, key_id: &str, sealed: &[u8]) -> Result<bool>;
     fn sealed_counts(&self) -> Result<Vec<SealedCount>>;
@@ -158,8 +189,34 @@ delegate! {
     ) -> Result<Vec<SealedValue>>;
     fn reseal(&self, values: &[Resealed]) -> Result<u64>;
     fn purge_overwritten(&self) -> Result<()>;
+    fn generations(&self) -> Result<Generations>;
+});
+
+delegate!(TokenStore {
+    fn insert_first_admin_token(&self, hash: &[u8], now: i64) -> Result<bool>;
+    fn admin_token_hashes(&self) -> Result<Vec<Vec<u8>>>;
+    fn insert_token(&self, token: &TokenRow) -> Result<()>;
+    fn list_tokens(&self) -> Result<Vec<TokenRow>>;
+    fn revoke_token(&self, name: &str, now: i64) -> Result<bool>;
+    fn tokens_generation(&self) -> Result<i64>;
+});
+
+delegate!(ClientStore {
+    fn insert_client(&self, client: &Client, secret: &SecretRow) -> Result<()>;
+    fn update_client(&self, client: &Client) -> Result<bool>;
+    fn get_client(&self, id: &str) -> Result<Option<Client>>;
+    fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<Client>>;
+    fn delete_client(&self, id: &str) -> Result<bool>;
+    fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
+    fn clients_since(&self, since: Option<i64>) -> Result<ClientDelta>;
+    fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
+    fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
+    fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<Client>>;
+});
+
+delegate!(AuditStore {
     fn append_audit(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64>;
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     fn scan_audit(&self, visit: &mut (dyn FnMut(AuditScan) -> bool + Send)) -> Result<()>;
     fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>>;
-}
+});

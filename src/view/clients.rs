@@ -8,14 +8,15 @@ use std::{
 
 use crate::{
     Result,
-    store::{ClientDelta, ClientRow, SecretRow, Store},
+    domain::client::Client,
+    store::{ClientDelta, SecretRow, Store},
 };
 
 /// One client as of the view's generation. Immutable: a change replaces it.
 #[derive(Debug)]
 pub struct ClientEntry {
     /// The client.
-    pub row: ClientRow,
+    pub client: Client,
     /// Its secret versions, sealed, newest first.
     pub secrets: Vec<SecretRow>,
 }
@@ -33,7 +34,7 @@ impl Snapshot {
         let Some(old) = self.clients.remove(id) else {
             return;
         };
-        if let Some(name) = &old.row.token_keyset
+        if let Some(name) = &old.client.token_keyset
             && let Some(count) = self.token_keysets.get_mut(name)
         {
             *count -= 1;
@@ -44,11 +45,12 @@ impl Snapshot {
     }
 
     fn insert(&mut self, entry: ClientEntry) {
-        self.remove(&entry.row.id);
-        if let Some(name) = &entry.row.token_keyset {
+        self.remove(&entry.client.id);
+        if let Some(name) = &entry.client.token_keyset {
             *self.token_keysets.entry(name.clone()).or_default() += 1;
         }
-        self.clients.insert(entry.row.id.clone(), Arc::new(entry));
+        self.clients
+            .insert(entry.client.id.clone(), Arc::new(entry));
     }
 }
 
@@ -128,10 +130,10 @@ impl ClientView {
         let entries: Vec<ClientEntry> = delta
             .clients
             .into_iter()
-            .map(|row| {
-                let mut secrets = secrets_of.remove(&row.id).unwrap_or_default();
+            .map(|client| {
+                let mut secrets = secrets_of.remove(&client.id).unwrap_or_default();
                 secrets.sort_unstable_by_key(|s| std::cmp::Reverse(s.version));
-                ClientEntry { row, secrets }
+                ClientEntry { client, secrets }
             })
             .collect();
         let mut snapshot = self

@@ -9,13 +9,15 @@ use crate::{
     domain::{
         algorithm::Algorithm,
         audit::{AuditFilter, AuditRecord},
+        claims::SignProfile,
+        client::{Client, ClientPatch},
         model::{self, KeyState},
         rotation::{Cadence, PolicyInput, RotationEvent},
         secret::SecretString,
     },
     service::{
-        Client, ClientPatch, ExportWhich, KeyInfo, KeySetInfo, Page, PageRequest, SignProfile,
-        TokenInfo, Transition, master::MasterStatus,
+        ExportWhich, KeyInfo, KeySetInfo, Page, PageRequest, TokenInfo, Transition,
+        master::MasterStatus,
     },
 };
 

@@ -1,9 +1,11 @@
-//! Claim rules, pure: the subject and email a signing request sets, and the
-//! profiles that constrain claims (OpenMetadata's).
+//! Claim rules, pure: the subject and email a signing request sets, the
+//! profiles that constrain claims (OpenMetadata's), and the claims and
+//! scopes of a client-credentials token.
 
 use serde_json::{Map, Value};
 
-use crate::{Error, Result, domain::algorithm::Algorithm};
+use super::{algorithm::Algorithm, client::Client, oauth::OAuthError};
+use crate::{Error, Result};
 
 /// Which claim rules a signing request follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,7 +65,7 @@ fn check_om_algorithm(alg: Algorithm) -> Result<()> {
 
 /// The OpenMetadata user a claim value names: OM takes the part before `@`,
 /// lower-cased.
-pub(crate) fn om_user_name(value: &str) -> String {
+pub fn om_user_name(value: &str) -> String {
     value
         .split_once('@')
         .map_or(value, |(local, _)| local)
@@ -103,7 +105,7 @@ fn check_om_identity(claims: &Map<String, Value>) -> Result<()> {
 
 /// Sets `sub` and `email` from the request's fields, refusing a conflict with
 /// the same claim given in `claims_json`.
-pub(super) fn apply_subject_and_email(
+pub fn apply_subject_and_email(
     claims: &mut serde_json::Map<String, serde_json::Value>,
     subject: Option<&str>,
     email: Option<&str>,
@@ -126,6 +128,65 @@ pub(super) fn apply_subject_and_email(
         }
     }
     Ok(())
+}
+
+/// The scopes a client-credentials token gets: those `requested` (space
+/// delimited; each once, in the order asked), all of them allowed, or every
+/// allowed scope when none is requested.
+pub fn granted_scopes(
+    allowed: &[String],
+    requested: Option<&str>,
+) -> Result<Vec<String>, OAuthError> {
+    match requested.map(str::trim) {
+        None | Some("") => Ok(allowed.to_vec()),
+        Some(requested) => {
+            let mut granted: Vec<String> = Vec::new();
+            for scope in requested.split_whitespace() {
+                if !allowed.iter().any(|s| s == scope) {
+                    return Err(OAuthError::InvalidScope(format!(
+                        "scope {scope:?} is not allowed for this client"
+                    )));
+                }
+                if !granted.iter().any(|g| g == scope) {
+                    granted.push(scope.to_string());
+                }
+            }
+            Ok(granted)
+        }
+    }
+}
+
+/// The claims of a client-credentials token for `client` (before `iat` and
+/// `exp`): keyward as issuer, the client's OpenMetadata identity if it has
+/// one (OM loads the user named by email, else `preferred_username`, else
+/// `sub`), its audience, a unique `jti` and the granted `scope`.
+pub fn client_token_claims(
+    issuer: &str,
+    client: &Client,
+    scope: &str,
+    jti: &str,
+) -> Map<String, Value> {
+    let mut claims = Map::new();
+    let text = |v: &str| Value::String(v.to_string());
+    claims.insert("iss".into(), text(issuer));
+    if client.token_subject.is_empty() {
+        claims.insert("sub".into(), text(&client.id));
+    } else {
+        claims.insert("sub".into(), text(&client.token_subject));
+        claims.insert("preferred_username".into(), text(&client.token_subject));
+    }
+    if !client.token_email.is_empty() {
+        claims.insert("email".into(), text(&client.token_email));
+    }
+    claims.insert("client_id".into(), text(&client.id));
+    if !client.audience.is_empty() {
+        claims.insert("aud".into(), text(&client.audience));
+    }
+    claims.insert("jti".into(), text(jti));
+    if !scope.is_empty() {
+        claims.insert("scope".into(), text(scope));
+    }
+    claims
 }
 
 /// OpenMetadata rejects tokens it did not mint that carry these: refuse them
@@ -271,6 +332,43 @@ mod tests {
         for alg in OM_ALGORITHMS {
             OM.apply(&mut claims(json!({"sub": "bot"})), alg).unwrap();
         }
+    }
+
+    #[test]
+    fn requested_scopes_must_be_allowed_and_are_granted_once() {
+        let allowed = vec!["read".to_string(), "write".to_string()];
+        assert_eq!(granted_scopes(&allowed, None).unwrap(), allowed);
+        assert_eq!(granted_scopes(&allowed, Some("  ")).unwrap(), allowed);
+        assert_eq!(
+            granted_scopes(&allowed, Some("write read write")).unwrap(),
+            ["write", "read"]
+        );
+        let err = granted_scopes(&allowed, Some("read admin")).unwrap_err();
+        assert!(
+            matches!(&err, OAuthError::InvalidScope(m) if m.contains("admin")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_tokens_name_the_client_or_its_openmetadata_identity() {
+        let mut client = Client::new("ingestion", 0);
+        let plain = client_token_claims("https://kw", &client, "", "j1");
+        assert_eq!(
+            Value::Object(plain),
+            json!({"iss": "https://kw", "sub": "ingestion", "client_id": "ingestion", "jti": "j1"})
+        );
+        client.token_subject = "ingestion-bot".into();
+        client.token_email = "ingestion-bot@example.com".into();
+        client.audience = "om".into();
+        let om = client_token_claims("https://kw", &client, "read", "j2");
+        assert_eq!(om["sub"], "ingestion-bot");
+        assert_eq!(om["preferred_username"], "ingestion-bot");
+        assert_eq!(om["email"], "ingestion-bot@example.com");
+        assert_eq!(
+            (om["aud"].as_str(), om["scope"].as_str()),
+            (Some("om"), Some("read"))
+        );
     }
 
     #[test]

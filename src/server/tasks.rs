@@ -1,0 +1,85 @@
+//! What runs beside the listeners, each on its own period until shutdown:
+//! following changes other replicas make, the built-in rotation scheduler
+//! and audit retention.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::service::Service;
+
+/// How often each process polls the database for changes made elsewhere.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs `tick` now and then every `period` (a late tick is delayed, never
+/// doubled) until `shutdown` flips to true.
+pub(super) async fn every<F, Fut>(
+    period: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // A tick in progress runs to its end; none starts after shutdown.
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            _ = ticker.tick() => tick().await,
+        }
+    }
+}
+
+/// How often each replica prunes audit events past retention.
+const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Follows the database: views reload what other replicas changed.
+pub(super) fn follow_replicas(
+    service: &Arc<Service>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let service = Arc::clone(service);
+    tokio::spawn(every(WATCH_INTERVAL, stop, move || {
+        let service = Arc::clone(&service);
+        async move { service.follow_other_replicas().await }
+    }))
+}
+
+/// The built-in scheduler: the same sweep `keyward rotate` runs, every
+/// `period`. Safe beside other replicas and cron: each transition is
+/// conditional, so only one of them applies it.
+pub(super) fn rotate_on_schedule(
+    service: &Arc<Service>,
+    period: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let service = Arc::clone(service);
+    tokio::spawn(every(period, stop, move || {
+        let service = Arc::clone(&service);
+        async move {
+            if let Err(err) = service.rotate_due(None, false).await {
+                tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
+            }
+        }
+    }))
+}
+
+/// Audit retention: events older than `retain` are pruned hourly.
+pub(super) fn prune_audit(
+    service: &Arc<Service>,
+    retain: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let service = Arc::clone(service);
+    tokio::spawn(every(AUDIT_PRUNE_EVERY, stop, move || {
+        let service = Arc::clone(&service);
+        async move {
+            if let Err(err) = service.prune_audit(retain).await {
+                tracing::warn!(error = %err, "audit retention failed; retrying next hour");
+            }
+        }
+    }))
+}

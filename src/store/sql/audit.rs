@@ -1,0 +1,351 @@
+//! The statements of the audit chain: appends (each backend's own fast
+//! path for a lone writer), listing, the snapshot scan and pruning.
+
+use async_trait::async_trait;
+use tracing::instrument;
+
+use std::sync::{Arc, Mutex};
+
+use sqlx::{Postgres, Sqlite};
+
+use crate::{
+    Error, Result,
+    domain::audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
+    store::{AuditColumns, AuditScan, AuditStore, ChainColumns, PgStore, SqliteStore},
+};
+
+/// The audit chain's one row (a macro, so PostgreSQL's locking form can
+/// extend it at compile time).
+macro_rules! read_audit_chain {
+    () => {
+        "SELECT head_id, head_hash, first_id, first_prev FROM audit_chain WHERE id = 1"
+    };
+}
+const READ_AUDIT_CHAIN: &str = read_audit_chain!();
+
+macro_rules! audit_sql {
+    ($store:ty, $tx:ident) => {
+        #[async_trait]
+        impl AuditStore for $store {
+            #[instrument(skip_all, fields(events = events.len()))]
+            async fn append_audit(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64> {
+                self.append_audit_events(events, link).await
+            }
+
+            #[instrument(skip_all)]
+            async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+                let mut query = sqlx::QueryBuilder::new(format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE 1 = 1"
+                ));
+                if let Some(since) = filter.since {
+                    query.push(" AND at >= ").push_bind(since);
+                }
+                for (column, value) in [
+                    (" AND principal = ", &filter.principal),
+                    (" AND action = ", &filter.action),
+                    (" AND target = ", &filter.target),
+                ] {
+                    if let Some(value) = value {
+                        query.push(column).push_bind(value.as_str());
+                    }
+                }
+                if let Some(before) = filter.before_id {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+                let rows: Vec<AuditColumns> =
+                    query.build_query_as().fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(AuditRecord::from).collect())
+            }
+
+            #[instrument(skip_all)]
+            async fn scan_audit(
+                &self,
+                visit: &mut (dyn FnMut(AuditScan) -> bool + Send),
+            ) -> Result<()> {
+                const PAGE: i64 = 1000;
+                let mut tx = self.begin_read().await?;
+                let chain: ChainColumns = sqlx::query_as(READ_AUDIT_CHAIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut after = chain.first_id - 1;
+                if !visit(AuditScan::Bounds(chain.into())) {
+                    return Ok(());
+                }
+                loop {
+                    let rows: Vec<AuditColumns> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
+                    )))
+                    .bind(after)
+                    .bind(PAGE)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let full = i64::try_from(rows.len()).unwrap_or(0) == PAGE;
+                    for row in rows {
+                        after = row.id;
+                        if !visit(AuditScan::Event(row.into())) {
+                            return Ok(());
+                        }
+                    }
+                    if !full {
+                        return Ok(());
+                    }
+                }
+            }
+
+            #[instrument(skip_all)]
+            async fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>> {
+                let mut tx = self.begin_write().await?;
+                let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT id, hash FROM audit_events WHERE id = \
+                     (SELECT max(id) FROM audit_events WHERE at < $1 AND id <= $2)",
+                )
+                .bind(before)
+                .bind(chain.head_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((last, hash)) = last else {
+                    return Ok(None);
+                };
+                sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE audit_chain SET first_id = $1, first_prev = $2 WHERE id = 1")
+                    .bind(last + 1)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some((chain.first_id, last)))
+            }
+        }
+    };
+}
+
+audit_sql!(SqliteStore, sqlite_tx);
+audit_sql!(PgStore, pg_tx);
+
+impl SqliteStore {
+    /// The write transaction already holds the database's write lock.
+    const LOCK_AUDIT_CHAIN: &'static str = READ_AUDIT_CHAIN;
+
+    /// Appends `events` to the chain; inserting an event moves the chain's
+    /// head to it (a trigger). Every statement is a round trip to the
+    /// connection's thread and back to the async workers, which costs more
+    /// than the statement's own work under load, so a lone writer makes one:
+    /// an INSERT, its own transaction, of the events on the condition that
+    /// the head is still where this process left it. When that head is not
+    /// known or another process has appended since, nothing was inserted,
+    /// and the append runs in a transaction that reads the head under the
+    /// database's write lock.
+    pub(super) async fn append_audit_events(
+        &self,
+        events: &[AuditEvent],
+        link: &dyn Linker,
+    ) -> Result<i64> {
+        if let Some(after) = self.audit_head.take()
+            && !events.is_empty()
+            && events.len() <= AUDIT_ROWS_PER_INSERT
+        {
+            let (rows, head) = chain_rows(events, link, after.clone());
+            let sql = format!(
+                "{} WHERE EXISTS (SELECT 1 FROM audit_chain \
+                 WHERE id = 1 AND head_id = ? AND head_hash = ?)",
+                insert_audit_rows(rows.len())
+            );
+            let done = bind_audit_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), &rows)
+                .bind(after.0)
+                .bind(after.1.as_slice())
+                .execute(&self.pool)
+                .await?;
+            if done.rows_affected() == rows.len() as u64 {
+                return Ok(self.audit_head.keep(head));
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (rows, head) = chain_rows(events, link, (chain.head_id, chain.head_hash));
+        for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
+            bind_audit_rows(
+                sqlx::query(sqlx::AssertSqlSafe(insert_audit_rows(chunk.len()))),
+                chunk,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(self.audit_head.keep(head))
+    }
+}
+
+/// `INSERT INTO audit_events … SELECT * FROM (VALUES …)` of `rows` rows of
+/// positional parameters.
+fn insert_audit_rows(rows: usize) -> String {
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT * FROM (VALUES {})",
+        vec![ROW; rows].join(", ")
+    )
+}
+
+/// Binds `rows` in [`AUDIT_COLUMNS`] order.
+fn bind_audit_rows<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    rows: &'q [AuditRow<'q>],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    for r in rows {
+        let e = r.event;
+        query = query
+            .bind(r.id)
+            .bind(e.at)
+            .bind(e.principal.as_str())
+            .bind(e.action.as_str())
+            .bind(e.target.as_str())
+            .bind(e.outcome.as_str())
+            .bind(e.peer.as_str())
+            .bind(e.request_id.as_str())
+            .bind(r.hash.as_slice());
+    }
+    query
+}
+
+impl PgStore {
+    /// The row lock queues other appenders (other replicas too) until commit.
+    const LOCK_AUDIT_CHAIN: &'static str = concat!(read_audit_chain!(), " FOR UPDATE");
+
+    /// Appends `events` to the chain. A lone writer makes one round trip per
+    /// batch: one statement, with no explicit transaction, moves the chain's
+    /// head on the condition that it is still the head this process last
+    /// wrote, and inserts the events only if it moved. When that head is not
+    /// known (first append, an error) or another replica has moved it since,
+    /// the append runs in a transaction that locks the head first, which
+    /// queues replicas fairly.
+    pub(super) async fn append_audit_events(
+        &self,
+        events: &[AuditEvent],
+        link: &dyn Linker,
+    ) -> Result<i64> {
+        let known = self.audit_head.take();
+        if let Some(after) = known {
+            let (rows, head) = chain_rows(events, link, after.clone());
+            if Self::append_after(&rows, &head, &after)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some()
+            {
+                return Ok(self.audit_head.keep(head));
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+            .fetch_one(&mut *tx)
+            .await?;
+        let after = (chain.head_id, chain.head_hash);
+        let (rows, head) = chain_rows(events, link, after.clone());
+        Self::append_after(&rows, &head, &after)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::internal("the locked audit chain head moved"))?;
+        tx.commit().await?;
+        Ok(self.audit_head.keep(head))
+    }
+
+    /// Inserts `rows` and moves the head from `after` to `head`, if the head
+    /// is still `after`; returns the new head id, or no row.
+    fn append_after<'q>(
+        rows: &'q [AuditRow<'q>],
+        head: &'q ChainHead,
+        after: &'q ChainHead,
+    ) -> sqlx::query::QueryScalar<'q, Postgres, i64, sqlx::postgres::PgArguments> {
+        const APPEND: &str = "WITH moved AS (\
+             UPDATE audit_chain SET head_id = $10, head_hash = $11 \
+             WHERE id = 1 AND head_id = $12 AND head_hash = $13 RETURNING head_id), \
+             added AS (INSERT INTO audit_events \
+             (id, at, principal, action, target, outcome, peer, request_id, hash) \
+             SELECT e.* FROM moved, UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[]) AS e) \
+             SELECT head_id FROM moved";
+        let column =
+            |f: fn(&AuditEvent) -> &str| -> Vec<&str> { rows.iter().map(|r| f(r.event)).collect() };
+        sqlx::query_scalar(APPEND)
+            .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.event.at).collect::<Vec<_>>())
+            .bind(column(|e| &e.principal))
+            .bind(column(|e| e.action.as_str()))
+            .bind(column(|e| &e.target))
+            .bind(column(|e| e.outcome.as_str()))
+            .bind(column(|e| &e.peer))
+            .bind(column(|e| &e.request_id))
+            .bind(rows.iter().map(|r| r.hash.as_slice()).collect::<Vec<_>>())
+            .bind(head.0)
+            .bind(head.1.as_slice())
+            .bind(after.0)
+            .bind(after.1.as_slice())
+    }
+}
+
+/// Events per INSERT statement on SQLite: nine parameters each, under its
+/// limit of 32,766 per statement, and as many as the audit writer's largest
+/// batch, so a batch is one statement.
+const AUDIT_ROWS_PER_INSERT: usize = 2000;
+
+/// Where the audit chain ends: the last event's id and hash.
+type ChainHead = (i64, Vec<u8>);
+
+/// The audit chain head this process last wrote: where its next append
+/// expects the chain to end. Only a guess (a wrong one costs the append that
+/// reads the head first), so it is taken for the append and kept again only
+/// once the append has committed.
+#[derive(Debug, Clone, Default)]
+pub(in crate::store) struct KnownHead(Arc<Mutex<Option<ChainHead>>>);
+
+impl KnownHead {
+    fn take(&self) -> Option<ChainHead> {
+        self.lock().take()
+    }
+
+    /// Keeps `head` for the next append; its id.
+    fn keep(&self, head: ChainHead) -> i64 {
+        let id = head.0;
+        *self.lock() = Some(head);
+        id
+    }
+
+    /// A poisoned lock is taken back as it is: the value is only a guess.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<ChainHead>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An audit event with its place in the chain, ready to insert.
+struct AuditRow<'a> {
+    id: i64,
+    event: &'a AuditEvent,
+    hash: Vec<u8>,
+}
+
+/// `events` linked after the head `(id, hash)`: their rows, and the new head.
+fn chain_rows<'a>(
+    events: &'a [AuditEvent],
+    link: &dyn Linker,
+    (mut id, mut prev): ChainHead,
+) -> (Vec<AuditRow<'a>>, ChainHead) {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        id += 1;
+        let hash = link.link(&prev, id, event);
+        prev.clone_from(&hash);
+        rows.push(AuditRow { id, event, hash });
+    }
+    (rows, (id, prev))
+}
+
+const AUDIT_COLUMNS: &str = "id, at, principal, action, target, outcome, peer, request_id, hash";
