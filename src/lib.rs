@@ -4,32 +4,29 @@
 //! rest, hands them to servers over gRPC and publishes the public keys as a JWKS
 //! over HTTP.
 //!
-//! The layout follows the layers, from pure to I/O:
+//! The folders are the layers, from pure to I/O; each imports only those
+//! below it (`tests/architecture.rs` checks it):
 //!
-//! - [`crypto`]: pure cryptography — AES-256-GCM sealing under the master key,
-//!   signing-key generation, JWK thumbprints and JWT signing. No I/O, no clock.
-//! - [`model`]: validated names, algorithms, durations and key states.
-//! - [`access`]: API token roles, scope patterns and the method-by-role table.
-//! - [`audit`]: audit events, their durability and the keyed hash chain.
-//! - [`rotation`] and [`cron`]: the key lifecycle as pure functions of `now`.
-//! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL
-//!   implementations. Knows SQL, knows nothing of transports.
-//! - [`service`]: the application layer. Every operation the gRPC API, the HTTP
-//!   API and the CLI offer is a method of [`service::Service`]; it takes time from
-//!   an injectable [`clock::Clock`].
-//! - [`view`]: in-memory views of key sets (with their JWKS) and clients,
-//!   following the database by generation: what the hot paths read.
-//! - [`grpc`] and [`http`]: thin transports over the service; no SQL.
-//! - [`metrics`]: Prometheus counters, histograms and gauges read off the views.
-//! - [`net`]: connection limits, idle and header timeouts, TLS handshakes,
-//!   bounded shutdown.
-//! - [`tls`]: rustls settings of both listeners, certificate reload, mutual TLS.
-//! - [`server`]: start-up (keyring, migrations, bootstrap) and the lifecycle of
-//!   both listeners until shutdown.
-//! - [`doctor`]: the checks `keyward doctor` runs on a deployment.
-//! - [`cli`] and [`config`]: the `keyward` command line and its layered settings.
+//! - [`domain`]: the rules, pure: names and states, the key lifecycle and
+//!   rotation policy as functions of `now`, cron, roles and scopes, audit
+//!   events and the chain's rules, clients, claims, the failure throttle.
+//! - [`crypto`]: sealing under the master key, signing keys, JWT signing, the
+//!   audit chain's MAC, randomness. No I/O, no clock.
+//! - [`store`]: persistence per aggregate (key sets, clients, tokens, audit,
+//!   the database itself) on SQLite and PostgreSQL. SQL and domain types only.
+//! - [`view`]: the in-memory views the hot paths read (JWKS, signers,
+//!   clients), following the database by generation.
+//! - [`service`]: the application. Every operation, and the one call
+//!   pipeline ([`service::Service::audited`]) that authenticates, authorizes,
+//!   runs and audits each call.
+//! - [`transport`]: gRPC and HTTP, thin: conversions, the request-id layer,
+//!   the caller interceptor; listeners and TLS.
+//! - [`ops`]: metrics (a leaf the layers above feed) and `keyward doctor`.
+//! - [`config`]: layered settings. [`server`]: start-up, serving, background
+//!   tasks, backup. [`cli`]: the `keyward` command line.
 //!
-//! Errors are one type, [`Error`], mapped once to gRPC codes and HTTP statuses.
+//! [`error`] and [`files`] sit under all of them: the one error type, mapped
+//! once to gRPC codes and HTTP statuses, and private files on disk.
 
 pub mod cli;
 pub mod config;

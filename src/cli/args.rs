@@ -102,33 +102,7 @@ pub enum Command {
     #[command(subcommand)]
     Keys(KeysCmd),
     /// Sign a JWT with a key set's active key; prints the compact token.
-    Sign {
-        /// Key set name.
-        #[arg(long)]
-        keyset: String,
-        /// Claims as a JSON object.
-        #[arg(long, default_value = "{}")]
-        claims: String,
-        /// Lifetime, e.g. 15m, 1h, 1d (at most the key set's max-token-ttl).
-        #[arg(long, default_value = "1h")]
-        ttl: String,
-        /// `openmetadata`: a token OpenMetadata accepts (needs --subject).
-        #[arg(long)]
-        profile: Option<String>,
-        /// Sets `sub` (and `preferred_username` under the openmetadata profile).
-        #[arg(long)]
-        subject: Option<String>,
-        /// Sets `email`.
-        #[arg(long)]
-        email: Option<String>,
-        /// Under --profile openmetadata: sign even if email and subject name
-        /// different OpenMetadata users (OM logs in as the email's).
-        #[arg(long)]
-        force: bool,
-        /// Write the token to FILE atomically (mode 0600) instead of printing it.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
+    Sign(SignArgs),
     /// Export a key in another system's format.
     #[command(subcommand)]
     Export(openmetadata::ExportCmd),
@@ -271,54 +245,9 @@ pub enum KeysCmd {
 
 /// `keyward client …`
 #[derive(Subcommand, Debug)]
-#[allow(clippy::large_enum_variant)] // parsed once per process; size is irrelevant
 pub enum ClientCmd {
     /// Create a client (secret generated unless --secret-stdin) or update its metadata.
-    Put {
-        /// Client id.
-        id: String,
-        /// Read the secret from standard input (create only).
-        #[arg(long)]
-        secret_stdin: bool,
-        /// Display name.
-        #[arg(long)]
-        display_name: Option<String>,
-        /// OIDC discovery URI.
-        #[arg(long)]
-        discovery_uri: Option<String>,
-        /// Callback URL.
-        #[arg(long)]
-        callback_url: Option<String>,
-        /// Scope (repeatable); replaces the stored scopes.
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// client_secret_basic or client_secret_post.
-        #[arg(long)]
-        auth_method: Option<String>,
-        /// Label KEY=VALUE (repeatable); replaces the stored labels.
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        /// Key set that signs this client's client-credentials tokens ("" clears it).
-        #[arg(long)]
-        token_keyset: Option<String>,
-        /// Lifetime of its tokens, e.g. 15m (at most the key set's max-token-ttl) [default: 15m]
-        #[arg(long)]
-        token_ttl: Option<String>,
-        /// `aud` of its tokens ("" clears it).
-        #[arg(long)]
-        audience: Option<String>,
-        /// Scope it may request at the token endpoint (repeatable); replaces the stored ones.
-        #[arg(long = "allowed-scope")]
-        allowed_scopes: Vec<String>,
-        /// The OpenMetadata user its tokens log in as: their `sub` and
-        /// `preferred_username` (default: the client id; "" clears it).
-        #[arg(long, value_name = "NAME")]
-        token_subject: Option<String>,
-        /// `email` of its tokens; OpenMetadata looks the user up by it first,
-        /// so its part before '@' must be the token subject ("" clears it).
-        #[arg(long, value_name = "EMAIL")]
-        token_email: Option<String>,
-    },
+    Put(PutArgs),
     /// Print a client's settings as another system's configuration.
     #[command(subcommand)]
     Env(openmetadata::EnvCmd),
@@ -370,6 +299,84 @@ pub enum ClientCmd {
         #[arg(long, required = true)]
         secret_stdin: bool,
     },
+}
+
+/// `keyward sign`
+#[derive(clap::Args, Debug)]
+pub struct SignArgs {
+    /// Key set name.
+    #[arg(long)]
+    pub keyset: String,
+    /// Claims as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub claims: String,
+    /// Lifetime, e.g. 15m, 1h, 1d (at most the key set's max-token-ttl).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// `openmetadata`: a token OpenMetadata accepts (needs --subject).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Sets `sub` (and `preferred_username` under the openmetadata profile).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Sets `email`.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Under --profile openmetadata: sign even if email and subject name
+    /// different OpenMetadata users (OM logs in as the email's).
+    #[arg(long)]
+    pub force: bool,
+    /// Write the token to FILE atomically (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `keyward client put`
+#[derive(clap::Args, Debug)]
+pub struct PutArgs {
+    /// Client id.
+    pub id: String,
+    /// Read the secret from standard input (create only).
+    #[arg(long)]
+    pub secret_stdin: bool,
+    /// Display name.
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// OIDC discovery URI.
+    #[arg(long)]
+    pub discovery_uri: Option<String>,
+    /// Callback URL.
+    #[arg(long)]
+    pub callback_url: Option<String>,
+    /// Scope (repeatable); replaces the stored scopes.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// client_secret_basic or client_secret_post.
+    #[arg(long)]
+    pub auth_method: Option<String>,
+    /// Label KEY=VALUE (repeatable); replaces the stored labels.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Key set that signs this client's client-credentials tokens ("" clears it).
+    #[arg(long)]
+    pub token_keyset: Option<String>,
+    /// Lifetime of its tokens, e.g. 15m (at most the key set's max-token-ttl) [default: 15m]
+    #[arg(long)]
+    pub token_ttl: Option<String>,
+    /// `aud` of its tokens ("" clears it).
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Scope it may request at the token endpoint (repeatable); replaces the stored ones.
+    #[arg(long = "allowed-scope")]
+    pub allowed_scopes: Vec<String>,
+    /// The OpenMetadata user its tokens log in as: their `sub` and
+    /// `preferred_username` (default: the client id; "" clears it).
+    #[arg(long, value_name = "NAME")]
+    pub token_subject: Option<String>,
+    /// `email` of its tokens; OpenMetadata looks the user up by it first,
+    /// so its part before '@' must be the token subject ("" clears it).
+    #[arg(long, value_name = "EMAIL")]
+    pub token_email: Option<String>,
 }
 
 pub(crate) fn seconds(field: &'static str, text: &str) -> Result<u64, CliError> {

@@ -9,7 +9,11 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+mod args;
+mod file;
+
+pub use args::ServeArgs;
+use file::{FileConfig, read_file_config};
 
 use crate::{
     Error, Result,
@@ -35,141 +39,6 @@ pub const DEFAULT_ROTATION_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_OVERDUE_WITHOUT_SCHEDULER: Duration = Duration::from_secs(2 * 3600);
 /// How long audit events are kept by default (a little over a year).
 pub const DEFAULT_AUDIT_RETAIN: Duration = Duration::from_secs(400 * 86_400);
-
-/// `keyward serve` / `keyward migrate` flags (each also an environment variable).
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct ServeArgs {
-    /// Database URL; a postgres:// URL selects PostgreSQL [default: sqlite://<data-dir>/keyward.db]
-    #[arg(long, env = "KEYWARD_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// gRPC listen address [default: 127.0.0.1:50051]
-    #[arg(long, env = "KEYWARD_GRPC_ADDR")]
-    pub grpc_addr: Option<SocketAddr>,
-    /// HTTP (JWKS) listen address [default: 127.0.0.1:8080]
-    #[arg(long, env = "KEYWARD_HTTP_ADDR")]
-    pub http_addr: Option<SocketAddr>,
-    /// File holding the master key (base64 of 32 bytes). KEYWARD_MASTER_KEY may
-    /// hold the key itself instead.
-    #[arg(long, env = "KEYWARD_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
-    /// A file holding an earlier master key, kept only to open rows it sealed
-    /// until `keyward master rewrap` has resealed them (repeatable)
-    #[arg(
-        long = "previous-master-key-file",
-        env = "KEYWARD_PREVIOUS_MASTER_KEY_FILES",
-        value_delimiter = ',',
-        value_name = "FILE"
-    )]
-    pub previous_master_key_files: Vec<PathBuf>,
-    /// Key set served at /.well-known/jwks.json [default: default]
-    #[arg(long, env = "KEYWARD_DEFAULT_KEYSET")]
-    pub default_keyset: Option<String>,
-    /// JWKS Cache-Control max-age in seconds [default: 300]
-    #[arg(long, env = "KEYWARD_JWKS_MAX_AGE")]
-    pub jwks_max_age: Option<u64>,
-    /// Issuer URL: `iss` of OAuth tokens and base of published URLs [default: http://<http-addr>]
-    #[arg(long, env = "KEYWARD_ISSUER")]
-    pub issuer: Option<String>,
-    /// How often the built-in scheduler performs due rotations [default: 30s]
-    #[arg(long, env = "KEYWARD_ROTATION_INTERVAL")]
-    pub rotation_interval: Option<String>,
-    /// Turn the built-in scheduler off (when cron runs `keyward rotate`)
-    #[arg(long, env = "KEYWARD_NO_SCHEDULER")]
-    pub no_scheduler: bool,
-    /// A due rotation not done this long after its time sets
-    /// keyward_rotation_overdue [default: two rotation intervals; 2h with --no-scheduler]
-    #[arg(long, env = "KEYWARD_ROTATION_OVERDUE_AFTER", value_name = "DURATION")]
-    pub rotation_overdue_after: Option<String>,
-    /// Serve /metrics on this address only (plaintext, keep it internal)
-    /// instead of on the HTTP listener
-    #[arg(long, env = "KEYWARD_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-    /// Most connections each listener holds open; more wait [default: 1024]
-    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Close a connection with no traffic for this long [default: 2m]
-    #[arg(long, env = "KEYWARD_IDLE_TIMEOUT")]
-    pub idle_timeout: Option<String>,
-    /// HTTP: close a connection whose request headers take longer [default: 10s]
-    #[arg(long, env = "KEYWARD_HEADER_TIMEOUT")]
-    pub header_timeout: Option<String>,
-    /// On SIGTERM, how long in-flight requests may take [default: 10s]
-    #[arg(long, env = "KEYWARD_SHUTDOWN_GRACE")]
-    pub shutdown_grace: Option<String>,
-    /// Failed authentications allowed per address (and client, at the token
-    /// endpoint) within --auth-failure-window; more are refused [default: 10]
-    #[arg(long, env = "KEYWARD_AUTH_FAILURE_LIMIT")]
-    pub auth_failure_limit: Option<u32>,
-    /// The window failed authentications are counted over [default: 60s]
-    #[arg(long, env = "KEYWARD_AUTH_FAILURE_WINDOW")]
-    pub auth_failure_window: Option<String>,
-    /// Delete audit events older than this (checked hourly); the chain stays
-    /// verifiable from the first kept event [default: 400d]
-    #[arg(long, env = "KEYWARD_AUDIT_RETAIN")]
-    pub audit_retain: Option<String>,
-    /// PEM certificate chain to serve gRPC and HTTP over TLS (with --tls-key);
-    /// reloaded when the file changes
-    #[arg(
-        long,
-        env = "KEYWARD_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert: PKCS#8, PKCS#1 or SEC1
-    #[arg(
-        long,
-        env = "KEYWARD_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificates: gRPC clients must present a certificate signed by
-    /// one (mutual TLS; needs --tls-cert)
-    #[arg(long, env = "KEYWARD_GRPC_CLIENT_CA", value_name = "FILE")]
-    pub grpc_client_ca: Option<PathBuf>,
-    /// How often the certificate files are checked for a new pair [default: 10s]
-    #[arg(long, env = "KEYWARD_TLS_RELOAD_INTERVAL", value_name = "DURATION")]
-    pub tls_reload_interval: Option<String>,
-    /// Serve plaintext on a non-loopback address (behind a proxy or mesh that
-    /// terminates TLS)
-    #[arg(long, env = "KEYWARD_ALLOW_PLAINTEXT")]
-    pub allow_plaintext: bool,
-    /// Optional TOML file with the same settings (snake_case keys)
-    #[arg(long, env = "KEYWARD_CONFIG")]
-    pub config: Option<PathBuf>,
-}
-
-/// The TOML file's shape.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    grpc_addr: Option<SocketAddr>,
-    http_addr: Option<SocketAddr>,
-    master_key_file: Option<PathBuf>,
-    previous_master_key_files: Option<Vec<PathBuf>>,
-    default_keyset: Option<String>,
-    jwks_max_age: Option<u64>,
-    rotation_interval: Option<String>,
-    no_scheduler: Option<bool>,
-    rotation_overdue_after: Option<String>,
-    metrics_addr: Option<SocketAddr>,
-    issuer: Option<String>,
-    max_connections: Option<usize>,
-    idle_timeout: Option<String>,
-    header_timeout: Option<String>,
-    shutdown_grace: Option<String>,
-    auth_failure_limit: Option<u32>,
-    auth_failure_window: Option<String>,
-    audit_retain: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    grpc_client_ca: Option<PathBuf>,
-    tls_reload_interval: Option<String>,
-    allow_plaintext: Option<bool>,
-}
 
 /// Where the master key comes from.
 #[derive(Clone)]
@@ -571,13 +440,6 @@ fn parse_default(addr: &str) -> SocketAddr {
 
 fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("keyward.db").display())
-}
-
-fn read_file_config(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::invalid("config", format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text)
-        .map_err(|e| Error::invalid("config", format!("{}: {}", path.display(), e.message())))
 }
 
 #[cfg(test)]

@@ -1,17 +1,23 @@
 //! The application layer: every operation keyward offers, independent of
 //! transport. gRPC and HTTP handlers translate to and from these methods, and
-//! the CLI reaches them through gRPC.
+//! the CLI reaches them through gRPC (or, for local commands, directly).
 //!
-//! - [`keysets`]: key sets, signing, and the rotation lifecycle driven by
-//!   [`crate::domain::rotation`].
-//! - [`clients`]: OIDC clients and their secrets.
-//! - [`oauth`]: the OAuth 2.0 client-credentials grant.
-//! - [`openmetadata`]: OpenMetadata's key formats (it builds on [`keysets`]).
-//! - [`tokens`]: named API tokens and the in-memory view requests are
+//! - `call`: the one call pipeline, [`Service::audited`].
+//! - `keysets`: key sets, their policies, keys and JWKS as shown.
+//! - `rotation`: the scheduled sweep, manual rotation and revocation,
+//!   planned by [`crate::domain::rotation`].
+//! - `signing`: `SignJwt` and the active key's signer (`signer_pool`: the
+//!   RSA signing threads).
+//! - `material`: generating keys and sealing their private halves.
+//! - `openmetadata`: OpenMetadata's key formats (export and import).
+//! - `clients`: OIDC clients and their secrets; `oauth`: the
+//!   client-credentials grant.
+//! - `tokens`: named API tokens and the in-memory view callers are
 //!   authenticated against.
 //! - [`audit`]: the audit log's writer, listing, verification and pruning.
-//! - `claims`: pure claim rules: subject and email, and signing profiles
-//!   (OpenMetadata's token rules).
+//! - [`master`]: which master key seals what, and the rewrap.
+//! - `views`: loading and following the in-memory views; `paging`: listings
+//!   a page at a time.
 
 pub mod audit;
 mod call;
@@ -21,10 +27,12 @@ pub mod master;
 mod material;
 mod oauth;
 mod openmetadata;
+mod paging;
 mod rotation;
 mod signer_pool;
 mod signing;
 mod tokens;
+mod views;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -33,6 +41,7 @@ pub use clients::*;
 pub use keysets::*;
 pub use oauth::*;
 pub use openmetadata::*;
+pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};
 pub use rotation::Transition;
 pub use signing::*;
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
@@ -63,99 +72,6 @@ pub struct Settings {
     pub default_keyset: String,
     /// Failed authentications allowed per peer (and client), over how long.
     pub auth_throttle: ThrottleSettings,
-}
-
-/// The most items one list call returns.
-pub const MAX_PAGE_SIZE: u32 = 1000;
-/// Items per page when the caller names no size.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-
-/// Which page of a listing a caller asks for (AIP-158 style).
-#[derive(Debug, Clone, Default)]
-pub struct PageRequest {
-    /// Items wanted; 0 takes the default, more than the maximum the maximum.
-    pub page_size: u32,
-    /// `next_page_token` of the previous page; empty for the first.
-    pub page_token: String,
-}
-
-/// One page of a listing.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    /// The items, in order.
-    pub items: Vec<T>,
-    /// Where the next page starts; `None` on the last page.
-    pub next_page_token: Option<String>,
-}
-
-impl PageRequest {
-    fn size(&self) -> usize {
-        let size = match self.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        usize::try_from(size).unwrap_or(1)
-    }
-
-    /// Rows to fetch: one more than the page, to learn whether more follow.
-    fn fetch_limit(&self) -> i64 {
-        i64::try_from(self.size()).unwrap_or(i64::MAX) + 1
-    }
-
-    /// The page token of a page that starts after `key`.
-    pub fn token_after(key: &str) -> String {
-        crate::crypto::b64url(key.as_bytes())
-    }
-
-    /// The sort key the page starts after (`""` for the first page).
-    fn after(&self) -> Result<String> {
-        if self.page_token.is_empty() {
-            return Ok(String::new());
-        }
-        crate::crypto::b64url_decode(&self.page_token)
-            .ok()
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .filter(|key| !key.is_empty())
-            .ok_or_else(|| {
-                Error::invalid(
-                    "page_token",
-                    "not a token this listing returned; start again without one",
-                )
-            })
-    }
-
-    /// Cuts `rows` (fetched with [`Self::fetch_limit`]) to the page and
-    /// returns the token of the page after it, if any.
-    fn next_token<T>(&self, rows: &mut Vec<T>, key: impl Fn(&T) -> &str) -> Option<String> {
-        if rows.len() <= self.size() {
-            return None;
-        }
-        rows.truncate(self.size());
-        rows.last().map(|last| Self::token_after(key(last)))
-    }
-
-    /// The page of `items`, a whole listing in a stable order whose keys are
-    /// unique and never reused, that starts after the item the token names.
-    fn page_of<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> &str) -> Result<Page<T>> {
-        let after = self.after()?;
-        if !after.is_empty() {
-            let at = items
-                .iter()
-                .position(|item| key(item) == after)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "page_token",
-                        "not a token this listing returned; start again without one",
-                    )
-                })?;
-            items.drain(..=at);
-        }
-        let next_page_token = self.next_token(&mut items, key);
-        Ok(Page {
-            items,
-            next_page_token,
-        })
-    }
 }
 
 /// keyward's application layer.
@@ -271,39 +187,6 @@ impl Service {
         &self.default_keyset
     }
 
-    /// The keys that verify every token this issuer mints, and their
-    /// algorithms: OIDC discovery's `jwks_uri`.
-    pub fn issuer_keys(&self) -> Arc<IssuerKeys> {
-        Arc::clone(
-            &self
-                .issuer_keys
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    /// Rebuilds [`Self::issuer_keys`] from the views; a failure keeps the
-    /// last document.
-    fn rebuild_issuer_keys(&self) {
-        let _one_at_a_time = self
-            .rebuilding_issuer_keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut names = self.clients.token_keysets();
-        names.insert(self.default_keyset.clone());
-        match self.keysets.issuer_keys(&names) {
-            Ok(keys) => {
-                *self
-                    .issuer_keys
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "issuer JWKS rebuild failed; serving the last one");
-            }
-        }
-    }
-
     /// The work of checking one secret, with no secret to check.
     fn decoy_secret_check(&self, presented: &crate::domain::secret::SecretString) {
         if let Ok(decoy) = self.keyring.current().open(&DECOY_ROW, &self.decoy) {
@@ -332,98 +215,6 @@ impl Service {
     /// Whether keyward can serve: its database answers.
     pub async fn ready(&self) -> Result<()> {
         self.store.ping().await
-    }
-
-    /// Loads the in-memory views (key sets, clients, API tokens) from the
-    /// database: at start, before serving.
-    pub async fn load_views(&self) -> Result<()> {
-        // Key sets are read after the clients and shown before them: every
-        // key set a client names existed when the clients were read.
-        let store = self.store.as_ref();
-        let (clients, keysets) = self
-            .clients
-            .refresh(store, self.keysets.refresh(store))
-            .await;
-        keysets?;
-        clients?;
-        self.rebuild_issuer_keys();
-        self.load_tokens().await
-    }
-
-    /// Picks up changes other keyward processes made to the database: one
-    /// query reads every generation, and each view whose generation moved
-    /// reads just what changed. Run every few hundred milliseconds; a failure
-    /// keeps the last view and is retried on the next run.
-    pub async fn follow_other_replicas(&self) {
-        let store = self.store.as_ref();
-        let current = match store.generations().await {
-            Ok(current) => current,
-            Err(err) => {
-                tracing::warn!(error = %err, "reading the change counters failed; serving the last views");
-                return;
-            }
-        };
-        // Key sets read after the clients and shown before them, as at start
-        // (read whatever their counter said, when clients changed).
-        let (clients, keysets) = self
-            .clients
-            .refresh_if_changed(store, current.clients, |clients_read| async move {
-                if clients_read {
-                    self.keysets.refresh(store).await.map(|()| true)
-                } else {
-                    self.keysets
-                        .refresh_if_changed(store, current.keysets)
-                        .await
-                }
-            })
-            .await;
-        let outcomes = [
-            ("key sets", keysets),
-            ("clients", clients),
-            ("API tokens", self.refresh_tokens_if(current.tokens).await),
-        ];
-        if outcomes[..2]
-            .iter()
-            .any(|(_, outcome)| matches!(outcome, Ok(true)))
-        {
-            self.rebuild_issuer_keys();
-        }
-        for (view, outcome) in outcomes {
-            match outcome {
-                Ok(true) => tracing::debug!(view, "view reloaded after a change elsewhere"),
-                Ok(false) => {}
-                Err(err) => {
-                    tracing::warn!(view, error = %err, "view refresh failed; serving the last one")
-                }
-            }
-        }
-    }
-
-    /// Refreshes the key set view after a local change. The change is
-    /// committed; a failed refresh is logged and the follower retries it
-    /// within its interval.
-    async fn refresh_keysets(&self) {
-        if let Err(err) = self.keysets.refresh(self.store.as_ref()).await {
-            tracing::warn!(error = %err, "key set view refresh after a local change failed");
-        }
-        self.rebuild_issuer_keys();
-    }
-
-    /// Refreshes the client view after a local change, as
-    /// [`Self::refresh_keysets`] does key sets (and the key set view with it:
-    /// the client may name a key set another replica just created).
-    async fn refresh_clients(&self) {
-        let store = self.store.as_ref();
-        let (clients, keysets) = self
-            .clients
-            .refresh(store, self.keysets.refresh(store))
-            .await;
-        for (view, outcome) in [("client", clients), ("key set", keysets)] {
-            if let Err(err) = outcome {
-                tracing::warn!(view, error = %err, "view refresh after a local change failed");
-            }
-        }
-        self.rebuild_issuer_keys();
     }
 
     /// Opens a sealed value under the key its row names, logging the row on

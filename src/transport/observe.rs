@@ -3,6 +3,8 @@
 //! request's extensions (for the audit event and the log span) and sent back
 //! on the response.
 
+use axum::http::{HeaderMap, HeaderValue};
+
 /// The request id header (HTTP) and metadata key (gRPC): read from callers,
 /// always answered.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -10,6 +12,14 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// The request id of a request, in its extensions.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// The request id of a request with `headers`, and the header that carries
+/// it back on the response (`None` only if it could not be one).
+pub fn request_id_of(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    let id = request_id(headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()));
+    let header = HeaderValue::from_str(&id).ok();
+    (id, header)
+}
 
 /// The caller's request id when it is a sane one (1 to 128 printable ASCII
 /// characters), or a new random one.

@@ -4,7 +4,7 @@ use tonic::Request;
 
 use super::{
     Api, Reply,
-    convert::{page_pb, page_request, token_pb},
+    convert::token_pb,
     pb::{self, access_server::Access},
 };
 use crate::{
@@ -54,16 +54,11 @@ impl Access for Api {
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Reply<pb::ListTokensResponse> {
-        let target = |_: &pb::ListTokensRequest| Target::None;
-        self.call(req, Method::ListTokens, target, |r| async move {
-            let now = self.service.now();
-            let page = page_request(r.page_size, r.page_token);
-            let (tokens, next_page_token) =
-                page_pb(self.service.list_tokens(&page).await?, |t| token_pb(t, now));
-            Ok(pb::ListTokensResponse {
-                tokens,
-                next_page_token,
-            })
+        let now = self.service.now();
+        let list = |_, page| async move { self.service.list_tokens(&page).await };
+        let everything = |_: &pb::ListTokensRequest| Target::None;
+        self.list(req, Method::ListTokens, everything, list, |t| {
+            token_pb(t, now)
         })
         .await
     }

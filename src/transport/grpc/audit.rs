@@ -4,7 +4,7 @@ use tonic::Request;
 
 use super::{
     Api, Reply,
-    convert::{audit_event_pb, audit_filter, audit_page, page_pb},
+    convert::{audit_event_pb, audit_filter},
     pb::{self, audit_server::Audit},
 };
 use crate::{domain::access::Method, service::Target};
@@ -15,18 +15,17 @@ impl Audit for Api {
         &self,
         req: Request<pb::ListAuditEventsRequest>,
     ) -> Reply<pb::ListAuditEventsResponse> {
-        let target = |_: &pb::ListAuditEventsRequest| Target::None;
-        self.call(req, Method::ListAuditEvents, target, |mut r| async move {
-            let (filter, page) = (audit_filter(&mut r), audit_page(&mut r));
-            let (events, next_page_token) = page_pb(
-                self.service.audit_events(filter, &page).await?,
-                audit_event_pb,
-            );
-            Ok(pb::ListAuditEventsResponse {
-                events,
-                next_page_token,
-            })
-        })
+        let list = |mut r: pb::ListAuditEventsRequest, page| async move {
+            self.service.audit_events(audit_filter(&mut r), &page).await
+        };
+        let everything = |_: &pb::ListAuditEventsRequest| Target::None;
+        self.list(
+            req,
+            Method::ListAuditEvents,
+            everything,
+            list,
+            audit_event_pb,
+        )
         .await
     }
 

@@ -4,7 +4,7 @@ use tonic::Request;
 
 use super::{
     Api, Reply,
-    convert::{client_patch, client_pb, page_pb, page_request, version_u32},
+    convert::{client_patch, client_pb, version_u32},
     pb::{self, clients_server::Clients},
 };
 use crate::{
@@ -69,17 +69,10 @@ impl Clients for Api {
         &self,
         req: Request<pb::ListClientsRequest>,
     ) -> Reply<pb::ListClientsResponse> {
-        let target = |_: &pb::ListClientsRequest| Target::None;
-        self.call(req, Method::ListClients, target, |r| async move {
-            let page = page_request(r.page_size, r.page_token);
-            let (clients, next_page_token) =
-                page_pb(self.service.list_clients(&page).await?, client_pb);
-            Ok(pb::ListClientsResponse {
-                clients,
-                next_page_token,
-            })
-        })
-        .await
+        let list = |_, page| async move { self.service.list_clients(&page).await };
+        let everything = |_: &pb::ListClientsRequest| Target::None;
+        self.list(req, Method::ListClients, everything, list, client_pb)
+            .await
     }
 
     async fn rotate_client_secret(

@@ -15,10 +15,7 @@ use crate::{
         rotation::{Cadence, PolicyInput, RotationEvent},
         secret::SecretString,
     },
-    service::{
-        ExportWhich, KeyInfo, KeySetInfo, Page, PageRequest, TokenInfo, Transition,
-        master::MasterStatus,
-    },
+    service::{ExportWhich, KeyInfo, KeySetInfo, TokenInfo, Transition, master::MasterStatus},
 };
 
 pub(super) fn keyset_pb(info: KeySetInfo) -> pb::KeySet {
@@ -210,23 +207,6 @@ pub fn master_status_pb(status: MasterStatus) -> pb::MasterStatus {
     }
 }
 
-/// The page a list request asks for.
-pub(super) fn page_request(page_size: u32, page_token: String) -> PageRequest {
-    PageRequest {
-        page_size,
-        page_token,
-    }
-}
-
-/// A page's items in their wire form, and the token of the next page (empty
-/// after the last).
-pub(super) fn page_pb<T, P>(page: Page<T>, to_pb: impl FnMut(T) -> P) -> (Vec<P>, String) {
-    (
-        page.items.into_iter().map(to_pb).collect(),
-        page.next_page_token.unwrap_or_default(),
-    )
-}
-
 /// `PutClient`'s fields: an unset one keeps the stored value.
 pub(super) fn client_patch(r: &mut pb::PutClientRequest) -> ClientPatch {
     ClientPatch {
@@ -259,20 +239,4 @@ pub(super) fn audit_filter(r: &mut pb::ListAuditEventsRequest) -> AuditFilter {
         target: given(&mut r.target),
         ..AuditFilter::default()
     }
-}
-
-/// The page of a listing: `limit` and `before_id` are the older spellings.
-pub(super) fn audit_page(r: &mut pb::ListAuditEventsRequest) -> PageRequest {
-    page_request(
-        if r.page_size == 0 {
-            r.limit
-        } else {
-            r.page_size
-        },
-        if r.page_token.is_empty() && r.before_id > 0 {
-            PageRequest::token_after(&r.before_id.to_string())
-        } else {
-            std::mem::take(&mut r.page_token)
-        },
-    )
 }

@@ -6,8 +6,8 @@ use tonic::Request;
 use super::{
     Api, Reply,
     convert::{
-        algorithm_of, event_pb, export_which, key_pb, keyset_pb, page_pb, page_request,
-        policy_input, profile_of, transition_parts,
+        algorithm_of, event_pb, export_which, key_pb, keyset_pb, policy_input, profile_of,
+        transition_parts,
     },
     pb::{self, key_sets_server::KeySets},
 };
@@ -87,17 +87,10 @@ impl KeySets for Api {
         &self,
         req: Request<pb::ListKeySetsRequest>,
     ) -> Reply<pb::ListKeySetsResponse> {
-        let target = |_: &pb::ListKeySetsRequest| Target::None;
-        self.call(req, Method::ListKeySets, target, |r| async move {
-            let page = page_request(r.page_size, r.page_token);
-            let (key_sets, next_page_token) =
-                page_pb(self.service.list_keysets(&page).await?, keyset_pb);
-            Ok(pb::ListKeySetsResponse {
-                key_sets,
-                next_page_token,
-            })
-        })
-        .await
+        let list = |_, page| async move { self.service.list_keysets(&page).await };
+        let everything = |_: &pb::ListKeySetsRequest| Target::None;
+        self.list(req, Method::ListKeySets, everything, list, keyset_pb)
+            .await
     }
 
     async fn delete_key_set(
@@ -113,17 +106,11 @@ impl KeySets for Api {
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
-        let target = |r: &pb::ListKeysRequest| scoped(&r.keyset);
-        self.call(req, Method::ListKeys, target, |r| async move {
-            let page = page_request(r.page_size, r.page_token);
-            let (keys, next_page_token) =
-                page_pb(self.service.list_keys(&r.keyset, &page).await?, key_pb);
-            Ok(pb::ListKeysResponse {
-                keys,
-                next_page_token,
-            })
-        })
-        .await
+        let list = |r: pb::ListKeysRequest, page| async move {
+            self.service.list_keys(&r.keyset, &page).await
+        };
+        let keyset = |r: &pb::ListKeysRequest| scoped(&r.keyset);
+        self.list(req, Method::ListKeys, keyset, list, key_pb).await
     }
 
     async fn rotate_key_set(

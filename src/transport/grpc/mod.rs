@@ -3,9 +3,10 @@
 //! [`observe`] (a tower layer) gives each call its request id, log span and
 //! latency metrics; [`identify`] (an interceptor) puts the caller (bearer
 //! token, address, client certificate) in the request's extensions; and
-//! [`Api::call`] hands the handler's body to [`Service::audited`], which
-//! authenticates, authorizes and audits. The handlers ([`keysets`],
-//! [`clients`], [`access`], [`audit`], [`master`]) only convert ([`convert`]).
+//! `Api::call` hands the handler's body to [`Service::audited`], which
+//! authenticates, authorizes and audits. The handlers (`keysets`, `clients`,
+//! `access`, `audit`, `master`) only convert (`convert`); listings share one
+//! handler (`paging`).
 
 mod access;
 mod audit;
@@ -14,6 +15,7 @@ mod convert;
 mod keysets;
 mod master;
 pub mod observe;
+mod paging;
 
 use std::{future::Future, sync::Arc};
 

@@ -11,14 +11,14 @@ use std::{
     time::Instant,
 };
 
-use tonic::codegen::http::{self, HeaderValue};
+use tonic::codegen::http;
 use tracing::Instrument as _;
 
 use super::code_name;
 use crate::{
     domain::access::Method,
     service::Service,
-    transport::observe::{REQUEST_ID, RequestId, request_id},
+    transport::observe::{REQUEST_ID, RequestId, request_id_of},
 };
 
 /// The layer: wraps the gRPC server's routes.
@@ -89,13 +89,7 @@ where
             return Box::pin(self.inner.call(request));
         };
         let started = Instant::now();
-        let id = request_id(
-            request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let header = HeaderValue::from_str(&id).ok();
+        let (id, header) = request_id_of(request.headers());
         // Every log line of the call carries its request id.
         let span = tracing::info_span!("grpc", request_id = %id, method = method.as_str());
         request.extensions_mut().insert(RequestId(id));
@@ -139,7 +133,7 @@ mod tests {
     fn a_status_in_the_headers_is_an_error_answered_at_once() {
         let mut headers = http::HeaderMap::new();
         assert_eq!(status_of(&headers), "OK");
-        headers.insert("grpc-status", HeaderValue::from_static("5"));
+        headers.insert("grpc-status", http::HeaderValue::from_static("5"));
         assert_eq!(status_of(&headers), "NOT_FOUND");
     }
 }

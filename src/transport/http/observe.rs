@@ -8,14 +8,13 @@ use std::sync::RwLock;
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::HeaderValue,
     middleware::Next,
     response::Response,
 };
 use tracing::Instrument as _;
 
 use super::HttpState;
-use crate::transport::observe::{REQUEST_ID, RequestId, request_id};
+use crate::transport::observe::{REQUEST_ID, RequestId, request_id_of};
 
 /// The route label of a request: the path pattern it matched, or `other`.
 fn route_of(request: &Request) -> &'static str {
@@ -55,13 +54,7 @@ pub(super) async fn observe(
 ) -> Response {
     let started = std::time::Instant::now();
     let route = route_of(&request);
-    let id = request_id(
-        request
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok()),
-    );
-    let header = HeaderValue::from_str(&id).ok();
+    let (id, header) = request_id_of(request.headers());
     let span = tracing::info_span!("http", request_id = %id, route);
     request.extensions_mut().insert(RequestId(id));
     let mut response = next.run(request).instrument(span).await;
