@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Bad request bytes are the caller's bad input: INVALID_ARGUMENT.
+        .codec_path("crate::transport::grpc::codec::WireCodec")
         .compile_fds(fds)?;
     Ok(())
 }

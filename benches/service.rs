@@ -388,6 +388,7 @@ async fn observability_cost(server: &TestServer, calls: &load::HotCalls, token: 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state = keyward::transport::http::HttpState {
         service: std::sync::Arc::clone(&server.service),
+        proxies: keyward::transport::proxy::TrustedProxies::default(),
     };
     let bare_server = tokio::spawn(keyward::transport::net::serve_http(
         listener,

@@ -156,8 +156,10 @@ impl Handover {
     }
 }
 
-/// [`ensure_private_dir`], then hands `dir` over as `to` says.
+/// [`ensure_private_dir`], then hands `dir` over as `to` says. Refuses a
+/// path through a symbolic link anywhere.
 pub fn ensure_handover_dir(dir: &Path, to: Handover) -> Result<()> {
+    refuse_symlinked_path(dir)?;
     ensure_private_dir(dir)?;
     to.apply(dir, to.dir_mode())
 }
@@ -197,6 +199,34 @@ pub fn refuse_symlinked_dir(dir: &Path) -> Result<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Refuses `path` if it, or any directory on the way to it, is a symbolic
+/// link: an output an operator names (a backup, exported keys, a token) is
+/// written exactly where the path says, never wherever a link someone else
+/// can change points.
+pub fn refuse_symlinked_path(path: &Path) -> Result<()> {
+    let mut walked = PathBuf::new();
+    for component in path.components() {
+        walked.push(component);
+        if matches!(
+            component,
+            std::path::Component::RootDir | std::path::Component::Prefix(_)
+        ) {
+            continue;
+        }
+        if std::fs::symlink_metadata(&walked).is_ok_and(|m| m.file_type().is_symlink()) {
+            let real = std::fs::canonicalize(&walked)
+                .map(|r| format!(" (it points to {})", r.display()))
+                .unwrap_or_default();
+            return Err(Error::FailedPrecondition(format!(
+                "{} is a symbolic link{real}; give a path without links (outputs are not \
+                 written through links)",
+                walked.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` if missing and makes it mode 0700 even if it existed.
@@ -273,6 +303,27 @@ pub fn open_private_file(path: &Path) -> Result<std::fs::File> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_through_a_symbolic_link_is_refused_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        refuse_symlinked_path(&real.join("backup.db")).unwrap();
+        for through in [
+            dir.path().join("link"),
+            dir.path().join("link/backup.db"),
+            dir.path().join("link/deeper/backup.db"),
+        ] {
+            let err = refuse_symlinked_path(&through).unwrap_err().to_string();
+            assert!(
+                err.contains("symbolic link") && err.contains("real"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn create_private_file_never_replaces() {

@@ -105,6 +105,7 @@ fn pki(db: &TestDb) -> Pki {
 fn tls_config(db: &TestDb, pki: &Pki, client_ca: Option<PathBuf>) -> ServeConfig {
     let mut config = db.config();
     config.tls = Some(TlsFiles {
+        require_valid: false,
         cert: pki.cert.clone(),
         key: pki.key.clone(),
         grpc_client_ca: client_ca,

@@ -115,6 +115,7 @@ pub(super) async fn sign(admin: &Admin, out: Output, args: &SignArgs) -> Result<
         .into_inner();
     let for_om = args.profile.as_deref() == Some("openmetadata");
     if let Some(path) = &args.out {
+        crate::files::refuse_symlinked_path(path)?;
         crate::files::write_private_file(path, format!("{}\n", signed.jwt).as_bytes())?;
         eprintln!(
             "wrote a token (kid {}, expires {}) to {}",

@@ -102,6 +102,12 @@ pub(crate) const PAGE_SIZE: u32 = 1000;
 
 /// Runs an admin command; prints its result on stdout.
 pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
+    // Break glass: no token needed, the database and master key are.
+    if let Command::Token(tokens::TokenCmd::Create(args)) = &cli.command
+        && args.local
+    {
+        return tokens::create_local(cli, args).await;
+    }
     let admin = Admin::connect(cli)?;
     let out = cli.output;
     match &cli.command {

@@ -9,6 +9,36 @@ use crate::{
     transport::grpc::pb,
 };
 
+/// Longest a table cell is shown; longer text is cut, saying how much was
+/// left out (`--output json` shows it whole).
+const MAX_CELL: usize = 200;
+
+/// Stored text as a table shows it: control characters and the invisible
+/// ones that reorder or hide text (bidirectional overrides, zero-width
+/// characters) escaped, so nothing stored can forge a line or a terminal
+/// escape in an operator's view; cut at [`MAX_CELL`] characters. JSON output
+/// keeps the text exact.
+pub(crate) fn shown(text: &str) -> String {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == MAX_CELL {
+            let left = text.chars().count() - count;
+            out.push_str(&format!("…({left} more characters)"));
+            break;
+        }
+        if invisible(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub(crate) fn print_done(out: Output, message: &str) {
     match out {
         Output::Table => println!("{message}"),
@@ -90,7 +120,7 @@ pub(crate) fn print_keyset(out: Output, set: &pb::KeySet) {
         "jwks_max_age",
     ] {
         let value = match &v[field] {
-            Value::String(s) => s.clone(),
+            Value::String(s) => shown(s),
             Value::Null => "-".to_string(),
             other => other.to_string(),
         };
@@ -202,13 +232,15 @@ pub(crate) fn print_rows(out: Output, rows: Vec<Value>, columns: &[&str]) {
     }
     let cell = |v: &Value| match v {
         Value::String(s) if s.is_empty() => "-".to_string(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(" "),
-        other => other.to_string(),
+        Value::String(s) => shown(s),
+        Value::Array(items) => shown(
+            &items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        other => shown(&other.to_string()),
     };
     let table: Vec<Vec<String>> = rows
         .iter()
@@ -226,11 +258,12 @@ pub(crate) fn print_rows(out: Output, rows: Vec<Value>, columns: &[&str]) {
                 .unwrap_or(0)
         })
         .collect();
+    // Padded by hand: a width format argument is limited to 65,535.
     let line = |cells: Vec<String>| {
         cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count()))))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
@@ -242,5 +275,31 @@ pub(crate) fn print_rows(out: Output, rows: Vec<Value>, columns: &[&str]) {
     );
     for row in table {
         println!("{}", line(row));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_text_cannot_forge_lines_or_escapes_in_a_table() {
+        let forged = "ops\n2026-01-01 admin\u{1b}[2J\u{7}\u{202e}txt";
+        let cell = shown(forged);
+        assert!(!cell.chars().any(char::is_control), "{cell:?}");
+        assert!(!cell.contains('\u{202e}'), "{cell:?}");
+        assert_eq!(cell, "ops\\n2026-01-01 admin\\u{1b}[2J\\u{7}\\u{202e}txt");
+        let long = "x".repeat(100_000);
+        let cut = shown(&long);
+        assert!(
+            cut.len() < 300 && cut.ends_with("(99800 more characters)"),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn a_huge_cell_prints_without_panicking() {
+        let rows = vec![json!({ "principal": "p".repeat(100_000), "action": "GetKeySet" })];
+        print_rows(Output::Table, rows, &["principal", "action"]);
     }
 }

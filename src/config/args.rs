@@ -98,6 +98,19 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for a new pair [default: 10s]
     #[arg(long, env = "KEYWARD_TLS_RELOAD_INTERVAL", value_name = "DURATION")]
     pub tls_reload_interval: Option<String>,
+    /// Refuse to serve an expired TLS certificate, at start and on reload
+    /// (without it an expired one is served, with an error in the log)
+    #[arg(long, env = "KEYWARD_TLS_REQUIRE_VALID")]
+    pub tls_require_valid: bool,
+    /// A proxy (address or block, e.g. 10.0.0.0/8) whose X-Forwarded-For
+    /// names the client, on HTTP and gRPC (repeatable); others' is ignored
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYWARD_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Serve plaintext on a non-loopback address (behind a proxy or mesh that
     /// terminates TLS)
     #[arg(long, env = "KEYWARD_ALLOW_PLAINTEXT")]

@@ -38,7 +38,9 @@ pub(super) struct FileConfig {
     pub(super) tls_key: Option<PathBuf>,
     pub(super) grpc_client_ca: Option<PathBuf>,
     pub(super) tls_reload_interval: Option<String>,
+    pub(super) tls_require_valid: Option<bool>,
     pub(super) allow_plaintext: Option<bool>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
 }
 
 /// Reads and parses the file at `path`.

@@ -18,7 +18,7 @@ use file::{FileConfig, read_file_config};
 use crate::{
     Error, Result,
     domain::{secret::SecretString, throttle::ThrottleSettings},
-    transport::net::Limits,
+    transport::{net::Limits, proxy::TrustedProxies},
 };
 
 /// The key set `/.well-known/jwks.json` serves unless configured.
@@ -98,6 +98,8 @@ pub struct ServeConfig {
     pub tls: Option<crate::transport::tls::TlsFiles>,
     /// Plaintext allowed on a non-loopback address.
     pub allow_plaintext: bool,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -120,6 +122,7 @@ impl fmt::Debug for ServeConfig {
             .field("audit_retain", &self.audit_retain)
             .field("tls", &self.tls)
             .field("allow_plaintext", &self.allow_plaintext)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -151,6 +154,7 @@ fn tls_files(
     };
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some(crate::transport::tls::TlsFiles {
+            require_valid: args.tls_require_valid || file.tls_require_valid == Some(true),
             cert,
             key,
             grpc_client_ca,
@@ -164,6 +168,20 @@ fn tls_files(
         (Some(_), None) => Err(Error::invalid("tls_key", "--tls-cert needs --tls-key")),
         (None, Some(_)) => Err(Error::invalid("tls_cert", "--tls-key needs --tls-cert")),
     }
+}
+
+/// The trusted proxies, from flags over the file.
+fn trusted_proxies(args: &ServeArgs, file: &FileConfig) -> Result<TrustedProxies> {
+    let given = if args.trusted_proxies.is_empty() {
+        file.trusted_proxies.clone().unwrap_or_default()
+    } else {
+        args.trusted_proxies.clone()
+    };
+    let blocks = given
+        .iter()
+        .map(|text| text.parse().map_err(|e| Error::invalid("trusted_proxy", e)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TrustedProxies::new(blocks))
 }
 
 /// `scheme://user:password@host` → `scheme://user:[redacted]@host`.
@@ -202,6 +220,7 @@ impl ServeConfig {
             audit_retain: DEFAULT_AUDIT_RETAIN,
             tls: None,
             allow_plaintext: false,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 
@@ -217,6 +236,7 @@ impl ServeConfig {
             None => FileConfig::default(),
         };
         let tls = tls_files(args, &file)?;
+        let trusted_proxies = trusted_proxies(args, &file)?;
         let data_dir = data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -362,6 +382,7 @@ impl ServeConfig {
             },
             tls,
             allow_plaintext: args.allow_plaintext || file.allow_plaintext == Some(true),
+            trusted_proxies,
             data_dir,
         };
         if let Some(issuer) = &config.issuer

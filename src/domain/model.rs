@@ -242,9 +242,34 @@ pub fn parse_duration(field: &'static str, text: &str) -> Result<Duration> {
     })
 }
 
-/// Formats Unix seconds as RFC 3339 UTC, or `-` for "not set" (0).
+/// The longest duration keyward takes anywhere (a rotation period,
+/// retention, a token's lifetime): 100 years. Longer ones are refused at the
+/// edge, so every time keyward computes stays far inside what it can store
+/// and show.
+pub const MAX_DURATION_SECS: u64 = 36_525 * 86_400;
+
+/// Refuses a duration longer than [`MAX_DURATION_SECS`], naming `field`.
+pub fn check_duration(field: &'static str, secs: u64) -> Result<u64> {
+    if secs > MAX_DURATION_SECS {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{secs} seconds is more than the longest duration keyward takes (100 years, {MAX_DURATION_SECS} seconds)"
+            ),
+        ));
+    }
+    Ok(secs)
+}
+
+/// The last instant RFC 3339 can write: 9999-12-31T23:59:59Z.
+const LAST_RFC3339: u64 = 253_402_300_799;
+
+/// Formats Unix seconds as RFC 3339 UTC, `-` for "not set" (0 or less), and
+/// a time past year 9999 (only a database changed by hand holds one) as its
+/// Unix seconds. Never fails.
 pub fn format_time(unix: i64) -> String {
     match u64::try_from(unix) {
+        Ok(secs) if secs > LAST_RFC3339 => format!("{secs} (Unix seconds, after year 9999)"),
         Ok(secs) if secs > 0 => {
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
                 .to_string()
@@ -336,7 +361,24 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(format_time(0), "-");
+        assert_eq!(format_time(-5), "-");
         assert_eq!(format_time(86_400), "1970-01-02T00:00:00Z");
+        assert_eq!(format_time(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert!(format_time(253_402_300_800).contains("after year 9999"));
+        assert!(format_time(i64::MAX).starts_with(&i64::MAX.to_string()));
+    }
+
+    #[test]
+    fn durations_past_a_century_are_refused_by_name() {
+        assert_eq!(
+            check_duration("retain", MAX_DURATION_SECS).unwrap(),
+            MAX_DURATION_SECS
+        );
+        let err = check_duration("retain", u64::MAX).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid retain:") && err.contains("100 years"),
+            "{err}"
+        );
     }
 
     mod properties {
@@ -345,6 +387,11 @@ mod tests {
         use super::super::parse_duration;
 
         proptest! {
+            #[test]
+            fn times_always_format(unix in any::<i64>()) {
+                prop_assert!(!super::super::format_time(unix).is_empty());
+            }
+
             #[test]
             fn durations_never_panic_and_read_back(text in ".*", n in 0u64..10_000_000) {
                 let _ = parse_duration("ttl", &text);

@@ -75,7 +75,7 @@ impl OAuthError {
             Self::InvalidClient(_) => OAuthCode::InvalidClient,
             Self::UnsupportedGrantType(_) => OAuthCode::UnsupportedGrantType,
             Self::InvalidScope(_) => OAuthCode::InvalidScope,
-            Self::Throttled(_) | Self::Server(Error::AuditUnavailable) => {
+            Self::Throttled(_) | Self::Server(Error::AuditUnavailable | Error::Unavailable) => {
                 OAuthCode::TemporarilyUnavailable
             }
             Self::Server(_) => OAuthCode::ServerError,

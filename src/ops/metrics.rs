@@ -144,6 +144,7 @@ pub struct Metrics {
     revocations: Family<KeysetLabel, Counter>,
     auth_failures: Family<TransportLabel, Counter>,
     throttled: Family<TransportLabel, Counter>,
+    unrecorded: Counter,
     views: Arc<ViewGauges>,
 }
 
@@ -211,6 +212,12 @@ impl Metrics {
             "Requests refused unchecked after too many failed authentications, by transport",
             Family::clone(&throttled),
         );
+        let unrecorded = Counter::default();
+        registry.register(
+            "audit_refusals_unrecorded",
+            "Refusals of unauthenticated callers not written to the audit log: the peer had used its budget for the window",
+            unrecorded.clone(),
+        );
         registry.register(
             "build",
             "keyward's version",
@@ -234,6 +241,7 @@ impl Metrics {
             revocations,
             auth_failures,
             throttled,
+            unrecorded,
             views,
         }
     }
@@ -310,6 +318,12 @@ impl Metrics {
     /// An authentication failed.
     pub fn auth_failed(&self, door: Door) {
         self.auth_failures.get_or_create(&door.label()).inc();
+    }
+
+    /// A refusal of an unauthenticated caller was not recorded (its peer's
+    /// audit budget was used up).
+    pub fn unrecorded_refusal(&self) {
+        self.unrecorded.inc();
     }
 
     /// A request was refused unchecked by the failure throttle.

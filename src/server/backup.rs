@@ -43,6 +43,7 @@ pub async fn backup(config: &ServeConfig, out: &Path) -> Result<Backup> {
             out.display()
         )));
     }
+    files::refuse_symlinked_path(out)?;
     let (store, (master_key_id, sealed)) = open_existing(config).await?;
     // A configured key that does not open the database is a mistake worth
     // stopping for; no key at all is fine (a backup job need not hold it).

@@ -10,7 +10,7 @@ use crate::{
     config::{MasterKeySource, ServeConfig},
     crypto::aead::{AeadContext, Keyring, MasterKey},
     domain::secret::SecretBytes,
-    files::create_private_file,
+    files::{self, create_private_file},
     store::Store,
 };
 
@@ -75,7 +75,18 @@ fn resolve_master_key(config: &ServeConfig, has_data: bool) -> Result<MasterKey>
     }
 }
 
+/// Reads a master key file, refusing one that group or others may read (as
+/// ssh refuses a private key file): a key anyone on the machine can copy
+/// protects nothing.
 fn read_key_file(path: &Path) -> Result<MasterKey> {
+    if let Some(mode) = files::mode_of(path).filter(|mode| mode & 0o077 != 0) {
+        return Err(Error::FailedPrecondition(format!(
+            "master key {} is readable by others (mode {mode:o}); make it private with \
+             `chmod 600 {}` and start again",
+            path.display(),
+            path.display()
+        )));
+    }
     let raw = SecretBytes::new(std::fs::read(path).map_err(|e| {
         Error::FailedPrecondition(format!("cannot read master key {}: {e}", path.display()))
     })?);
@@ -123,4 +134,34 @@ pub fn check_canary(keyring: &Keyring, stored_id: &str, sealed: &[u8]) -> Result
          the configured key has id {}; refusing to start (nothing was written)",
         keyring.id()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("master.key");
+        std::fs::write(&path, MasterKey::generate_base64().expose()).expect("write");
+        for (mode, refused) in [
+            (0o644, true),
+            (0o640, true),
+            (0o604, true),
+            (0o600, false),
+            (0o400, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            match read_key_file(&path) {
+                Err(err) => {
+                    assert!(refused, "{mode:o}: {err}");
+                    assert!(err.to_string().contains("chmod 600"), "{err}");
+                }
+                Ok(_) => assert!(!refused, "{mode:o} was accepted"),
+            }
+        }
+    }
 }

@@ -169,7 +169,10 @@ async fn grpc_server(
         limits.header_timeout,
     );
     let server = tonic::transport::Server::builder()
-        .layer(grpc::observe::ObserveLayer::new(Arc::clone(&app.service)))
+        .layer(grpc::observe::ObserveLayer::new(
+            Arc::clone(&app.service),
+            app.config.trusted_proxies.clone(),
+        ))
         // Finds peers that vanished without closing; the idle timeout closes
         // the ones that stay connected and say nothing.
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -200,6 +203,7 @@ fn http_servers(
 ) -> (impl Future<Output = ()> + use<>, Option<JoinHandle<()>>) {
     let state = HttpState {
         service: Arc::clone(&app.service),
+        proxies: app.config.trusted_proxies.clone(),
     };
     let limits = app.config.limits;
     let server = net::serve_http(

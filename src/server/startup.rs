@@ -129,11 +129,16 @@ async fn prepare_on(
             issuer: config.issuer(),
             default_keyset: config.default_keyset.clone(),
             auth_throttle: config.auth_throttle,
+            max_view_age: super::tasks::MAX_VIEW_AGE,
         },
         crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
     ));
-    if bootstrap_admin_token(&config, store.as_ref(), clock.now()).await? {
-        // First start of this database: give it a default key set to serve.
+    // Each set-up step is checked on its own at every start, so a first
+    // start that died half-way is finished by the next one.
+    bootstrap_admin_token(&config, store.as_ref(), clock.now()).await?;
+    if !store.any_keyset_ever().await? {
+        // A database that never had a key set: give it a default one to
+        // serve. (One whose key sets were all deleted gets none back.)
         let policy = crate::domain::rotation::PolicyInput::default();
         match service
             .create_keyset(

@@ -11,6 +11,10 @@ use crate::service::Service;
 /// How often each process polls the database for changes made elsewhere.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How old the in-memory views may get, unread from the database, before
+/// authenticated calls are refused (ten polls missed).
+pub const MAX_VIEW_AGE: Duration = Duration::from_secs(5);
+
 /// Runs `tick` now and then every `period` (a late tick is delayed, never
 /// doubled) until `shutdown` flips to true.
 pub(super) async fn every<F, Fut>(

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Service, call::Target};
+use super::Service;
 use crate::{
     Error, Result,
     crypto::{
@@ -15,7 +15,10 @@ use crate::{
         random,
     },
     domain::{
-        audit::{Action, AuditEvent, AuditFilter, AuditRecord, ChainReport, ChainWalk, Durability},
+        audit::{
+            Action, AuditEvent, AuditFilter, AuditRecord, ChainReport, ChainWalk, Durability,
+            Outcome, prune_target,
+        },
         secret::SecretBytes,
     },
     store::{AuditScan, Store},
@@ -308,17 +311,28 @@ impl Service {
             .ok_or_else(|| Error::internal("the audit chain has no bounds row"))
     }
 
-    /// Deletes events older than `retain` and records the cut as an audit
-    /// event, so the chain shows it. Returns the ids deleted, if any.
+    /// Deletes events older than `retain` and records the cut in the chain,
+    /// in the same transaction, as the event that accounts for the chain's
+    /// new start. Returns the ids deleted, if any.
     pub async fn prune_audit(&self, retain: Duration) -> Result<Option<(i64, i64)>> {
         let retain = i64::try_from(retain.as_secs()).unwrap_or(i64::MAX);
-        let before = self.now().saturating_sub(retain);
-        let pruned = self.store.prune_audit(before).await?;
+        let now = self.now();
+        let before = now.saturating_sub(retain);
+        let record = |first, last| AuditEvent {
+            at: now,
+            principal: "keyward".into(),
+            action: Action::Prune,
+            target: prune_target(first, last),
+            outcome: Outcome::Ok,
+            peer: String::new(),
+            request_id: String::new(),
+        };
+        let pruned = self
+            .store
+            .prune_audit(before, self.audit.key.as_ref(), &record)
+            .await?;
         if let Some((first, last)) = pruned {
             tracing::info!(first, last, "pruned audit events past retention");
-            let cut = Target::Named(format!("{first}..={last}"));
-            self.audited_locally("keyward", Action::Prune, cut, || async { Ok(()) })
-                .await?;
         }
         Ok(pruned)
     }

@@ -8,9 +8,11 @@
 
 use std::{future::Future, net::IpAddr, sync::Arc};
 
+use futures_util::FutureExt as _;
+
 use super::Service;
 use crate::{
-    Error, Result,
+    Error,
     domain::{
         access::{Grant, Role},
         audit::{Action, AuditEvent, Durability, Outcome},
@@ -43,6 +45,8 @@ pub struct Caller {
     pub credential: Credential,
     /// Their IP address, when known.
     pub peer: Option<IpAddr>,
+    /// The trusted proxy the request came through, when it did.
+    pub via: Option<IpAddr>,
     /// The subject of their TLS client certificate (mutual TLS).
     pub client_subject: Option<String>,
     /// The request id, the caller's or generated.
@@ -55,6 +59,7 @@ impl Caller {
         Self {
             credential: Credential::Local(who),
             peer: None,
+            via: None,
             client_subject: None,
             request_id,
         }
@@ -68,14 +73,24 @@ impl Caller {
         }
     }
 
+    /// The key a peer's failures and refusals are counted under: its
+    /// address.
+    fn peer_key(&self) -> String {
+        self.peer.map(|p| p.to_string()).unwrap_or_default()
+    }
+
     /// The peer as the audit log records it: the address, and under mutual
     /// TLS the client certificate's subject.
     fn peer_text(&self) -> String {
-        match (self.peer, self.client_subject.as_deref()) {
-            (Some(ip), Some(subject)) => format!("{ip} [{subject}]"),
+        let address = match (self.peer, self.via) {
+            (Some(ip), Some(proxy)) => format!("{ip} via {proxy}"),
             (Some(ip), None) => ip.to_string(),
-            (None, Some(subject)) => format!("[{subject}]"),
-            (None, None) => String::new(),
+            (None, _) => String::new(),
+        };
+        match self.client_subject.as_deref() {
+            Some(subject) if address.is_empty() => format!("[{subject}]"),
+            Some(subject) => format!("{address} [{subject}]"),
+            None => address,
         }
     }
 }
@@ -161,13 +176,69 @@ impl Principal {
     }
 }
 
+/// Runs `body`; a panic in it becomes an internal error, so the call still
+/// answers and its audit event is still written (whatever it committed
+/// before the panic is recorded as a failed call, never as nothing).
+async fn run<R, E, F, Fut>(body: F) -> std::result::Result<R, E>
+where
+    E: CallError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = std::result::Result<R, E>>,
+{
+    match std::panic::AssertUnwindSafe(body()).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic");
+            tracing::error!(panic = what, "a call panicked; it answers INTERNAL");
+            Err(E::from(Error::internal("the call panicked")))
+        }
+    }
+}
+
+/// Longest a free-text field of an audit event is stored; what a caller can
+/// make keyward write is bounded.
+const MAX_AUDIT_FIELD: usize = 256;
+
+/// `text` cut to [`MAX_AUDIT_FIELD`] bytes (at a character boundary), saying
+/// how much was left out.
+fn bounded(mut text: String) -> String {
+    if text.len() <= MAX_AUDIT_FIELD {
+        return text;
+    }
+    let total = text.len();
+    let mut cut = MAX_AUDIT_FIELD;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!("…({} more bytes)", total - cut));
+    text
+}
+
+/// Why a caller was refused before its call ran, and whether to record it.
+struct Refusal<E> {
+    error: E,
+    /// Whether the refusal goes in the audit log (a throttled key's first
+    /// refusal does; the rest are only counted).
+    record: bool,
+}
+
 impl Service {
-    /// Runs one call: authenticates `caller` (refusing, unchecked, one that
-    /// failed too often lately), checks it may take `action` on `target`,
-    /// runs `body`, and records the call's audit event. An event that must
-    /// be durable before the answer is written first; if it cannot be, the
-    /// call fails with [`Error::AuditUnavailable`] and `body`'s result (a
-    /// secret, perhaps) is dropped.
+    /// Runs one call: authenticates `caller`, checks it may take `action` on
+    /// `target`, runs `body`, and records the call's audit event. An event
+    /// that must be durable before the answer is written first; if it cannot
+    /// be, the call fails with [`Error::AuditUnavailable`] and `body`'s
+    /// result (a secret, perhaps) is dropped.
+    ///
+    /// Failed authentications are throttled per peer address (and client id
+    /// at the token endpoint): past the limit, an API token that does not
+    /// check is refused as throttled while a valid one is still served; a
+    /// client is refused unchecked. What an unauthenticated peer makes
+    /// keyward record is bounded ([`crate::domain::throttle::AuditBudget`]).
     pub async fn audited<R, E, F, Fut>(
         &self,
         caller: &Caller,
@@ -181,8 +252,12 @@ impl Service {
         Fut: Future<Output = std::result::Result<R, E>>,
     {
         let door = self.door(caller);
-        let (principal, result) = match self.admit::<E>(caller, door.as_ref()) {
-            Err(refused) => (Principal::Refused(caller.claimed()), Err(refused)),
+        let (principal, result, mut record) = match self.admit::<E>(caller, door.as_ref()) {
+            Err(refused) => (
+                Principal::Refused(caller.claimed()),
+                Err(refused.error),
+                refused.record,
+            ),
             Ok(principal) => {
                 let allowed = match (&principal, &action) {
                     (Principal::Granted(grant), Action::Call(method)) => {
@@ -191,10 +266,10 @@ impl Service {
                     _ => Ok(()),
                 };
                 let result = match allowed {
-                    Ok(()) => body().await,
+                    Ok(()) => run(body).await,
                     Err(denied) => Err(denied),
                 };
-                (principal, result)
+                (principal, result, true)
             }
         };
         let outcome = match &result {
@@ -202,18 +277,34 @@ impl Service {
             Err(err) => err.outcome(),
         };
         if outcome.is_authentication_failure()
-            && let Some((door, throttle, key)) = &door
+            && let Some((door, throttle, peer, client)) = &door
         {
             self.metrics.auth_failed(*door);
-            throttle.failed(key);
+            throttle.failed(peer, client);
+        }
+        // A refusal of a caller not known to be who it says is recorded
+        // within its peer's budget.
+        let unverified = match &principal {
+            Principal::Granted(_) => false,
+            Principal::Client(_) => outcome != Outcome::Ok,
+            Principal::Refused(_) => true,
+        };
+        if record && unverified {
+            record = self.audit_budget.spend(&caller.peer_key());
+            if !record {
+                self.metrics.unrecorded_refusal();
+            }
+        }
+        if !record {
+            return result;
         }
         let event = AuditEvent {
             at: self.clock.now(),
-            principal: principal.name(),
+            principal: bounded(principal.name()),
             action,
-            target: target.into_name(),
+            target: bounded(target.into_name()),
             outcome,
-            peer: caller.peer_text(),
+            peer: bounded(caller.peer_text()),
             request_id: caller.request_id.clone(),
         };
         let durability = Durability::of_event(&event);
@@ -226,15 +317,21 @@ impl Service {
     /// The door a credential comes through, its failure throttle and the key
     /// failures are counted under: the peer address for API tokens; the
     /// address and the client id at the token endpoint, so an attacker
-    /// cannot lock a real client out. Local callers have none.
-    fn door(&self, caller: &Caller) -> Option<(Door, &FailureThrottle, String)> {
-        let peer = || caller.peer.map(|p| p.to_string()).unwrap_or_default();
+    /// cannot lock a real client out. Local callers have none, and neither
+    /// has a token request that names no client.
+    fn door(&self, caller: &Caller) -> Option<(Door, &FailureThrottle, String, String)> {
         match &caller.credential {
-            Credential::ApiToken(_) => Some((Door::Grpc, &self.grpc_throttle, peer())),
+            Credential::ApiToken(_) => Some((
+                Door::Grpc,
+                &self.grpc_throttle,
+                caller.peer_key(),
+                String::new(),
+            )),
             Credential::Client(Some(id)) => Some((
                 Door::TokenEndpoint,
                 &self.token_throttle,
-                format!("{} {id}", peer()),
+                caller.peer_key(),
+                id.clone(),
             )),
             Credential::Client(None) | Credential::Local(_) => None,
         }
@@ -244,22 +341,16 @@ impl Service {
     fn admit<E: CallError>(
         &self,
         caller: &Caller,
-        door: Option<&(Door, &FailureThrottle, String)>,
-    ) -> std::result::Result<Principal, E> {
-        // The key is built only when the throttle tracks failures: the
-        // common call costs one atomic load here.
-        if let Some((door, throttle, key)) = door
-            && !throttle.is_idle()
-            && let Err(retry_after) = throttle.check(key)
-        {
-            match door {
-                Door::Grpc => tracing::warn!(peer = ?caller.peer, "gRPC authentication throttled"),
-                Door::TokenEndpoint => {
-                    tracing::warn!(peer = ?caller.peer, "token request throttled");
-                }
-            }
-            self.metrics.throttled(*door);
-            return Err(E::throttled(retry_after));
+        door: Option<&(Door, &FailureThrottle, String, String)>,
+    ) -> std::result::Result<Principal, Refusal<E>> {
+        let refuse = |error: E| Refusal {
+            error,
+            record: true,
+        };
+        // A replica cut off from its database does not authenticate from
+        // what it can no longer check.
+        if !matches!(caller.credential, Credential::Local(_)) {
+            self.views_fresh().map_err(|err| refuse(E::from(err)))?;
         }
         match &caller.credential {
             Credential::ApiToken(token) => {
@@ -269,12 +360,23 @@ impl Service {
                     )),
                     Some(token) => self.authenticate(token.expose()),
                 };
+                // A token that checks is served even from a throttled
+                // address (behind a shared proxy, everyone's): only the
+                // failing attempts are throttled.
                 grant.map(Principal::Granted).map_err(|err| {
+                    if let Some(throttled) = self.throttled(caller, door) {
+                        return throttled;
+                    }
                     tracing::info!(peer = ?caller.peer, "gRPC call with a missing, unknown, revoked or expired token");
-                    E::from(err)
+                    refuse(E::from(err))
                 })
             }
-            Credential::Client(_) => Ok(Principal::Client(caller.claimed())),
+            Credential::Client(_) => match self.throttled(caller, door) {
+                // A client secret may be weak: past the limit, a client's
+                // attempts from that address are not even checked.
+                Some(throttled) => Err(throttled),
+                None => Ok(Principal::Client(caller.claimed())),
+            },
             Credential::Local(who) => Ok(Principal::Granted(Arc::new(Grant {
                 name: (*who).to_string(),
                 role: Role::Admin,
@@ -284,20 +386,103 @@ impl Service {
         }
     }
 
-    /// [`Self::audited`] for keyward's own changes: trusted, recorded under
-    /// `who`.
-    pub(super) async fn audited_locally<R, F, Fut>(
+    /// The throttle's refusal of the caller's key, if it has reached its
+    /// limit.
+    fn throttled<E: CallError>(
         &self,
-        who: &'static str,
-        action: Action,
-        target: Target,
-        body: F,
-    ) -> Result<R>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        let caller = Caller::local(who, String::new());
-        self.audited(&caller, action, target, body).await
+        caller: &Caller,
+        door: Option<&(Door, &FailureThrottle, String, String)>,
+    ) -> Option<Refusal<E>> {
+        let (door, throttle, peer, client) = door?;
+        let throttled = throttle.check(peer, client).err()?;
+        if throttled.first {
+            match door {
+                Door::Grpc => tracing::warn!(peer = ?caller.peer, "gRPC authentication throttled"),
+                Door::TokenEndpoint => {
+                    tracing::warn!(peer = ?caller.peer, client = %client, "token request throttled");
+                }
+            }
+        }
+        self.metrics.throttled(*door);
+        Some(Refusal {
+            error: E::throttled(throttled.retry_after),
+            record: throttled.first,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        crypto::aead::{Keyring, MasterKey},
+        domain::{
+            access::Method, audit::AuditFilter, clock::ManualClock, secret::SecretBytes,
+            throttle::ThrottleSettings,
+        },
+        error::ErrorKind,
+        service::{
+            Settings,
+            audit::{AuditLog, load_chain_key},
+        },
+        store::{SqliteStore, Store},
+    };
+
+    /// A service on a fresh SQLite database in `dir`.
+    async fn service_in(dir: &std::path::Path) -> (Service, Arc<dyn Store>) {
+        let url = format!("sqlite://{}", dir.join("keyward.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.expect("open"));
+        store.migrate().await.expect("migrate");
+        let key = MasterKey::from_bytes(&SecretBytes::new(vec![7; 32])).expect("key");
+        let keyring = Keyring::new(key);
+        let chain = load_chain_key(store.as_ref(), &keyring)
+            .await
+            .expect("chain key");
+        let settings = Settings {
+            jwks_max_age: 300,
+            issuer: "http://keyward.test".into(),
+            default_keyset: "default".into(),
+            auth_throttle: ThrottleSettings::default(),
+            max_view_age: std::time::Duration::from_secs(5),
+        };
+        let service = Service::new(
+            Arc::clone(&store),
+            Arc::new(keyring),
+            Arc::new(ManualClock::new(1_800_000_000)),
+            settings,
+            AuditLog::start(Arc::clone(&store), chain),
+        );
+        (service, store)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_panics_answers_internal_and_is_still_audited() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (service, store) = service_in(dir.path()).await;
+        let caller = Caller::local("tester", "panic-1".into());
+        let action = Action::Call(Method::RotateKeySet);
+        let target = Target::Named("om".into());
+        let answered: crate::Result<()> = service
+            .audited(&caller, action, target, || async {
+                panic!("after the commit")
+            })
+            .await;
+        assert!(matches!(&answered, Err(Error::Internal(_))), "{answered:?}");
+        service.flush_audit().await;
+        let filter = AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        };
+        let events = store.list_audit(&filter).await.expect("list");
+        let event = &events.first().expect("the call's event").event;
+        assert_eq!(
+            (
+                event.principal.as_str(),
+                event.target.as_str(),
+                event.request_id.as_str()
+            ),
+            ("tester", "om", "panic-1")
+        );
+        assert_eq!(event.outcome, Outcome::Failed(ErrorKind::Internal));
     }
 }

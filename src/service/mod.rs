@@ -53,7 +53,7 @@ use crate::{
         clock::Clock,
         model::KeyState,
         secret::SecretBytes,
-        throttle::{FailureThrottle, ThrottleSettings},
+        throttle::{AuditBudget, FailureThrottle, ThrottleSettings},
     },
     ops::metrics::{KeySetGauge, KeySetStatus, Metrics},
     store::Store,
@@ -72,6 +72,9 @@ pub struct Settings {
     pub default_keyset: String,
     /// Failed authentications allowed per peer (and client), over how long.
     pub auth_throttle: ThrottleSettings,
+    /// How old the in-memory views may get (the database unread) before
+    /// authenticated calls are refused with `UNAVAILABLE`.
+    pub max_view_age: std::time::Duration,
 }
 
 /// keyward's application layer.
@@ -107,10 +110,16 @@ pub struct Service {
     grpc_throttle: FailureThrottle,
     /// Failed token-endpoint authentications, per peer address and client id.
     token_throttle: FailureThrottle,
+    /// Refusals of unauthenticated callers recorded, per peer address.
+    audit_budget: AuditBudget,
     /// Where audit events go.
     audit: audit::AuditLog,
     /// What `/metrics` reports.
     metrics: Arc<Metrics>,
+    /// When the views last matched the database.
+    freshness: views::Freshness,
+    /// How old they may get before authenticated calls are refused.
+    max_view_age: std::time::Duration,
 }
 
 const DECOY_ROW: AeadContext<'static> = AeadContext {
@@ -133,6 +142,7 @@ impl Service {
         Self {
             grpc_throttle: throttle(),
             token_throttle: throttle(),
+            audit_budget: AuditBudget::new(settings.auth_throttle.window, Arc::clone(&clock)),
             store,
             keysets: KeySetView::new(jwks_max_age),
             clients: ClientView::default(),
@@ -147,6 +157,8 @@ impl Service {
             tokens: RwLock::new(tokens::TokenView::default()),
             audit,
             metrics: Arc::new(Metrics::new()),
+            freshness: views::Freshness::new(),
+            max_view_age: settings.max_view_age,
             clock,
         }
     }

@@ -13,8 +13,12 @@ use crate::{
         model,
         secret::SecretString,
     },
-    store::{Store, TokenRow},
+    store::{Revocation, Store, TokenRow},
 };
+
+/// Revoking an admin token needs another admin token valid at least this
+/// much longer: one about to expire would leave nobody in charge.
+pub const ADMIN_KEPT_FOR: u64 = 86_400;
 
 /// The prefix of every keyward token, so secret scanners can find leaks.
 pub const TOKEN_PREFIX: &str = "kw_";
@@ -201,7 +205,9 @@ impl Service {
         let now = self.clock.now();
         let expires_at = match new.expires_in {
             Some(0) => return Err(Error::invalid("expires_in", "must be at least 1s")),
-            Some(secs) => Some(now.saturating_add(model::secs_i64(secs))),
+            Some(secs) => Some(
+                now.saturating_add(model::secs_i64(model::check_duration("expires_in", secs)?)),
+            ),
             None => None,
         };
         let token = format!("{TOKEN_PREFIX}{}", b64url(&random::bytes::<32>()));
@@ -252,28 +258,31 @@ impl Service {
     /// within the watcher's interval.
     pub async fn revoke_token(&self, name: &str) -> Result<TokenInfo> {
         let now = self.clock.now();
-        let tokens = self.all_tokens().await?;
-        let live = |t: &TokenInfo| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| now < at);
-        let live_admins = tokens
-            .iter()
-            .filter(|t| t.role == Role::Admin && live(t))
-            .count();
-        let mut target = tokens
-            .iter()
+        let mut target = self
+            .all_tokens()
+            .await?
+            .into_iter()
             .find(|t| t.name == name)
-            .cloned()
             .ok_or_else(|| Error::NotFound(format!("no token named {name:?}")))?;
-        if target.role == Role::Admin && live(&target) && live_admins == 1 {
-            return Err(Error::FailedPrecondition(format!(
-                "token {name:?} is the last working admin token; create another admin token before revoking it"
-            )));
-        }
-        // Conditional on not being revoked yet, so a concurrent revocation
-        // elsewhere is reported, not repeated.
-        if target.revoked_at.is_some() || !self.store.revoke_token(name, now).await? {
-            return Err(Error::FailedPrecondition(format!(
-                "token {name:?} was revoked already"
-            )));
+        // Conditional in the database: on the token not being revoked yet
+        // (a concurrent revocation elsewhere is reported, not repeated), and
+        // on another admin token staying valid (two admins revoking each
+        // other at once leave one).
+        let kept_until = now.saturating_add(model::secs_i64(ADMIN_KEPT_FOR));
+        match self.store.revoke_token(name, now, kept_until).await? {
+            Revocation::Revoked => {}
+            Revocation::Missing => {
+                return Err(Error::FailedPrecondition(format!(
+                    "token {name:?} was revoked already"
+                )));
+            }
+            Revocation::LastAdmin => {
+                return Err(Error::FailedPrecondition(format!(
+                    "token {name:?} is the last working admin token (no other admin token stays \
+                     valid for the next {}); create another admin token before revoking it",
+                    model::format_duration(ADMIN_KEPT_FOR)
+                )));
+            }
         }
         tracing::info!(token = name, "API token revoked");
         if let Err(err) = self.load_tokens().await {

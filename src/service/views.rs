@@ -2,7 +2,13 @@
 //! each local change, and following what other replicas change through the
 //! database's generation counters.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use super::Service;
 use crate::{Result, view::IssuerKeys};
@@ -44,6 +50,7 @@ impl Service {
     /// Loads the in-memory views (key sets, clients, API tokens) from the
     /// database: at start, before serving.
     pub async fn load_views(&self) -> Result<()> {
+        let read_at = self.freshness.now_ms();
         // Key sets are read after the clients and shown before them: every
         // key set a client names existed when the clients were read.
         let store = self.store.as_ref();
@@ -54,7 +61,25 @@ impl Service {
         keysets?;
         clients?;
         self.rebuild_issuer_keys();
-        self.load_tokens().await
+        self.load_tokens().await?;
+        self.freshness.synced(read_at);
+        Ok(())
+    }
+
+    /// Whether the views are recent enough to authenticate and authorize
+    /// with: found to match the database within the maximum view age. A
+    /// replica cut off from its database stops honouring what it can no
+    /// longer check (a token revoked elsewhere, a key rotated out).
+    pub(super) fn views_fresh(&self) -> Result<()> {
+        let age = self.freshness.age();
+        if age <= self.max_view_age {
+            return Ok(());
+        }
+        tracing::warn!(
+            age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+            "views older than their maximum age (the database has not been read): refusing privileged calls"
+        );
+        Err(crate::Error::Unavailable)
     }
 
     /// Picks up changes other keyward processes made to the database: one
@@ -63,6 +88,9 @@ impl Service {
     /// keeps the last view and is retried on the next run.
     pub async fn follow_other_replicas(&self) {
         let store = self.store.as_ref();
+        // The views match the database as of this read, however long
+        // applying what changed takes.
+        let read_at = self.freshness.now_ms();
         let current = match store.generations().await {
             Ok(current) => current,
             Err(err) => {
@@ -95,14 +123,19 @@ impl Service {
         {
             self.rebuild_issuer_keys();
         }
+        let mut all_read = true;
         for (view, outcome) in outcomes {
             match outcome {
                 Ok(true) => tracing::debug!(view, "view reloaded after a change elsewhere"),
                 Ok(false) => {}
                 Err(err) => {
-                    tracing::warn!(view, error = %err, "view refresh failed; serving the last one")
+                    all_read = false;
+                    tracing::warn!(view, error = %err, "view refresh failed; serving the last one");
                 }
             }
+        }
+        if all_read {
+            self.freshness.synced(read_at);
         }
     }
 
@@ -131,5 +164,40 @@ impl Service {
             }
         }
         self.rebuild_issuer_keys();
+    }
+}
+
+/// When the views last matched the database, as milliseconds since the
+/// service started (read on every authenticated call: one atomic load).
+#[derive(Debug)]
+pub(super) struct Freshness {
+    started: Instant,
+    synced_ms: AtomicU64,
+}
+
+impl Freshness {
+    pub(super) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            synced_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The views match the database as it was at `read_at` (from
+    /// [`Self::now_ms`]).
+    fn synced(&self, read_at: u64) {
+        self.synced_ms.fetch_max(read_at, Ordering::Relaxed);
+    }
+
+    /// How long since they last did.
+    fn age(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.synced_ms.load(Ordering::Relaxed)),
+        )
     }
 }

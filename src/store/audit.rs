@@ -87,7 +87,13 @@ pub trait AuditStore: Send + Sync {
     async fn scan_audit(&self, visit: &mut (dyn FnMut(AuditScan) -> bool + Send)) -> Result<()>;
 
     /// Deletes the oldest events, up to the newest one before `before` (Unix
-    /// seconds), and moves the chain's start past them. Returns the ids
-    /// deleted, if any.
-    async fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>>;
+    /// seconds), moves the chain's start past them and appends the event
+    /// `record` makes of the ids deleted, all in one transaction. Returns the
+    /// ids deleted, if any.
+    async fn prune_audit(
+        &self,
+        before: i64,
+        link: &dyn Linker,
+        record: &(dyn Fn(i64, i64) -> AuditEvent + Sync),
+    ) -> Result<Option<(i64, i64)>>;
 }

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 
 use super::{
     AuditScan, AuditStore, ClientDelta, ClientStore, Generations, KeyRow, KeySetChange, KeySetRow,
-    KeySetStore, MetaStore, MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed, SealedAt,
-    SealedCount, SealedKey, SealedTable, SealedValue, SecretRow, StartupLock, Store, TokenRow,
-    TokenStore,
+    KeySetStore, MetaStore, MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed,
+    Revocation, SealedAt, SealedCount, SealedKey, SealedTable, SealedValue, SecretRow, StartupLock,
+    Store, TokenRow, TokenStore,
 };
 use crate::{
     Result,
@@ -120,6 +120,11 @@ impl KeySetStore for CountingStore {
         self.inner.insert_keyset(set, keys).await
     }
 
+    async fn any_keyset_ever(&self) -> Result<bool> {
+        self.count("any_keyset_ever");
+        self.inner.any_keyset_ever().await
+    }
+
     async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>> {
         self.count("get_keyset");
         self.inner.get_keyset(name).await
@@ -197,7 +202,7 @@ delegate!(TokenStore {
     fn admin_token_hashes(&self) -> Result<Vec<Vec<u8>>>;
     fn insert_token(&self, token: &TokenRow) -> Result<()>;
     fn list_tokens(&self) -> Result<Vec<TokenRow>>;
-    fn revoke_token(&self, name: &str, now: i64) -> Result<bool>;
+    fn revoke_token(&self, name: &str, now: i64, admin_kept_until: i64) -> Result<Revocation>;
     fn tokens_generation(&self) -> Result<i64>;
 });
 
@@ -218,5 +223,10 @@ delegate!(AuditStore {
     fn append_audit(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64>;
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     fn scan_audit(&self, visit: &mut (dyn FnMut(AuditScan) -> bool + Send)) -> Result<()>;
-    fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>>;
+    fn prune_audit(
+        &self,
+        before: i64,
+        link: &dyn Linker,
+        record: &(dyn Fn(i64, i64) -> AuditEvent + Sync)
+    ) -> Result<Option<(i64, i64)>>;
 });

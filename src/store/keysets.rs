@@ -239,6 +239,9 @@ pub trait KeySetStore: Send + Sync {
         keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync),
     ) -> Result<KeySetRow>;
 
+    /// Whether any key set, live or deleted, was ever created.
+    async fn any_keyset_ever(&self) -> Result<bool>;
+
     /// A live key set by name.
     async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>>;
 

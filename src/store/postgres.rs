@@ -101,6 +101,10 @@ impl PgStore {
         ))
     }
 
+    /// Locks every live admin token's row until commit.
+    pub(super) const LOCK_ADMIN_TOKENS: Option<&'static str> =
+        Some("SELECT id FROM admin_tokens WHERE role = 'admin' AND revoked_at IS NULL FOR UPDATE");
+
     pub(super) const NOW: &'static str = "SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
 
     pub(super) const TABLE_EXISTS: &'static str = "SELECT count(*) FROM information_schema.tables \

@@ -166,6 +166,9 @@ impl SqliteStore {
     pub(super) const TABLE_EXISTS: &'static str =
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
 
+    /// The write transaction already holds the database's write lock.
+    pub(super) const LOCK_ADMIN_TOKENS: Option<&'static str> = None;
+
     pub(super) const NOW: &'static str = "SELECT CAST(strftime('%s', 'now') AS INTEGER)";
 
     /// `column` is one of the values `subquery` returns.

@@ -30,6 +30,17 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
 }
 
+/// What a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The token is revoked.
+    Revoked,
+    /// No unrevoked token has that name.
+    Missing,
+    /// Refused: it is the last admin token that stays valid.
+    LastAdmin,
+}
+
 /// API tokens. Every change bumps the tokens generation.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
@@ -46,9 +57,11 @@ pub trait TokenStore: Send + Sync {
     /// Every API token, revoked and expired ones too, by name.
     async fn list_tokens(&self) -> Result<Vec<TokenRow>>;
 
-    /// Revokes a token at `now`; false if there is none by that name (or it
-    /// was revoked already).
-    async fn revoke_token(&self, name: &str, now: i64) -> Result<bool>;
+    /// Revokes a token at `now`, unless it is an admin token and no other
+    /// admin token stays valid until `admin_kept_until`: checked and done as
+    /// one, so two admins revoking each other at once leave one.
+    async fn revoke_token(&self, name: &str, now: i64, admin_kept_until: i64)
+    -> Result<Revocation>;
 
     /// The counter bumped by every token change.
     async fn tokens_generation(&self) -> Result<i64>;

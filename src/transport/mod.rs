@@ -4,12 +4,16 @@
 //!
 //! - [`grpc`]: `keyward.v1` over tonic.
 //! - [`http`]: JWKS, OIDC discovery, the token endpoint, probes, `/metrics`.
-//! - [`net`]: listeners: connection limits, timeouts, TLS handshakes.
-//! - [`observe`]: request ids, shared by both.
+//! - [`net`]: listeners: connection limits, timeouts, TLS handshakes, and
+//!   deadlines on HTTP/2 prefaces and frames (`frames`).
+//! - [`observe`]: request ids, shared by both; [`proxy`]: the client's
+//!   address behind trusted proxies.
 //! - [`tls`]: rustls settings, certificate reload, mutual TLS.
 
+mod frames;
 pub mod grpc;
 pub mod http;
 pub mod net;
 pub mod observe;
+pub mod proxy;
 pub mod tls;

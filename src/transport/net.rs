@@ -17,12 +17,17 @@ use std::{
     time::Duration,
 };
 
+pub use super::frames::FrameDeadline;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch},
     time::{Instant, Sleep},
 };
+
+/// Most an HTTP connection buffers of a request's head: larger headers are
+/// refused with 431.
+pub const MAX_HTTP_BUFFER: usize = 64 * 1024;
 
 /// Connection limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,18 +264,21 @@ pub async fn secure(
     }
 }
 
-/// Hands on the connections `conns` delivers once secured, each handshake in
-/// its own task so a slow client holds up no other.
+/// Hands on the HTTP/2 connections `conns` delivers once secured, each
+/// handshake in its own task so a slow client holds up no other. Each must
+/// then send its preface, and every frame it starts, within `timeout`
+/// ([`FrameDeadline`]).
 pub fn secured(
     mut conns: mpsc::Receiver<Conn>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     timeout: Duration,
-) -> mpsc::Receiver<Stream> {
+) -> mpsc::Receiver<FrameDeadline<Stream>> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         while let Some(conn) = conns.recv().await {
             let Some(acceptor) = &tls else {
-                if tx.send(Stream::Plain(conn)).await.is_err() {
+                let stream = FrameDeadline::new(Stream::Plain(conn), timeout);
+                if tx.send(stream).await.is_err() {
                     return;
                 }
                 continue;
@@ -278,7 +286,7 @@ pub fn secured(
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Some(stream) = secure(conn, Some(&acceptor), timeout).await {
-                    let _ = tx.send(stream).await;
+                    let _ = tx.send(FrameDeadline::new(stream, timeout)).await;
                 }
             });
         }
@@ -363,7 +371,9 @@ pub async fn serve_http(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // Headers past 64 KiB are refused (431) before anything is kept.
+        .max_buf_size(MAX_HTTP_BUFFER);
     while let Some(conn) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
         // Handlers that throttle by address (the token endpoint) read it here.

@@ -23,7 +23,10 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::sync::watch;
 
-use crate::{Error, Result, domain::secret::SecretBytes};
+use crate::{
+    Error, Result,
+    domain::{model::format_time, secret::SecretBytes},
+};
 
 /// How often the certificate files are checked for a new pair, unless set.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
@@ -40,6 +43,9 @@ pub struct TlsFiles {
     pub grpc_client_ca: Option<PathBuf>,
     /// How often the pair's files are checked for changes.
     pub reload_interval: Duration,
+    /// Refuse an expired certificate (at start and on reload) instead of
+    /// serving it with an error in the log.
+    pub require_valid: bool,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -138,6 +144,9 @@ fn certified_key(files: &TlsFiles, cert_pem: &[u8], key_pem: &SecretBytes) -> Re
             files.key.display()
         ))
     })?;
+    if let Some(leaf) = chain.first() {
+        check_expiry(files, leaf)?;
+    }
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
         Error::FailedPrecondition(format!(
@@ -147,6 +156,32 @@ fn certified_key(files: &TlsFiles, cert_pem: &[u8], key_pem: &SecretBytes) -> Re
         ))
     })?;
     Ok(certified)
+}
+
+/// An expired certificate: refused under `--tls-require-valid`, otherwise
+/// served with an error in the log (clients that check expiry refuse it).
+fn check_expiry(files: &TlsFiles, leaf: &CertificateDer<'_>) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let Some(not_after) = not_after_of(leaf).filter(|at| *at <= now) else {
+        return Ok(());
+    };
+    let expired_at = format_time(not_after);
+    if files.require_valid {
+        return Err(Error::FailedPrecondition(format!(
+            "the TLS certificate {} expired at {expired_at}; renew it (--tls-require-valid \
+             refuses to serve an expired certificate)",
+            files.cert.display()
+        )));
+    }
+    tracing::error!(
+        cert = %files.cert.display(),
+        expired_at = %expired_at,
+        "serving an EXPIRED TLS certificate: clients that check expiry refuse it; renew it \
+         (--tls-require-valid refuses to start with one)"
+    );
+    Ok(())
 }
 
 /// The serving pair, swapped whole when the files change.
@@ -310,12 +345,80 @@ impl Tls {
     }
 }
 
-/// The subject of a DER certificate in RFC 4514 form (`CN=om,O=Example`).
+/// The subject of a DER certificate in RFC 4514 form (`CN=om,O=Example`),
+/// escaped so no value can pass for another attribute or for the brackets
+/// the audit log puts the subject in: RFC 4514's special characters, `=`,
+/// `[` and `]`, and everything outside printable ASCII (control characters,
+/// bidirectional overrides) are written as `\XX`.
 pub fn subject_of(der: &[u8]) -> Option<String> {
-    use x509_cert::der::Decode as _;
-    x509_cert::Certificate::from_der(der)
-        .ok()
-        .map(|c| c.tbs_certificate.subject.to_string())
+    use x509_cert::der::{Decode as _, Encode as _, Tag, Tagged as _};
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let mut rdns = Vec::new();
+    // RFC 4514 §2.1: the last RDN first.
+    for rdn in cert.tbs_certificate.subject.0.iter().rev() {
+        let mut atvs = Vec::new();
+        for atv in rdn.0.iter() {
+            let text = matches!(
+                atv.value.tag(),
+                Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString
+            )
+            .then(|| std::str::from_utf8(atv.value.value()).ok())
+            .flatten();
+            let value = match text {
+                Some(text) => escape_dn_value(text),
+                // RFC 4514 §2.4: a value of another type as `#` and its DER.
+                None => format!("#{}", hex(&atv.value.to_der().ok()?)),
+            };
+            atvs.push(format!("{}={value}", attribute_name(&atv.oid.to_string())));
+        }
+        rdns.push(atvs.join("+"));
+    }
+    Some(rdns.join(","))
+}
+
+/// RFC 4514's short name of an attribute type, or its dotted OID.
+fn attribute_name(oid: &str) -> &str {
+    match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.5" => "SERIALNUMBER",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "EMAILADDRESS",
+        other => other,
+    }
+}
+
+/// An attribute value, escaped (RFC 4514 §2.4, and more: see [`subject_of`]).
+fn escape_dn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let plain = c.is_ascii_graphic()
+            && !matches!(
+                c,
+                '"' | '+' | ',' | ';' | '<' | '>' | '\\' | '=' | '[' | ']'
+            )
+            && !(c == '#' && i == 0);
+        if plain || (c == ' ' && i != 0 && i != last) {
+            out.push(c);
+        } else {
+            let mut utf8 = [0u8; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("\\{byte:02X}"));
+            }
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 #[cfg(test)]
@@ -337,11 +440,36 @@ mod tests {
         std::fs::write(dir.join("cert.pem"), cert).unwrap();
         std::fs::write(dir.join("key.pem"), key).unwrap();
         TlsFiles {
+            require_valid: false,
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
             grpc_client_ca: None,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
         }
+    }
+
+    #[test]
+    fn subjects_are_escaped_so_no_value_passes_for_another() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example");
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "admin],O=evil [x \u{202e}\n\u{7}",
+        );
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let subject = subject_of(&der).unwrap();
+        assert_eq!(
+            subject,
+            "CN=admin\\5D\\2CO\\3Devil \\5Bx \\E2\\80\\AE\\0A\\07,O=Example"
+        );
+        assert!(!subject.contains(']') && !subject.contains('\n'));
+        let plain = rcgen::CertificateParams::new(vec!["om".to_string()]).unwrap();
+        let der = plain.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(subject_of(&der).unwrap(), "CN=rcgen self signed cert");
     }
 
     #[test]

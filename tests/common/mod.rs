@@ -819,8 +819,12 @@ pub fn write_keys(db: &TestDb) -> Keys {
     let dir = db.data_dir().join("keys");
     std::fs::create_dir_all(&dir).unwrap();
     let (old, new) = (dir.join("old.key"), dir.join("new.key"));
-    std::fs::write(&old, &old_text).unwrap();
-    std::fs::write(&new, &new_text).unwrap();
+    // Private, as keyward requires of a master key file.
+    for (path, text) in [(&old, &old_text), (&new, &new_text)] {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
     Keys {
         old,
         new,

@@ -8,7 +8,7 @@ use crate::{
     Error, Result,
     domain::{
         cron::Schedule,
-        model::{format_duration, secs_i64},
+        model::{check_duration, format_duration, secs_i64},
     },
 };
 
@@ -110,6 +110,15 @@ impl Policy {
     /// `input` over this policy, checking what it sets (the combined rules
     /// are [`Policy::findings`]').
     pub fn merged(self, input: &PolicyInput) -> Result<Self> {
+        for (field, value) in [
+            ("rotate_every", input.rotate_every),
+            ("prepublish", input.prepublish),
+            ("retain", input.retain),
+        ] {
+            if let Some(secs) = value {
+                check_duration(field, secs)?;
+            }
+        }
         let cadence = match (&input.rotate_every, &input.schedule) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
@@ -331,10 +340,19 @@ mod tests {
             max_token_ttl: Some(MAX_TOKEN_TTL + 1),
             ..PolicyInput::default()
         };
+        let endless = |field: &str| PolicyInput {
+            rotate_every: (field == "rotate_every").then_some(u64::MAX),
+            prepublish: (field == "prepublish").then_some(u64::MAX),
+            retain: (field == "retain").then_some(u64::MAX),
+            ..PolicyInput::default()
+        };
         for (input, field) in [
             (both, "schedule"),
             (bad_cron, "schedule"),
             (too_long, "max_token_ttl"),
+            (endless("rotate_every"), "rotate_every"),
+            (endless("prepublish"), "prepublish"),
+            (endless("retain"), "retain"),
         ] {
             let err = base.clone().merged(&input).unwrap_err().to_string();
             assert!(err.starts_with(&format!("invalid {field}")), "{err}");

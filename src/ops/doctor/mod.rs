@@ -339,6 +339,7 @@ mod tests {
         let mut config = ServeConfig::with_defaults(dir.path());
         assert!(tls_check(&config, 0).is_none(), "no TLS, no check");
         config.tls = Some(crate::transport::tls::TlsFiles {
+            require_valid: false,
             cert: cert_file.clone(),
             key: dir.path().join("key.pem"),
             grpc_client_ca: None,

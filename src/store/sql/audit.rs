@@ -6,7 +6,7 @@ use tracing::instrument;
 
 use std::sync::{Arc, Mutex};
 
-use sqlx::{Postgres, Sqlite};
+use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::{
     Error, Result,
@@ -94,7 +94,12 @@ macro_rules! audit_sql {
             }
 
             #[instrument(skip_all)]
-            async fn prune_audit(&self, before: i64) -> Result<Option<(i64, i64)>> {
+            async fn prune_audit(
+                &self,
+                before: i64,
+                link: &dyn Linker,
+                record: &(dyn Fn(i64, i64) -> AuditEvent + Sync),
+            ) -> Result<Option<(i64, i64)>> {
                 let mut tx = self.begin_write().await?;
                 let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
                     .fetch_one(&mut *tx)
@@ -119,8 +124,21 @@ macro_rules! audit_sql {
                     .bind(&hash)
                     .execute(&mut *tx)
                     .await?;
+                // The chain's start moves only with the event that says so, in
+                // the same transaction: verify refuses a start no prune
+                // event accounts for.
+                let pruned = (chain.first_id, last);
+                let event = record(pruned.0, pruned.1);
+                let head = Self::append_locked(
+                    &mut tx,
+                    std::slice::from_ref(&event),
+                    link,
+                    (chain.head_id, chain.head_hash),
+                )
+                .await?;
                 tx.commit().await?;
-                Ok(Some((chain.first_id, last)))
+                self.audit_head.keep(head);
+                Ok(Some(pruned))
             }
         }
     };
@@ -170,17 +188,30 @@ impl SqliteStore {
         let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
             .fetch_one(&mut *tx)
             .await?;
-        let (rows, head) = chain_rows(events, link, (chain.head_id, chain.head_hash));
+        let head =
+            Self::append_locked(&mut tx, events, link, (chain.head_id, chain.head_hash)).await?;
+        tx.commit().await?;
+        Ok(self.audit_head.keep(head))
+    }
+
+    /// Appends `events` after `after`, the head `tx` holds locked; returns
+    /// the new head.
+    async fn append_locked(
+        tx: &mut Transaction<'static, Sqlite>,
+        events: &[AuditEvent],
+        link: &dyn Linker,
+        after: ChainHead,
+    ) -> Result<ChainHead> {
+        let (rows, head) = chain_rows(events, link, after);
         for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
             bind_audit_rows(
                 sqlx::query(sqlx::AssertSqlSafe(insert_audit_rows(chunk.len()))),
                 chunk,
             )
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok(self.audit_head.keep(head))
+        Ok(head)
     }
 }
 
@@ -246,14 +277,26 @@ impl PgStore {
         let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
             .fetch_one(&mut *tx)
             .await?;
-        let after = (chain.head_id, chain.head_hash);
-        let (rows, head) = chain_rows(events, link, after.clone());
-        Self::append_after(&rows, &head, &after)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::internal("the locked audit chain head moved"))?;
+        let head =
+            Self::append_locked(&mut tx, events, link, (chain.head_id, chain.head_hash)).await?;
         tx.commit().await?;
         Ok(self.audit_head.keep(head))
+    }
+
+    /// Appends `events` after `after`, the head `tx` holds locked; returns
+    /// the new head.
+    async fn append_locked(
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[AuditEvent],
+        link: &dyn Linker,
+        after: ChainHead,
+    ) -> Result<ChainHead> {
+        let (rows, head) = chain_rows(events, link, after.clone());
+        Self::append_after(&rows, &head, &after)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| Error::internal("the locked audit chain head moved"))?;
+        Ok(head)
     }
 
     /// Inserts `rows` and moves the head from `after` to `head`, if the head

@@ -56,6 +56,14 @@ macro_rules! keysets_sql {
                 Ok(row)
             }
 
+            #[instrument(skip_all)]
+            async fn any_keyset_ever(&self) -> Result<bool> {
+                let found: Option<i64> = sqlx::query_scalar("SELECT id FROM keysets LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(found.is_some())
+            }
+
             #[instrument(skip_all, fields(keyset = name))]
             async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>> {
                 sqlx::query_as::<_, KeySetColumns>(sqlx::AssertSqlSafe(format!(

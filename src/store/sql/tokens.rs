@@ -6,7 +6,7 @@ use tracing::instrument;
 use super::tx::{pg as pg_tx, sqlite as sqlite_tx};
 use crate::{
     Result,
-    store::{PgStore, SqliteStore, TokenRow, TokenStore, unique_as_exists},
+    store::{PgStore, Revocation, SqliteStore, TokenRow, TokenStore, unique_as_exists},
 };
 
 macro_rules! tokens_sql {
@@ -72,21 +72,44 @@ macro_rules! tokens_sql {
             }
 
             #[instrument(skip_all, fields(token = name))]
-            async fn revoke_token(&self, name: &str, now: i64) -> Result<bool> {
+            async fn revoke_token(
+                &self,
+                name: &str,
+                now: i64,
+                admin_kept_until: i64,
+            ) -> Result<Revocation> {
                 let mut tx = self.begin_write().await?;
+                // Concurrent revocations of admin tokens queue here (SQLite's
+                // write transactions already do), so each sees the others'.
+                if let Some(lock) = Self::LOCK_ADMIN_TOKENS {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
                 let done = sqlx::query(
-                    "UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    "UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                     AND (role <> 'admin' OR (expires_at IS NOT NULL AND expires_at <= $1) \
+                     OR EXISTS (SELECT 1 FROM admin_tokens other WHERE other.role = 'admin' AND other.revoked_at IS NULL AND other.id <> $2 \
+                     AND (other.expires_at IS NULL OR other.expires_at > $3)))",
                 )
                 .bind(now)
                 .bind(name)
+                .bind(admin_kept_until)
                 .execute(&mut *tx)
                 .await?;
-                if done.rows_affected() != 1 {
-                    return Ok(false);
+                if done.rows_affected() == 1 {
+                    $tx::bump_tokens_generation(&mut tx).await?;
+                    tx.commit().await?;
+                    return Ok(Revocation::Revoked);
                 }
-                $tx::bump_tokens_generation(&mut tx).await?;
-                tx.commit().await?;
-                Ok(true)
+                let live: Option<String> = sqlx::query_scalar(
+                    "SELECT role FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                Ok(match live {
+                    Some(_) => Revocation::LastAdmin,
+                    None => Revocation::Missing,
+                })
             }
 
             #[instrument(skip_all)]

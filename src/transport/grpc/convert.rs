@@ -153,7 +153,8 @@ pub(super) fn version_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-pub(super) fn token_pb(t: TokenInfo, now: i64) -> pb::Token {
+/// A token as the wire shows it, its state as of `now`.
+pub fn token_pb(t: TokenInfo, now: i64) -> pb::Token {
     let state = if t.revoked_at.is_some() {
         "revoked"
     } else if t.expires_at.is_some_and(|at| at <= now) {

@@ -1,7 +1,7 @@
 //! The gRPC transport: `keyward.v1.KeySets`, `Clients`, `Access`, `Audit` and
 //! `Master` over the [`Service`]. What every call shares is written once:
-//! [`observe`] (a tower layer) gives each call its request id, log span and
-//! latency metrics; [`identify`] (an interceptor) puts the caller (bearer
+//! [`observe`] (a tower layer) gives each call its request id, its client's
+//! address (behind trusted proxies), log span and latency metrics; [`identify`] (an interceptor) puts the caller (bearer
 //! token, address, client certificate) in the request's extensions; and
 //! `Api::call` hands the handler's body to [`Service::audited`], which
 //! authenticates, authorizes and audits. The handlers (`keysets`, `clients`,
@@ -11,6 +11,7 @@
 mod access;
 mod audit;
 mod clients;
+pub mod codec;
 mod convert;
 mod keysets;
 mod master;
@@ -19,7 +20,7 @@ mod paging;
 
 use std::{future::Future, sync::Arc};
 
-pub use convert::master_status_pb;
+pub use convert::{master_status_pb, token_pb};
 use tonic::{Request, Response, Status, service::interceptor::InterceptedService};
 
 use crate::{
@@ -27,7 +28,7 @@ use crate::{
     domain::{access::Method, audit::Action, secret::SecretString},
     error::ErrorKind,
     service::{Caller, Credential, Service, Target},
-    transport::{net::ConnInfo, observe::RequestId},
+    transport::{net::ConnInfo, observe::RequestId, proxy::ClientAddr},
 };
 
 /// The gRPC code of each kind of error.
@@ -192,6 +193,7 @@ fn anonymous() -> Caller {
     Caller {
         credential: Credential::ApiToken(None),
         peer: None,
+        via: None,
         client_subject: None,
         request_id: crate::crypto::random::request_id(),
     }
@@ -210,9 +212,13 @@ pub fn identify(mut req: Request<()>) -> Result<Request<()>, Status> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| SecretString::new(t.trim().to_string()));
     let conn = req.extensions().get::<ConnInfo>();
+    let client = req.extensions().get::<ClientAddr>();
     let caller = Caller {
         credential: Credential::ApiToken(token),
-        peer: conn.and_then(|c| c.remote).map(|a| a.ip()),
+        peer: client
+            .map(|c| c.ip)
+            .or_else(|| conn.and_then(|c| c.remote).map(|a| a.ip())),
+        via: client.and_then(|c| c.via),
         client_subject: conn.and_then(|c| c.client_subject.clone()),
         request_id: req
             .extensions()

@@ -18,19 +18,25 @@ use super::code_name;
 use crate::{
     domain::access::Method,
     service::Service,
-    transport::observe::{REQUEST_ID, RequestId, request_id_of},
+    transport::{
+        net::ConnInfo,
+        observe::{REQUEST_ID, RequestId, request_id_of},
+        proxy::TrustedProxies,
+    },
 };
 
 /// The layer: wraps the gRPC server's routes.
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
     service: Arc<Service>,
+    proxies: TrustedProxies,
 }
 
 impl ObserveLayer {
-    /// Observes calls into the metrics of `service`.
-    pub fn new(service: Arc<Service>) -> Self {
-        Self { service }
+    /// Observes calls into the metrics of `service`, believing
+    /// `X-Forwarded-For` from `proxies`.
+    pub fn new(service: Arc<Service>, proxies: TrustedProxies) -> Self {
+        Self { service, proxies }
     }
 }
 
@@ -41,6 +47,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
         Observed {
             inner,
             service: Arc::clone(&self.service),
+            proxies: self.proxies.clone(),
         }
     }
 }
@@ -50,6 +57,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observed<S> {
     inner: S,
     service: Arc<Service>,
+    proxies: TrustedProxies,
 }
 
 /// The `keyward.v1` method a request path names (`/keyward.v1.KeySets/GetKeySet`).
@@ -92,6 +100,15 @@ where
         let (id, header) = request_id_of(request.headers());
         // Every log line of the call carries its request id.
         let span = tracing::info_span!("grpc", request_id = %id, method = method.as_str());
+        let peer = request
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.remote)
+            .map(|a| a.ip());
+        if let Some(peer) = peer {
+            let client = self.proxies.client_of(peer, request.headers());
+            request.extensions_mut().insert(client);
+        }
         request.extensions_mut().insert(RequestId(id));
         let call = span.in_scope(|| self.inner.call(request));
         let service = Arc::clone(&self.service);

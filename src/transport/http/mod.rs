@@ -19,7 +19,9 @@ use axum::{
     routing::{any, get, post},
 };
 
-use crate::{Error, error::ErrorKind, ops::metrics, service::Service};
+use crate::{
+    Error, error::ErrorKind, ops::metrics, service::Service, transport::proxy::TrustedProxies,
+};
 
 /// The HTTP status of each kind of error.
 pub fn http_status(kind: ErrorKind) -> StatusCode {
@@ -68,6 +70,8 @@ impl IntoResponse for Error {
 pub struct HttpState {
     /// The service.
     pub service: Arc<Service>,
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub proxies: TrustedProxies,
 }
 
 /// The HTTP routes; with `metrics`, `/metrics` too (otherwise it is served

@@ -1,5 +1,5 @@
 //! What every HTTP request gets, as a middleware around the routes: its
-//! request id (the caller's `x-request-id` when sane, else a new one) on its
+//! client's address (behind trusted proxies), its request id (the caller's `x-request-id` when sane, else a new one) on its
 //! log lines, in its extensions for the audit log, and back on the response;
 //! its route (the router's matched path, so a client cannot grow the metrics
 //! with paths of its own), status and latency in the metrics.
@@ -14,7 +14,10 @@ use axum::{
 use tracing::Instrument as _;
 
 use super::HttpState;
-use crate::transport::observe::{REQUEST_ID, RequestId, request_id_of};
+use crate::transport::{
+    net::Peer,
+    observe::{REQUEST_ID, RequestId, request_id_of},
+};
 
 /// The route label of a request: the path pattern it matched, or `other`.
 fn route_of(request: &Request) -> &'static str {
@@ -56,6 +59,10 @@ pub(super) async fn observe(
     let route = route_of(&request);
     let (id, header) = request_id_of(request.headers());
     let span = tracing::info_span!("http", request_id = %id, route);
+    if let Some(Peer(addr)) = request.extensions().get::<Peer>().copied() {
+        let client = state.proxies.client_of(addr.ip(), request.headers());
+        request.extensions_mut().insert(client);
+    }
     request.extensions_mut().insert(RequestId(id));
     let mut response = next.run(request).instrument(span).await;
     if let Some(id) = header {

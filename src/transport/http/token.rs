@@ -17,9 +17,13 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use super::{HttpState, http_status, no_store};
 use crate::{
     Error,
-    domain::{model::AuthMethod, oauth::OAuthError, secret::SecretString},
+    domain::{
+        model::{self, AuthMethod},
+        oauth::OAuthError,
+        secret::SecretString,
+    },
     service::{Caller, Credential, IssuedToken, TokenRequest},
-    transport::{net::Peer, observe::RequestId},
+    transport::{net::Peer, observe::RequestId, proxy::ClientAddr},
 };
 
 /// Largest token request body.
@@ -75,6 +79,7 @@ impl<S: Send + Sync> FromRequest<S> for TokenForm {
 pub(super) async fn token(
     State(state): State<HttpState>,
     peer: Option<Extension<Peer>>,
+    client: Option<Extension<ClientAddr>>,
     request_id: Option<Extension<RequestId>>,
     form: Result<TokenForm, TokenRejection>,
 ) -> Response {
@@ -84,7 +89,10 @@ pub(super) async fn token(
     };
     let caller = Caller {
         credential: Credential::Client(request.as_ref().ok().map(|r| r.client_id.clone())),
-        peer: peer.map(|Extension(Peer(addr))| addr.ip()),
+        peer: client
+            .map(|Extension(c)| c.ip)
+            .or_else(|| peer.map(|Extension(Peer(addr))| addr.ip())),
+        via: client.and_then(|Extension(c)| c.via),
         client_subject: None,
         request_id: request_id.map_or_else(crate::crypto::random::request_id, |id| id.0.0),
     };
@@ -118,7 +126,9 @@ fn oauth_error(err: &OAuthError) -> Response {
     }
     let status = http_status(err.kind());
     let description = match err {
-        OAuthError::Server(inner @ Error::AuditUnavailable) => inner.to_string(),
+        OAuthError::Server(inner @ (Error::AuditUnavailable | Error::Unavailable)) => {
+            inner.to_string()
+        }
         OAuthError::Server(_) => "internal error".to_string(),
         other => other.to_string(),
     };
@@ -233,6 +243,14 @@ fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuth
             ));
         }
     };
+    // An id no client can have (too long, or characters client ids never
+    // hold) is refused here, before anything is kept of it: no throttle
+    // entry, no audit principal.
+    if model::validate_client_id(&client_id).is_err() {
+        return Err(OAuthError::InvalidClient(
+            "client authentication failed".into(),
+        ));
+    }
     Ok(TokenRequest {
         grant_type,
         scope,

@@ -7,13 +7,23 @@
 //! event)`). The link is a keyed MAC computed by [`crate::crypto`]; here it is
 //! the [`Linker`] the walk is given.
 
-use subtle::ConstantTimeEq as _;
-
 use super::{access::Method, oauth::OAuthCode};
 use crate::error::ErrorKind;
 
-/// The hash the first event of a database chains from.
-pub const GENESIS: [u8; 32] = [0; 32];
+mod chain;
+
+pub use chain::*;
+
+/// The target of a retention prune event: the ids it deleted.
+pub fn prune_target(first: i64, last: i64) -> String {
+    format!("{first}..={last}")
+}
+
+/// The ids a prune event's target names.
+pub(crate) fn pruned_range(target: &str) -> Option<(i64, i64)> {
+    let (first, last) = target.split_once("..=")?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
 
 /// What an audited call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,179 +199,10 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// The link of event `id` to the chain: a keyed hash of the previous hash,
-/// the id and every field, under a key only keyward holds.
-pub trait Linker: Send + Sync {
-    /// The hash of event `id` chained from `prev`.
-    fn link(&self, prev: &[u8], id: i64, event: &AuditEvent) -> Vec<u8>;
-}
-
-/// Where the stored chain starts and ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainBounds {
-    /// The first kept event (older ones were pruned).
-    pub first_id: i64,
-    /// The hash the first kept event chains from.
-    pub first_prev: Vec<u8>,
-    /// The last event; `first_id - 1` when none is kept.
-    pub head_id: i64,
-    /// Its hash.
-    pub head_hash: Vec<u8>,
-}
-
-/// The first event that breaks the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broken {
-    /// Its id (for a deleted event: the id that is missing).
-    pub id: i64,
-    /// What is wrong, for a person.
-    pub problem: String,
-}
-
-/// What a walk of the chain found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainReport {
-    /// Events checked.
-    pub checked: i64,
-    /// The first kept event's id.
-    pub first_id: i64,
-    /// The last event's id.
-    pub last_id: i64,
-    /// The first break; `None` when the chain is intact.
-    pub broken: Option<Broken>,
-}
-
-/// Checks stored events one by one, in id order, against the chain.
-pub struct ChainWalk<'k> {
-    linker: &'k dyn Linker,
-    bounds: ChainBounds,
-    next_id: i64,
-    prev: Vec<u8>,
-    checked: i64,
-    broken: Option<Broken>,
-}
-
-impl std::fmt::Debug for ChainWalk<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChainWalk")
-            .field("bounds", &self.bounds)
-            .field("next_id", &self.next_id)
-            .field("checked", &self.checked)
-            .field("broken", &self.broken)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Whether two hashes are equal, in constant time.
-fn same_hash(a: &[u8], b: &[u8]) -> bool {
-    a.ct_eq(b).into()
-}
-
-impl<'k> ChainWalk<'k> {
-    /// Starts at the first kept event.
-    pub fn new(linker: &'k dyn Linker, bounds: ChainBounds) -> Self {
-        Self {
-            linker,
-            next_id: bounds.first_id,
-            prev: bounds.first_prev.clone(),
-            bounds,
-            checked: 0,
-            broken: None,
-        }
-    }
-
-    /// Whether the walk has found a break (later events need not be read).
-    pub fn is_broken(&self) -> bool {
-        self.broken.is_some()
-    }
-
-    /// Checks the next stored event.
-    pub fn check(&mut self, record: &AuditRecord) {
-        if self.broken.is_some() {
-            return;
-        }
-        let problem = if record.id > self.next_id {
-            Some((self.next_id, "is missing: deleted".to_string()))
-        } else if record.id < self.next_id {
-            Some((record.id, "is out of order or duplicated".to_string()))
-        } else if !same_hash(
-            &self.linker.link(&self.prev, record.id, &record.event),
-            &record.hash,
-        ) {
-            Some((
-                record.id,
-                "does not match its hash: changed, moved, or the events before it were".to_string(),
-            ))
-        } else {
-            None
-        };
-        if let Some((id, problem)) = problem {
-            self.broken = Some(Broken {
-                id,
-                problem: format!("event {id} {problem}"),
-            });
-            return;
-        }
-        self.checked += 1;
-        self.next_id += 1;
-        self.prev.clone_from(&record.hash);
-    }
-
-    /// Ends the walk: the last event read must be the recorded head.
-    pub fn finish(mut self) -> ChainReport {
-        if self.broken.is_none() {
-            let last = self.next_id - 1;
-            if last < self.bounds.head_id {
-                self.broken = Some(Broken {
-                    id: self.next_id,
-                    problem: format!(
-                        "events {}..={} are missing: deleted (the chain's head is {})",
-                        self.next_id, self.bounds.head_id, self.bounds.head_id
-                    ),
-                });
-            } else if last > self.bounds.head_id || !same_hash(&self.prev, &self.bounds.head_hash) {
-                self.broken = Some(Broken {
-                    id: last,
-                    problem: format!(
-                        "event {last} is not the chain's recorded head (event {}): the last events were changed or added outside keyward",
-                        self.bounds.head_id
-                    ),
-                });
-            }
-        }
-        ChainReport {
-            checked: self.checked,
-            first_id: self.bounds.first_id,
-            last_id: self.bounds.head_id,
-            broken: self.broken,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    /// Not a MAC: the rules only need a link that changes with every input.
-    struct Plain(u8);
-
-    impl Linker for Plain {
-        fn link(&self, prev: &[u8], id: i64, e: &AuditEvent) -> Vec<u8> {
-            let text = format!(
-                "{}|{prev:?}|{id}|{}|{}|{}|{}|{}|{}|{}",
-                self.0,
-                e.at,
-                e.principal,
-                e.action.as_str(),
-                e.target,
-                e.outcome.as_str(),
-                e.peer,
-                e.request_id
-            );
-            text.into_bytes()
-        }
-    }
 
     fn event(n: i64) -> AuditEvent {
         AuditEvent {
@@ -373,87 +214,6 @@ mod tests {
             peer: "127.0.0.1".into(),
             request_id: format!("r{n}"),
         }
-    }
-
-    fn chain(key: &dyn Linker, n: i64) -> (ChainBounds, Vec<AuditRecord>) {
-        let mut prev = GENESIS.to_vec();
-        let mut records = Vec::new();
-        for id in 1..=n {
-            let hash = key.link(&prev, id, &event(id));
-            records.push(AuditRecord {
-                id,
-                event: event(id),
-                hash: hash.clone(),
-            });
-            prev = hash;
-        }
-        let bounds = ChainBounds {
-            first_id: 1,
-            first_prev: GENESIS.to_vec(),
-            head_id: n,
-            head_hash: prev,
-        };
-        (bounds, records)
-    }
-
-    fn walk(key: &dyn Linker, bounds: &ChainBounds, records: &[AuditRecord]) -> ChainReport {
-        let mut walk = ChainWalk::new(key, bounds.clone());
-        for r in records {
-            walk.check(r);
-        }
-        walk.finish()
-    }
-
-    #[test]
-    fn an_untouched_chain_verifies() {
-        let key = Plain(7);
-        let (bounds, records) = chain(&key, 5);
-        let report = walk(&key, &bounds, &records);
-        assert_eq!(report.broken, None);
-        assert_eq!((report.checked, report.first_id, report.last_id), (5, 1, 5));
-        let empty = ChainBounds {
-            first_id: 1,
-            first_prev: GENESIS.to_vec(),
-            head_id: 0,
-            head_hash: GENESIS.to_vec(),
-        };
-        assert_eq!(walk(&key, &empty, &[]).broken, None);
-    }
-
-    #[test]
-    fn edits_deletions_swaps_and_truncation_are_found_at_the_first_broken_event() {
-        let key = Plain(7);
-        let (bounds, records) = chain(&key, 6);
-        let broken_at = |records: &[AuditRecord]| walk(&key, &bounds, records).broken.unwrap().id;
-
-        let mut edited = records.clone();
-        edited[2].event.outcome = Outcome::Failed(ErrorKind::PermissionDenied);
-        assert_eq!(broken_at(&edited), 3);
-
-        let mut deleted = records.clone();
-        deleted.remove(3);
-        assert_eq!(broken_at(&deleted), 4);
-
-        let mut swapped = records.clone();
-        let (a, b) = (swapped[1].event.clone(), swapped[2].event.clone());
-        swapped[1].event = b;
-        swapped[2].event = a;
-        assert_eq!(broken_at(&swapped), 2);
-
-        assert_eq!(broken_at(&records[..4]), 5, "the newest events deleted");
-
-        assert_eq!(walk(&Plain(8), &bounds, &records).broken.unwrap().id, 1);
-    }
-
-    #[test]
-    fn a_pruned_chain_verifies_from_where_it_was_cut() {
-        let key = Plain(7);
-        let (mut bounds, records) = chain(&key, 6);
-        bounds.first_id = 4;
-        bounds.first_prev = records[2].hash.clone();
-        let report = walk(&key, &bounds, &records[3..]);
-        assert_eq!(report.broken, None);
-        assert_eq!((report.checked, report.first_id), (3, 4));
     }
 
     #[test]
