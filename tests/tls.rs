@@ -48,6 +48,17 @@ impl Ca {
     /// A leaf for `127.0.0.1` and `localhost` (server) or named `cn`
     /// (client), with serial `serial`: (certificate PEM, key PEM).
     fn issue(&self, cn: &str, client: bool, serial: u64) -> (String, String) {
+        self.issue_with(cn, client, serial, |_| {})
+    }
+
+    /// [`Ca::issue`], its parameters changed by `edit` before signing.
+    fn issue_with(
+        &self,
+        cn: &str,
+        client: bool,
+        serial: u64,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let names = if client {
             Vec::new()
@@ -62,6 +73,7 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
+        edit(&mut params);
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         (cert.pem(), key.serialize_pem())
     }
@@ -408,6 +420,97 @@ async fn a_replaced_certificate_reaches_new_connections_and_open_ones_carry_on(b
         String::from_utf8_lossy(&out.stderr)
     );
     server.stop().await;
+}
+
+/// A client certificate whose common name holds RFC 4514 syntax (`,`, `=`,
+/// `]`) is shown escaped in the audit log, not as another identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_subject_cannot_pass_for_another() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let pki = pki(&db);
+    let clients_ca = Ca::new("keyward clients CA");
+    let clients_ca_file = put(&pki.dir, "clients-ca.pem", &clients_ca.pem());
+    let (cert, key) = clients_ca.issue("om-server],CN=admin [x", true, 9);
+    let (cert, key) = (put(&pki.dir, "c.pem", &cert), put(&pki.dir, "c.key", &key));
+    let server = TestServer::start_with(
+        &db,
+        tls_config(&db, &pki, Some(clients_ca_file)),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let tls = [
+        "--ca-cert".to_string(),
+        s(&pki.ca_file),
+        "--client-cert".to_string(),
+        s(&cert),
+        "--client-key".to_string(),
+        s(&key),
+    ];
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let out = cli(&db, &server, &tls, &["keyset", "get", "default"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.service.flush_audit().await;
+    let out = cli(
+        &db,
+        &server,
+        &tls,
+        &["audit", "list", "--action", "GetKeySet", "--output", "json"],
+    );
+    let events = process::json_out(&out);
+    let peer = events[0]["peer"].as_str().unwrap();
+    assert_eq!(
+        peer.split_once(' ').unwrap().1,
+        "[CN=om-server\\5D\\2CCN\\3Dadmin \\5Bx]",
+        "{peer}"
+    );
+    server.stop().await;
+}
+
+/// An expired serving certificate: logged as an error at start (served, as
+/// before), refused with --tls-require-valid.
+#[test]
+fn an_expired_certificate_is_logged_and_refused_when_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("keyward test CA");
+    let (cert, key) = ca.issue_with("keyward", false, 3, |params| {
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    });
+    let cert = put(dir.path(), "server.pem", &cert);
+    let key = put(dir.path(), "server.key", &key);
+    let data = dir.path().join("data");
+    let serve = |require: bool| {
+        let mut cmd = process::serve_command(&data);
+        cmd.arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env_remove("KEYWARD_DATABASE_URL");
+        if require {
+            cmd.arg("--tls-require-valid");
+        }
+        process::spawn_serve(cmd)
+    };
+    let served = serve(false).expect("an expired certificate is still served by default");
+    assert!(
+        served
+            .startup_log
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains("EXPIRED")),
+        "{:?}",
+        served.startup_log
+    );
+    served.terminate();
+    let refused = serve(true).unwrap_err();
+    assert!(
+        refused.contains("expired at 2020-01-01") && refused.contains("--tls-require-valid"),
+        "{refused}"
+    );
 }
 
 /// `keyward serve` on all interfaces: refused without TLS, served with

@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub use backup::{Backup, backup};
 pub use serve::{Listeners, serve, serve_on};
 pub use startup::{master_status, migrate_only, prepare, prepare_existing, prepare_with};
-pub use tasks::WATCH_INTERVAL;
+pub use tasks::{MAX_VIEW_AGE, WATCH_INTERVAL};
 
 use crate::{config::ServeConfig, service::Service, transport::tls::Tls};
 

@@ -1,10 +1,14 @@
 //! A [`Store`] that counts the calls made to the store it wraps, so tests can
 //! check how many database round trips an operation costs (and that a path
-//! meant to be served from memory makes none).
+//! meant to be served from memory makes none), and that can be cut off from
+//! it, as a replica is when its database becomes unreachable.
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use async_trait::async_trait;
@@ -16,17 +20,19 @@ use super::{
     Store, TokenRow, TokenStore,
 };
 use crate::{
-    Result,
+    Error, Result,
     domain::{
         audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
         client::Client,
     },
 };
 
-/// Counts calls per [`Store`] method, then delegates.
+/// Counts calls per [`Store`] method, then delegates (or, while cut off,
+/// fails them).
 #[derive(Debug)]
 pub struct CountingStore {
     inner: Arc<dyn Store>,
+    cut_off: AtomicBool,
     calls: Mutex<BTreeMap<&'static str, u64>>,
     /// The most key sets one `published_since` call with a `since` returned.
     largest_delta: Mutex<usize>,
@@ -37,15 +43,27 @@ impl CountingStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
         Self {
             inner,
+            cut_off: AtomicBool::new(false),
             calls: Mutex::new(BTreeMap::new()),
             largest_delta: Mutex::new(0),
         }
     }
 
-    fn count(&self, method: &'static str) {
+    /// Counts a call to `method`; fails it while the store is cut off.
+    fn count(&self, method: &'static str) -> Result<()> {
         if let Ok(mut calls) = self.calls.lock() {
             *calls.entry(method).or_default() += 1;
         }
+        if self.cut_off.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable);
+        }
+        Ok(())
+    }
+
+    /// Cuts the store off from its database (`true`): every call fails as
+    /// unreachable until it is reconnected (`false`).
+    pub fn set_cut_off(&self, cut_off: bool) {
+        self.cut_off.store(cut_off, Ordering::Relaxed);
     }
 
     /// Calls made to `method` so far.
@@ -84,7 +102,7 @@ macro_rules! delegate {
         impl $trait for CountingStore {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.count(stringify!($name));
+                    self.count(stringify!($name))?;
                     self.inner.$name($($arg),*).await
                 }
             )*
@@ -101,7 +119,7 @@ impl Store for CountingStore {
 #[async_trait]
 impl KeySetStore for CountingStore {
     async fn published_since(&self, since: Option<i64>) -> Result<PublishedDelta> {
-        self.count("published_since");
+        self.count("published_since")?;
         let delta = self.inner.published_since(since).await?;
         if since.is_some()
             && let Ok(mut largest) = self.largest_delta.lock()
@@ -116,47 +134,47 @@ impl KeySetStore for CountingStore {
         set: &NewKeySet,
         keys: &(dyn Fn(i64) -> Vec<NewKey> + Sync),
     ) -> Result<KeySetRow> {
-        self.count("insert_keyset");
+        self.count("insert_keyset")?;
         self.inner.insert_keyset(set, keys).await
     }
 
     async fn any_keyset_ever(&self) -> Result<bool> {
-        self.count("any_keyset_ever");
+        self.count("any_keyset_ever")?;
         self.inner.any_keyset_ever().await
     }
 
     async fn get_keyset(&self, name: &str) -> Result<Option<KeySetRow>> {
-        self.count("get_keyset");
+        self.count("get_keyset")?;
         self.inner.get_keyset(name).await
     }
 
     async fn list_keysets(&self, after: &str, limit: i64) -> Result<Vec<KeySetRow>> {
-        self.count("list_keysets");
+        self.count("list_keysets")?;
         self.inner.list_keysets(after, limit).await
     }
 
     async fn published_keys_between(&self, first: &str, last: &str) -> Result<Vec<KeyRow>> {
-        self.count("published_keys_between");
+        self.count("published_keys_between")?;
         self.inner.published_keys_between(first, last).await
     }
 
     async fn delete_keyset(&self, name: &str, now: i64) -> Result<bool> {
-        self.count("delete_keyset");
+        self.count("delete_keyset")?;
         self.inner.delete_keyset(name, now).await
     }
 
     async fn list_keys(&self, keyset_id: i64) -> Result<Vec<KeyRow>> {
-        self.count("list_keys");
+        self.count("list_keys")?;
         self.inner.list_keys(keyset_id).await
     }
 
     async fn sealed_key(&self, kid: &str) -> Result<Option<SealedKey>> {
-        self.count("sealed_key");
+        self.count("sealed_key")?;
         self.inner.sealed_key(kid).await
     }
 
     async fn find_key(&self, kid: &str) -> Result<Option<KeyRow>> {
-        self.count("find_key");
+        self.count("find_key")?;
         self.inner.find_key(kid).await
     }
 
@@ -166,7 +184,7 @@ impl KeySetStore for CountingStore {
         version: i64,
         change: &KeySetChange,
     ) -> Result<bool> {
-        self.count("apply_keyset_change");
+        self.count("apply_keyset_change")?;
         self.inner
             .apply_keyset_change(keyset_id, version, change)
             .await

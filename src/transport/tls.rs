@@ -517,4 +517,37 @@ mod tests {
         assert!(!tls.reload_if_changed());
         assert!(!tls.reload_if_changed());
     }
+
+    /// A certificate for `key_pem` that expired in 2020.
+    fn expired(key_pem: &str) -> String {
+        let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused_when_validity_is_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let mut required = files(dir.path(), &expired(&key), &key);
+        required.require_valid = true;
+        let err = Tls::load(required.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("expired at 2020-01-01") && err.contains("--tls-require-valid"),
+            "{err}"
+        );
+        // Served (with an error logged) when not required.
+        Tls::load(files(dir.path(), &expired(&key), &key)).unwrap();
+
+        // On reload: a valid pair is served, an expired one that replaces
+        // it is refused and the valid one kept.
+        files(dir.path(), &self_signed(&key), &key);
+        let tls = Tls::load(required).unwrap();
+        let valid_until = tls.not_after().unwrap();
+        files(dir.path(), &expired(&key), &key);
+        assert!(!tls.reload_if_changed());
+        assert_eq!(tls.not_after(), Some(valid_until));
+    }
 }

@@ -22,6 +22,8 @@ pub struct Serve {
     pub grpc: String,
     /// `http://` URL of its HTTP listener.
     pub http: String,
+    /// What it logged before its "keyward serving" line.
+    pub startup_log: Vec<String>,
     pub log: mpsc::Receiver<String>,
 }
 
@@ -83,6 +85,7 @@ pub fn spawn_serve(mut cmd: Command) -> Result<Serve, String> {
                         grpc: format!("http://{}", field("grpc")),
                         http: format!("http://{}", field("http")),
                         child,
+                        startup_log: std::mem::take(&mut seen),
                         log: rx,
                     });
                 }
