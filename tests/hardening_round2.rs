@@ -255,7 +255,7 @@ async fn unauthenticated_callers_cannot_fill_memory_or_disk(backend: Backend) {
     // Longer than a client id may be, or not one at all: refused as an
     // unknown client, and the id is kept nowhere.
     let long = "a".repeat(40_000);
-    for id in [long.as_str(), &"b".repeat(256), "evil\nid", "x\u{202e}y"] {
+    for id in [long.as_str(), &"b".repeat(129), "evil\nid", "x\u{202e}y"] {
         let refused = grant(&server, id, "whatever", None).await;
         assert_eq!(refused.status, 401, "{}", refused.body);
         assert_eq!(refused.json()["error"], "invalid_client");
@@ -271,7 +271,7 @@ async fn unauthenticated_callers_cannot_fill_memory_or_disk(backend: Backend) {
     // Many distinct, well-formed ids: the first refusals are written down,
     // the rest only counted.
     for i in 0..(AUDIT_BUDGET + 60) {
-        let id = format!("junk-{i:04}-{}", "j".repeat(200));
+        let id = format!("junk-{i:04}-{}", "j".repeat(100));
         assert_eq!(grant(&server, &id, "whatever", None).await.status, 401);
     }
     server.service.flush_audit().await;
