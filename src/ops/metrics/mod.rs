@@ -3,9 +3,11 @@
 //!
 //! A leaf: the layers above feed it and it reaches back into none of them.
 //! Counters and histograms are kept by [`Metrics`] and bumped where things
-//! happen. What a scrape reads off the running process (per-key-set gauges,
-//! the JWKS snapshot's generation and age, database errors, the TLS
-//! certificate's expiry) comes through the narrow [`Readings`] trait the
+//! happen; request counts and latencies, bumped by every request on every
+//! core, are kept per thread and added up at scrape time ([`requests`]).
+//! What a scrape reads off the running process (per-key-set gauges, the JWKS
+//! snapshot's generation and age, database errors, the TLS certificate's
+//! expiry) comes through the narrow [`Readings`] trait the
 //! server hands in, computed at scrape time, so it costs nothing between
 //! scrapes and is never out of date.
 //!
@@ -13,6 +15,8 @@
 //! [`crate::domain::access::Method`], HTTP routes from the router's fixed paths,
 //! outcome codes from fixed tables, and key set names from the database (made
 //! by an operator, never by a request).
+
+mod requests;
 
 use std::{
     sync::{Arc, OnceLock},
@@ -27,7 +31,6 @@ use prometheus_client::{
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
-        histogram::{Histogram, exponential_buckets},
         info::Info,
     },
     registry::Registry,
@@ -126,19 +129,11 @@ impl Trigger {
     }
 }
 
-/// Request latencies: 0.25 ms to about 4 s.
-fn latency_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
-}
-
 /// keyward's metrics and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    grpc_requests: Family<GrpcLabels, Counter>,
-    grpc_latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
-    http_requests: Family<HttpLabels, Counter>,
-    http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    requests: Arc<requests::RequestMetrics>,
     tokens_issued: Family<TokenLabels, Counter>,
     rotations: Family<RotationLabels, Counter>,
     revocations: Family<KeysetLabel, Counter>,
@@ -158,30 +153,8 @@ impl Metrics {
     /// Every metric, registered and at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("keyward");
-        let grpc_requests = Family::default();
-        registry.register(
-            "grpc_requests",
-            "keyward.v1 gRPC calls by method and status code",
-            Family::clone(&grpc_requests),
-        );
-        let grpc_latency = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
-        registry.register(
-            "grpc_request_duration_seconds",
-            "keyward.v1 gRPC call latency by method, authentication and audit included",
-            Family::clone(&grpc_latency),
-        );
-        let http_requests = Family::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status code",
-            Family::clone(&http_requests),
-        );
-        let http_latency = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            Family::clone(&http_latency),
-        );
+        let requests = Arc::new(requests::RequestMetrics::new());
+        registry.register_collector(Box::new(Arc::clone(&requests)));
         let tokens_issued = Family::default();
         registry.register(
             "tokens_issued",
@@ -232,10 +205,7 @@ impl Metrics {
         registry.register_collector(Box::new(Arc::clone(&views)));
         Self {
             registry,
-            grpc_requests,
-            grpc_latency,
-            http_requests,
-            http_latency,
+            requests,
             tokens_issued,
             rotations,
             revocations,
@@ -265,25 +235,12 @@ impl Metrics {
 
     /// One keyward.v1 gRPC call ended with `code` after `elapsed`.
     pub fn grpc_call(&self, method: &'static str, code: &'static str, elapsed: Duration) {
-        self.grpc_requests
-            .get_or_create(&GrpcLabels { method, code })
-            .inc();
-        self.grpc_latency
-            .get_or_create(&MethodLabel { method })
-            .observe(elapsed.as_secs_f64());
+        self.requests.grpc(method, code, elapsed.as_secs_f64());
     }
 
     /// One HTTP request to `route` ended with `status` after `elapsed`.
     pub fn http_request(&self, route: &'static str, status: u16, elapsed: Duration) {
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                route,
-                code: status,
-            })
-            .inc();
-        self.http_latency
-            .get_or_create(&RouteLabel { route })
-            .observe(elapsed.as_secs_f64());
+        self.requests.http(route, status, elapsed.as_secs_f64());
     }
 
     /// A token was signed with a key of `keyset`.
