@@ -208,7 +208,7 @@ fn http_servers(
     let limits = app.config.limits;
     let server = net::serve_http(
         listener,
-        http::router(state.clone(), metrics.is_none()),
+        http::app(state.clone(), metrics.is_none()),
         app.tls.as_ref().map(|tls| tls.http_acceptor()),
         limits,
         stop.clone(),
@@ -216,7 +216,7 @@ fn http_servers(
     let metrics_server = metrics.map(|listener| {
         tokio::spawn(net::serve_http(
             listener,
-            http::metrics_router(state),
+            http::metrics_app(state),
             None,
             limits,
             stop.clone(),

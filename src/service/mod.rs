@@ -45,6 +45,7 @@ pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};
 pub use rotation::Transition;
 pub use signing::*;
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
+pub use views::DocumentsVersion;
 
 use crate::{
     Error, Result,
@@ -97,6 +98,11 @@ pub struct Service {
     /// time, whenever either view changes.
     issuer_keys: RwLock<Arc<IssuerKeys>>,
     rebuilding_issuer_keys: Mutex<()>,
+    /// Moves after every rebuild of the issuer keys, once it is in place.
+    issuer_keys_version: std::sync::atomic::AtomicU64,
+    /// This service among those of the process (tests and benches run
+    /// several): with the versions, what names its public documents' state.
+    instance: u64,
     /// The configured JWKS max-age, which rotation policies are checked against.
     jwks_max_age: u64,
     /// keyward's issuer URL (`iss` of its OAuth tokens, base of its URLs).
@@ -150,6 +156,8 @@ impl Service {
             default_keyset: settings.default_keyset,
             issuer_keys: RwLock::new(Arc::new(IssuerKeys::empty(jwks_max_age))),
             rebuilding_issuer_keys: Mutex::new(()),
+            issuer_keys_version: std::sync::atomic::AtomicU64::new(0),
+            instance: views::next_instance(),
             jwks_max_age,
             issuer: settings.issuer.trim_end_matches('/').to_string(),
             decoy: keyring.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),

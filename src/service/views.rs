@@ -13,7 +13,35 @@ use std::{
 use super::Service;
 use crate::{Result, view::IssuerKeys};
 
+/// Which state a service's public documents (each key set's JWKS, the
+/// issuer's) are in: equal values, equal documents. Read it before reading
+/// the documents, and a copy of them taken then stays current while it is
+/// unchanged; a cache on each thread keeps its own copy this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentsVersion {
+    instance: u64,
+    keysets: u64,
+    issuer_keys: u64,
+}
+
+/// A number for each service the process makes.
+pub(super) fn next_instance() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Service {
+    /// The state of the public documents (see [`DocumentsVersion`]): two
+    /// loads of counters that move only on a change, so every request may
+    /// read it.
+    pub fn documents_version(&self) -> DocumentsVersion {
+        DocumentsVersion {
+            instance: self.instance,
+            keysets: self.keysets.version(),
+            issuer_keys: self.issuer_keys_version.load(Ordering::Acquire),
+        }
+    }
+
     /// The keys that verify every token this issuer mints, and their
     /// algorithms: OIDC discovery's `jwks_uri`.
     pub fn issuer_keys(&self) -> Arc<IssuerKeys> {
@@ -40,6 +68,7 @@ impl Service {
                     .issuer_keys
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                self.issuer_keys_version.fetch_add(1, Ordering::Release);
             }
             Err(err) => {
                 tracing::warn!(error = %err, "issuer JWKS rebuild failed; serving the last one");

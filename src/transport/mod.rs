@@ -5,7 +5,8 @@
 //! - [`grpc`]: `keyward.v1` over tonic.
 //! - [`http`]: JWKS, OIDC discovery, the token endpoint, probes, `/metrics`.
 //! - [`net`]: listeners: connection limits, timeouts, TLS handshakes, and
-//!   deadlines on HTTP/2 prefaces and frames (`frames`).
+//!   deadlines on HTTP/2 prefaces and frames (`frames`); `timer`, the
+//!   HTTP/1.1 header-read timeout without the runtime's shared timer lock.
 //! - [`observe`]: request ids, shared by both; [`proxy`]: the client's
 //!   address behind trusted proxies.
 //! - [`tls`]: rustls settings, certificate reload, mutual TLS.
@@ -16,4 +17,5 @@ pub mod http;
 pub mod net;
 pub mod observe;
 pub mod proxy;
+mod timer;
 pub mod tls;

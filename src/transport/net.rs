@@ -355,11 +355,11 @@ pub async fn accept_loop(
     }
 }
 
-/// Serves HTTP/1.1 with `router` on `listener` until `stop` flips; then lets
+/// Serves HTTP/1.1 with `app` on `listener` until `stop` flips; then lets
 /// in-flight requests finish for at most `limits.shutdown_grace`.
 pub async fn serve_http(
     listener: TcpListener,
-    router: axum::Router,
+    app: super::http::HttpApp,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     stop: watch::Receiver<bool>,
@@ -370,19 +370,14 @@ pub async fn serve_http(
     let mut tasks = tokio::task::JoinSet::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         // Headers past 64 KiB are refused (431) before anything is kept.
         .max_buf_size(MAX_HTTP_BUFFER);
     while let Some(conn) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
-        // Handlers that throttle by address (the token endpoint) read it here.
-        let router = match conn.peer() {
-            Some(addr) => router.clone().layer(axum::Extension(Peer(addr))),
-            None => router.clone(),
-        };
-        let service = hyper_util::service::TowerToHyperService::new(router);
-        let (watcher, builder, tls) = (graceful.watcher(), builder.clone(), tls.clone());
+        let service = app.connection(conn.peer());
+        let (watcher, mut builder, tls) = (graceful.watcher(), builder.clone(), tls.clone());
+        builder.timer(super::timer::ConnTimer::new(limits.header_timeout));
         tasks.spawn(async move {
             // The handshake shares the header timeout: both are what a client
             // must send before it is served.

@@ -106,6 +106,8 @@ pub struct KeySetView {
     synced: std::sync::Mutex<Option<std::time::Instant>>,
     /// Refreshes that read from the database.
     rebuilds: std::sync::atomic::AtomicU64,
+    /// Moves after every change of the snapshot, once the change is in place.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl KeySetView {
@@ -153,6 +155,12 @@ impl KeySetView {
             jwks: Arc::new(JwksDoc::render(keys, max_age)),
             algorithms: algorithms.into_iter().collect(),
         })
+    }
+
+    /// A number that moves after every change of the view: read it before
+    /// reading the view, and a copy taken then is current while it holds.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The keyset generation the view was built from.
@@ -258,6 +266,10 @@ impl KeySetView {
         }
         snapshot.generation = Some(delta.generation);
         drop(snapshot);
+        // After the write: whoever reads this version and then the snapshot
+        // sees the change (or a newer one), never an older snapshot.
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.rebuilds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.mark_synced();

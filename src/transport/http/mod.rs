@@ -2,8 +2,10 @@
 //! ([`jwks`]), the OAuth client-credentials token endpoint ([`token`]), health
 //! probes and `/metrics`. Only the token endpoint authenticates: the rest
 //! publishes public keys and metadata. Every request gets a request id, a log
-//! span and its count and latency in the metrics ([`observe`]).
+//! span and its count and latency in the metrics ([`observe`]); a JWKS GET,
+//! answered by the [`front`] of each connection, needs no span.
 
+mod front;
 mod jwks;
 mod observe;
 pub mod token;
@@ -18,6 +20,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get, post},
 };
+
+pub use front::{Connection, HttpApp};
 
 use crate::{
     Error, error::ErrorKind, ops::metrics, service::Service, transport::proxy::TrustedProxies,
@@ -75,21 +79,24 @@ pub struct HttpState {
 }
 
 /// The HTTP routes; with `metrics`, `/metrics` too (otherwise it is served
-/// on its own listener by [`metrics_router`], or not at all), each request
-/// observed.
-pub fn router(state: HttpState, metrics: bool) -> Router {
-    routes(metrics)
+/// on its own listener by [`metrics_app`], or not at all), each request
+/// observed, the JWKS answered by the front.
+pub fn app(state: HttpState, metrics: bool) -> HttpApp {
+    let service = Arc::clone(&state.service);
+    let router = routes(metrics)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
         ))
-        .with_state(state)
+        .with_state(state);
+    HttpApp::with_documents(router, service)
 }
 
-/// [`router`] without request ids and request metrics: what
-/// `benches/service.rs` measures their cost against. Not served.
-pub fn unobserved_router(state: HttpState, metrics: bool) -> Router {
-    routes(metrics).with_state(state)
+/// [`app`] without request ids and request metrics, every request through
+/// the router: what `benches/service.rs` measures their cost against. Not
+/// served.
+pub fn unobserved_app(state: HttpState, metrics: bool) -> HttpApp {
+    HttpApp::routed(routes(metrics).with_state(state))
 }
 
 /// Where Prometheus scrapes.
@@ -97,10 +104,10 @@ pub const METRICS_PATH: &str = "/metrics";
 
 fn routes(metrics: bool) -> Router<HttpState> {
     let router = Router::new()
-        .route("/.well-known/jwks.json", get(jwks::default_jwks))
-        .route("/keysets/{name}/jwks.json", get(jwks::keyset_jwks))
+        .route(jwks::DEFAULT_ROUTE, get(jwks::default_jwks))
+        .route(jwks::KEYSET_ROUTE, get(jwks::keyset_jwks))
         .route("/.well-known/openid-configuration", get(jwks::discovery))
-        .route("/oauth2/jwks.json", get(jwks::issuer_jwks))
+        .route(jwks::ISSUER_ROUTE, get(jwks::issuer_jwks))
         .route(
             "/oauth2/token",
             post(token::token).layer(DefaultBodyLimit::max(token::MAX_TOKEN_REQUEST_BYTES)),
@@ -118,15 +125,17 @@ fn routes(metrics: bool) -> Router<HttpState> {
 }
 
 /// `/metrics` alone, for `--metrics-addr`.
-pub fn metrics_router(state: HttpState) -> Router {
-    Router::new()
-        .route(METRICS_PATH, get(metrics_text))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
-        .with_state(state)
+pub fn metrics_app(state: HttpState) -> HttpApp {
+    HttpApp::routed(
+        Router::new()
+            .route(METRICS_PATH, get(metrics_text))
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                observe::observe,
+            ))
+            .with_state(state),
+    )
 }
 
 async fn metrics_text(State(state): State<HttpState>) -> Response {

@@ -14,9 +14,12 @@ use axum::{
 use tracing::Instrument as _;
 
 use super::HttpState;
-use crate::transport::{
-    net::Peer,
-    observe::{REQUEST_ID, RequestId, request_id_of},
+use crate::{
+    service::Service,
+    transport::{
+        net::Peer,
+        observe::{REQUEST_ID, RequestId, request_id_header, request_id_of},
+    },
 };
 
 /// The route label of a request: the path pattern it matched, or `other`.
@@ -28,25 +31,35 @@ fn route_of(request: &Request) -> &'static str {
 }
 
 /// The router's path patterns, each kept once for the process: metric labels
-/// borrow them for good. Bounded by the routes the router has.
+/// borrow them for good. Bounded by the routes the router has. Each thread
+/// remembers those it has seen, so the shared list is read only the first
+/// time a thread meets a route.
 fn intern(path: &str) -> &'static str {
     static ROUTES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let known = |routes: &[&'static str]| routes.iter().copied().find(|r| *r == path);
-    if let Some(route) = known(
+    if let Some(route) = SEEN.with_borrow(|seen| known(seen)) {
+        return route;
+    }
+    let shared = known(
         &ROUTES
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
-    ) {
-        return route;
-    }
-    let mut routes = ROUTES
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    known(&routes).unwrap_or_else(|| {
-        let route: &'static str = Box::leak(path.to_string().into_boxed_str());
-        routes.push(route);
-        route
-    })
+    );
+    let route = shared.unwrap_or_else(|| {
+        let mut routes = ROUTES
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known(&routes).unwrap_or_else(|| {
+            let route: &'static str = Box::leak(path.to_string().into_boxed_str());
+            routes.push(route);
+            route
+        })
+    });
+    SEEN.with_borrow_mut(|seen| seen.push(route));
+    route
 }
 
 /// The middleware.
@@ -70,6 +83,27 @@ pub(super) async fn observe(
     }
     state
         .service
+        .metrics()
+        .http_request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// What the middleware gives a request the front answered itself (a JWKS
+/// GET): its request id back on the response, its route, status and latency
+/// in the metrics. No log span: nothing on that path logs. The caller's id is
+/// sent back as it came; a new one is drawn only when it sent none (or an
+/// unusable one).
+pub(super) fn answered(
+    service: &Service,
+    route: &'static str,
+    started: std::time::Instant,
+    request: &axum::http::HeaderMap,
+    mut response: Response,
+) -> Response {
+    if let Some(id) = request_id_header(request) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    service
         .metrics()
         .http_request(route, response.status().as_u16(), started.elapsed());
     response
