@@ -11,11 +11,15 @@
 //!
 //! `cargo bench --bench service` (SQLite; set KEYWARD_TEST_DATABASE_URL to
 //! measure on PostgreSQL too). Nothing here asserts a time.
+//! `cargo bench --bench service -- --server-cores N` runs `keyward serve`
+//! pinned to N cores and outside load generators on the rest, each figure
+//! as a ratio to its anchor (see `cores/mod.rs`).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod cores;
 mod load;
 
 use std::time::{Duration, Instant};
@@ -392,7 +396,7 @@ async fn observability_cost(server: &TestServer, calls: &load::HotCalls, token: 
     };
     let bare_server = tokio::spawn(keyward::transport::net::serve_http(
         listener,
-        keyward::transport::http::unobserved_router(state, true),
+        keyward::transport::http::unobserved_app(state, true),
         None,
         keyward::transport::net::Limits::default(),
         stopped,
@@ -537,6 +541,19 @@ fn main() {
             .with_writer(std::io::sink)
             .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
             .init();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--server-cores") {
+        let n = args
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--server-cores N: how many cores keyward gets");
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(cores::run(n));
+        return;
     }
     if std::env::args().any(|a| a == "raw") {
         raw_signing_rates();
