@@ -15,7 +15,9 @@
 //!   pinned to the same cores.
 //!
 //! Needs `taskset` (util-linux), `wrk`, `h2load` (nghttp2-client) and
-//! `nginx`; a missing tool is named and its figures left out. The load
+//! `nginx`; a missing tool is named and its figures left out.
+//! KEYWARD_BENCH_BIN runs another build of keyward instead of this one (an
+//! earlier commit's, to measure a change before and after). The load
 //! generators run 2 s of warm-up and then KEYWARD_BENCH_SECONDS (default 8)
 //! measured. Nothing here asserts a time.
 
@@ -194,6 +196,11 @@ fn wrk_ms(v: &str) -> f64 {
     }
 }
 
+/// The keyward binary measured: KEYWARD_BENCH_BIN, or this build's.
+fn keyward_bin() -> std::ffi::OsString {
+    std::env::var_os("KEYWARD_BENCH_BIN").unwrap_or_else(|| process::BIN.into())
+}
+
 /// A `keyward serve` process pinned to `cores`, with an admin token.
 struct Server {
     serve: process::Serve,
@@ -205,7 +212,7 @@ impl Server {
         let plain = db.serve_command(db.data_dir());
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", &list(cores)])
-            .arg(plain.get_program())
+            .arg(keyward_bin())
             .args(plain.get_args());
         for (key, value) in plain.get_envs() {
             match value {
@@ -214,7 +221,7 @@ impl Server {
             };
         }
         let serve = process::spawn_serve(cmd).expect("keyward serve starts");
-        let mut local = Command::new(process::BIN);
+        let mut local = Command::new(keyward_bin());
         local
             .arg("--data-dir")
             .arg(db.data_dir())
@@ -441,7 +448,8 @@ pub async fn run(server_cores: usize) {
         seconds,
     };
     println!(
-        "\n== keyward on cores {} ({} of them), load generators on {}: 2 s warm-up, {seconds} s measured ==",
+        "\n== keyward ({}) on cores {} ({} of them), load generators on {}: 2 s warm-up, {seconds} s measured ==",
+        keyward_bin().to_string_lossy(),
         list(server),
         server.len(),
         list(generator)

@@ -24,7 +24,7 @@ pub fn bytes<const N: usize>() -> [u8; N] {
 
 /// Bytes drawn from the system CSPRNG in 4 KiB batches per thread: for
 /// values that must be unpredictable and unique but guard nothing (request
-/// ids), where one system call per value would be a measurable share of a
+/// ids, token ids), where one system call per value would be a measurable share of a
 /// request. Never for keys, secrets or tokens: use [`bytes`].
 pub fn unguessable<const N: usize>() -> [u8; N] {
     const BATCH: usize = 4096;

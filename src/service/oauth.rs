@@ -116,7 +116,8 @@ impl Service {
                 client.id
             )))
         })?;
-        let jti = b64url(&random::bytes::<16>());
+        // A token's id is public and guards nothing: it must only never repeat.
+        let jti = b64url(&random::unguessable::<16>());
         let claims = claims::client_token_claims(&self.issuer, client, &scope, &jti);
         // Updates refuse a client token-ttl above its key set's max-token-ttl
         // and the reverse; should a race still leave one above, the token gets
