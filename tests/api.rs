@@ -319,6 +319,32 @@ async fn jwks_http_caching(backend: Backend) {
     assert_eq!(after.status, 200, "a rotation changes the ETag");
     assert_ne!(after.header("etag"), etag);
 
+    // Plain GETs are answered before the router, from each thread's copy; a
+    // name with escapes goes through the router. Both answer alike, and
+    // both follow the rotation.
+    let routed = server.get("/keysets/m%61in/jwks.json", &[]).await;
+    for front in [&after, &server.get("/keysets/main/jwks.json", &[]).await] {
+        assert_eq!(routed.status, 200);
+        assert_eq!(routed.body, front.body);
+        for h in [
+            "etag",
+            "cache-control",
+            "content-type",
+            "access-control-allow-origin",
+            "access-control-expose-headers",
+        ] {
+            assert_eq!(routed.header(h), front.header(h), "{h}");
+        }
+        assert_eq!(front.header("x-request-id").len(), 16, "a request id");
+    }
+    let routed_cached = server
+        .get(
+            "/keysets/m%61in/jwks.json",
+            &[("if-none-match", after.header("etag"))],
+        )
+        .await;
+    assert_eq!(routed_cached.status, 304);
+
     let health = server.get("/healthz", &[]).await;
     assert_eq!(
         (health.status, health.json()["status"].as_str()),
