@@ -35,7 +35,6 @@ pub mod domain;
 pub mod error;
 pub mod files;
 pub mod ops;
-pub mod seal;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -39,21 +39,11 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
             "service", "view", "crypto", "domain", "metrics", "files", "error",
         ],
     ),
-    (
-        "seal",
-        &["seal"],
-        &["transport", "crypto", "domain", "files", "error"],
-    ),
-    (
-        "config",
-        &["config"],
-        &["seal", "transport", "domain", "error"],
-    ),
+    ("config", &["config"], &["transport", "domain", "error"]),
     (
         "server",
         &["server"],
         &[
-            "seal",
             "config",
             "transport",
             "service",
@@ -70,7 +60,6 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
         "doctor",
         &["ops::doctor"],
         &[
-            "seal",
             "server",
             "config",
             "transport",
@@ -86,7 +75,6 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
         &["cli"],
         &[
             "doctor",
-            "seal",
             "server",
             "config",
             "transport",

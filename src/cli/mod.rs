@@ -17,6 +17,7 @@ mod admin;
 mod args;
 mod audit;
 mod clients;
+mod fetch;
 mod keysets;
 pub mod master;
 mod openmetadata;

@@ -18,7 +18,6 @@ use file::{FileConfig, read_file_config};
 use crate::{
     Error, Result,
     domain::{secret::SecretString, throttle::ThrottleSettings},
-    seal::SealSpec,
     transport::{net::Limits, proxy::TrustedProxies},
 };
 
@@ -77,8 +76,6 @@ pub struct ServeConfig {
     pub master_key: MasterKeySource,
     /// Files holding earlier master keys, which only open older rows.
     pub previous_master_keys: Vec<PathBuf>,
-    /// The KMS/HSM seals that wrap the master keys, in the order tried.
-    pub seals: Vec<SealSpec>,
     /// Key set served at `/.well-known/jwks.json`.
     pub default_keyset: String,
     /// JWKS `Cache-Control: max-age`, seconds.
@@ -114,7 +111,6 @@ impl fmt::Debug for ServeConfig {
             .field("http_addr", &self.http_addr)
             .field("master_key", &self.master_key)
             .field("previous_master_keys", &self.previous_master_keys)
-            .field("seals", &self.seals)
             .field("default_keyset", &self.default_keyset)
             .field("jwks_max_age", &self.jwks_max_age)
             .field("rotation_interval", &self.rotation_interval)
@@ -129,29 +125,6 @@ impl fmt::Debug for ServeConfig {
             .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
-}
-
-/// The seals, from flags/environment over the file, each value checked.
-fn seals(args: &ServeArgs, file: Option<Vec<String>>) -> Result<Vec<SealSpec>> {
-    let values = if args.seals.is_empty() {
-        file.unwrap_or_default()
-    } else {
-        args.seals.clone()
-    };
-    let specs = values
-        .iter()
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| v.parse::<SealSpec>().map_err(|e| Error::invalid("seal", e)))
-        .collect::<Result<Vec<_>>>()?;
-    for (i, spec) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|s| s.id() == spec.id()) {
-            return Err(Error::invalid(
-                "seal",
-                format!("{} is configured twice", spec.id()),
-            ));
-        }
-    }
-    Ok(specs)
 }
 
 /// The TLS files, from flags over the file; the client CA needs a pair.
@@ -236,7 +209,6 @@ impl ServeConfig {
             http_addr: parse_default(DEFAULT_HTTP_ADDR),
             master_key: MasterKeySource::Unset,
             previous_master_keys: Vec::new(),
-            seals: Vec::new(),
             default_keyset: DEFAULT_KEYSET.into(),
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
@@ -331,7 +303,6 @@ impl ServeConfig {
             } else {
                 args.previous_master_key_files.clone()
             },
-            seals: seals(args, file.seals)?,
             default_keyset: args
                 .default_keyset
                 .clone()

@@ -84,31 +84,13 @@ impl KeyUse {
     }
 }
 
-/// One seal: which master keys it wraps, and whether it answered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SealStatus {
-    /// The seal's id (kind and location, no secret).
-    pub seal: String,
-    /// Whether this process is configured with it.
-    pub configured: bool,
-    /// The master key ids it wraps, per the database.
-    pub wraps: Vec<String>,
-    /// Whether it was asked (to unwrap or wrap) and how that went: `None`
-    /// when it was not needed, `Some(Ok)`, or `Some(Err(its error))`.
-    pub answered: Option<Result<(), String>>,
-}
-
-/// Every master key the database or the keyring knows, current first, and
-/// the seals that wrap them.
+/// Every master key the database or the keyring knows, current first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterStatus {
     /// The current key's id.
     pub current: String,
     /// One entry per key id.
     pub keys: Vec<KeyUse>,
-    /// Configured seals first (in their order), then seals that wrap keys
-    /// but are not configured here.
-    pub seals: Vec<SealStatus>,
 }
 
 impl MasterStatus {
@@ -146,14 +128,9 @@ pub struct RewrapOutcome {
     pub status: MasterStatus,
 }
 
-/// How many stored values each master key seals, which of them `keyring`
-/// holds, and which seal wraps which (`probes`: the configured seals and how
-/// they answered this process).
-pub async fn status_of(
-    store: &dyn Store,
-    keyring: &Keyring,
-    probes: &[SealStatus],
-) -> Result<MasterStatus> {
+/// How many stored values each master key seals, and which of them
+/// `keyring` holds.
+pub async fn status_of(store: &dyn Store, keyring: &Keyring) -> Result<MasterStatus> {
     let mut by_id: BTreeMap<String, KeyUse> = BTreeMap::new();
     for id in keyring.ids() {
         by_id.insert(
@@ -181,42 +158,17 @@ pub async fn status_of(
     }
     let mut keys: Vec<KeyUse> = by_id.into_values().collect();
     keys.sort_by_key(|k| (!k.current, !k.held, k.master_key_id.clone()));
-    let mut seals: Vec<SealStatus> = probes.to_vec();
-    for wrap in store.wrapped_keyring().await?.wraps {
-        let at = match seals.iter().position(|s| s.seal == wrap.seal) {
-            Some(at) => at,
-            None => {
-                seals.push(SealStatus {
-                    seal: wrap.seal.clone(),
-                    ..SealStatus::default()
-                });
-                seals.len() - 1
-            }
-        };
-        seals[at].wraps.push(wrap.master_key_id);
-    }
     Ok(MasterStatus {
         current: keyring.id().to_string(),
         keys,
-        seals,
     })
 }
 
 impl Service {
-    /// The configured seals and how they answered at start.
-    pub fn seal_probes(&self) -> &[SealStatus] {
-        self.seals.get().map_or(&[], Vec::as_slice)
-    }
-
-    /// Records how the configured seals answered at start (once).
-    pub fn set_seal_probes(&self, probes: Vec<SealStatus>) {
-        let _ = self.seals.set(probes);
-    }
-
     /// How many stored values each master key seals, and which of them this
     /// process holds.
     pub async fn master_status(&self) -> Result<MasterStatus> {
-        status_of(self.store.as_ref(), &self.keyring, self.seal_probes()).await
+        status_of(self.store.as_ref(), &self.keyring).await
     }
 
     /// Seals every stored value again under the current master key, `batch`

@@ -34,10 +34,6 @@ pub enum Action {
     TokenEndpoint,
     /// Retention pruned older events.
     Prune,
-    /// A seal unwrapped (or failed to unwrap) a master key at start.
-    Unwrap,
-    /// A seal wrapped a master key: a seal added, or a key newly in the keyring.
-    Wrap,
     /// A stored action this keyward does not know (a newer one wrote it).
     Other(String),
 }
@@ -50,8 +46,6 @@ impl Action {
             Self::Call(method) => method.as_str(),
             Self::TokenEndpoint => "/oauth2/token",
             Self::Prune => "AuditPrune",
-            Self::Unwrap => "MasterKeyUnwrap",
-            Self::Wrap => "MasterKeyWrap",
             Self::Other(name) => name,
         }
     }
@@ -61,8 +55,6 @@ impl Action {
         match name {
             "/oauth2/token" => Self::TokenEndpoint,
             "AuditPrune" => Self::Prune,
-            "MasterKeyUnwrap" => Self::Unwrap,
-            "MasterKeyWrap" => Self::Wrap,
             other => Method::parse(other).map_or_else(|| Self::Other(other.into()), Self::Call),
         }
     }
@@ -184,9 +176,7 @@ impl Durability {
             (outcome, _) if outcome.is_authentication_failure() => Self::BeforeResponse,
             (_, Action::Call(method)) => Self::of(*method),
             (_, Action::TokenEndpoint) => Self::Batched,
-            (_, Action::Prune | Action::Unwrap | Action::Wrap | Action::Other(_)) => {
-                Self::BeforeResponse
-            }
+            (_, Action::Prune | Action::Other(_)) => Self::BeforeResponse,
         }
     }
 }

@@ -9,7 +9,6 @@ mod keysets;
 mod meta;
 mod tokens;
 mod tx;
-mod wraps;
 
 pub(in crate::store) use audit::KnownHead;
 
