@@ -14,6 +14,8 @@
 //! `cargo bench --bench service -- --server-cores N` runs `keyward serve`
 //! pinned to N cores and outside load generators on the rest, each figure
 //! as a ratio to its anchor (see `cores/mod.rs`).
+//! `cargo bench --bench service -- seals` measures what a seal costs at
+//! start and shows requests unchanged (see `seals/mod.rs`).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -21,6 +23,7 @@
 mod common;
 mod cores;
 mod load;
+mod seals;
 
 use std::time::{Duration, Instant};
 
@@ -553,6 +556,14 @@ fn main() {
             .build()
             .unwrap()
             .block_on(cores::run(n));
+        return;
+    }
+    if std::env::args().any(|a| a == "seals") {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(seals::run());
         return;
     }
     if std::env::args().any(|a| a == "raw") {

@@ -35,6 +35,7 @@ pub mod domain;
 pub mod error;
 pub mod files;
 pub mod ops;
+pub mod seal;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -39,11 +39,21 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
             "service", "view", "crypto", "domain", "metrics", "files", "error",
         ],
     ),
-    ("config", &["config"], &["transport", "domain", "error"]),
+    (
+        "seal",
+        &["seal"],
+        &["transport", "crypto", "domain", "files", "error"],
+    ),
+    (
+        "config",
+        &["config"],
+        &["seal", "transport", "domain", "error"],
+    ),
     (
         "server",
         &["server"],
         &[
+            "seal",
             "config",
             "transport",
             "service",
@@ -60,6 +70,7 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
         "doctor",
         &["ops::doctor"],
         &[
+            "seal",
             "server",
             "config",
             "transport",
@@ -75,6 +86,7 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
         &["cli"],
         &[
             "doctor",
+            "seal",
             "server",
             "config",
             "transport",

@@ -496,7 +496,7 @@ async fn a_key_removed_too_early_is_named_with_what_it_seals(backend: Backend) {
         None,
     );
     let status = process::json_out(&out);
-    let old = status
+    let old = status["keys"]
         .as_array()
         .unwrap()
         .iter()

@@ -145,10 +145,15 @@ pub struct HotCalls {
 
 impl HotCalls {
     pub async fn new(server: &TestServer) -> Self {
+        Self::at(&server.grpc_url, &server.http_url, &server.token).await
+    }
+
+    /// The calls against the server at these URLs, presenting `token`.
+    pub async fn at(grpc_url: &str, http_url: &str, token: &str) -> Self {
         let mut channels = Vec::new();
         for _ in 0..4 {
             channels.push(
-                tonic::transport::Endpoint::from_shared(server.grpc_url.clone())
+                tonic::transport::Endpoint::from_shared(grpc_url.to_string())
                     .unwrap()
                     .connect()
                     .await
@@ -157,11 +162,11 @@ impl HotCalls {
         }
         Self {
             channels,
-            bearer: format!("Bearer {}", server.token).parse().unwrap(),
+            bearer: format!("Bearer {token}").parse().unwrap(),
             http: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(HTTP_TASKS)
                 .build_http(),
-            http_url: server.http_url.clone(),
+            http_url: http_url.to_string(),
         }
     }
 

@@ -45,8 +45,19 @@ pub enum MasterCmd {
         #[command(flatten)]
         serve: ServeArgs,
     },
-    /// How many stored values each master key seals, and which keys may leave
-    /// the keyring.
+    /// Delete a seal's wraps once it is removed from --seal on every replica.
+    /// Refused while a master key that is current or still seals values has
+    /// no wrap by another seal.
+    ForgetSeal {
+        /// The seal's id, as `keyward master status` lists it
+        /// (e.g. transit:https://bao.example:8200?mount=transit&key=keyward).
+        seal: String,
+        /// The database and keyring, as `keyward serve` takes them.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// How many stored values each master key seals, which keys may leave
+    /// the keyring, and which seals wrap them.
     Status {
         /// Ask the running keyward at --endpoint (keyward.v1.Master/GetMasterStatus).
         #[arg(long)]
@@ -78,6 +89,21 @@ pub async fn run(cli: &Cli, cmd: &MasterCmd) -> Result<(), CliError> {
         } => {
             let status = server::master_status(&config(cli, serve)?).await?;
             print_status(cli.output, &master_status_pb(status));
+            Ok(())
+        }
+        MasterCmd::ForgetSeal { seal, serve } => {
+            let app = open(cli, serve).await?;
+            let caller = Caller::local("keyward master forget-seal (local)", random::request_id());
+            let service = &app.service;
+            let gone = service
+                .audited(
+                    &caller,
+                    Action::ForgetSeal,
+                    Target::Named(seal.clone()),
+                    || service.forget_seal(seal),
+                )
+                .await?;
+            super::print::print_done(cli.output, &format!("deleted {gone} wrap(s) by {seal}"));
             Ok(())
         }
         MasterCmd::Rewrap {
@@ -231,11 +257,59 @@ fn key_use_json(k: &pb::MasterKeyUse) -> Value {
     })
 }
 
+/// The keys as rows and, when seals wrap any or are configured, the seals:
+/// what each wraps and whether it answered. As JSON: one object,
+/// `{"current", "keys": [...], "seals": [...]}`.
 fn print_status(out: Output, status: &pb::MasterStatus) {
-    let rows = status.keys.iter().map(key_use_json).collect();
+    let keys: Vec<Value> = status
+        .keys
+        .iter()
+        .map(|k| {
+            let mut row = key_use_json(k);
+            row["wrapped_by"] = status
+                .seals
+                .iter()
+                .filter(|s| s.wraps.contains(&k.master_key_id))
+                .map(|s| Value::String(s.seal.clone()))
+                .collect();
+            row
+        })
+        .collect();
+    let seals: Vec<Value> = status.seals.iter().map(seal_json).collect();
+    if out == Output::Json {
+        println!(
+            "{}",
+            json!({ "current": status.current, "keys": keys, "seals": seals })
+        );
+        return;
+    }
     print_rows(
         out,
-        rows,
+        keys,
         &["master_key_id", "keys", "client_secrets", "meta", "advice"],
     );
+    if !seals.is_empty() {
+        println!();
+        print_rows(out, seals, &["seal", "wraps", "state"]);
+    }
+}
+
+fn seal_json(s: &pb::SealStatus) -> Value {
+    let state = match (s.configured, s.asked, s.answered) {
+        (false, _, _) => {
+            "not configured here: `keyward master forget-seal` once no key needs it".to_string()
+        }
+        (true, false, _) => "configured, not asked".to_string(),
+        (true, true, true) => "answered".to_string(),
+        (true, true, false) => format!("DID NOT ANSWER: {}", s.error),
+    };
+    json!({
+        "seal": s.seal,
+        "configured": s.configured,
+        "wraps": s.wraps,
+        "asked": s.asked,
+        "answered": s.answered,
+        "error": s.error,
+        "state": state,
+    })
 }

@@ -17,7 +17,6 @@ mod admin;
 mod args;
 mod audit;
 mod clients;
-mod fetch;
 mod keysets;
 pub mod master;
 mod openmetadata;

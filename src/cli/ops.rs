@@ -79,7 +79,8 @@ pub async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<(), CliError> {
     }
     if let Some(url) = &args.openmetadata_url {
         let jwks_url = format!("{}/api/v1/system/config/jwks", url.trim_end_matches('/'));
-        match super::fetch::get(&jwks_url, cli.ca_cert.as_deref(), PROBE_TIMEOUT).await {
+        match crate::transport::client::get(&jwks_url, cli.ca_cert.as_deref(), PROBE_TIMEOUT).await
+        {
             Ok((200, body)) => match serde_json::from_slice(&body) {
                 Ok(jwks) => checks
                     .extend(doctor::openmetadata_checks(&jwks_url, &jwks, store.as_deref()).await),
@@ -172,7 +173,7 @@ async fn http_check(cli: &Cli, config: &ServeConfig, http_url: Option<&str>) -> 
         }
     };
     let url = format!("{base}/readyz");
-    match super::fetch::get(&url, cli.ca_cert.as_deref(), PROBE_TIMEOUT).await {
+    match crate::transport::client::get(&url, cli.ca_cert.as_deref(), PROBE_TIMEOUT).await {
         Ok((200, _)) => Check::ok(name, format!("{url} is ready")),
         Ok((status, body)) => Check::fail(
             name,

@@ -28,6 +28,16 @@ pub struct ServeArgs {
         value_name = "FILE"
     )]
     pub previous_master_key_files: Vec<PathBuf>,
+    /// A KMS or HSM that wraps the master keys (repeatable; any one that
+    /// answers opens them): pkcs11:MODULE?token=…&key=…&pin-file=…,
+    /// transit:URL?mount=…&key=…&token-file=…, awskms:KEY?region=…
+    #[arg(
+        long = "seal",
+        env = "KEYWARD_SEALS",
+        value_delimiter = ',',
+        value_name = "SEAL"
+    )]
+    pub seals: Vec<String>,
     /// Key set served at /.well-known/jwks.json [default: default]
     #[arg(long, env = "KEYWARD_DEFAULT_KEYSET")]
     pub default_keyset: Option<String>,

@@ -20,6 +20,7 @@ pub(super) struct FileConfig {
     pub(super) http_addr: Option<SocketAddr>,
     pub(super) master_key_file: Option<PathBuf>,
     pub(super) previous_master_key_files: Option<Vec<PathBuf>>,
+    pub(super) seals: Option<Vec<String>>,
     pub(super) default_keyset: Option<String>,
     pub(super) jwks_max_age: Option<u64>,
     pub(super) rotation_interval: Option<String>,

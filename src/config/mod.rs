@@ -18,6 +18,7 @@ use file::{FileConfig, read_file_config};
 use crate::{
     Error, Result,
     domain::{secret::SecretString, throttle::ThrottleSettings},
+    seal::SealSpec,
     transport::{net::Limits, proxy::TrustedProxies},
 };
 
@@ -76,6 +77,8 @@ pub struct ServeConfig {
     pub master_key: MasterKeySource,
     /// Files holding earlier master keys, which only open older rows.
     pub previous_master_keys: Vec<PathBuf>,
+    /// The KMS/HSM seals that wrap the master keys, in the order tried.
+    pub seals: Vec<SealSpec>,
     /// Key set served at `/.well-known/jwks.json`.
     pub default_keyset: String,
     /// JWKS `Cache-Control: max-age`, seconds.
@@ -111,6 +114,7 @@ impl fmt::Debug for ServeConfig {
             .field("http_addr", &self.http_addr)
             .field("master_key", &self.master_key)
             .field("previous_master_keys", &self.previous_master_keys)
+            .field("seals", &self.seals)
             .field("default_keyset", &self.default_keyset)
             .field("jwks_max_age", &self.jwks_max_age)
             .field("rotation_interval", &self.rotation_interval)
@@ -209,6 +213,7 @@ impl ServeConfig {
             http_addr: parse_default(DEFAULT_HTTP_ADDR),
             master_key: MasterKeySource::Unset,
             previous_master_keys: Vec::new(),
+            seals: Vec::new(),
             default_keyset: DEFAULT_KEYSET.into(),
             jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             rotation_interval: Some(DEFAULT_ROTATION_INTERVAL),
@@ -303,6 +308,12 @@ impl ServeConfig {
             } else {
                 args.previous_master_key_files.clone()
             },
+            seals: SealSpec::parse_all(if args.seals.is_empty() {
+                file.seals.as_deref().unwrap_or_default()
+            } else {
+                &args.seals
+            })
+            .map_err(|e| Error::invalid("seal", e))?,
             default_keyset: args
                 .default_keyset
                 .clone()

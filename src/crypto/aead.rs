@@ -47,6 +47,8 @@ pub struct OpenError;
 pub struct MasterKey {
     key: LessSafeKey,
     id: String,
+    /// The 32 bytes, kept only for a seal to wrap.
+    material: SecretBytes,
 }
 
 impl MasterKey {
@@ -69,6 +71,7 @@ impl MasterKey {
         Ok(Self {
             key: LessSafeKey::new(unbound),
             id,
+            material: bytes.clone(),
         })
     }
 
@@ -89,6 +92,20 @@ impl MasterKey {
     pub fn generate_base64() -> SecretBytes {
         let raw = SecretBytes::new(random::bytes::<MASTER_KEY_LEN>().to_vec());
         SecretBytes::new(STANDARD.encode(raw.expose()).into_bytes())
+    }
+
+    /// A new random master key.
+    pub fn generate() -> Self {
+        let raw = SecretBytes::new(random::bytes::<MASTER_KEY_LEN>().to_vec());
+        // 32 bytes are always a valid AES-256 key.
+        #[allow(clippy::expect_used)]
+        Self::from_bytes(&raw).expect("32 random bytes make a master key")
+    }
+
+    /// The key's 32 bytes, for a seal to wrap (envelope encryption). Nothing
+    /// else may read them.
+    pub fn material(&self) -> &SecretBytes {
+        &self.material
     }
 
     /// The key's public id, stored beside each ciphertext.

@@ -3,10 +3,7 @@
 
 use std::path::Path;
 
-use super::{
-    keyring::{check_canary, resolve_keyring},
-    startup::open_existing,
-};
+use super::{keyring::check_canary, startup::open_existing};
 use crate::{Error, Result, config::ServeConfig, files};
 
 /// What `keyward backup` wrote.
@@ -47,13 +44,14 @@ pub async fn backup(config: &ServeConfig, out: &Path) -> Result<Backup> {
     let (store, (master_key_id, sealed)) = open_existing(config).await?;
     // A configured key that does not open the database is a mistake worth
     // stopping for; no key at all is fine (a backup job need not hold it).
-    let key_checked = match resolve_keyring(config, true) {
-        Ok(keyring) => {
-            check_canary(&keyring, &master_key_id, &sealed)?;
-            true
-        }
-        Err(_) => false,
-    };
+    let key_checked =
+        match super::open_keyring(config, store.as_ref(), true, super::Probe::Read).await {
+            Ok((keyring, _)) => {
+                check_canary(&keyring, &master_key_id, &sealed)?;
+                true
+            }
+            Err(_) => false,
+        };
     let staged = files::stage_private_file(out, b"")?;
     let copied = store.backup_to(&staged).await;
     let placed = copied.and_then(|()| files::link_into_place(&staged, out));

@@ -78,7 +78,7 @@ fn resolve_master_key(config: &ServeConfig, has_data: bool) -> Result<MasterKey>
 /// Reads a master key file, refusing one that group or others may read (as
 /// ssh refuses a private key file): a key anyone on the machine can copy
 /// protects nothing.
-fn read_key_file(path: &Path) -> Result<MasterKey> {
+pub(super) fn read_key_file(path: &Path) -> Result<MasterKey> {
     if let Some(mode) = files::mode_of(path).filter(|mode| mode & 0o077 != 0) {
         return Err(Error::FailedPrecondition(format!(
             "master key {} is readable by others (mode {mode:o}); make it private with \
@@ -104,7 +104,7 @@ fn read_key_file(path: &Path) -> Result<MasterKey> {
 /// Refuses a keyring that lacks a key some stored value is sealed under,
 /// naming each missing key id and what it still seals.
 pub async fn check_keyring(store: &dyn Store, keyring: &Keyring, canary_id: &str) -> Result<()> {
-    let status = crate::service::master::status_of(store, keyring).await?;
+    let status = crate::service::master::status_of(store, keyring, &[]).await?;
     let missing: Vec<_> = status.keys.iter().filter(|k| !k.held).collect();
     if missing.is_empty() {
         return Ok(());

@@ -1,7 +1,8 @@
 //! Start-up and lifecycle, in the order they happen:
 //!
 //! - [`keyring`]: resolve the master keyring and check it against the
-//!   database before anything is written;
+//!   database before anything is written; `sealed`: the keyring when KMS or
+//!   HSM seals wrap the master keys;
 //! - `startup`: migrate, bootstrap the first admin token and the default key
 //!   set, load the views ([`prepare`]);
 //! - `serve`: gRPC and HTTP until shutdown, then drain ([`serve_on`]);
@@ -11,6 +12,7 @@
 
 mod backup;
 pub mod keyring;
+mod sealed;
 mod serve;
 mod startup;
 mod tasks;
@@ -18,6 +20,7 @@ mod tasks;
 use std::sync::Arc;
 
 pub use backup::{Backup, backup};
+pub(crate) use sealed::{Probe, open_keyring};
 pub use serve::{Listeners, serve, serve_on};
 pub use startup::{master_status, migrate_only, prepare, prepare_existing, prepare_with};
 pub use tasks::{MAX_VIEW_AGE, WATCH_INTERVAL};

@@ -7,7 +7,8 @@ use std::{path::Path, sync::Arc};
 
 use super::{
     App,
-    keyring::{CANARY_PLAINTEXT, CANARY_ROW, check_canary, check_keyring, resolve_keyring},
+    keyring::{CANARY_PLAINTEXT, CANARY_ROW, check_canary, check_keyring},
+    sealed::{Probe, open_keyring},
 };
 use crate::{
     Error, Result,
@@ -99,12 +100,17 @@ async fn prepare_on(
 
     // Check the keyring before anything is written, migrations included.
     let canary = store.read_canary().await?;
-    let keyring = resolve_keyring(&config, canary.is_some())?;
+    let (keyring, custody) =
+        open_keyring(&config, store.as_ref(), canary.is_some(), Probe::Start).await?;
     if let Some((stored_id, sealed)) = &canary {
-        check_keyring(store.as_ref(), &keyring, stored_id).await?;
+        check_keyring(store.as_ref(), &keyring, stored_id)
+            .await
+            .map_err(|e| custody.explain(e))?;
         check_canary(&keyring, stored_id, sealed)?;
     }
     store.migrate().await?;
+    // Wraps before the canary: a new sealed key is never without its wrap.
+    custody.store_wraps(store.as_ref(), clock.now()).await?;
     if canary.is_none()
         && !store
             .write_canary(keyring.id(), &keyring.seal(&CANARY_ROW, CANARY_PLAINTEXT))
@@ -133,6 +139,7 @@ async fn prepare_on(
         },
         crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
     ));
+    custody.record(&service).await?;
     // Each set-up step is checked on its own at every start, so a first
     // start that died half-way is finished by the next one.
     bootstrap_admin_token(&config, store.as_ref(), clock.now()).await?;
@@ -189,8 +196,8 @@ pub(super) async fn open_existing(
 /// operator checks before removing a key. `keyward master status`.
 pub async fn master_status(config: &ServeConfig) -> Result<MasterStatus> {
     let (store, _) = open_existing(config).await?;
-    let keyring = resolve_keyring(config, true)?;
-    crate::service::master::status_of(store.as_ref(), &keyring).await
+    let (keyring, custody) = open_keyring(config, store.as_ref(), true, Probe::Every).await?;
+    crate::service::master::status_of(store.as_ref(), &keyring, &custody.probes).await
 }
 
 /// What a scrape reads off this process: the service's views, the store's

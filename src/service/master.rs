@@ -84,13 +84,31 @@ impl KeyUse {
     }
 }
 
-/// Every master key the database or the keyring knows, current first.
+/// One seal: which master keys it wraps, and whether it answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealStatus {
+    /// The seal's id (kind and location, no secret).
+    pub seal: String,
+    /// Whether this process is configured with it.
+    pub configured: bool,
+    /// The master key ids it wraps, per the database.
+    pub wraps: Vec<String>,
+    /// Whether it was asked (to unwrap or wrap) and how that went: `None`
+    /// when it was not needed, `Some(Ok)`, or `Some(Err(its error))`.
+    pub answered: Option<Result<(), String>>,
+}
+
+/// Every master key the database or the keyring knows, current first, and
+/// the seals that wrap them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterStatus {
     /// The current key's id.
     pub current: String,
     /// One entry per key id.
     pub keys: Vec<KeyUse>,
+    /// Configured seals first (in their order), then seals that wrap keys
+    /// but are not configured here.
+    pub seals: Vec<SealStatus>,
 }
 
 impl MasterStatus {
@@ -128,9 +146,14 @@ pub struct RewrapOutcome {
     pub status: MasterStatus,
 }
 
-/// How many stored values each master key seals, and which of them
-/// `keyring` holds.
-pub async fn status_of(store: &dyn Store, keyring: &Keyring) -> Result<MasterStatus> {
+/// How many stored values each master key seals, which of them `keyring`
+/// holds, and which seal wraps which (`probes`: the configured seals and how
+/// they answered this process).
+pub async fn status_of(
+    store: &dyn Store,
+    keyring: &Keyring,
+    probes: &[SealStatus],
+) -> Result<MasterStatus> {
     let mut by_id: BTreeMap<String, KeyUse> = BTreeMap::new();
     for id in keyring.ids() {
         by_id.insert(
@@ -158,17 +181,83 @@ pub async fn status_of(store: &dyn Store, keyring: &Keyring) -> Result<MasterSta
     }
     let mut keys: Vec<KeyUse> = by_id.into_values().collect();
     keys.sort_by_key(|k| (!k.current, !k.held, k.master_key_id.clone()));
+    let mut seals: Vec<SealStatus> = probes.to_vec();
+    for wrap in store.wrapped_keyring().await?.wraps {
+        let at = match seals.iter().position(|s| s.seal == wrap.seal) {
+            Some(at) => at,
+            None => {
+                seals.push(SealStatus {
+                    seal: wrap.seal.clone(),
+                    ..SealStatus::default()
+                });
+                seals.len() - 1
+            }
+        };
+        seals[at].wraps.push(wrap.master_key_id);
+    }
     Ok(MasterStatus {
         current: keyring.id().to_string(),
         keys,
+        seals,
     })
 }
 
 impl Service {
+    /// The configured seals and how they answered at start.
+    pub fn seal_probes(&self) -> &[SealStatus] {
+        self.seals.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// Records how the configured seals answered at start (once).
+    pub fn set_seal_probes(&self, probes: Vec<SealStatus>) {
+        let _ = self.seals.set(probes);
+    }
+
     /// How many stored values each master key seals, and which of them this
     /// process holds.
     pub async fn master_status(&self) -> Result<MasterStatus> {
-        status_of(self.store.as_ref(), &self.keyring).await
+        status_of(self.store.as_ref(), &self.keyring, self.seal_probes()).await
+    }
+
+    /// Deletes every wrap by `seal`, a seal this process is not configured
+    /// with (removed from `--seal` on every replica). Refused while it is
+    /// configured here, and while a master key that is current or still
+    /// seals values has no wrap by another seal. Returns how many wraps went.
+    pub async fn forget_seal(&self, seal: &str) -> Result<u64> {
+        if self.seal_probes().iter().any(|s| s.seal == seal) {
+            return Err(Error::FailedPrecondition(format!(
+                "seal {seal} is configured here: remove it from --seal (KEYWARD_SEALS) on every \
+                 replica first"
+            )));
+        }
+        let wrapped = self.store.wrapped_keyring().await?;
+        let status = self.master_status().await?;
+        let mut wraps_any = false;
+        for wrap in wrapped.wraps.iter().filter(|w| w.seal == seal) {
+            wraps_any = true;
+            let id = &wrap.master_key_id;
+            let needed = status
+                .keys
+                .iter()
+                .any(|k| &k.master_key_id == id && (k.current || k.total() > 0))
+                || wrapped.current.as_ref() == Some(id);
+            let elsewhere = wrapped
+                .wraps
+                .iter()
+                .any(|w| &w.master_key_id == id && w.seal != seal);
+            if needed && !elsewhere {
+                return Err(Error::FailedPrecondition(format!(
+                    "master key {id} is wrapped only by {seal}: start a replica with another \
+                     seal beside it (which wraps it) before forgetting this one"
+                )));
+            }
+        }
+        if !wraps_any {
+            return Err(Error::NotFound(format!(
+                "no master key is wrapped by seal {seal}"
+            )));
+        }
+        self.store.delete_wraps_by(seal).await
     }
 
     /// Seals every stored value again under the current master key, `batch`

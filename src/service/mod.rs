@@ -84,6 +84,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     /// The master keys: the current one seals, any opens what it sealed.
     keyring: Arc<Keyring>,
+    /// The configured seals and how they answered at start.
+    seals: std::sync::OnceLock<Vec<master::SealStatus>>,
     clock: Arc<dyn Clock>,
     /// Every live key set with its JWKS and signer, in memory.
     keysets: KeySetView,
@@ -162,6 +164,7 @@ impl Service {
             issuer: settings.issuer.trim_end_matches('/').to_string(),
             decoy: keyring.seal(&DECOY_ROW, &crate::crypto::random::bytes::<32>()),
             keyring,
+            seals: std::sync::OnceLock::new(),
             tokens: RwLock::new(tokens::TokenView::default()),
             audit,
             metrics: Arc::new(Metrics::new()),

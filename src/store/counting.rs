@@ -15,9 +15,9 @@ use async_trait::async_trait;
 
 use super::{
     AuditScan, AuditStore, ClientDelta, ClientStore, Generations, KeyRow, KeySetChange, KeySetRow,
-    KeySetStore, MetaStore, MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed,
-    Revocation, SealedAt, SealedCount, SealedKey, SealedTable, SealedValue, SecretRow, StartupLock,
-    Store, TokenRow, TokenStore,
+    KeySetStore, MasterWrap, MetaStore, MigrationState, NewKey, NewKeySet, PublishedDelta,
+    Resealed, Revocation, SealStore, SealedAt, SealedCount, SealedKey, SealedTable, SealedValue,
+    SecretRow, StartupLock, Store, TokenRow, TokenStore, WrappedKeyring,
 };
 use crate::{
     Error, Result,
@@ -213,6 +213,13 @@ delegate!(MetaStore {
     fn reseal(&self, values: &[Resealed]) -> Result<u64>;
     fn purge_overwritten(&self) -> Result<()>;
     fn generations(&self) -> Result<Generations>;
+});
+
+delegate!(SealStore {
+    fn wrapped_keyring(&self) -> Result<WrappedKeyring>;
+    fn store_wraps(&self, wraps: &[MasterWrap], current: &str, now: i64) -> Result<()>;
+    fn delete_wraps_of(&self, ids: &[String]) -> Result<u64>;
+    fn delete_wraps_by(&self, seal: &str) -> Result<u64>;
 });
 
 delegate!(TokenStore {

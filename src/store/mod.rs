@@ -1,6 +1,7 @@
 //! Persistence, split by aggregate: key sets and their keys ([`KeySetStore`]),
 //! clients and their secrets ([`ClientStore`]), API tokens ([`TokenStore`]),
-//! the audit chain ([`AuditStore`]) and the database itself ([`MetaStore`]).
+//! the audit chain ([`AuditStore`]), the database itself ([`MetaStore`]) and
+//! the master keys seals wrapped ([`SealStore`]).
 //! [`Store`] is all of them, implemented for SQLite ([`SqliteStore`]) and
 //! PostgreSQL ([`PgStore`]) by the statements in `sql/`.
 //!
@@ -19,6 +20,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod tokens;
+mod wraps;
 
 use std::{
     fmt::Debug,
@@ -32,12 +34,13 @@ pub use meta::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tokens::*;
+pub use wraps::*;
 
 use crate::{Error, Result};
 
 /// keyward's persistence: every aggregate's store, on one database.
 pub trait Store:
-    MetaStore + KeySetStore + ClientStore + TokenStore + AuditStore + Send + Sync + Debug
+    MetaStore + KeySetStore + ClientStore + TokenStore + AuditStore + SealStore + Send + Sync + Debug
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

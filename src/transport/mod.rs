@@ -10,7 +10,10 @@
 //! - [`observe`]: request ids, shared by both; [`proxy`]: the client's
 //!   address behind trusted proxies.
 //! - [`tls`]: rustls settings, certificate reload, mutual TLS.
+//! - `client`: the small outbound HTTP(S) client (doctor's probes, the
+//!   Transit seal).
 
+pub(crate) mod client;
 mod frames;
 pub mod grpc;
 pub mod http;

@@ -5,6 +5,7 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod process;
+pub mod seals;
 
 use std::{
     path::{Path, PathBuf},

@@ -34,6 +34,12 @@ pub enum Action {
     TokenEndpoint,
     /// Retention pruned older events.
     Prune,
+    /// A seal unwrapped (or failed to unwrap) a master key at start.
+    Unwrap,
+    /// A seal wrapped a master key: a seal added, or a key newly in the keyring.
+    Wrap,
+    /// `keyward master forget-seal` deleted a seal's wraps.
+    ForgetSeal,
     /// A stored action this keyward does not know (a newer one wrote it).
     Other(String),
 }
@@ -46,6 +52,9 @@ impl Action {
             Self::Call(method) => method.as_str(),
             Self::TokenEndpoint => "/oauth2/token",
             Self::Prune => "AuditPrune",
+            Self::Unwrap => "MasterKeyUnwrap",
+            Self::Wrap => "MasterKeyWrap",
+            Self::ForgetSeal => "MasterForgetSeal",
             Self::Other(name) => name,
         }
     }
@@ -55,6 +64,9 @@ impl Action {
         match name {
             "/oauth2/token" => Self::TokenEndpoint,
             "AuditPrune" => Self::Prune,
+            "MasterKeyUnwrap" => Self::Unwrap,
+            "MasterKeyWrap" => Self::Wrap,
+            "MasterForgetSeal" => Self::ForgetSeal,
             other => Method::parse(other).map_or_else(|| Self::Other(other.into()), Self::Call),
         }
     }
@@ -176,7 +188,14 @@ impl Durability {
             (outcome, _) if outcome.is_authentication_failure() => Self::BeforeResponse,
             (_, Action::Call(method)) => Self::of(*method),
             (_, Action::TokenEndpoint) => Self::Batched,
-            (_, Action::Prune | Action::Other(_)) => Self::BeforeResponse,
+            (
+                _,
+                Action::Prune
+                | Action::Unwrap
+                | Action::Wrap
+                | Action::ForgetSeal
+                | Action::Other(_),
+            ) => Self::BeforeResponse,
         }
     }
 }

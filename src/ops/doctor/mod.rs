@@ -8,6 +8,7 @@ use serde::Serialize;
 
 mod keysets;
 mod openmetadata;
+mod seals;
 
 pub use openmetadata::{OPENMETADATA_DEFAULT_KID, openmetadata_checks};
 
@@ -163,6 +164,7 @@ pub async fn local_checks(config: &ServeConfig, now: i64) -> (Vec<Check>, Option
         format!("{url} ({}) answers", store.backend()),
     ));
     checks.push(migrations(store.as_ref()).await);
+    checks.extend(seals::seal_checks(config).await);
     checks.push(master_key(config, store.as_ref(), &canary).await);
     let delta = match store.published_since(None).await {
         Ok(delta) => delta,
@@ -251,13 +253,16 @@ async fn migrations(store: &dyn Store) -> Check {
 
 async fn master_key(config: &ServeConfig, store: &dyn Store, canary: &(String, Vec<u8>)) -> Check {
     let (stored_id, sealed) = canary;
-    let keyring = match crate::server::keyring::resolve_keyring(config, true) {
-        Ok(keyring) => keyring,
+    let opened =
+        crate::server::open_keyring(config, store, true, crate::server::Probe::Every).await;
+    let keyring = match opened {
+        Ok((keyring, _)) => keyring,
         Err(err) => {
             return Check::fail(
                 "master key",
                 err.to_string(),
-                "give the key this database was sealed with: --master-key-file or KEYWARD_MASTER_KEY",
+                "give the key this database was sealed with (--master-key-file or \
+                 KEYWARD_MASTER_KEY), or a --seal that wraps it",
             );
         }
     };

@@ -9,6 +9,7 @@ mod keysets;
 mod meta;
 mod tokens;
 mod tx;
+mod wraps;
 
 pub(in crate::store) use audit::KnownHead;
 

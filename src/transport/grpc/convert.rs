@@ -205,6 +205,21 @@ pub fn master_status_pb(status: MasterStatus) -> pb::MasterStatus {
                 meta: k.meta,
             })
             .collect(),
+        seals: status
+            .seals
+            .into_iter()
+            .map(|s| pb::SealStatus {
+                asked: s.answered.is_some(),
+                answered: matches!(s.answered, Some(Ok(()))),
+                error: match s.answered {
+                    Some(Err(e)) => e,
+                    _ => String::new(),
+                },
+                seal: s.seal,
+                configured: s.configured,
+                wraps: s.wraps,
+            })
+            .collect(),
     }
 }
 
