@@ -219,7 +219,7 @@ pub(crate) async fn open_keyring(
         seals = seals.len(),
         keys = keyring.ids().count(),
         wrapped = pending.as_ref().map_or(0, |(wraps, _)| wraps.len()),
-        elapsed_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        elapsed_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
         "master keyring opened"
     );
     Ok((
