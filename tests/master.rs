@@ -56,18 +56,7 @@ async fn stored(server: &TestServer, clients: usize, keysets: usize) -> BTreeMap
 /// Every secret reads back as stored, and every key set signs a token its
 /// JWKS verifies.
 async fn everything_opens(server: &TestServer, secrets: &BTreeMap<String, String>, keysets: usize) {
-    let mut api = server.clients();
-    for (id, secret) in secrets {
-        let got = api
-            .get_client_secret(pb::GetClientSecretRequest {
-                id: id.clone(),
-                version: None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("GetClientSecret {id}: {e}"))
-            .into_inner();
-        assert_eq!(&got.secret, secret, "{id}");
-    }
+    common::secrets_read_back(&mut server.clients(), secrets).await;
     for name in (0..keysets)
         .map(|k| format!("mk-{k}"))
         .chain(["default".to_string()])

@@ -79,6 +79,38 @@ fn refused(db: &TestDb, key: Key, seals: &[String], hsm: Option<&Hsm>) -> String
     }
 }
 
+/// A start with seals alone that is refused, its message naming every one of
+/// `named`; it wrote nothing (the audit log, written at every start, is as it was).
+async fn refused_writing_nothing(db: &TestDb, seals: &[String], hsm: Option<&Hsm>, named: &[&str]) {
+    let before = audit_rows(db).await;
+    let said = refused(db, Key::Sealed, seals, hsm);
+    for text in named.iter().chain(&["nothing was written"]) {
+        assert!(said.contains(text), "{text:?} not in: {said}");
+    }
+    assert_eq!(
+        audit_rows(db).await,
+        before,
+        "a refused start writes nothing"
+    );
+}
+
+/// `keyward --output json doctor --offline` with `seals`.
+fn doctor(db: &TestDb, seals: &[String], hsm: Option<&Hsm>) -> std::process::Output {
+    local_cli(db, &["--output", "json", "doctor", "--offline"], seals, hsm)
+}
+
+/// [`doctor`], which must pass: its report.
+fn doctor_passes(db: &TestDb, seals: &[String], hsm: Option<&Hsm>) -> String {
+    let out = doctor(db, seals, hsm);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
 /// `keyward ARGS --database-url … --seal …` (local, on the database).
 fn local_cli(
     db: &TestDb,
@@ -138,18 +170,7 @@ async fn store_some(api: &mut As, prefix: &str, n: usize) -> BTreeMap<String, St
 
 /// Every secret reads back, and the default key set signs.
 async fn reads_back(api: &mut As, secrets: &BTreeMap<String, String>) {
-    for (id, secret) in secrets {
-        let got = api
-            .clients
-            .get_client_secret(pb::GetClientSecretRequest {
-                id: id.clone(),
-                version: None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("GetClientSecret {id}: {e}"))
-            .into_inner();
-        assert_eq!(&got.secret, secret, "{id}");
-    }
+    common::secrets_read_back(&mut api.clients, secrets).await;
     api.keysets
         .sign_jwt(pb::SignJwtRequest {
             keyset: "default".into(),
@@ -176,15 +197,8 @@ fn seal_entry<'a>(status: &'a Value, id: &str) -> &'a Value {
 }
 
 async fn audit_actions(api: &mut As) -> Vec<(String, String, String)> {
-    api.audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            limit: 1000,
-            ..Default::default()
-        })
+    common::audit_events(&mut api.audit)
         .await
-        .expect("ListAuditEvents")
-        .into_inner()
-        .events
         .into_iter()
         .map(|e| (e.action, e.target, e.outcome))
         .collect()
@@ -251,18 +265,7 @@ async fn sealed_by_softhsm_from_the_first_start(backend: Backend) {
     let remote = process::json_out(&remote);
     assert_eq!(seal_entry(&remote, &hsm.id())["answered"], true, "{remote}");
 
-    let doctor = local_cli(
-        &db,
-        &["--output", "json", "doctor", "--offline"],
-        &seals,
-        Some(&hsm),
-    );
-    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
-    assert!(
-        doctor.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&doctor.stderr)
-    );
+    let report = doctor_passes(&db, &seals, Some(&hsm));
     assert!(
         report.contains("wrapped and unwrapped a random challenge"),
         "{report}"
@@ -285,13 +288,7 @@ async fn sealed_by_softhsm_from_the_first_start(backend: Backend) {
             ]),
     );
     let loose = hsm.seal().replace("key=master", "key=loose");
-    let doctor = local_cli(
-        &db,
-        &["--output", "json", "doctor", "--offline"],
-        &[loose],
-        Some(&hsm),
-    );
-    let report: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let report: Value = serde_json::from_slice(&doctor(&db, &[loose], Some(&hsm)).stdout).unwrap();
     let permissions = report["checks"]
         .as_array()
         .unwrap()
@@ -313,16 +310,13 @@ async fn sealed_by_softhsm_from_the_first_start(backend: Backend) {
     );
     serving.terminate();
 
-    let before = audit_rows(&db).await;
-    let said = refused(&db, Key::Sealed, &[hsm.seal_with_wrong_pin()], Some(&hsm));
-    assert!(said.contains(&hsm.id()), "{said}");
-    assert!(said.contains("CKR_PIN_INCORRECT"), "{said}");
-    assert!(said.contains("nothing was written"), "{said}");
-    assert_eq!(
-        audit_rows(&db).await,
-        before,
-        "a refused start writes nothing"
-    );
+    refused_writing_nothing(
+        &db,
+        &[hsm.seal_with_wrong_pin()],
+        Some(&hsm),
+        &[&hsm.id(), "CKR_PIN_INCORRECT"],
+    )
+    .await;
 }
 
 /// Started by OpenBao Transit: a Transit key rotated on OpenBao's side still
@@ -348,18 +342,7 @@ async fn sealed_by_openbao_transit(backend: Backend) {
     let serving = serve(&db, Key::Sealed, &approle, None);
     reads_back(&mut api(&db, &serving), &secrets).await;
     serving.terminate();
-    let doctor = local_cli(
-        &db,
-        &["--output", "json", "doctor", "--offline"],
-        &approle,
-        None,
-    );
-    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
-    assert!(
-        doctor.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&doctor.stderr)
-    );
+    let report = doctor_passes(&db, &approle, None);
     assert!(
         report.contains("wrapped and unwrapped a random challenge"),
         "{report}"
@@ -371,16 +354,7 @@ async fn sealed_by_openbao_transit(backend: Backend) {
         "transit/keys/keyward/config",
         "min_decryption_version=2",
     ]);
-    let before = audit_rows(&db).await;
-    let said = refused(&db, Key::Sealed, &seals, None);
-    assert!(said.contains(&bao.id()), "{said}");
-    assert!(said.contains("disallowed by policy"), "{said}");
-    assert!(said.contains("nothing was written"), "{said}");
-    assert_eq!(
-        audit_rows(&db).await,
-        before,
-        "a refused start writes nothing"
-    );
+    refused_writing_nothing(&db, &seals, None, &[&bao.id(), "disallowed by policy"]).await;
 }
 
 /// Wrapped by both; with OpenBao stopped, SoftHSM opens the keyring and

@@ -331,6 +331,37 @@ impl As {
     }
 }
 
+/// Every kept audit event (up to 1000), newest first.
+pub async fn audit_events(audit: &mut Audit) -> Vec<pb::AuditEvent> {
+    audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events
+}
+
+/// Each client secret reads back as stored.
+pub async fn secrets_read_back(
+    clients: &mut Clients,
+    secrets: &std::collections::BTreeMap<String, String>,
+) {
+    for (id, secret) in secrets {
+        let got = clients
+            .get_client_secret(pb::GetClientSecretRequest {
+                id: id.clone(),
+                version: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("GetClientSecret {id}: {e}"))
+            .into_inner();
+        assert_eq!(&got.secret, secret, "{id}");
+    }
+}
+
 /// A running in-process server.
 pub struct TestServer {
     pub grpc_url: String,
@@ -442,15 +473,7 @@ impl TestServer {
     /// has written all it holds.
     pub async fn audit_log(&self) -> Vec<pb::AuditEvent> {
         self.service.flush_audit().await;
-        self.audit()
-            .list_audit_events(pb::ListAuditEventsRequest {
-                limit: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("ListAuditEvents")
-            .into_inner()
-            .events
+        audit_events(&mut self.audit()).await
     }
 
     /// Clients that present `token` instead of the bootstrap admin token.
