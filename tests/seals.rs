@@ -1,15 +1,16 @@
 //! Seals, on SQLite and PostgreSQL, against real servers on this machine:
-//! SoftHSM2 through its PKCS#11 library and OpenBao's Transit engine
-//! (`bao server -dev`). keyward started sealed, restarted, started with one
+//! SoftHSM2 through its PKCS#11 library, OpenBao's Transit engine
+//! (`bao server -dev`) and AWS KMS (moto's server; with the `aws-kms`
+//! feature). keyward started sealed, restarted, started with one
 //! of two seals stopped, refused with the seal's own error (a wrong PIN, a
-//! Transit key version disallowed), migrated file → PKCS#11 → Transit while
+//! Transit key version disallowed, a KMS user who may not decrypt), migrated file → PKCS#11 → Transit while
 //! clients read secrets and sign throughout, the wrapping start killed with
 //! SIGKILL and run again; the master key's bytes are nowhere in the database,
 //! the logs or a backup.
 //!
 //! SoftHSM2 (`softhsm2-util`, `pkcs11-tool` from OpenSC) and OpenBao (`bao`,
-//! or `KEYWARD_TEST_BAO`) are installed by `.ci/run`; elsewhere a test
-//! without them says SKIPPED.
+//! or `KEYWARD_TEST_BAO`) and moto (`moto[server]`) are installed by
+//! `.ci/run`; elsewhere a test without them says SKIPPED.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,7 +29,7 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use common::{
     As, Backend, TestDb, hex, process,
-    seals::{Bao, Hsm, TOKEN, check},
+    seals::{Bao, Hsm, Moto, SealEnv, TOKEN, check},
 };
 use keyward::{config::MasterKeySource, transport::grpc::pb};
 use serde_json::Value;
@@ -45,7 +46,7 @@ enum Key {
 
 /// `keyward serve` on `db` with `seals`; SoftHSM's config in its
 /// environment when `hsm` is given.
-fn serve_command(db: &TestDb, key: Key, seals: &[String], hsm: Option<&Hsm>) -> Command {
+fn serve_command(db: &TestDb, key: Key, seals: &[String], env: Option<&dyn SealEnv>) -> Command {
     let mut cmd = match key {
         Key::File => db.serve_command(db.data_dir()),
         Key::Sealed => {
@@ -61,19 +62,19 @@ fn serve_command(db: &TestDb, key: Key, seals: &[String], hsm: Option<&Hsm>) -> 
         .env_remove("BAO_TOKEN")
         .env_remove("VAULT_TOKEN")
         .env_remove("KEYWARD_PKCS11_PIN");
-    if let Some(hsm) = hsm {
-        cmd.env("SOFTHSM2_CONF", &hsm.conf);
+    if let Some(env) = env {
+        env.apply(&mut cmd);
     }
     cmd
 }
 
-fn serve(db: &TestDb, key: Key, seals: &[String], hsm: Option<&Hsm>) -> process::Serve {
-    process::spawn_serve(serve_command(db, key, seals, hsm))
+fn serve(db: &TestDb, key: Key, seals: &[String], env: Option<&dyn SealEnv>) -> process::Serve {
+    process::spawn_serve(serve_command(db, key, seals, env))
         .unwrap_or_else(|e| panic!("keyward serve: {e}"))
 }
 
-fn refused(db: &TestDb, key: Key, seals: &[String], hsm: Option<&Hsm>) -> String {
-    match process::spawn_serve(serve_command(db, key, seals, hsm)) {
+fn refused(db: &TestDb, key: Key, seals: &[String], env: Option<&dyn SealEnv>) -> String {
+    match process::spawn_serve(serve_command(db, key, seals, env)) {
         Ok(serving) => panic!("started: {:?}", serving.startup_log),
         Err(said) => said,
     }
@@ -81,9 +82,14 @@ fn refused(db: &TestDb, key: Key, seals: &[String], hsm: Option<&Hsm>) -> String
 
 /// A start with seals alone that is refused, its message naming every one of
 /// `named`; it wrote nothing (the audit log, written at every start, is as it was).
-async fn refused_writing_nothing(db: &TestDb, seals: &[String], hsm: Option<&Hsm>, named: &[&str]) {
+async fn refused_writing_nothing(
+    db: &TestDb,
+    seals: &[String],
+    env: Option<&dyn SealEnv>,
+    named: &[&str],
+) {
     let before = audit_rows(db).await;
-    let said = refused(db, Key::Sealed, seals, hsm);
+    let said = refused(db, Key::Sealed, seals, env);
     for text in named.iter().chain(&["nothing was written"]) {
         assert!(said.contains(text), "{text:?} not in: {said}");
     }
@@ -95,13 +101,13 @@ async fn refused_writing_nothing(db: &TestDb, seals: &[String], hsm: Option<&Hsm
 }
 
 /// `keyward --output json doctor --offline` with `seals`.
-fn doctor(db: &TestDb, seals: &[String], hsm: Option<&Hsm>) -> std::process::Output {
-    local_cli(db, &["--output", "json", "doctor", "--offline"], seals, hsm)
+fn doctor(db: &TestDb, seals: &[String], env: Option<&dyn SealEnv>) -> std::process::Output {
+    local_cli(db, &["--output", "json", "doctor", "--offline"], seals, env)
 }
 
 /// [`doctor`], which must pass: its report.
-fn doctor_passes(db: &TestDb, seals: &[String], hsm: Option<&Hsm>) -> String {
-    let out = doctor(db, seals, hsm);
+fn doctor_passes(db: &TestDb, seals: &[String], env: Option<&dyn SealEnv>) -> String {
+    let out = doctor(db, seals, env);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -116,7 +122,7 @@ fn local_cli(
     db: &TestDb,
     args: &[&str],
     seals: &[String],
-    hsm: Option<&Hsm>,
+    env: Option<&dyn SealEnv>,
 ) -> std::process::Output {
     let mut cmd = Command::new(process::BIN);
     cmd.arg("--data-dir")
@@ -130,8 +136,8 @@ fn local_cli(
     for seal in seals {
         cmd.arg("--seal").arg(seal);
     }
-    if let Some(hsm) = hsm {
-        cmd.env("SOFTHSM2_CONF", &hsm.conf);
+    if let Some(env) = env {
+        env.apply(&mut cmd);
     }
     cmd.output().expect("keyward")
 }
@@ -182,8 +188,8 @@ async fn reads_back(api: &mut As, secrets: &BTreeMap<String, String>) {
 }
 
 /// `keyward master status -o json` on the database, with `seals`.
-fn master_status(db: &TestDb, seals: &[String], hsm: Option<&Hsm>) -> Value {
-    let out = local_cli(db, &["--output", "json", "master", "status"], seals, hsm);
+fn master_status(db: &TestDb, seals: &[String], env: Option<&dyn SealEnv>) -> Value {
+    let out = local_cli(db, &["--output", "json", "master", "status"], seals, env);
     process::json_out(&out)
 }
 
@@ -408,6 +414,119 @@ async fn two_seals_one_stopped(backend: Backend) {
     );
 }
 
+/// Sealed by AWS KMS (moto's server, IAM enforced, SigV4 checked) as an IAM
+/// user that may only encrypt and decrypt: no key file, a restart opens
+/// everything, doctor round-trips the key; a user that may not decrypt
+/// refuses the start with KMS's words and nothing written; a disabled key
+/// is named by doctor; with KMS stopped, Transit beside it opens the
+/// keyring. Built without the `aws-kms` feature, the seal is refused
+/// saying how to build it.
+async fn sealed_by_aws_kms(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    if !cfg!(feature = "aws-kms") {
+        let seal = "awskms:alias/keyward?region=eu-west-1".to_string();
+        let said = refused(&db, Key::Sealed, std::slice::from_ref(&seal), None);
+        assert!(
+            said.contains(&seal) && said.contains("--features aws-kms"),
+            "{said}"
+        );
+        return;
+    }
+    let Some(mut moto) = Moto::start() else {
+        return;
+    };
+    let Some(bao) = Bao::start() else { return };
+    let seals = vec![moto.seal()];
+    let credentials = moto.keyward.clone();
+    let keyward = Some(&credentials as &dyn SealEnv);
+    let serving = serve(&db, Key::Sealed, &seals, keyward);
+    assert!(
+        !db.data_dir().join("master.key").exists(),
+        "no master.key is written with a seal"
+    );
+    let secrets = store_some(&mut api(&db, &serving), "kms", 5).await;
+    serving.terminate();
+
+    let serving = serve(&db, Key::Sealed, &seals, keyward);
+    let mut client = api(&db, &serving);
+    reads_back(&mut client, &secrets).await;
+    let events = audit_actions(&mut client).await;
+    for action in ["MasterKeyWrap", "MasterKeyUnwrap"] {
+        assert!(
+            events
+                .iter()
+                .any(|(a, t, o)| a == action && t.contains(&moto.id()) && o == "OK"),
+            "{action} {events:?}"
+        );
+    }
+    serving.terminate();
+    let status = master_status(&db, &seals, keyward);
+    let current = status["current"].as_str().unwrap().to_string();
+    assert_eq!(
+        seal_entry(&status, &moto.id())["wraps"],
+        serde_json::json!([current]),
+        "{status}"
+    );
+    let report = doctor_passes(&db, &seals, keyward);
+    for said in [
+        "wrapped and unwrapped a random challenge",
+        "may not DescribeKey",
+    ] {
+        assert!(report.contains(said), "{said}: {report}");
+    }
+
+    refused_writing_nothing(
+        &db,
+        &seals,
+        Some(&moto.encrypt_only),
+        &[&moto.id(), "Decrypt: permission denied", "kms:Decrypt"],
+    )
+    .await;
+
+    // Transit joins (both wrap the keyring), KMS's key is disabled: doctor
+    // (as a user who may DescribeKey) names it; then KMS stops, and Transit
+    // opens the keyring alone.
+    let both = vec![moto.seal(), bao.seal()];
+    serve(&db, Key::Sealed, &both, keyward).terminate();
+    moto.on_key("disable_key");
+    let report: Value =
+        serde_json::from_slice(&doctor(&db, &seals, Some(&moto.admin)).stdout).unwrap();
+    let permissions = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == format!("seal {} permissions", moto.id()))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(permissions["status"], "warn", "{report}");
+    assert!(
+        permissions["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is Disabled"),
+        "{report}"
+    );
+    moto.stop();
+    let serving = serve(&db, Key::Sealed, &both, keyward);
+    reads_back(&mut api(&db, &serving), &secrets).await;
+    let remote = process::cli(
+        db.data_dir(),
+        &serving.grpc,
+        &["--output", "json", "master", "status", "--remote"],
+        None,
+    );
+    let remote = process::json_out(&remote);
+    let kms = seal_entry(&remote, &moto.id());
+    assert_eq!(kms["answered"], false, "{remote}");
+    assert!(
+        kms["error"].as_str().unwrap().contains("unreachable"),
+        "{remote}"
+    );
+    assert_eq!(seal_entry(&remote, &bao.id())["answered"], true, "{remote}");
+    serving.terminate();
+}
+
 /// The master key's text as configured, and its raw bytes.
 fn master_key_bytes(db: &TestDb) -> (String, Vec<u8>) {
     let text = match &db.master_key {
@@ -534,7 +653,7 @@ impl Load {
 /// A replica started on a blocking thread (it waits for the serving line).
 async fn replica(db: &Arc<TestDb>, key: Key, seals: Vec<String>, hsm: &Arc<Hsm>) -> process::Serve {
     let (db, hsm) = (Arc::clone(db), Arc::clone(hsm));
-    tokio::task::spawn_blocking(move || serve(&db, key, &seals, Some(&hsm)))
+    tokio::task::spawn_blocking(move || serve(&db, key, &seals, Some(&*hsm)))
         .await
         .unwrap()
 }
@@ -560,7 +679,7 @@ async fn migrate_file_to_pkcs11_to_transit_under_load(backend: Backend) {
 
     // The wrapping start, killed at random points, then run to the end.
     for _ in 0..4 {
-        let mut child = serve_command(&db, Key::File, &[hsm.seal()], Some(&hsm))
+        let mut child = serve_command(&db, Key::File, &[hsm.seal()], Some(&*hsm))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -663,5 +782,6 @@ both_backends!(
     sealed_by_softhsm_from_the_first_start,
     sealed_by_openbao_transit,
     two_seals_one_stopped,
+    sealed_by_aws_kms,
     migrate_file_to_pkcs11_to_transit_under_load,
 );

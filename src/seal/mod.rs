@@ -1,7 +1,7 @@
 //! Seals: where the root of trust lives. A seal wraps and unwraps keyward's
 //! master keys (envelope encryption) with a key that never leaves a KMS or an
-//! HSM: PKCS#11 ([`pkcs11`]) and Vault/OpenBao Transit ([`transit`]). The
-//! `awskms:` form is parsed, so its value is checked, but not yet served.
+//! HSM: PKCS#11 ([`pkcs11`]), Vault/OpenBao Transit ([`transit`]) and AWS
+//! KMS ([`awskms`], served when built with the `aws-kms` feature).
 //!
 //! keyward keeps only wrapped master keys (in the database) and unwraps them
 //! once at start; no request ever calls a seal. A seal is configured by one
@@ -10,6 +10,7 @@
 //! seal needs (a PIN, a token, AppRole credentials) come from files or the
 //! environment, read when the seal is used, never from the value itself.
 
+pub mod awskms;
 mod params;
 pub mod pkcs11;
 pub mod transit;
@@ -61,18 +62,7 @@ pub enum SealSpec {
     /// `transit:URL?mount=transit&key=NAME&token-file=FILE`
     Transit(transit::TransitSpec),
     /// `awskms:KEY_ID_OR_ALIAS?region=REGION[&endpoint=URL]`
-    AwsKms(AwsKmsSpec),
-}
-
-/// An AWS KMS seal's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsKmsSpec {
-    /// A key id, key ARN, alias name (`alias/…`) or alias ARN.
-    pub key: String,
-    /// The region.
-    pub region: String,
-    /// Another endpoint (a VPC endpoint, a test server).
-    pub endpoint: Option<String>,
+    AwsKms(awskms::AwsKmsSpec),
 }
 
 impl SealSpec {
@@ -81,7 +71,7 @@ impl SealSpec {
         match self {
             Self::Pkcs11(spec) => spec.id(),
             Self::Transit(spec) => spec.id(),
-            Self::AwsKms(spec) => format!("awskms:{}?region={}", spec.key, spec.region),
+            Self::AwsKms(spec) => spec.id(),
         }
     }
 
@@ -90,16 +80,14 @@ impl SealSpec {
         match self {
             Self::Pkcs11(spec) => Ok(Arc::new(pkcs11::Pkcs11Seal::new(spec.clone()))),
             Self::Transit(spec) => Ok(Arc::new(transit::TransitSeal::new(spec.clone()))),
-            Self::AwsKms(_) => Err(SealError::new(
-                "AWS KMS seals are not available in this keyward version yet; use pkcs11: or \
-                 transit:",
-            )),
+            Self::AwsKms(spec) => awskms::open(spec),
         }
     }
 }
 
 impl SealSpec {
-    /// Each non-empty value parsed; a seal configured twice is refused.
+    /// Each non-empty value parsed; a seal configured twice, or one this
+    /// build cannot serve, is refused (before anything is touched).
     pub fn parse_all(values: &[String]) -> Result<Vec<Self>, String> {
         let specs = values
             .iter()
@@ -109,6 +97,11 @@ impl SealSpec {
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].iter().any(|s| s.id() == spec.id()) {
                 return Err(format!("{} is configured twice", spec.id()));
+            }
+            if let Self::AwsKms(_) = spec
+                && !awskms::BUILT
+            {
+                return Err(format!("{}: {}", spec.id(), awskms::NOT_BUILT));
             }
         }
         Ok(specs)
@@ -135,17 +128,7 @@ impl FromStr for SealSpec {
         match scheme {
             "pkcs11" => pkcs11::Pkcs11Spec::parse(location, query).map(Self::Pkcs11),
             "transit" => transit::TransitSpec::parse(location, query).map(Self::Transit),
-            "awskms" => {
-                let mut p = params::Params::parse(query, &["region", "endpoint"])?;
-                if location.is_empty() {
-                    return Err("awskms: name the key: awskms:KEY_ID_OR_ALIAS?region=…".into());
-                }
-                Ok(Self::AwsKms(AwsKmsSpec {
-                    key: location.to_string(),
-                    region: p.required("region")?,
-                    endpoint: p.optional("endpoint"),
-                }))
-            }
+            "awskms" => awskms::AwsKmsSpec::parse(location, query).map(Self::AwsKms),
             other => Err(format!(
                 "unknown seal kind {other:?}: use pkcs11:…, transit:… or awskms:…"
             )),
@@ -237,6 +220,10 @@ mod tests {
             ("transit:https://h?key=k&role-id-file=/a", "secret-id-file"),
             ("awskms:?region=x", "name the key"),
             ("awskms:alias/k", "region="),
+            (
+                "awskms:alias/k?region=r&endpoint=kms.local",
+                "http:// or https://",
+            ),
             ("pkcs11:/lib.so?token=t&key=k&key=j", "more than once"),
         ] {
             let err = value.parse::<SealSpec>().expect_err(value);

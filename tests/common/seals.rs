@@ -296,3 +296,195 @@ impl Drop for Bao {
         self.stop();
     }
 }
+
+/// What a keyward process needs in its environment to reach a test's seals.
+pub trait SealEnv {
+    fn apply(&self, cmd: &mut Command);
+}
+
+impl SealEnv for Hsm {
+    fn apply(&self, cmd: &mut Command) {
+        cmd.env("SOFTHSM2_CONF", &self.conf);
+    }
+}
+
+/// An IAM user's access key, given to keyward the standard chain's first
+/// way: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+#[derive(Clone, serde::Deserialize)]
+pub struct AwsCredentials {
+    pub id: String,
+    pub secret: String,
+}
+
+impl SealEnv for AwsCredentials {
+    fn apply(&self, cmd: &mut Command) {
+        cmd.env("AWS_ACCESS_KEY_ID", &self.id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
+    }
+}
+
+/// A `moto` server of its own (AWS's APIs, PyPI's `moto[server]`) holding
+/// one symmetric KMS key, `alias/keyward`, with IAM enforced: requests are
+/// signed with SigV4 and checked against the users' policies.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+    /// May do anything.
+    pub admin: AwsCredentials,
+    /// May only `kms:Encrypt` and `kms:Decrypt`: what a seal needs.
+    pub keyward: AwsCredentials,
+    /// May only `kms:Encrypt`.
+    pub encrypt_only: AwsCredentials,
+}
+
+pub const AWS_REGION: &str = "eu-west-1";
+
+/// The setup, run before IAM is enforced: the key and its alias, then an
+/// admin (the fifth request; moto enforces IAM from the sixth on), who
+/// makes the other users.
+const MOTO_SETUP: &str = r#"
+import boto3, json, sys
+endpoint, region = sys.argv[1], sys.argv[2]
+def client(service, key="AKIAKEYWARDSETUP0000", secret="setup"):
+    return boto3.client(service, endpoint_url=endpoint, region_name=region,
+                        aws_access_key_id=key, aws_secret_access_key=secret)
+def policy(actions):
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": actions, "Resource": "*"}]})
+kms, iam = client("kms"), client("iam")
+key = kms.create_key(Description="keyward master keys")["KeyMetadata"]
+kms.create_alias(AliasName="alias/keyward", TargetKeyId=key["KeyId"])
+iam.create_user(UserName="admin")
+iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=policy(["*"]))
+admin = iam.create_access_key(UserName="admin")["AccessKey"]
+iam = client("iam", admin["AccessKeyId"], admin["SecretAccessKey"])
+def user(name, actions):
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="seal", PolicyDocument=policy(actions))
+    k = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"id": k["AccessKeyId"], "secret": k["SecretAccessKey"]}
+print(json.dumps({
+    "admin": {"id": admin["AccessKeyId"], "secret": admin["SecretAccessKey"]},
+    "keyward": user("keyward", ["kms:Encrypt", "kms:Decrypt"]),
+    "encrypt_only": user("encrypt-only", ["kms:Encrypt"]),
+}))
+"#;
+
+impl Moto {
+    pub fn start() -> Option<Self> {
+        if !Command::new("python3")
+            .args(["-c", "import boto3, moto.server"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            unavailable("moto is not installed (pip install 'moto[server]')");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "5")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3 -m moto.server");
+        let mut child = ChildGuard(Some(child));
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto's server did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let endpoint = format!("http://127.0.0.1:{port}");
+        #[derive(serde::Deserialize)]
+        struct Users {
+            admin: AwsCredentials,
+            keyward: AwsCredentials,
+            encrypt_only: AwsCredentials,
+        }
+        let users: Users = serde_json::from_str(&check(
+            Command::new("python3")
+                .args(["-c", MOTO_SETUP, &endpoint, AWS_REGION])
+                .env_remove("AWS_PROFILE"),
+        ))
+        .expect("the setup's users");
+        Some(Self {
+            child: child.0.take().unwrap(),
+            endpoint,
+            admin: users.admin,
+            keyward: users.keyward,
+            encrypt_only: users.encrypt_only,
+        })
+    }
+
+    pub fn seal(&self) -> String {
+        format!(
+            "awskms:alias/keyward?region={AWS_REGION}&endpoint={}",
+            self.endpoint
+        )
+    }
+
+    pub fn id(&self) -> String {
+        format!("awskms:alias/keyward?region={AWS_REGION}")
+    }
+
+    /// One KMS call as the admin (`DisableKey`, `EnableKey`), on the key.
+    pub fn on_key(&self, operation: &str) {
+        check(Command::new("python3").args([
+            "-c",
+            "import boto3, sys\n\
+             endpoint, region, key, secret, op = sys.argv[1:]\n\
+             kms = boto3.client('kms', endpoint_url=endpoint, region_name=region, \
+             aws_access_key_id=key, aws_secret_access_key=secret)\n\
+             key_id = kms.describe_key(KeyId='alias/keyward')['KeyMetadata']['KeyId']\n\
+             getattr(kms, op)(KeyId=key_id)\n",
+            &self.endpoint,
+            AWS_REGION,
+            &self.admin.id,
+            &self.admin.secret,
+            operation,
+        ]));
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Kills a server whose setup failed half-way.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
