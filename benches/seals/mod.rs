@@ -1,7 +1,8 @@
 //! `cargo bench --bench service -- seals`: what a seal costs. Start-up: the
 //! time from spawning `keyward serve` to its serving line, and within it the
 //! keyring's opening (its `master keyring opened` log line), with the key file,
-//! SoftHSM2 (PKCS#11) and OpenBao Transit; the median of several restarts.
+//! SoftHSM2 (PKCS#11), OpenBao Transit and, built with `--features aws-kms`,
+//! AWS KMS as moto serves it locally; the median of several restarts.
 //! Requests: the JWKS GET, GetClientSecret and SignJwt (ES256) on a server
 //! started with the key file and on one started sealed by SoftHSM2, side by
 //! side in one run: no request calls a seal, so they should match within
@@ -14,26 +15,29 @@ use keyward::transport::grpc::pb;
 use crate::{
     common::{
         As, Backend, TestDb, process,
-        seals::{Bao, Hsm},
+        seals::{Bao, Hsm, Moto, SealEnv},
     },
     load::{self, HotCalls},
 };
 
 const RESTARTS: usize = 5;
 
-/// `keyward serve` on `db`, sealed by `seals` (none: the key file).
-fn command(db: &TestDb, seals: &[String], hsm: &Hsm) -> std::process::Command {
+/// `keyward serve` on `db`, sealed by `seals` (none: the key file), with
+/// what each seal server needs in its environment.
+fn command(db: &TestDb, seals: &[String], env: &[&dyn SealEnv]) -> std::process::Command {
     let mut cmd = db.serve_command(db.data_dir());
-    cmd.env("SOFTHSM2_CONF", &hsm.conf)
-        .env_remove("KEYWARD_SEALS");
+    cmd.env_remove("KEYWARD_SEALS");
+    for e in env {
+        e.apply(&mut cmd);
+    }
     for seal in seals {
         cmd.arg("--seal").arg(seal);
     }
     cmd
 }
 
-fn start(db: &TestDb, seals: &[String], hsm: &Hsm) -> process::Serve {
-    process::spawn_serve(command(db, seals, hsm)).expect("keyward serve")
+fn start(db: &TestDb, seals: &[String], env: &[&dyn SealEnv]) -> process::Serve {
+    process::spawn_serve(command(db, seals, env)).expect("keyward serve")
 }
 
 /// The keyring's opening time from the start-up log, in ms.
@@ -53,23 +57,29 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Start-up with each keyring source: a fresh database, one start to set it
-/// up, then timed restarts.
-async fn start_up(hsm: &Hsm, bao: &Bao) {
+/// up, then timed restarts. AWS KMS when built in and moto is at hand.
+async fn start_up(hsm: &Hsm, bao: &Bao, moto: Option<&Moto>) {
     println!(
         "\n== start-up: spawn to serving, and the keyring's opening within it (median of {RESTARTS})"
     );
-    for (label, seals) in [
+    let mut env: Vec<&dyn SealEnv> = vec![hsm];
+    let mut rows = vec![
         ("key file", Vec::new()),
         ("pkcs11 (SoftHSM2)", vec![hsm.seal()]),
         ("transit (OpenBao, token)", vec![bao.seal()]),
         ("pkcs11 + transit", vec![hsm.seal(), bao.seal()]),
-    ] {
+    ];
+    if let Some(moto) = moto {
+        env.push(&moto.keyward);
+        rows.push(("awskms (moto, local)", vec![moto.seal()]));
+    }
+    for (label, seals) in rows {
         let db = TestDb::new(Backend::Sqlite).await.unwrap();
-        start(&db, &seals, hsm).terminate();
+        start(&db, &seals, &env).terminate();
         let (mut total, mut opening) = (Vec::new(), Vec::new());
         for _ in 0..RESTARTS {
             let started = Instant::now();
-            let serving = start(&db, &seals, hsm);
+            let serving = start(&db, &seals, &env);
             total.push(started.elapsed().as_secs_f64() * 1e3);
             if let Some(ms) = opening_ms(&serving.startup_log) {
                 opening.push(ms);
@@ -92,7 +102,7 @@ async fn start_up(hsm: &Hsm, bao: &Bao) {
 /// and its hot calls.
 async fn bench_server(seals: &[String], hsm: &Hsm) -> (TestDb, process::Serve, Arc<HotCalls>) {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let serving = start(&db, seals, hsm);
+    let serving = start(&db, seals, &[hsm]);
     let token = std::fs::read_to_string(db.data_dir().join("admin.token"))
         .unwrap()
         .trim()
@@ -167,6 +177,12 @@ pub async fn run() {
         println!("seals: SoftHSM2 and OpenBao are needed (see .ci/run)");
         return;
     };
-    start_up(&hsm, &bao).await;
+    let moto = if cfg!(feature = "aws-kms") {
+        Moto::start()
+    } else {
+        println!("seals: AWS KMS is not built in (cargo bench --features aws-kms)");
+        None
+    };
+    start_up(&hsm, &bao, moto.as_ref()).await;
     requests(&hsm).await;
 }
