@@ -44,6 +44,16 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
     ("VerifyAuditChain", &["auditor"], &[]),
     ("Rewrap", &[], &[]),
     ("GetMasterStatus", &["operator", "auditor"], &[]),
+    // What a watcher sees is scoped event by event (tests/events.rs).
+    (
+        "Watch",
+        &["operator", "signer", "secret-reader", "auditor"],
+        &[],
+    ),
+    ("CreateWebhook", &[], &[]),
+    ("ListWebhooks", &["operator", "auditor"], &[]),
+    ("DeleteWebhook", &[], &[]),
+    ("ListWebhookDeliveries", &["operator", "auditor"], &[]),
 ];
 
 const ROLES: [&str; 7] = [

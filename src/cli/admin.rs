@@ -19,7 +19,8 @@ use crate::{
     config::DEFAULT_DATA_DIR,
     transport::grpc::pb::{
         access_client::AccessClient, audit_client::AuditClient, clients_client::ClientsClient,
-        key_sets_client::KeySetsClient, master_client::MasterClient,
+        events_client::EventsClient, key_sets_client::KeySetsClient, master_client::MasterClient,
+        webhooks_client::WebhooksClient,
     },
 };
 
@@ -93,6 +94,14 @@ impl Admin {
 
     pub(crate) fn master(&self) -> MasterClient<Authed> {
         MasterClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn events(&self) -> EventsClient<Authed> {
+        EventsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn webhooks(&self) -> WebhooksClient<Authed> {
+        WebhooksClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 

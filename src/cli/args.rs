@@ -118,6 +118,12 @@ pub enum Command {
     /// Read and verify the tamper-evident audit log (admin, auditor).
     #[command(subcommand)]
     Audit(super::audit::AuditCmd),
+    /// Stream change events as they happen (key rotations, secret rotations,
+    /// token changes…): one line each, until interrupted.
+    Watch(super::events::WatchArgs),
+    /// Webhooks: change events POSTed as signed CloudEvents (admin).
+    #[command(subcommand)]
+    Webhook(super::events::WebhookCmd),
     /// Master-key rotation: reseal everything under the current key, and
     /// see what each key still seals.
     #[command(subcommand)]

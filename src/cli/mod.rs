@@ -10,6 +10,7 @@
 //! - `openmetadata`: the commands that speak OpenMetadata's formats.
 //! - `tokens`: named API tokens.
 //! - `audit`: listing and verifying the audit log.
+//! - `events`: `watch` and webhooks.
 //! - [`ops`]: `doctor` and `backup`, which look after the deployment itself;
 //!   `fetch`: their HTTP(S) GET.
 
@@ -17,6 +18,7 @@ mod admin;
 mod args;
 mod audit;
 mod clients;
+mod events;
 mod keysets;
 pub mod master;
 mod openmetadata;
@@ -28,6 +30,7 @@ mod tokens;
 use crate::transport::grpc::code_name;
 pub(crate) use admin::{Admin, read_stdin_secret};
 pub use args::*;
+pub use events::{EventSelection, WatchArgs, WebhookCmd};
 pub(crate) use print::*;
 
 /// A CLI failure: the one line printed on stderr, and the exit code.
@@ -123,6 +126,8 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
         Command::Client(cmd) => clients::run(&admin, out, cmd).await,
         Command::Token(cmd) => tokens::run(&admin, out, cmd).await,
         Command::Audit(cmd) => audit::run(&admin, out, cmd).await,
+        Command::Watch(args) => events::watch(&admin, out, args).await,
+        Command::Webhook(cmd) => events::webhook(&admin, out, cmd).await,
         Command::Export(cmd) => openmetadata::export(&admin, out, cmd).await,
         Command::Import(cmd) => openmetadata::import(&admin, out, cmd).await,
     }

@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// verifiable from the first kept event [default: 400d]
     #[arg(long, env = "KEYWARD_AUDIT_RETAIN")]
     pub audit_retain: Option<String>,
+    /// Delete change events (Watch, webhooks) older than this, once every
+    /// webhook has them (checked hourly) [default: 7d]
+    #[arg(long, env = "KEYWARD_EVENT_RETAIN")]
+    pub event_retain: Option<String>,
     /// PEM certificate chain to serve gRPC and HTTP over TLS (with --tls-key);
     /// reloaded when the file changes
     #[arg(

@@ -40,6 +40,8 @@ pub const DEFAULT_ROTATION_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_OVERDUE_WITHOUT_SCHEDULER: Duration = Duration::from_secs(2 * 3600);
 /// How long audit events are kept by default (a little over a year).
 pub const DEFAULT_AUDIT_RETAIN: Duration = Duration::from_secs(400 * 86_400);
+/// How long change events are kept by default.
+pub const DEFAULT_EVENT_RETAIN: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where the master key comes from.
 #[derive(Clone)]
@@ -97,6 +99,8 @@ pub struct ServeConfig {
     pub auth_throttle: ThrottleSettings,
     /// How long audit events are kept.
     pub audit_retain: Duration,
+    /// How long change events are kept.
+    pub event_retain: Duration,
     /// TLS on both listeners; `None`: plaintext.
     pub tls: Option<crate::transport::tls::TlsFiles>,
     /// Plaintext allowed on a non-loopback address.
@@ -124,6 +128,7 @@ impl fmt::Debug for ServeConfig {
             .field("limits", &self.limits)
             .field("auth_throttle", &self.auth_throttle)
             .field("audit_retain", &self.audit_retain)
+            .field("event_retain", &self.event_retain)
             .field("tls", &self.tls)
             .field("allow_plaintext", &self.allow_plaintext)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -223,6 +228,7 @@ impl ServeConfig {
             limits: Limits::default(),
             auth_throttle: ThrottleSettings::default(),
             audit_retain: DEFAULT_AUDIT_RETAIN,
+            event_retain: DEFAULT_EVENT_RETAIN,
             tls: None,
             allow_plaintext: false,
             trusted_proxies: TrustedProxies::default(),
@@ -390,6 +396,16 @@ impl ServeConfig {
                     retain
                 }
                 None => defaults.audit_retain,
+            },
+            event_retain: match args.event_retain.as_ref().or(file.event_retain.as_ref()) {
+                Some(text) => {
+                    let retain = crate::domain::model::parse_duration("event_retain", text)?;
+                    if retain < Duration::from_secs(3600) {
+                        return Err(Error::invalid("event_retain", "must be at least 1h"));
+                    }
+                    retain
+                }
+                None => defaults.event_retain,
             },
             tls,
             allow_plaintext: args.allow_plaintext || file.allow_plaintext == Some(true),

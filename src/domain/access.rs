@@ -310,6 +310,11 @@ methods! {
     VerifyAuditChain => [any(Auditor)],
     Rewrap => [],
     GetMasterStatus => [any(Operator), any(Auditor)],
+    Watch => [any(Operator), any(Signer), any(SecretReader), any(Auditor)],
+    CreateWebhook => [],
+    ListWebhooks => [any(Operator), any(Auditor)],
+    DeleteWebhook => [],
+    ListWebhookDeliveries => [any(Operator), any(Auditor)],
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!   email, a client-credentials token's claims and scopes.
 //! - [`oauth`]: the token endpoint's error vocabulary (RFC 6749).
 //! - [`throttle`]: failed-authentication limits.
+//! - [`event`]: change events, their filters and their vocabulary.
 
 pub mod access;
 pub mod algorithm;
@@ -23,6 +24,7 @@ pub mod claims;
 pub mod client;
 pub mod clock;
 pub mod cron;
+pub mod event;
 pub mod model;
 pub mod oauth;
 pub mod rotation;

@@ -12,6 +12,16 @@ pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
 
 /// Checks a key set name: `^[a-z0-9][a-z0-9-]{0,62}$`.
 pub fn validate_keyset_name(name: &str) -> Result<()> {
+    validate_slug(name, "a key set name")
+}
+
+/// Checks a webhook name: as a key set name.
+pub fn validate_webhook_name(name: &str) -> Result<()> {
+    validate_slug(name, "a webhook name")
+}
+
+/// `^[a-z0-9][a-z0-9-]{0,62}$`, refused as `what`.
+fn validate_slug(name: &str, what: &str) -> Result<()> {
     let bytes = name.as_bytes();
     let ok = !bytes.is_empty()
         && bytes.len() <= 63
@@ -24,7 +34,9 @@ pub fn validate_keyset_name(name: &str) -> Result<()> {
     } else {
         Err(Error::invalid(
             "name",
-            "a key set name is 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit",
+            format!(
+                "{what} is 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+            ),
         ))
     }
 }

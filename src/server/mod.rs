@@ -7,7 +7,8 @@
 //!   set, load the views ([`prepare`]);
 //! - `serve`: gRPC and HTTP until shutdown, then drain ([`serve_on`]);
 //! - `tasks`: what runs beside them (following other replicas, the rotation
-//!   scheduler, audit retention);
+//!   scheduler, audit and event retention, the event feed);
+//! - `webhooks`: webhook delivery, signed, retried, once per replica set;
 //! - `backup`: `keyward backup`, a consistent copy while serving.
 
 mod backup;
@@ -16,6 +17,7 @@ mod sealed;
 mod serve;
 mod startup;
 mod tasks;
+mod webhooks;
 
 use std::sync::Arc;
 

@@ -93,6 +93,9 @@ pub async fn serve_on(
         .rotation_interval
         .map(|period| tasks::rotate_on_schedule(&app.service, period, stop.clone()));
     let retention = tasks::prune_audit(&app.service, app.config.audit_retain, stop.clone());
+    let event_retention = tasks::prune_events(&app.service, app.config.event_retain, stop.clone());
+    let event_feed = tasks::follow_events(&app.service, stop.clone());
+    let deliveries = super::webhooks::deliver(&app.service, stop.clone());
 
     let both = async { tokio::join!(grpc_server, http_server) };
     // In-flight requests get the shutdown grace; connections still busy
@@ -113,6 +116,9 @@ pub async fn serve_on(
         metrics_server,
         Some(watcher),
         Some(retention),
+        Some(event_retention),
+        Some(event_feed),
+        Some(deliveries),
         tls_reload,
     ];
     for task in helpers.into_iter().flatten() {
@@ -152,6 +158,12 @@ async fn grpc_server(
     health_reporter
         .set_serving::<grpc::pb::master_server::MasterServer<grpc::Api>>()
         .await;
+    health_reporter
+        .set_serving::<grpc::pb::events_server::EventsServer<grpc::Api>>()
+        .await;
+    health_reporter
+        .set_serving::<grpc::pb::webhooks_server::WebhooksServer<grpc::Api>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
@@ -185,6 +197,8 @@ async fn grpc_server(
         .add_service(api.access())
         .add_service(api.audit())
         .add_service(api.master())
+        .add_service(api.events())
+        .add_service(api.webhooks())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(incoming)
                 .map(Ok::<_, std::convert::Infallible>),

@@ -71,6 +71,49 @@ pub(super) fn rotate_on_schedule(
     }))
 }
 
+/// The event feed: reads new events (every replica's) for this process's
+/// watchers, at once after a local write and every [`EVENT_POLL`] for the
+/// others'.
+pub(super) fn follow_events(
+    service: &Arc<Service>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let service = Arc::clone(service);
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = service.follow_events().await {
+                tracing::warn!(error = %err, "reading change events failed; retrying");
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                () = service.events_nudged(EVENT_POLL) => {}
+            }
+        }
+    })
+}
+
+/// How often the event feed reads events other replicas wrote.
+pub const EVENT_POLL: Duration = Duration::from_millis(250);
+
+/// Event retention: events older than `retain` (that every webhook has)
+/// are pruned hourly.
+pub(super) fn prune_events(
+    service: &Arc<Service>,
+    retain: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let service = Arc::clone(service);
+    tokio::spawn(every(AUDIT_PRUNE_EVERY, stop, move || {
+        let service = Arc::clone(&service);
+        async move {
+            if let Err(err) = service.prune_events(retain).await {
+                tracing::warn!(error = %err, "event retention failed; retrying next hour");
+            }
+        }
+    }))
+}
+
 /// Audit retention: events older than `retain` are pruned hourly.
 pub(super) fn prune_audit(
     service: &Arc<Service>,

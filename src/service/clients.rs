@@ -183,7 +183,7 @@ impl Service {
     /// Deletes a client and all its secrets.
     pub async fn delete_client(&self, id: &str) -> Result<()> {
         model::validate_client_id(id)?;
-        if !self.store.delete_client(id).await? {
+        if !self.store.delete_client(id, self.clock.now()).await? {
             return Err(Error::NotFound(format!("client {id:?} does not exist")));
         }
         tracing::info!(client = id, "client deleted");
@@ -312,7 +312,12 @@ impl Service {
             .await?
             .into_iter()
             .any(|s| s.version == version && s.valid_until.is_none_or(|until| until > now));
-        if !live || !self.store.delete_superseded_secret(id, version).await? {
+        if !live
+            || !self
+                .store
+                .delete_superseded_secret(id, version, now)
+                .await?
+        {
             return Err(Error::NotFound(format!(
                 "client {id:?} has no valid secret version {version} (current is {}; \
                  superseded versions end with their grace period)",

@@ -212,6 +212,8 @@ impl Service {
             Some(policy.first_due(anchor, now))
         };
         let change = KeySetChange {
+            keyset: row.name.clone(),
+            at: now,
             updates: Vec::new(),
             inserts: Vec::new(),
             next_rotation_at,

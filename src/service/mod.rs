@@ -22,6 +22,7 @@
 pub mod audit;
 mod call;
 mod clients;
+pub mod events;
 mod keysets;
 pub mod master;
 mod material;
@@ -126,6 +127,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// When the views last matched the database.
     freshness: views::Freshness,
+    /// The change events this process has read, for its watchers.
+    events: events::EventFeed,
     /// How old they may get before authenticated calls are refused.
     max_view_age: std::time::Duration,
 }
@@ -169,6 +172,7 @@ impl Service {
             audit,
             metrics: Arc::new(Metrics::new()),
             freshness: views::Freshness::new(),
+            events: events::EventFeed::new(),
             max_view_age: settings.max_view_age,
             clock,
         }

@@ -66,6 +66,8 @@ impl Service {
         }
         let updates = plan.updates(policy, now);
         Ok(KeySetChange {
+            keyset: row.name.clone(),
+            at: now,
             updates,
             inserts,
             next_rotation_at: plan.next_rotation_at,

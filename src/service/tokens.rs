@@ -159,6 +159,8 @@ impl Service {
             .write()
             .map_err(|_| Error::internal("token view lock poisoned"))?;
         *slot = view;
+        drop(slot);
+        self.events_written();
         Ok(())
     }
 

@@ -91,6 +91,7 @@ impl Service {
         clients?;
         self.rebuild_issuer_keys();
         self.load_tokens().await?;
+        self.start_event_feed().await?;
         self.freshness.synced(read_at);
         Ok(())
     }
@@ -176,6 +177,7 @@ impl Service {
             tracing::warn!(error = %err, "key set view refresh after a local change failed");
         }
         self.rebuild_issuer_keys();
+        self.events_written();
     }
 
     /// Refreshes the client view after a local change, as
@@ -193,6 +195,7 @@ impl Service {
             }
         }
         self.rebuild_issuer_keys();
+        self.events_written();
     }
 }
 

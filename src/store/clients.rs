@@ -161,7 +161,7 @@ pub trait ClientStore: Send + Sync {
     async fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<Client>>;
 
     /// Deletes a client and all its secrets. Returns whether it existed.
-    async fn delete_client(&self, id: &str) -> Result<bool>;
+    async fn delete_client(&self, id: &str, now: i64) -> Result<bool>;
 
     /// A client's secret versions, newest first.
     async fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
@@ -180,7 +180,7 @@ pub trait ClientStore: Send + Sync {
 
     /// Deletes secret version `version` of client `id` unless it is the
     /// current one. Returns whether a row was deleted.
-    async fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
+    async fn delete_superseded_secret(&self, id: &str, version: i64, now: i64) -> Result<bool>;
 
     /// The clients whose client-credentials tokens key set `keyset` signs, by id.
     async fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<Client>>;

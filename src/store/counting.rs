@@ -14,16 +14,18 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    AuditScan, AuditStore, ClientDelta, ClientStore, Generations, KeyRow, KeySetChange, KeySetRow,
-    KeySetStore, MasterWrap, MetaStore, MigrationState, NewKey, NewKeySet, PublishedDelta,
-    Resealed, Revocation, SealStore, SealedAt, SealedCount, SealedKey, SealedTable, SealedValue,
-    SecretRow, StartupLock, Store, TokenRow, TokenStore, WrappedKeyring,
+    Attempt, AuditScan, AuditStore, Claimed, ClientDelta, ClientStore, DeliveryCounts, DeliveryRow,
+    EventBounds, EventStore, Generations, KeyRow, KeySetChange, KeySetRow, KeySetStore, MasterWrap,
+    MetaStore, MigrationState, NewKey, NewKeySet, PublishedDelta, Resealed, Revocation, SealStore,
+    SealedAt, SealedCount, SealedKey, SealedTable, SealedValue, SecretRow, StartupLock, Store,
+    TokenRow, TokenStore, WebhookRow, WrappedKeyring,
 };
 use crate::{
     Error, Result,
     domain::{
         audit::{AuditEvent, AuditFilter, AuditRecord, Linker},
         client::Client,
+        event::{Event, NewEvent},
     },
 };
 
@@ -236,12 +238,34 @@ delegate!(ClientStore {
     fn update_client(&self, client: &Client) -> Result<bool>;
     fn get_client(&self, id: &str) -> Result<Option<Client>>;
     fn list_clients(&self, after: &str, limit: i64) -> Result<Vec<Client>>;
-    fn delete_client(&self, id: &str) -> Result<bool>;
+    fn delete_client(&self, id: &str, now: i64) -> Result<bool>;
     fn client_secrets(&self, id: &str) -> Result<Vec<SecretRow>>;
     fn clients_since(&self, since: Option<i64>) -> Result<ClientDelta>;
     fn add_client_secret(&self, new: &SecretRow, previous_valid_until: i64) -> Result<bool>;
-    fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool>;
+    fn delete_superseded_secret(&self, id: &str, version: i64, now: i64) -> Result<bool>;
     fn clients_of_keyset(&self, keyset: &str) -> Result<Vec<Client>>;
+});
+
+delegate!(EventStore {
+    fn append_events(&self, events: &[NewEvent]) -> Result<u64>;
+    fn events_after(&self, after: i64, limit: i64) -> Result<Vec<Event>>;
+    fn event_bounds(&self) -> Result<EventBounds>;
+    fn prune_events(&self, before: i64) -> Result<u64>;
+    fn insert_webhook(
+        &self,
+        hook: &WebhookRow,
+        key_id: &str,
+        sealed_secret: &[u8],
+        events: &[NewEvent]
+    ) -> Result<WebhookRow>;
+    fn list_webhooks(&self) -> Result<Vec<WebhookRow>>;
+    fn get_webhook(&self, name: &str) -> Result<Option<WebhookRow>>;
+    fn delete_webhook(&self, name: &str, events: &[NewEvent]) -> Result<bool>;
+    fn queue_deliveries(&self, now: i64, limit: i64) -> Result<u64>;
+    fn claim_deliveries(&self, claim: &str, now: i64, until: i64, limit: i64) -> Result<Vec<Claimed>>;
+    fn record_attempt(&self, claim: &str, webhook: &str, event_id: i64, attempt: &Attempt) -> Result<bool>;
+    fn deliveries(&self, webhook: &str, limit: i64) -> Result<Vec<DeliveryRow>>;
+    fn delivery_counts(&self) -> Result<DeliveryCounts>;
 });
 
 delegate!(AuditStore {

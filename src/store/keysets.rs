@@ -10,6 +10,7 @@ use crate::{
     domain::{
         algorithm::Algorithm,
         cron::Schedule,
+        event::{EventKind, NewEvent, Subject},
         model::{KeyState, secs_i64, secs_u64},
         rotation::{self, Cadence, KeyUpdate, Policy},
     },
@@ -199,6 +200,10 @@ pub struct NewKey {
 
 /// A set of changes to one key set, applied in one transaction.
 pub struct KeySetChange {
+    /// The key set's name (its events name it).
+    pub keyset: String,
+    /// When, Unix seconds.
+    pub at: i64,
     /// Key state changes, in order.
     pub updates: Vec<KeyUpdate>,
     /// New keys.
@@ -207,6 +212,32 @@ pub struct KeySetChange {
     pub next_rotation_at: Option<i64>,
     /// New policy, if it changes.
     pub policy: Option<Policy>,
+}
+
+impl KeySetChange {
+    /// The events the change is: each key's new state, then a policy change.
+    pub fn events(&self) -> Vec<NewEvent> {
+        let updated = self.updates.iter().map(|u| (&u.kid, u.to));
+        let inserted = self.inserts.iter().map(|k| (&k.kid, k.state));
+        let mut events: Vec<NewEvent> = updated
+            .chain(inserted)
+            .map(|(kid, state)| {
+                NewEvent::new(
+                    EventKind::of_key_state(state),
+                    self.at,
+                    Subject::key(&self.keyset, kid),
+                )
+            })
+            .collect();
+        if self.policy.is_some() {
+            events.push(NewEvent::new(
+                EventKind::KeySetUpdated,
+                self.at,
+                Subject::keyset(&self.keyset),
+            ));
+        }
+        events
+    }
 }
 
 /// Key sets and their published keys as of one generation.
@@ -227,7 +258,8 @@ pub struct PublishedDelta {
 }
 
 /// Key sets and their keys. Every write that changes what the JWKS publishes
-/// bumps the key set generation in the same transaction.
+/// bumps the key set generation and records its events in the same
+/// transaction.
 #[async_trait]
 pub trait KeySetStore: Send + Sync {
     /// Creates a key set with its first keys, in one transaction: `keys` gets

@@ -1,7 +1,8 @@
 //! Persistence, split by aggregate: key sets and their keys ([`KeySetStore`]),
 //! clients and their secrets ([`ClientStore`]), API tokens ([`TokenStore`]),
-//! the audit chain ([`AuditStore`]), the database itself ([`MetaStore`]) and
-//! the master keys seals wrapped ([`SealStore`]).
+//! the audit chain ([`AuditStore`]), the database itself ([`MetaStore`]),
+//! the master keys seals wrapped ([`SealStore`]) and change events with their
+//! webhooks ([`EventStore`]).
 //! [`Store`] is all of them, implemented for SQLite ([`SqliteStore`]) and
 //! PostgreSQL ([`PgStore`]) by the statements in `sql/`.
 //!
@@ -14,6 +15,7 @@
 mod audit;
 mod clients;
 pub mod counting;
+mod events;
 mod keysets;
 mod meta;
 mod postgres;
@@ -29,6 +31,7 @@ use std::{
 
 pub use audit::*;
 pub use clients::*;
+pub use events::*;
 pub use keysets::*;
 pub use meta::*;
 pub use postgres::PgStore;
@@ -40,7 +43,16 @@ use crate::{Error, Result};
 
 /// keyward's persistence: every aggregate's store, on one database.
 pub trait Store:
-    MetaStore + KeySetStore + ClientStore + TokenStore + AuditStore + SealStore + Send + Sync + Debug
+    MetaStore
+    + KeySetStore
+    + ClientStore
+    + TokenStore
+    + AuditStore
+    + SealStore
+    + EventStore
+    + Send
+    + Sync
+    + Debug
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

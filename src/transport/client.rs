@@ -99,7 +99,14 @@ async fn fetch(request: Request<'_>) -> Result<(u16, Vec<u8>), String> {
     }
     let body = match request.json {
         Some(json) => {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+            // A caller's own content type (CloudEvents') stands.
+            if !request
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            {
+                builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+            }
             Body::from(json.to_vec())
         }
         None => Body::empty(),

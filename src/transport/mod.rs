@@ -11,7 +11,7 @@
 //!   address behind trusted proxies.
 //! - [`tls`]: rustls settings, certificate reload, mutual TLS.
 //! - `client`: the small outbound HTTP(S) client (doctor's probes, the
-//!   Transit seal).
+//!   Transit seal, webhook deliveries).
 
 pub(crate) mod client;
 mod frames;

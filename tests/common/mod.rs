@@ -27,7 +27,8 @@ use keyward::{
     store::{Store, counting::CountingStore},
     transport::grpc::pb::{
         self, access_client::AccessClient, audit_client::AuditClient,
-        clients_client::ClientsClient, key_sets_client::KeySetsClient, master_client::MasterClient,
+        clients_client::ClientsClient, events_client::EventsClient, key_sets_client::KeySetsClient,
+        master_client::MasterClient, webhooks_client::WebhooksClient,
     },
 };
 use serde_json::Value;
@@ -304,6 +305,8 @@ pub type Clients = ClientsClient<InterceptedService<Channel, Bearer>>;
 pub type Access = AccessClient<InterceptedService<Channel, Bearer>>;
 pub type Audit = AuditClient<InterceptedService<Channel, Bearer>>;
 pub type Master = MasterClient<InterceptedService<Channel, Bearer>>;
+pub type Events = EventsClient<InterceptedService<Channel, Bearer>>;
+pub type Webhooks = WebhooksClient<InterceptedService<Channel, Bearer>>;
 
 /// The gRPC clients, all carrying one token.
 pub struct As {
@@ -312,6 +315,8 @@ pub struct As {
     pub access: Access,
     pub audit: Audit,
     pub master: Master,
+    pub events: Events,
+    pub webhooks: Webhooks,
 }
 
 impl As {
@@ -326,7 +331,9 @@ impl As {
             clients: ClientsClient::with_interceptor(channel.clone(), bearer.clone()),
             access: AccessClient::with_interceptor(channel.clone(), bearer.clone()),
             audit: AuditClient::with_interceptor(channel.clone(), bearer.clone()),
-            master: MasterClient::with_interceptor(channel, bearer),
+            master: MasterClient::with_interceptor(channel.clone(), bearer.clone()),
+            events: EventsClient::with_interceptor(channel.clone(), bearer.clone()),
+            webhooks: WebhooksClient::with_interceptor(channel, bearer),
         }
     }
 }
@@ -484,7 +491,9 @@ impl TestServer {
             clients: ClientsClient::with_interceptor(self.channel.clone(), bearer.clone()),
             access: AccessClient::with_interceptor(self.channel.clone(), bearer.clone()),
             audit: AuditClient::with_interceptor(self.channel.clone(), bearer.clone()),
-            master: MasterClient::with_interceptor(self.channel.clone(), bearer),
+            master: MasterClient::with_interceptor(self.channel.clone(), bearer.clone()),
+            events: EventsClient::with_interceptor(self.channel.clone(), bearer.clone()),
+            webhooks: WebhooksClient::with_interceptor(self.channel.clone(), bearer),
         }
     }
 
@@ -819,6 +828,30 @@ pub async fn call_method(api: &mut As, method: &str, target: &str) -> tonic::Cod
         "GetMasterStatus" => code(
             api.master
                 .get_master_status(pb::GetMasterStatusRequest {})
+                .await,
+        ),
+        "Watch" => code(api.events.watch(pb::WatchRequest::default()).await),
+        // An allowed call is refused as invalid (no URL) or not found.
+        "CreateWebhook" => code(
+            api.webhooks
+                .create_webhook(pb::CreateWebhookRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "ListWebhooks" => code(api.webhooks.list_webhooks(pb::ListWebhooksRequest {}).await),
+        "DeleteWebhook" => code(
+            api.webhooks
+                .delete_webhook(pb::DeleteWebhookRequest { name })
+                .await,
+        ),
+        "ListWebhookDeliveries" => code(
+            api.webhooks
+                .list_webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+                    webhook: name,
+                    limit: 0,
+                })
                 .await,
         ),
         other => panic!("no call for {other}"),

@@ -167,14 +167,25 @@ impl Durability {
     pub fn of(method: Method) -> Self {
         use Method::*;
         match method {
-            GetKeySet | ListKeySets | ListKeys | SignJwt | GetJwks | GetClient | ListClients
-            | GetToken | ListTokens | ListAuditEvents | VerifyAuditChain | GetMasterStatus => {
-                Self::Batched
-            }
+            GetKeySet
+            | ListKeySets
+            | ListKeys
+            | SignJwt
+            | GetJwks
+            | GetClient
+            | ListClients
+            | GetToken
+            | ListTokens
+            | ListAuditEvents
+            | VerifyAuditChain
+            | GetMasterStatus
+            | Watch
+            | ListWebhooks
+            | ListWebhookDeliveries => Self::Batched,
             CreateKeySet | UpdateKeySet | DeleteKeySet | RotateKeySet | RotateDue | RevokeKey
             | ExportKey | ImportKey | PutClient | GetClientSecret | RotateClientSecret
             | DeleteClient | RevokeClientSecret | VerifyClientSecret | CreateToken
-            | RevokeToken | Rewrap => Self::BeforeResponse,
+            | RevokeToken | Rewrap | CreateWebhook | DeleteWebhook => Self::BeforeResponse,
         }
     }
 

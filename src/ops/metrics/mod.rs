@@ -45,6 +45,11 @@ struct KindLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GrpcLabels {
     method: &'static str,
     code: &'static str,
@@ -140,6 +145,7 @@ pub struct Metrics {
     auth_failures: Family<TransportLabel, Counter>,
     throttled: Family<TransportLabel, Counter>,
     unrecorded: Counter,
+    webhook_attempts: Family<OutcomeLabel, Counter>,
     views: Arc<ViewGauges>,
 }
 
@@ -191,6 +197,16 @@ impl Metrics {
             "Refusals of unauthenticated callers not written to the audit log: the peer had used its budget for the window",
             unrecorded.clone(),
         );
+        let webhook_attempts = Family::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts this process made, by outcome: delivered, retry (failed, \
+             tried again later), failed (failed for good)",
+            Family::clone(&webhook_attempts),
+        );
+        for outcome in ["delivered", "retry", "failed"] {
+            webhook_attempts.get_or_create_owned(&OutcomeLabel { outcome });
+        }
         registry.register(
             "build",
             "keyward's version",
@@ -212,6 +228,7 @@ impl Metrics {
             auth_failures,
             throttled,
             unrecorded,
+            webhook_attempts,
             views,
         }
     }
@@ -275,6 +292,13 @@ impl Metrics {
     /// An authentication failed.
     pub fn auth_failed(&self, door: Door) {
         self.auth_failures.get_or_create(&door.label()).inc();
+    }
+
+    /// A webhook delivery attempt ended: `delivered`, `retry` or `failed`.
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhook_attempts
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// A refusal of an unauthenticated caller was not recorded (its peer's

@@ -7,7 +7,10 @@ use tracing::instrument;
 use super::tx::{pg as pg_tx, sqlite as sqlite_tx};
 use crate::{
     Result,
-    domain::client::Client,
+    domain::{
+        client::Client,
+        event::{EventKind, NewEvent, Subject},
+    },
     store::{
         ClientColumns, ClientDelta, ClientStore, PgStore, SecretRow, SqliteStore, decode_clients,
         unique_as_exists,
@@ -51,6 +54,10 @@ macro_rules! clients_sql {
                 })?;
                 $tx::insert_secret(&mut tx, secret).await?;
                 $tx::bump_client(&mut tx, &client.id).await?;
+                let created =
+                    NewEvent::new(EventKind::ClientCreated, secret.created_at, Subject::client(&client.id))
+                        .detail(format!("version {}", secret.version));
+                $tx::insert_events(&mut tx, &[created]).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -85,6 +92,9 @@ macro_rules! clients_sql {
                     return Ok(false);
                 }
                 $tx::bump_client(&mut tx, &client.id).await?;
+                let updated =
+                    NewEvent::new(EventKind::ClientUpdated, client.updated_at, Subject::client(&client.id));
+                $tx::insert_events(&mut tx, &[updated]).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -111,7 +121,7 @@ macro_rules! clients_sql {
             }
 
             #[instrument(skip_all, fields(client = id))]
-            async fn delete_client(&self, id: &str) -> Result<bool> {
+            async fn delete_client(&self, id: &str, now: i64) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query("DELETE FROM client_secrets WHERE client_id = $1")
                     .bind(id)
@@ -126,6 +136,8 @@ macro_rules! clients_sql {
                     return Ok(false);
                 }
                 $tx::bump_client(&mut tx, id).await?;
+                let gone = NewEvent::new(EventKind::ClientDeleted, now, Subject::client(id));
+                $tx::insert_events(&mut tx, &[gone]).await?;
                 tx.commit().await?;
                 if deleted {
                     self.purge_destroyed().await;
@@ -238,25 +250,43 @@ macro_rules! clients_sql {
                 .bind(new.version)
                 .execute(&mut *tx)
                 .await?;
-                let ended = sqlx::query(
+                let ended: Vec<i64> = sqlx::query_scalar(
                     "DELETE FROM client_secrets WHERE client_id = $1 \
-                     AND valid_until IS NOT NULL AND valid_until <= $2",
+                     AND valid_until IS NOT NULL AND valid_until <= $2 RETURNING version",
                 )
                 .bind(&new.client_id)
                 .bind(new.created_at)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
                 $tx::insert_secret(&mut tx, new).await?;
                 $tx::bump_client(&mut tx, &new.client_id).await?;
+                let subject = || Subject::client(&new.client_id);
+                let mut events: Vec<NewEvent> = ended
+                    .iter()
+                    .map(|version| {
+                        NewEvent::new(EventKind::ClientSecretRemoved, new.created_at, subject())
+                            .detail(format!("version {version} (its grace ended)"))
+                    })
+                    .collect();
+                events.push(
+                    NewEvent::new(EventKind::ClientSecretRotated, new.created_at, subject())
+                        .detail(format!("version {}", new.version)),
+                );
+                $tx::insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
-                if ended.rows_affected() > 0 {
+                if !ended.is_empty() {
                     self.purge_destroyed().await;
                 }
                 Ok(true)
             }
 
             #[instrument(skip_all, fields(client = id, version))]
-            async fn delete_superseded_secret(&self, id: &str, version: i64) -> Result<bool> {
+            async fn delete_superseded_secret(
+                &self,
+                id: &str,
+                version: i64,
+                now: i64,
+            ) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
                 let done = sqlx::query(
                     "DELETE FROM client_secrets WHERE client_id = $1 AND version = $2 \
@@ -270,6 +300,9 @@ macro_rules! clients_sql {
                     return Ok(false);
                 }
                 $tx::bump_client(&mut tx, id).await?;
+                let removed = NewEvent::new(EventKind::ClientSecretRemoved, now, Subject::client(id))
+                    .detail(format!("version {version} (revoked)"));
+                $tx::insert_events(&mut tx, &[removed]).await?;
                 tx.commit().await?;
                 self.purge_destroyed().await;
                 Ok(true)

@@ -9,7 +9,10 @@ use super::{
 };
 use crate::{
     Result,
-    domain::model::KeyState,
+    domain::{
+        event::{EventKind, NewEvent, Subject},
+        model::KeyState,
+    },
     store::{
         KeyRow, KeySetChange, KeySetColumns, KeySetRow, KeySetStore, NewKey, NewKeySet, PgStore,
         PolicyColumns, PublishedDelta, SealedKey, SqliteStore, unique_as_exists,
@@ -48,10 +51,23 @@ macro_rules! keysets_sql {
                 .await
                 .map_err(|e| unique_as_exists(e, || format!("key set {name:?} already exists")))?;
                 let row = KeySetRow::try_from(row)?;
-                for key in keys(row.id) {
-                    $tx::insert_key(&mut tx, row.id, &key, now).await?;
+                let keys = keys(row.id);
+                let mut events = vec![NewEvent::new(
+                    EventKind::KeySetCreated,
+                    now,
+                    Subject::keyset(name),
+                )
+                .detail(set.algorithm.as_str())];
+                for key in &keys {
+                    $tx::insert_key(&mut tx, row.id, key, now).await?;
+                    events.push(NewEvent::new(
+                        EventKind::of_key_state(key.state),
+                        now,
+                        Subject::key(name, &key.kid),
+                    ));
                 }
                 $tx::bump_generation(&mut tx, row.id).await?;
+                $tx::insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
                 Ok(row)
             }
@@ -219,6 +235,8 @@ macro_rules! keysets_sql {
                 .execute(&mut *tx)
                 .await?;
                 $tx::bump_generation(&mut tx, id).await?;
+                let deleted = NewEvent::new(EventKind::KeySetDeleted, now, Subject::keyset(name));
+                $tx::insert_events(&mut tx, &[deleted]).await?;
                 tx.commit().await?;
                 self.purge_destroyed().await;
                 Ok(true)
@@ -317,6 +335,7 @@ macro_rules! keysets_sql {
                     $tx::insert_key(&mut tx, keyset_id, key, key.created_at).await?;
                 }
                 $tx::bump_generation(&mut tx, keyset_id).await?;
+                $tx::insert_events(&mut tx, &change.events()).await?;
                 tx.commit().await?;
                 if change.updates.iter().any(|u| u.destroy_private) {
                     self.purge_destroyed().await;

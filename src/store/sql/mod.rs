@@ -5,6 +5,7 @@
 
 mod audit;
 mod clients;
+mod events;
 mod keysets;
 mod meta;
 mod tokens;

@@ -6,6 +6,7 @@ use tracing::instrument;
 use super::tx::{pg as pg_tx, sqlite as sqlite_tx};
 use crate::{
     Result,
+    domain::event::{EventKind, NewEvent, Subject},
     store::{PgStore, Revocation, SqliteStore, TokenRow, TokenStore, unique_as_exists},
 };
 
@@ -57,6 +58,10 @@ macro_rules! tokens_sql {
                     unique_as_exists(e, || format!("a token named {:?} exists", token.name))
                 })?;
                 $tx::bump_tokens_generation(&mut tx).await?;
+                let created =
+                    NewEvent::new(EventKind::TokenCreated, token.created_at, Subject::token(&token.name))
+                        .detail(format!("role {}", token.role.as_str()));
+                $tx::insert_events(&mut tx, &[created]).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -97,6 +102,8 @@ macro_rules! tokens_sql {
                 .await?;
                 if done.rows_affected() == 1 {
                     $tx::bump_tokens_generation(&mut tx).await?;
+                    let revoked = NewEvent::new(EventKind::TokenRevoked, now, Subject::token(name));
+                    $tx::insert_events(&mut tx, &[revoked]).await?;
                     tx.commit().await?;
                     return Ok(Revocation::Revoked);
                 }

@@ -5,6 +5,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::{
     Result,
+    domain::event::NewEvent,
     domain::model::KeyState,
     store::{NewKey, SecretRow, unique_as_exists},
 };
@@ -97,6 +98,48 @@ macro_rules! tx_helpers {
             .execute(&mut **tx)
             .await?;
             Ok(())
+        }
+
+        /// Writes `events` with the change in `tx`. Their ids are taken from
+        /// the state row, whose lock the transaction then holds to its
+        /// commit: ids become visible in the order they were given. An event
+        /// with a `once` key already stored is skipped.
+        pub(in crate::store) async fn insert_events(
+            tx: &mut Transaction<'static, $db>,
+            events: &[NewEvent],
+        ) -> Result<u64> {
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+            let last: i64 = sqlx::query_scalar(
+                "UPDATE keyward_state SET event_seq = event_seq + $1 WHERE id = 1 \
+                 RETURNING event_seq",
+            )
+            .bind(count)
+            .fetch_one(&mut **tx)
+            .await?;
+            let mut stored = 0;
+            for (id, event) in (last - count + 1..).zip(events) {
+                stored += sqlx::query(
+                    "INSERT INTO events (id, at, kind, keyset, kid, client, token, detail, \
+                     once_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (once_key) DO NOTHING",
+                )
+                .bind(id)
+                .bind(event.at)
+                .bind(event.kind.as_str())
+                .bind(&event.subject.keyset)
+                .bind(&event.subject.kid)
+                .bind(&event.subject.client)
+                .bind(&event.subject.token)
+                .bind(&event.detail)
+                .bind(&event.once)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            }
+            Ok(stored)
         }
 
         /// Bumps the token generation, so every replica reloads its tokens.

@@ -1,5 +1,5 @@
-//! The gRPC transport: `keyward.v1.KeySets`, `Clients`, `Access`, `Audit` and
-//! `Master` over the [`Service`]. What every call shares is written once:
+//! The gRPC transport: `keyward.v1.KeySets`, `Clients`, `Access`, `Audit`,
+//! `Master`, `Events` and `Webhooks` over the [`Service`]. What every call shares is written once:
 //! [`observe`] (a tower layer) gives each call its request id, its client's
 //! address (behind trusted proxies), log span and latency metrics; [`identify`] (an interceptor) puts the caller (bearer
 //! token, address, client certificate) in the request's extensions; and
@@ -13,6 +13,7 @@ mod audit;
 mod clients;
 pub mod codec;
 mod convert;
+mod events;
 mod keysets;
 mod master;
 pub mod observe;
@@ -111,12 +112,14 @@ pub mod pb {
         GetClientSecretResponse { secret },
         RotateClientSecretResponse { generated_secret },
         CreateTokenResponse { token },
+        CreateWebhookResponse { signing_secret },
     }
 }
 
 use pb::{
     access_server::AccessServer, audit_server::AuditServer, clients_server::ClientsServer,
-    key_sets_server::KeySetsServer, master_server::MasterServer,
+    events_server::EventsServer, key_sets_server::KeySetsServer, master_server::MasterServer,
+    webhooks_server::WebhooksServer,
 };
 
 /// The gRPC services, sharing one [`Service`].
@@ -159,6 +162,16 @@ impl Api {
     /// `keyward.v1.Master`.
     pub fn master(&self) -> Identified<MasterServer<Self>> {
         MasterServer::with_interceptor(self.clone(), identify)
+    }
+
+    /// `keyward.v1.Events`.
+    pub fn events(&self) -> Identified<EventsServer<Self>> {
+        EventsServer::with_interceptor(self.clone(), identify)
+    }
+
+    /// `keyward.v1.Webhooks`.
+    pub fn webhooks(&self) -> Identified<WebhooksServer<Self>> {
+        WebhooksServer::with_interceptor(self.clone(), identify)
     }
 
     /// Runs one call of `method` on what `target` names in the request, as
