@@ -16,12 +16,15 @@
 //! as a ratio to its anchor (see `cores/mod.rs`).
 //! `cargo bench --bench service -- seals` measures what a seal costs at
 //! start and shows requests unchanged (see `seals/mod.rs`).
+//! `cargo bench --bench service -- events` measures the outbox's cost on
+//! writes and the `Watch` fan-out (see `events/mod.rs`).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod cores;
+mod events;
 mod load;
 mod seals;
 
@@ -564,6 +567,14 @@ fn main() {
             .build()
             .unwrap()
             .block_on(seals::run());
+        return;
+    }
+    if std::env::args().any(|a| a == "events") {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(events::run());
         return;
     }
     if std::env::args().any(|a| a == "raw") {

@@ -557,6 +557,23 @@ async fn webhooks_reach_a_receiver_once_from_two_replicas(backend: Backend) {
     one.stop().await;
 }
 
+#[test]
+fn the_readme_names_every_event_kind() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Events and webhooks")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    for kind in keyward::domain::event::EventKind::ALL {
+        assert!(
+            section.contains(&format!("`{}`", kind.as_str())),
+            "{kind} is not in the README's Events section"
+        );
+    }
+}
+
 both_backends!(
     every_change_is_one_event_in_watch_and_outbox,
     a_watcher_resumes_and_sees_only_its_scope,

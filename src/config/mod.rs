@@ -11,9 +11,11 @@ use std::{
 
 mod args;
 mod file;
+mod values;
 
 pub use args::ServeArgs;
 use file::{FileConfig, read_file_config};
+use values::{retention, timeout_setting, tls_files, trusted_proxies};
 
 use crate::{
     Error, Result,
@@ -134,63 +136,6 @@ impl fmt::Debug for ServeConfig {
             .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
-}
-
-/// The TLS files, from flags over the file; the client CA needs a pair.
-fn tls_files(
-    args: &ServeArgs,
-    file: &FileConfig,
-) -> Result<Option<crate::transport::tls::TlsFiles>> {
-    let cert = args.tls_cert.clone().or_else(|| file.tls_cert.clone());
-    let key = args.tls_key.clone().or_else(|| file.tls_key.clone());
-    let grpc_client_ca = args
-        .grpc_client_ca
-        .clone()
-        .or_else(|| file.grpc_client_ca.clone());
-    let reload_interval = match args
-        .tls_reload_interval
-        .as_ref()
-        .or(file.tls_reload_interval.as_ref())
-    {
-        Some(text) => {
-            let every = crate::domain::model::parse_duration("tls_reload_interval", text)?;
-            if every.is_zero() {
-                return Err(Error::invalid("tls_reload_interval", "must be at least 1s"));
-            }
-            every
-        }
-        None => crate::transport::tls::DEFAULT_RELOAD_INTERVAL,
-    };
-    match (cert, key) {
-        (Some(cert), Some(key)) => Ok(Some(crate::transport::tls::TlsFiles {
-            require_valid: args.tls_require_valid || file.tls_require_valid == Some(true),
-            cert,
-            key,
-            grpc_client_ca,
-            reload_interval,
-        })),
-        (None, None) if grpc_client_ca.is_none() => Ok(None),
-        (None, None) => Err(Error::invalid(
-            "grpc_client_ca",
-            "mutual TLS needs TLS: give --tls-cert and --tls-key too",
-        )),
-        (Some(_), None) => Err(Error::invalid("tls_key", "--tls-cert needs --tls-key")),
-        (None, Some(_)) => Err(Error::invalid("tls_cert", "--tls-key needs --tls-cert")),
-    }
-}
-
-/// The trusted proxies, from flags over the file.
-fn trusted_proxies(args: &ServeArgs, file: &FileConfig) -> Result<TrustedProxies> {
-    let given = if args.trusted_proxies.is_empty() {
-        file.trusted_proxies.clone().unwrap_or_default()
-    } else {
-        args.trusted_proxies.clone()
-    };
-    let blocks = given
-        .iter()
-        .map(|text| text.parse().map_err(|e| Error::invalid("trusted_proxy", e)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(TrustedProxies::new(blocks))
 }
 
 /// `scheme://user:password@host` → `scheme://user:[redacted]@host`.
@@ -387,26 +332,18 @@ impl ServeConfig {
                     None => defaults.auth_throttle.window,
                 },
             },
-            audit_retain: match args.audit_retain.as_ref().or(file.audit_retain.as_ref()) {
-                Some(text) => {
-                    let retain = crate::domain::model::parse_duration("audit_retain", text)?;
-                    if retain < Duration::from_secs(86_400) {
-                        return Err(Error::invalid("audit_retain", "must be at least 1d"));
-                    }
-                    retain
-                }
-                None => defaults.audit_retain,
-            },
-            event_retain: match args.event_retain.as_ref().or(file.event_retain.as_ref()) {
-                Some(text) => {
-                    let retain = crate::domain::model::parse_duration("event_retain", text)?;
-                    if retain < Duration::from_secs(3600) {
-                        return Err(Error::invalid("event_retain", "must be at least 1h"));
-                    }
-                    retain
-                }
-                None => defaults.event_retain,
-            },
+            audit_retain: retention(
+                "audit_retain",
+                args.audit_retain.as_ref().or(file.audit_retain.as_ref()),
+                (86_400, "1d"),
+                defaults.audit_retain,
+            )?,
+            event_retain: retention(
+                "event_retain",
+                args.event_retain.as_ref().or(file.event_retain.as_ref()),
+                (3600, "1h"),
+                defaults.event_retain,
+            )?,
             tls,
             allow_plaintext: args.allow_plaintext || file.allow_plaintext == Some(true),
             trusted_proxies,
@@ -463,22 +400,6 @@ impl ServeConfig {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
-}
-
-/// A timeout setting: a duration of at least one second.
-fn timeout_setting(
-    field: &'static str,
-    text: Option<&String>,
-    default: Duration,
-) -> Result<Duration> {
-    let Some(text) = text else {
-        return Ok(default);
-    };
-    let d = crate::domain::model::parse_duration(field, text)?;
-    if d < Duration::from_secs(1) {
-        return Err(Error::invalid(field, "must be at least 1s"));
-    }
-    Ok(d)
 }
 
 fn parse_default(addr: &str) -> SocketAddr {

@@ -23,8 +23,10 @@ use crate::{
         model,
         secret::{SecretBytes, SecretString},
     },
-    store::{Attempt, Claimed, DeliveryRow, WebhookRow, webhook_secret_name},
+    store::{Attempt, Claimed, webhook_secret_name},
 };
+
+pub use crate::store::{DeliveryRow, WebhookRow};
 
 /// Events read per query.
 const PAGE: i64 = 500;

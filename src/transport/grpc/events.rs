@@ -12,8 +12,10 @@ use super::{
 };
 use crate::{
     domain::{access::Method, event::EventFilter},
-    service::{Caller, Target, events::WebhookInput},
-    store::{DeliveryRow, WebhookRow},
+    service::{
+        Caller, Target,
+        events::{DeliveryRow, WebhookInput, WebhookRow},
+    },
 };
 
 fn event_pb(event: crate::domain::event::Event) -> pb::Event {
