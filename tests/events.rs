@@ -557,6 +557,93 @@ async fn webhooks_reach_a_receiver_once_from_two_replicas(backend: Backend) {
     one.stop().await;
 }
 
+async fn near_expiry_alerts_are_raised_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock = common::manual_clock_now();
+    let server = TestServer::start_with_clock(&db, clock.clone()).await;
+    let admin = server.token.clone();
+    // A token expiring in 10 days, a key set retaining retired keys 9 days,
+    // a client secret rotated with 8 days of grace.
+    server
+        .access()
+        .create_token(pb::CreateTokenRequest {
+            name: "cron".into(),
+            role: "rotator".into(),
+            expires_in_seconds: Some(10 * 86_400),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server
+        .keysets()
+        .create_key_set(pb::CreateKeySetRequest {
+            name: "om".into(),
+            algorithm: "ES256".into(),
+            rsa_bits: 0,
+            policy: Some(pb::RotationPolicy {
+                retain_seconds: Some(9 * 86_400),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    server
+        .keysets()
+        .rotate_key_set(pb::RotateKeySetRequest { name: "om".into() })
+        .await
+        .unwrap();
+    let mut cl = server.clients();
+    cl.put_client(pb::PutClientRequest {
+        id: "openmetadata".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cl.rotate_client_secret(pb::RotateClientSecretRequest {
+        id: "openmetadata".into(),
+        grace_seconds: Some(8 * 86_400),
+        secret: None,
+    })
+    .await
+    .unwrap();
+    let mut alerts = watch(
+        &server,
+        &admin,
+        pb::WatchRequest {
+            kinds: vec![
+                "token.expiring".into(),
+                "key.expiring".into(),
+                "client.grace_ending".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let overdue = Duration::from_secs(3600);
+    // Nothing is within a week yet.
+    assert_eq!(server.service.raise_alerts(overdue).await.unwrap(), 0);
+    quiet(&mut alerts).await;
+    // Four days on: all three are within a week; each is raised once,
+    // however many sweeps (and replicas) see it.
+    clock.advance(4 * 86_400);
+    assert_eq!(server.service.raise_alerts(overdue).await.unwrap(), 3);
+    assert_eq!(server.service.raise_alerts(overdue).await.unwrap(), 0);
+    let mut got = kinds(&take(&mut alerts, 3).await);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "client.grace_ending openmetadata",
+            "key.expiring om",
+            "token.expiring cron"
+        ]
+    );
+    quiet(&mut alerts).await;
+    server.stop().await;
+}
+
 #[test]
 fn the_readme_names_every_event_kind() {
     let readme =
@@ -578,4 +665,5 @@ both_backends!(
     every_change_is_one_event_in_watch_and_outbox,
     a_watcher_resumes_and_sees_only_its_scope,
     webhooks_reach_a_receiver_once_from_two_replicas,
+    near_expiry_alerts_are_raised_once,
 );

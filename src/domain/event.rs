@@ -212,6 +212,10 @@ impl Event {
             Some("master" | "seal") => (Method::GetMasterStatus, None),
             _ => (Method::GetKeySet, subject.keyset.as_deref()),
         };
+        // A scoped token sees only events about what its scope names.
+        if grant.role.scoped_by().is_some() && target.is_none() {
+            return false;
+        }
         grant.authorize(method, target).is_ok()
     }
 }

@@ -96,6 +96,11 @@ pub async fn serve_on(
     let event_retention = tasks::prune_events(&app.service, app.config.event_retain, stop.clone());
     let event_feed = tasks::follow_events(&app.service, stop.clone());
     let deliveries = super::webhooks::deliver(&app.service, stop.clone());
+    let alerts = tasks::raise_alerts(
+        &app.service,
+        app.config.rotation_overdue_after,
+        stop.clone(),
+    );
 
     let both = async { tokio::join!(grpc_server, http_server) };
     // In-flight requests get the shutdown grace; connections still busy
@@ -119,6 +124,7 @@ pub async fn serve_on(
         Some(event_retention),
         Some(event_feed),
         Some(deliveries),
+        Some(alerts),
         tls_reload,
     ];
     for task in helpers.into_iter().flatten() {

@@ -66,6 +66,7 @@ pub(super) fn rotate_on_schedule(
         async move {
             if let Err(err) = service.rotate_due(None, false).await {
                 tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
+                service.rotation_failed(&err.to_string()).await;
             }
         }
     }))
@@ -91,6 +92,27 @@ pub(super) fn follow_events(
             }
         }
     })
+}
+
+/// How often each replica looks for near-expiry alerts.
+const ALERT_EVERY: Duration = Duration::from_secs(60);
+
+/// The alert sweep: near-expiry and overdue-rotation events, each stored
+/// once whatever the number of replicas.
+pub(super) fn raise_alerts(
+    service: &Arc<Service>,
+    overdue: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let service = Arc::clone(service);
+    tokio::spawn(every(ALERT_EVERY, stop, move || {
+        let service = Arc::clone(&service);
+        async move {
+            if let Err(err) = service.raise_alerts(overdue).await {
+                tracing::warn!(error = %err, "the alert sweep failed; retrying next minute");
+            }
+        }
+    }))
 }
 
 /// How often the event feed reads events other replicas wrote.

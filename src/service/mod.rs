@@ -19,6 +19,7 @@
 //! - `views`: loading and following the in-memory views; `paging`: listings
 //!   a page at a time.
 
+pub mod alerts;
 pub mod audit;
 mod call;
 mod clients;

@@ -74,6 +74,11 @@ impl ClientView {
         self.read().clients.get(id).cloned()
     }
 
+    /// Every client.
+    pub fn all(&self) -> Vec<Arc<ClientEntry>> {
+        self.read().clients.values().cloned().collect()
+    }
+
     /// The key sets some client's tokens are signed by.
     pub fn token_keysets(&self) -> BTreeSet<String> {
         self.read().token_keysets.keys().cloned().collect()
