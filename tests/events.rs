@@ -3,7 +3,7 @@
 //! watcher resumes from its last id missing nothing; a token's scope limits
 //! what it sees and a revoked token's stream ends; webhooks reach a real
 //! HTTP receiver from two replicas once each, signed, through a receiver
-//! outage.
+//! outage and a replica killed mid-delivery; near-expiry alerts once each.
 
 #![allow(clippy::unwrap_used)]
 
@@ -339,6 +339,9 @@ type Received = (BTreeMap<String, String>, Vec<u8>);
 struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     failing: Arc<AtomicBool>,
+    /// While set, requests are held 30 s (counted in `held`), then refused.
+    hanging: Arc<AtomicBool>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Receiver {
@@ -350,6 +353,11 @@ impl Receiver {
                 move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                     let me = me.clone();
                     async move {
+                        if me.hanging.load(Ordering::SeqCst) {
+                            me.held.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
                         if me.failing.load(Ordering::SeqCst) {
                             return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                         }
@@ -644,6 +652,88 @@ async fn near_expiry_alerts_are_raised_once(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_replica_killed_mid_delivery_loses_nothing(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    // Replica one is a process of its own, to be killed with SIGKILL.
+    let mut one = common::process::spawn_serve(db.serve_command(db.data_dir())).unwrap();
+    let token = std::fs::read_to_string(db.data_dir().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let api = common::As::at(&one.grpc, &token);
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    receiver.hanging.store(true, Ordering::SeqCst);
+    let mut hooks = api.webhooks.clone();
+    hooks
+        .create_webhook(pb::CreateWebhookRequest {
+            name: "keys".into(),
+            url,
+            // Not key.expiring: the alert sweep would add the retired key's.
+            kinds: vec![
+                "key.pending".into(),
+                "key.activated".into(),
+                "key.retired".into(),
+            ],
+            keysets: vec!["om".into()],
+            clients: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut keysets = api.keysets.clone();
+    keysets
+        .create_key_set(pb::CreateKeySetRequest {
+            name: "om".into(),
+            algorithm: "ES256".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    keysets
+        .rotate_key_set(pb::RotateKeySetRequest { name: "om".into() })
+        .await
+        .unwrap();
+    let want = 2 + 3;
+    // Killed while its deliveries are in flight.
+    let started = Instant::now();
+    while receiver.held.load(Ordering::SeqCst) < want {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no delivery began"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    one.child.kill().unwrap();
+    one.child.wait().unwrap();
+    receiver.hanging.store(false, Ordering::SeqCst);
+    // Another replica delivers every event once the dead one's claims lapse.
+    let two = TestServer::start(&db).await;
+    let mut ids = receiver.wait_for(want, Duration::from_secs(120)).await;
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), want, "{ids:?}");
+    let deliveries = WebhooksClient::new(two.channel.clone())
+        .list_webhook_deliveries(bearer(
+            &two.token,
+            pb::ListWebhookDeliveriesRequest {
+                webhook: "keys".into(),
+                limit: 100,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(deliveries.len(), want);
+    assert!(
+        deliveries.iter().all(|d| d.state == "delivered"),
+        "{deliveries:?}"
+    );
+    two.stop().await;
+}
+
 #[test]
 fn the_readme_names_every_event_kind() {
     let readme =
@@ -666,4 +756,5 @@ both_backends!(
     a_watcher_resumes_and_sees_only_its_scope,
     webhooks_reach_a_receiver_once_from_two_replicas,
     near_expiry_alerts_are_raised_once,
+    a_replica_killed_mid_delivery_loses_nothing,
 );

@@ -257,7 +257,7 @@ impl Service {
         };
         let webhook = self
             .store
-            .insert_webhook(&hook, self.keyring.id(), &sealed, &[])
+            .insert_webhook(&hook, self.keyring.id(), &sealed)
             .await?;
         tracing::info!(webhook = webhook.name, url = webhook.url, "webhook created");
         Ok(CreatedWebhook { webhook, secret })
@@ -270,7 +270,7 @@ impl Service {
 
     /// Deletes a webhook, its secret and its deliveries.
     pub async fn delete_webhook(&self, name: &str) -> Result<()> {
-        if !self.store.delete_webhook(name, &[]).await? {
+        if !self.store.delete_webhook(name).await? {
             return Err(Error::NotFound(format!("webhook {name:?} does not exist")));
         }
         tracing::info!(webhook = name, "webhook deleted");

@@ -255,12 +255,11 @@ delegate!(EventStore {
         &self,
         hook: &WebhookRow,
         key_id: &str,
-        sealed_secret: &[u8],
-        events: &[NewEvent]
+        sealed_secret: &[u8]
     ) -> Result<WebhookRow>;
     fn list_webhooks(&self) -> Result<Vec<WebhookRow>>;
     fn get_webhook(&self, name: &str) -> Result<Option<WebhookRow>>;
-    fn delete_webhook(&self, name: &str, events: &[NewEvent]) -> Result<bool>;
+    fn delete_webhook(&self, name: &str) -> Result<bool>;
     fn queue_deliveries(&self, now: i64, limit: i64) -> Result<u64>;
     fn claim_deliveries(&self, claim: &str, now: i64, until: i64, limit: i64) -> Result<Vec<Claimed>>;
     fn record_attempt(&self, claim: &str, webhook: &str, event_id: i64, attempt: &Attempt) -> Result<bool>;

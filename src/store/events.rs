@@ -199,7 +199,6 @@ pub trait EventStore: Send + Sync {
         hook: &WebhookRow,
         key_id: &str,
         sealed_secret: &[u8],
-        events: &[NewEvent],
     ) -> Result<WebhookRow>;
 
     /// Every webhook, by name.
@@ -210,7 +209,7 @@ pub trait EventStore: Send + Sync {
 
     /// Deletes a webhook, its secret and its deliveries. Returns whether it
     /// existed.
-    async fn delete_webhook(&self, name: &str, events: &[NewEvent]) -> Result<bool>;
+    async fn delete_webhook(&self, name: &str) -> Result<bool>;
 
     /// Queues the deliveries of up to `limit` events past the shared cursor
     /// and advances it; of racing replicas one queues, the others get 0.

@@ -122,11 +122,9 @@ macro_rules! events_sql {
                 hook: &WebhookRow,
                 key_id: &str,
                 sealed_secret: &[u8],
-                events: &[NewEvent],
             ) -> Result<WebhookRow> {
                 let mut tx = self.begin_write().await?;
-                // Its own creation event is the last one it never gets.
-                $tx::insert_events(&mut tx, events).await?;
+                // It gets the events committed after it; none before.
                 let after_event: i64 =
                     sqlx::query_scalar("SELECT event_seq FROM keyward_state WHERE id = 1")
                         .fetch_one(&mut *tx)
@@ -188,7 +186,7 @@ macro_rules! events_sql {
             }
 
             #[instrument(skip_all, fields(name))]
-            async fn delete_webhook(&self, name: &str, events: &[NewEvent]) -> Result<bool> {
+            async fn delete_webhook(&self, name: &str) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
                 let gone = sqlx::query("DELETE FROM webhooks WHERE name = $1")
                     .bind(name)
@@ -206,7 +204,6 @@ macro_rules! events_sql {
                     .bind(webhook_secret_name(name))
                     .execute(&mut *tx)
                     .await?;
-                $tx::insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(true)
             }
