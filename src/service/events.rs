@@ -298,7 +298,13 @@ impl Service {
         limit: i64,
     ) -> Result<Vec<Claimed>> {
         let now = self.clock.now();
-        while self.store.queue_deliveries(now, PAGE).await? > 0 {}
+        // Idle rounds read; only work takes the write lock.
+        let (queue, due) = self.store.delivery_work(now).await?;
+        if queue {
+            while self.store.queue_deliveries(now, PAGE).await? > 0 {}
+        } else if !due {
+            return Ok(Vec::new());
+        }
         let hold = i64::try_from(hold.as_secs()).unwrap_or(i64::MAX);
         self.store
             .claim_deliveries(claim, now, now.saturating_add(hold), limit)

@@ -260,6 +260,7 @@ delegate!(EventStore {
     fn list_webhooks(&self) -> Result<Vec<WebhookRow>>;
     fn get_webhook(&self, name: &str) -> Result<Option<WebhookRow>>;
     fn delete_webhook(&self, name: &str) -> Result<bool>;
+    fn delivery_work(&self, now: i64) -> Result<(bool, bool)>;
     fn queue_deliveries(&self, now: i64, limit: i64) -> Result<u64>;
     fn claim_deliveries(&self, claim: &str, now: i64, until: i64, limit: i64) -> Result<Vec<Claimed>>;
     fn record_attempt(&self, claim: &str, webhook: &str, event_id: i64, attempt: &Attempt) -> Result<bool>;

@@ -211,6 +211,11 @@ pub trait EventStore: Send + Sync {
     /// existed.
     async fn delete_webhook(&self, name: &str) -> Result<bool>;
 
+    /// Whether there is delivery work, read without a write lock: events
+    /// past the shared cursor while some webhook exists, and deliveries
+    /// due at `now`.
+    async fn delivery_work(&self, now: i64) -> Result<(bool, bool)>;
+
     /// Queues the deliveries of up to `limit` events past the shared cursor
     /// and advances it; of racing replicas one queues, the others get 0.
     async fn queue_deliveries(&self, now: i64, limit: i64) -> Result<u64>;

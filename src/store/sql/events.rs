@@ -209,6 +209,20 @@ macro_rules! events_sql {
             }
 
             #[instrument(skip_all)]
+            async fn delivery_work(&self, now: i64) -> Result<(bool, bool)> {
+                Ok(sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM webhooks) AND \
+                     (SELECT COALESCE(max(id), 0) FROM events) > \
+                     (SELECT webhook_cursor FROM keyward_state WHERE id = 1), \
+                     EXISTS (SELECT 1 FROM webhook_deliveries WHERE state = 'pending' \
+                     AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1))",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            #[instrument(skip_all)]
             async fn queue_deliveries(&self, now: i64, limit: i64) -> Result<u64> {
                 let mut tx = self.begin_write().await?;
                 let cursor: i64 =
