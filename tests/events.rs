@@ -377,11 +377,16 @@ impl Receiver {
         url
     }
 
-    /// Waits until `n` deliveries came; returns the event ids in order.
+    /// Waits until `n` distinct events came; returns the event ids in order.
     async fn wait_for(&self, n: usize, within: Duration) -> Vec<i64> {
         let started = Instant::now();
         loop {
-            let got = self.got.lock().unwrap().len();
+            let mut ids: Vec<String> = (self.got.lock().unwrap().iter())
+                .map(|(h, _)| h["keyward-event-id"].clone())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let got = ids.len();
             if got >= n {
                 break;
             }
@@ -394,6 +399,37 @@ impl Receiver {
             .iter()
             .map(|(h, _)| h["keyward-event-id"].parse().unwrap())
             .collect()
+    }
+}
+
+/// The webhook's `want` deliveries once none is pending. A receiver counts a POST before its
+/// answer reaches the replica, which records the delivery only then: this waits for the record.
+async fn settled_deliveries(
+    server: &TestServer,
+    webhook: &str,
+    want: usize,
+) -> Vec<pb::WebhookDelivery> {
+    let started = Instant::now();
+    loop {
+        let deliveries = WebhooksClient::new(server.channel.clone())
+            .list_webhook_deliveries(bearer(
+                &server.token,
+                pb::ListWebhookDeliveriesRequest {
+                    webhook: webhook.into(),
+                    limit: 1000,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        assert_eq!(deliveries.len(), want);
+        if deliveries.iter().all(|d| d.state != "pending")
+            || started.elapsed() > Duration::from_secs(30)
+        {
+            return deliveries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -518,19 +554,7 @@ async fn webhooks_reach_a_receiver_once_from_two_replicas(backend: Backend) {
     );
     receiver.failing.store(false, Ordering::SeqCst);
     receiver.wait_for(want + 3, Duration::from_secs(30)).await;
-    let delivered = hooks
-        .list_webhook_deliveries(bearer(
-            &two.token,
-            pb::ListWebhookDeliveriesRequest {
-                webhook: "om-keys".into(),
-                limit: 1000,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
-    assert_eq!(delivered.len(), want + 3);
+    let delivered = settled_deliveries(&two, "om-keys", want + 3).await;
     assert!(
         delivered.iter().all(|d| d.state == "delivered"),
         "{delivered:?}"
@@ -714,19 +738,7 @@ async fn a_replica_killed_mid_delivery_loses_nothing(backend: Backend) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), want, "{ids:?}");
-    let deliveries = WebhooksClient::new(two.channel.clone())
-        .list_webhook_deliveries(bearer(
-            &two.token,
-            pb::ListWebhookDeliveriesRequest {
-                webhook: "keys".into(),
-                limit: 100,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
-    assert_eq!(deliveries.len(), want);
+    let deliveries = settled_deliveries(&two, "keys", want).await;
     assert!(
         deliveries.iter().all(|d| d.state == "delivered"),
         "{deliveries:?}"
