@@ -47,7 +47,7 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
     // What a watcher sees is scoped event by event (tests/events.rs).
     (
         "Watch",
-        &["operator", "signer", "secret-reader", "auditor"],
+        &["operator", "signer", "secret-reader", "exporter", "auditor"],
         &[],
     ),
     ("CreateWebhook", &[], &[]),

@@ -280,7 +280,7 @@ async fn a_watcher_resumes_and_sees_only_its_scope(backend: Backend) {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
-    // A signer of om sees om's key events only; an exporter may not watch.
+    // A signer of om sees om's key events only.
     let signer = server
         .access()
         .create_token(pb::CreateTokenRequest {

@@ -7,20 +7,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tonic::{
-    Request,
-    metadata::MetadataValue,
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
-};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use super::{Cli, CliError};
 use crate::{
     config::DEFAULT_DATA_DIR,
-    transport::grpc::pb::{
-        access_client::AccessClient, audit_client::AuditClient, clients_client::ClientsClient,
-        events_client::EventsClient, key_sets_client::KeySetsClient, master_client::MasterClient,
-        webhooks_client::WebhooksClient,
+    transport::grpc::{
+        dial::{Bearer, Dial},
+        pb::{
+            access_client::AccessClient, audit_client::AuditClient, clients_client::ClientsClient,
+            events_client::EventsClient, key_sets_client::KeySetsClient,
+            master_client::MasterClient, webhooks_client::WebhooksClient,
+        },
     },
 };
 
@@ -30,50 +28,30 @@ pub(crate) struct Admin {
     bearer: Bearer,
 }
 
-/// Adds the admin token to every call made through an [`Admin`] client.
-#[derive(Clone)]
-pub(crate) struct Bearer(MetadataValue<tonic::metadata::Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 /// A channel whose calls carry the admin token.
 type Authed = InterceptedService<Channel, Bearer>;
 
+/// The CLI's `--endpoint` and TLS flags.
+pub(crate) fn dial(cli: &Cli) -> Dial {
+    Dial {
+        endpoint: cli.endpoint.clone(),
+        ca_cert: cli.ca_cert.clone(),
+        client_cert: cli.client_cert.clone(),
+        client_key: cli.client_key.clone(),
+    }
+}
+
 /// A channel to `--endpoint` with the CLI's TLS settings; connects on first use.
 pub(crate) fn channel(cli: &Cli) -> Result<Channel, CliError> {
-    let mut endpoint = Endpoint::from_shared(cli.endpoint.clone())
-        .map_err(|e| CliError::usage(format!("invalid --endpoint {:?}: {e}", cli.endpoint)))?
-        .connect_timeout(std::time::Duration::from_secs(5));
-    if cli.endpoint.starts_with("https://") {
-        endpoint = endpoint
-            .tls_config(client_tls(cli)?)
-            .map_err(|e| CliError::usage(format!("TLS settings refused: {e}")))?;
-    } else if cli.ca_cert.is_some() || cli.client_cert.is_some() {
-        return Err(CliError::usage(
-            "--ca-cert and --client-cert need an https:// --endpoint",
-        ));
-    }
-    Ok(endpoint.connect_lazy())
+    dial(cli).channel().map_err(CliError::usage)
 }
 
 impl Admin {
     pub(crate) fn connect(cli: &Cli) -> Result<Self, CliError> {
         let token = resolve_token(cli)?;
-        let bearer = format!("Bearer {token}").parse().map_err(|_| {
-            CliError::usage("the admin token holds characters not allowed in a header")
-        })?;
+        let bearer = Bearer::new(&token).map_err(CliError::usage)?;
         let channel = channel(cli)?;
-        Ok(Self {
-            channel,
-            bearer: Bearer(bearer),
-        })
+        Ok(Self { channel, bearer })
     }
 
     pub(crate) fn keysets(&self) -> KeySetsClient<Authed> {
@@ -103,31 +81,6 @@ impl Admin {
     pub(crate) fn webhooks(&self) -> WebhooksClient<Authed> {
         WebhooksClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
-}
-
-/// The client side of TLS: the CA to trust (or the web PKI roots) and, for
-/// mutual TLS, the client's certificate and key.
-fn client_tls(cli: &Cli) -> Result<tonic::transport::ClientTlsConfig, CliError> {
-    let read = |what: &str, path: &Path| {
-        std::fs::read(path)
-            .map_err(|e| CliError::usage(format!("cannot read the {what} {}: {e}", path.display())))
-    };
-    let mut tls = tonic::transport::ClientTlsConfig::new();
-    tls = match &cli.ca_cert {
-        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read(
-            "CA certificate",
-            ca,
-        )?)),
-        None => tls.with_webpki_roots(),
-    };
-    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
-        let key = zeroize::Zeroizing::new(read("client key", key)?);
-        tls = tls.identity(tonic::transport::Identity::from_pem(
-            read("client certificate", cert)?,
-            key.as_slice(),
-        ));
-    }
-    Ok(tls)
 }
 
 fn resolve_token(cli: &Cli) -> Result<String, CliError> {

@@ -8,12 +8,12 @@ use serde_json::{Map, Value};
 
 use super::{Admin, CliError, Output, print_transition};
 use crate::{
+    domain::openmetadata::{
+        KeyExport, OM_DEFAULT_JWKS_URL, env_lines, parse_jwks_url, parse_owner,
+    },
     files::{Handover, ensure_handover_dir, write_handover_file},
     transport::grpc::pb,
 };
-
-/// OpenMetadata's own JWKS URL, as its `AUTHENTICATION_PUBLIC_KEYS` default lists it.
-pub const OM_DEFAULT_JWKS_URL: &str = "http://localhost:8585/api/v1/system/config/jwks";
 
 /// `keyward export …`
 #[derive(Subcommand, Debug)]
@@ -52,40 +52,6 @@ pub enum ExportCmd {
         #[arg(long)]
         group_readable: bool,
     },
-}
-
-/// An http(s) URL that fits in OM's bracketed, comma-separated list.
-fn parse_jwks_url(text: &str) -> Result<String, String> {
-    if !(text.starts_with("https://") || text.starts_with("http://")) {
-        return Err(format!("{text:?} is not an http(s) URL"));
-    }
-    if text.contains([',', '[', ']', '\'', '"']) || text.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "{text:?} cannot go in AUTHENTICATION_PUBLIC_KEYS (no commas, brackets, quotes or spaces)"
-        ));
-    }
-    Ok(text.to_string())
-}
-
-/// `UID`, `UID:GID` or `:GID`, numeric: the user OpenMetadata runs as need not
-/// exist on the machine that exports.
-fn parse_owner(text: &str) -> Result<(Option<u32>, Option<u32>), String> {
-    let id = |part: &str, what: &str| -> Result<Option<u32>, String> {
-        if part.is_empty() {
-            return Ok(None);
-        }
-        part.parse::<u32>().map(Some).map_err(|_| {
-            format!("{what} {part:?} is not a number (give numeric ids, e.g. 1000:1000)")
-        })
-    };
-    let (user, group) = match text.split_once(':') {
-        Some((u, g)) => (id(u, "user id")?, id(g, "group id")?),
-        None => (id(text, "user id")?, None),
-    };
-    if user.is_none() && group.is_none() {
-        return Err("give UID, UID:GID or :GID".into());
-    }
-    Ok((user, group))
 }
 
 /// `keyward import …`
@@ -170,46 +136,12 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
     })
 }
 
-/// Quotes a value for an env file read by a shell or docker compose.
-fn env_value(v: &str) -> String {
-    if !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@,[]=+%".contains(&b))
-    {
-        v.to_string()
-    } else {
-        format!("'{}'", v.replace('\'', "'\\''"))
-    }
-}
-
-fn env_lines(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}\n", env_value(v)))
-        .collect()
-}
-
 fn pairs_json(pairs: &[(&str, String)]) -> Value {
     let map: Map<String, Value> = pairs
         .iter()
         .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
         .collect();
     Value::Object(map)
-}
-
-/// OM's `AUTHENTICATION_PUBLIC_KEYS`: OM's own JWKS first (it must stay), then
-/// keyward's, then the others given, each once.
-fn public_keys(om_jwks_url: &str, keyward_jwks_url: &str, others: &[String]) -> String {
-    let mut urls: Vec<&str> = Vec::new();
-    for url in [om_jwks_url, keyward_jwks_url]
-        .into_iter()
-        .chain(others.iter().map(String::as_str))
-    {
-        if !urls.contains(&url) {
-            urls.push(url);
-        }
-    }
-    format!("[{}]", urls.join(","))
 }
 
 /// `keyward export openmetadata`.
@@ -251,34 +183,24 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         Some(d) => d.clone(),
         None => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
     };
-    let pairs = [
-        (
-            "RSA_PRIVATE_KEY_FILE_PATH",
-            om_base.join("private_key.der").display().to_string(),
-        ),
-        (
-            "RSA_PUBLIC_KEY_FILE_PATH",
-            om_base.join("public_key.der").display().to_string(),
-        ),
-        ("JWT_ISSUER", issuer.clone()),
-        ("JWT_KEY_ID", exported.kid.clone()),
-        (
-            "AUTHENTICATION_PUBLIC_KEYS",
-            public_keys(om_jwks_url, &exported.jwks_uri, public_key_urls),
-        ),
-    ];
-    let env = format!(
-        "# keyward export openmetadata: key set {keyset}, {} key {}\n{}",
-        exported.state,
-        exported.kid,
-        env_lines(&pairs)
-    );
+    let export = KeyExport {
+        keyset,
+        state: &exported.state,
+        kid: &exported.kid,
+        issuer,
+        om_dir: &om_base,
+        om_jwks_url,
+        keyward_jwks_url: &exported.jwks_uri,
+        public_key_urls,
+    };
+    let pairs = export.pairs();
+    let env = export.env_file();
     write_handover_file(&dir.join("openmetadata.env"), env.as_bytes(), to)?;
     match out {
         Output::Json => {
             let mut v = pairs_json(&pairs);
             v["dir"] = Value::String(dir.display().to_string());
-            v["state"] = Value::String(std::mem::take(&mut exported.state));
+            v["state"] = Value::String(exported.state.clone());
             println!("{v}");
         }
         Output::Table => {
@@ -562,34 +484,5 @@ mod tests {
         assert_eq!(origin_of("http://om/").as_deref(), Some("http://om"));
         assert_eq!(origin_of(""), None);
         assert_eq!(origin_of("om.example.com/callback"), None);
-    }
-
-    #[test]
-    fn owners_are_numeric_user_and_group_ids() {
-        assert_eq!(parse_owner("1000"), Ok((Some(1000), None)));
-        assert_eq!(parse_owner("1000:1000"), Ok((Some(1000), Some(1000))));
-        assert_eq!(parse_owner(":1000"), Ok((None, Some(1000))));
-        for bad in ["", ":", "openmetadata", "1000:staff", "-1"] {
-            assert!(parse_owner(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn public_keys_keep_om_first_and_every_url_once() {
-        let keyward = "https://keyward.example.com/keysets/om/jwks.json";
-        let idp = "https://idp.example.com/jwks".to_string();
-        assert_eq!(
-            public_keys(OM_DEFAULT_JWKS_URL, keyward, &[idp.clone(), idp.clone()]),
-            format!("[{OM_DEFAULT_JWKS_URL},{keyward},{idp}]")
-        );
-        assert!(parse_jwks_url(&idp).is_ok());
-        for bad in [
-            "idp.example.com/jwks",
-            "https://a,b",
-            "https://a b",
-            "https://a]",
-        ] {
-            assert!(parse_jwks_url(bad).is_err(), "{bad:?}");
-        }
     }
 }

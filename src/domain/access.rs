@@ -310,7 +310,7 @@ methods! {
     VerifyAuditChain => [any(Auditor)],
     Rewrap => [],
     GetMasterStatus => [any(Operator), any(Auditor)],
-    Watch => [any(Operator), any(Signer), any(SecretReader), any(Auditor)],
+    Watch => [any(Operator), any(Signer), any(SecretReader), any(Exporter), any(Auditor)],
     CreateWebhook => [],
     ListWebhooks => [any(Operator), any(Auditor)],
     DeleteWebhook => [],

@@ -216,7 +216,9 @@ impl Event {
         if grant.role.scoped_by().is_some() && target.is_none() {
             return false;
         }
+        // An exporter reads no key set, but must learn when its key changes.
         grant.authorize(method, target).is_ok()
+            || (method == Method::GetKeySet && grant.authorize(Method::ExportKey, target).is_ok())
     }
 }
 
@@ -345,6 +347,23 @@ mod tests {
         assert!(!either.matches(&event(EventKind::TokenCreated, Subject::token("t"))));
         let all = EventFilter::default();
         assert!(all.matches(&event(EventKind::TokenCreated, Subject::token("t"))));
+    }
+
+    #[test]
+    fn an_exporter_sees_its_key_sets_events_and_nothing_else() {
+        use crate::domain::access::{Grant, Pattern, Role};
+        let exporter = Grant {
+            name: "om-export".into(),
+            role: Role::Exporter,
+            keysets: vec![Pattern::parse("keyset", "om").unwrap()],
+            clients: Vec::new(),
+        };
+        let sees = |kind, subject| event(kind, subject).visible_to(&exporter);
+        assert!(sees(EventKind::KeyActivated, Subject::key("om", "k")));
+        assert!(sees(EventKind::KeySetUpdated, Subject::keyset("om")));
+        assert!(!sees(EventKind::KeyActivated, Subject::key("billing", "k")));
+        assert!(!sees(EventKind::ClientSecretRotated, Subject::client("om")));
+        assert!(!sees(EventKind::TokenCreated, Subject::token("om")));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`claims`]: claim rules: signing profiles (OpenMetadata's), subject and
 //!   email, a client-credentials token's claims and scopes.
 //! - [`oauth`]: the token endpoint's error vocabulary (RFC 6749).
+//! - [`openmetadata`]: OpenMetadata's configuration formats (the key export's env file).
 //! - [`throttle`]: failed-authentication limits.
 //! - [`event`]: change events, their filters and their vocabulary.
 
@@ -27,6 +28,7 @@ pub mod cron;
 pub mod event;
 pub mod model;
 pub mod oauth;
+pub mod openmetadata;
 pub mod rotation;
 pub mod secret;
 pub mod throttle;

@@ -13,6 +13,7 @@ mod audit;
 mod clients;
 pub mod codec;
 mod convert;
+pub mod dial;
 mod events;
 mod keysets;
 mod master;
