@@ -118,15 +118,25 @@ pub struct Handover {
     pub group: Option<u32>,
     /// Whether the owning group may read (files 0640, directories 0750).
     pub group_readable: bool,
+    /// An exact file mode instead (read bits only: 0600, 0640, 0644, 0400…);
+    /// directories get the matching search bits.
+    pub mode: Option<u32>,
 }
 
 impl Handover {
     fn file_mode(self) -> u32 {
-        if self.group_readable { 0o640 } else { 0o600 }
+        match self.mode {
+            Some(mode) => mode,
+            None if self.group_readable => 0o640,
+            None => 0o600,
+        }
     }
 
     fn dir_mode(self) -> u32 {
-        if self.group_readable { 0o750 } else { 0o700 }
+        let file = self.file_mode();
+        0o700
+            | if file & 0o040 != 0 { 0o050 } else { 0 }
+            | if file & 0o004 != 0 { 0o005 } else { 0 }
     }
 
     /// Gives `path` to the owner and group, then sets `mode`.
@@ -162,6 +172,16 @@ pub fn ensure_handover_dir(dir: &Path, to: Handover) -> Result<()> {
     refuse_symlinked_path(dir)?;
     ensure_private_dir(dir)?;
     to.apply(dir, to.dir_mode())
+}
+
+/// Creates the directory `path` lives in, handed over as `to` says, if it is
+/// missing; an existing one (a shared volume) is left as it is.
+pub fn ensure_parent_dir(path: &Path, to: Handover) -> Result<()> {
+    let dir = parent_of(path);
+    if dir.exists() {
+        return Ok(());
+    }
+    ensure_handover_dir(dir, to)
 }
 
 /// [`write_private_file`] for a file another user reads: the staged copy gets
@@ -384,6 +404,16 @@ mod tests {
         let path = out.join("private_key.der");
         write_handover_file(&path, b"key", to).unwrap();
         assert_eq!(mode_of(&path), Some(0o640));
+        // An exact mode beats group_readable; the directory follows it.
+        let world = Handover {
+            mode: Some(0o644),
+            ..to
+        };
+        write_handover_file(&path, b"key", world).unwrap();
+        assert_eq!(mode_of(&path), Some(0o644));
+        let shared = dir.path().join("shared").join("token");
+        ensure_parent_dir(&shared, world).unwrap();
+        assert_eq!(mode_of(shared.parent().unwrap()), Some(0o755));
         // The default hands nothing over.
         write_handover_file(&path, b"key", Handover::default()).unwrap();
         assert_eq!(mode_of(&path), Some(0o600));

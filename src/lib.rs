@@ -23,11 +23,13 @@
 //!   the caller interceptor; listeners and TLS.
 //! - [`ops`]: metrics (a leaf the layers above feed) and `keyward doctor`.
 //! - [`config`]: layered settings. [`server`]: start-up, serving, background
-//!   tasks, backup. [`cli`]: the `keyward` command line.
+//!   tasks, backup. [`cli`]: the `keyward` command line. [`agent`]:
+//!   `keyward agent`, a client that keeps files fresh from the gRPC API.
 //!
 //! [`error`] and [`files`] sit under all of them: the one error type, mapped
 //! once to gRPC codes and HTTP statuses, and private files on disk.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod crypto;

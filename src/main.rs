@@ -14,7 +14,10 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve(_) | Command::Migrate(_));
+    let serving = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Migrate(_) | Command::Agent(_)
+    );
     let default_level = if serving { "info" } else { "warn" };
     let filter =
         EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));

@@ -82,9 +82,15 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
         ],
     ),
     (
+        "agent",
+        &["agent"],
+        &["transport", "crypto", "domain", "files", "error"],
+    ),
+    (
         "cli",
         &["cli"],
         &[
+            "agent",
             "doctor",
             "seal",
             "server",
@@ -104,8 +110,8 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
 /// The crates only some layers may name, and which.
 const CRATES: &[(&str, &[&str])] = &[
     ("sqlx", &["store"]),
-    ("tonic", &["transport", "server", "cli"]),
-    ("axum", &["transport", "server", "cli"]),
+    ("tonic", &["transport", "server", "agent", "cli"]),
+    ("axum", &["transport", "server", "agent", "cli"]),
     ("hyper", &["transport", "server", "cli"]),
 ];
 

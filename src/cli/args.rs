@@ -124,6 +124,10 @@ pub enum Command {
     /// Webhooks: change events POSTed as signed CloudEvents (admin).
     #[command(subcommand)]
     Webhook(super::events::WebhookCmd),
+    /// Keep files fresh for programs that read them: signed tokens renewed
+    /// before expiry, client secrets, OpenMetadata key exports, each
+    /// rewritten atomically when keyward changes it, then a command run.
+    Agent(super::agent::AgentArgs),
     /// Master-key rotation: reseal everything under the current key, and
     /// see what each key still seals.
     #[command(subcommand)]

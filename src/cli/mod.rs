@@ -11,10 +11,12 @@
 //! - `tokens`: named API tokens.
 //! - `audit`: listing and verifying the audit log.
 //! - `events`: `watch` and webhooks.
+//! - [`agent`]: `keyward agent`, which keeps token, secret and key files fresh.
 //! - [`ops`]: `doctor` and `backup`, which look after the deployment itself;
 //!   `fetch`: their HTTP(S) GET.
 
 mod admin;
+pub mod agent;
 mod args;
 mod audit;
 mod clients;
@@ -110,10 +112,14 @@ pub async fn run_admin(cli: &Cli) -> Result<(), CliError> {
     {
         return tokens::create_local(cli, args).await;
     }
+    if let Command::Agent(args) = &cli.command {
+        return agent::run(cli, args).await;
+    }
     let admin = Admin::connect(cli)?;
     let out = cli.output;
     match &cli.command {
         Command::Serve(_) | Command::Migrate(_) => Ok(()),
+        Command::Agent(args) => agent::run(cli, args).await,
         Command::Master(cmd) => master::run(cli, cmd).await,
         Command::Doctor(args) => ops::doctor(cli, args).await,
         Command::Backup(args) => ops::backup(cli, args).await,

@@ -161,6 +161,7 @@ pub async fn export(admin: &Admin, out: Output, cmd: &ExportCmd) -> Result<(), C
         owner: owner.and_then(|(u, _)| u),
         group: owner.and_then(|(_, g)| g),
         group_readable: *group_readable,
+        mode: None,
     };
     let mut exported = admin
         .keysets()

@@ -30,7 +30,11 @@ impl Dial {
     pub fn channel(&self) -> Result<Channel, String> {
         let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| format!("invalid --endpoint {:?}: {e}", self.endpoint))?
-            .connect_timeout(std::time::Duration::from_secs(5));
+            .connect_timeout(std::time::Duration::from_secs(5))
+            // A stream (Watch) learns of a dead peer within a minute.
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .keep_alive_timeout(std::time::Duration::from_secs(20))
+            .keep_alive_while_idle(true);
         if self.endpoint.starts_with("https://") {
             endpoint = endpoint
                 .tls_config(self.tls()?)
