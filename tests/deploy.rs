@@ -301,6 +301,17 @@ fn every_recipe_parses_and_every_command_is_one_keyward_accepts() {
                 assert!(!docs.is_empty(), "{file}: no document");
                 for doc in &docs {
                     yaml_commands(&file, doc, &mut found);
+                    // An agent configuration in a ConfigMap: the agent must accept it.
+                    if let Some(data) = doc["data"].as_hash() {
+                        for (key, value) in data {
+                            if let (Some(key), Some(text)) = (key.as_str(), value.as_str())
+                                && key.ends_with(".toml")
+                                && let Err(e) = keyward::agent::AgentConfig::parse(text)
+                            {
+                                panic!("{file}: keyward agent refuses {key}: {e}");
+                            }
+                        }
+                    }
                 }
             }
             (_, "service" | "timer") => {
@@ -345,6 +356,12 @@ fn every_recipe_parses_and_every_command_is_one_keyward_accepts() {
                     "{file} runs as {user}"
                 );
             }
+            (_, "toml") => {
+                // An agent configuration: the agent itself must accept it.
+                if let Err(e) = keyward::agent::AgentConfig::parse(&text) {
+                    panic!("{file}: keyward agent refuses it: {e}");
+                }
+            }
             _ => panic!("{file}: no check knows this kind of file; add one"),
         }
         comment_commands(&file, &text, &mut found);
@@ -383,6 +400,10 @@ fn every_recipe_parses_and_every_command_is_one_keyward_accepts() {
         ("compose.yaml", "serve"),
         ("compose.yaml", "export"),
         ("Dockerfile", "serve"),
+        ("agent.toml", "agent"),
+        ("systemd/keyward-agent.service", "agent"),
+        ("kubernetes/ingestion-agent.yaml", "agent"),
+        ("kubernetes/ingestion-agent.yaml", "token"),
     ] {
         assert!(
             checked.contains(&(file.to_string(), command.to_string())),
