@@ -746,6 +746,77 @@ async fn a_replica_killed_mid_delivery_loses_nothing(backend: Backend) {
     two.stop().await;
 }
 
+async fn master_key_changes_are_events(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let token = server.token.clone();
+    let master = || pb::WatchRequest {
+        after_id: Some(0),
+        kinds: vec!["master.*".into(), "seal.*".into()],
+        ..Default::default()
+    };
+    let mut all = watch(&server, &token, master()).await;
+    let first = take(&mut all, 1).await;
+    assert_eq!(first[0].kind, "master.changed");
+    assert!(first[0].detail.ends_with("seals new writes"), "{first:?}");
+    quiet(&mut all).await;
+    drop(all);
+    // The same key again: nothing new.
+    let server = server.restart(&db).await;
+    let mut all = watch(&server, &token, master()).await;
+    assert_eq!(take(&mut all, 1).await, first);
+    quiet(&mut all).await;
+    server.stop().await;
+
+    // A new current key, then a rewrap that leaves nothing under the old one.
+    let keys = common::write_keys(&db);
+    let server = TestServer::start_with(
+        &db,
+        common::keyring_config(&db, &keys, true),
+        Arc::new(keyward::domain::clock::SystemClock),
+    )
+    .await;
+    let mut all = watch(&server, &token, master()).await;
+    take(&mut all, 1).await;
+    let changed = take(&mut all, 1).await;
+    assert_eq!(
+        changed[0].detail,
+        format!("master key {} seals new writes", keys.new_id)
+    );
+    server
+        .service
+        .rewrap(200, Duration::ZERO, &mut |_| {})
+        .await
+        .unwrap();
+    let rewrapped = take(&mut all, 1).await;
+    assert_eq!(
+        rewrapped[0].detail,
+        format!(
+            "rewrap done: every value is sealed under master key {}",
+            keys.new_id
+        )
+    );
+    // Only operators and auditors see them.
+    let signer = server
+        .access()
+        .create_token(pb::CreateTokenRequest {
+            name: "signer".into(),
+            role: "signer".into(),
+            keysets: vec!["*".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+        .clone();
+    let mut none = watch(&server, &signer, master()).await;
+    quiet(&mut none).await;
+    server.stop().await;
+}
+
 #[test]
 fn the_readme_names_every_event_kind() {
     let readme =
@@ -769,4 +840,5 @@ both_backends!(
     webhooks_reach_a_receiver_once_from_two_replicas,
     near_expiry_alerts_are_raised_once,
     a_replica_killed_mid_delivery_loses_nothing,
+    master_key_changes_are_events,
 );

@@ -258,6 +258,20 @@ async fn sealed_by_softhsm_from_the_first_start(backend: Backend) {
     let entry = seal_entry(&status, &hsm.id());
     assert_eq!(entry["answered"], true, "{status}");
     assert_eq!(entry["wraps"], serde_json::json!([current]), "{status}");
+    // Two starts, one wrap and one current key: one event each.
+    let raw = db.raw().await;
+    let wrapped: i64 = raw
+        .scalar(&format!(
+            "SELECT count(*) FROM events WHERE kind = 'seal.changed' \
+             AND detail = 'seal {} wraps master key {current}'",
+            hsm.id()
+        ))
+        .await;
+    assert_eq!(wrapped, 1);
+    let announced: i64 = raw
+        .scalar("SELECT count(*) FROM events WHERE kind = 'master.changed'")
+        .await;
+    assert_eq!(announced, 1);
     assert_eq!(
         status["keys"][0]["wrapped_by"],
         serde_json::json!([hsm.id()])
@@ -749,6 +763,16 @@ async fn migrate_file_to_pkcs11_to_transit_under_load(backend: Backend) {
     );
     let status = master_status(&db, &[bao.seal()], None);
     assert_eq!(status["seals"].as_array().unwrap().len(), 1, "{status}");
+    let forgotten: i64 = db
+        .raw()
+        .await
+        .scalar(&format!(
+            "SELECT count(*) FROM events WHERE kind = 'seal.changed' \
+             AND detail = 'seal {} forgotten (1 wrap removed)'",
+            hsm.id()
+        ))
+        .await;
+    assert_eq!(forgotten, 1);
 
     // The key is nowhere: the database, every log line, a backup.
     let backup = db.data_dir().join("backup.db");

@@ -26,7 +26,10 @@ use crate::{
     Error, Result,
     config::{MasterKeySource, ServeConfig},
     crypto::aead::{Keyring, MasterKey},
-    domain::audit::{Action, AuditEvent, Outcome},
+    domain::{
+        audit::{Action, AuditEvent, Outcome},
+        event::{EventKind, NewEvent, Subject},
+    },
     error::ErrorKind,
     seal::Seal,
     service::{Service, master::SealStatus},
@@ -112,6 +115,21 @@ impl Custody {
                 .await?;
         }
         service.set_seal_probes(self.probes);
+        // Each new wrap once, whichever replica stored it first.
+        if let Some((wraps, _)) = &self.pending {
+            let changed: Vec<NewEvent> = wraps
+                .iter()
+                .map(|w| {
+                    NewEvent::new(EventKind::SealChanged, now, Subject::default())
+                        .detail(format!(
+                            "seal {} wraps master key {}",
+                            w.seal, w.master_key_id
+                        ))
+                        .once(format!("seal.wrap/{}/{}", w.seal, w.master_key_id))
+                })
+                .collect();
+            service.raise(&changed).await?;
+        }
         Ok(())
     }
 }

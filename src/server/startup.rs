@@ -140,6 +140,7 @@ async fn prepare_on(
         crate::service::audit::AuditLog::start(Arc::clone(&store), chain_key),
     ));
     custody.record(&service).await?;
+    service.announce_master_key().await?;
     // Each set-up step is checked on its own at every start, so a first
     // start that died half-way is finished by the next one.
     bootstrap_admin_token(&config, store.as_ref(), clock.now()).await?;

@@ -14,7 +14,10 @@ use super::{Service, material::KeyBinding};
 use crate::{
     Error, Result,
     crypto::aead::{AeadContext, Keyring},
-    domain::algorithm::Algorithm,
+    domain::{
+        algorithm::Algorithm,
+        event::{EventKind, NewEvent, Subject},
+    },
     store::{Resealed, SealedAt, SealedTable, SealedValue, Store},
 };
 
@@ -257,7 +260,28 @@ impl Service {
                 "no master key is wrapped by seal {seal}"
             )));
         }
-        self.store.delete_wraps_by(seal).await
+        let gone = self.store.delete_wraps_by(seal).await?;
+        self.raise(&[
+            NewEvent::new(EventKind::SealChanged, self.now(), Subject::default()).detail(format!(
+                "seal {seal} forgotten ({gone} wrap{} removed)",
+                if gone == 1 { "" } else { "s" }
+            )),
+        ])
+        .await?;
+        Ok(gone)
+    }
+
+    /// Raises `master.changed` for the current master key, once per key
+    /// however many replicas start with it: called at every start.
+    pub async fn announce_master_key(&self) -> Result<()> {
+        let id = self.keyring.id();
+        self.raise(&[
+            NewEvent::new(EventKind::MasterKeyChanged, self.now(), Subject::default())
+                .detail(format!("master key {id} seals new writes"))
+                .once(format!("master.current/{id}")),
+        ])
+        .await?;
+        Ok(())
     }
 
     /// Seals every stored value again under the current master key, `batch`
@@ -320,6 +344,17 @@ impl Service {
             if status.not_current() == 0 {
                 break;
             }
+        }
+        if resealed > 0 && status.not_current() == 0 {
+            self.raise(&[NewEvent::new(
+                EventKind::MasterKeyChanged,
+                self.now(),
+                Subject::default(),
+            )
+            .detail(format!(
+                "rewrap done: every value is sealed under master key {current}"
+            ))])
+            .await?;
         }
         if let Err(err) = self.store.purge_overwritten().await {
             tracing::warn!(error = %err, "could not purge overwritten ciphertext");
