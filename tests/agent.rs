@@ -26,6 +26,8 @@ struct Agent {
     child: Child,
     /// `http://` base of its health listener.
     health: String,
+    /// What it logged.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Agent {
@@ -43,9 +45,12 @@ impl Agent {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("agent: {line}");
+                kept.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
         });
@@ -64,6 +69,7 @@ impl Agent {
                 return Self {
                     child,
                     health: format!("http://{addr}"),
+                    log,
                 };
             }
         }
@@ -370,6 +376,7 @@ command = 'echo "$KEYWARD_OUTPUT" >> {secret_log}'
 
     // The secret file holds the secret; a rotation rewrites it once.
     let first = std::fs::read_to_string(&secret).unwrap();
+    let last_token = std::fs::read_to_string(&jwt).unwrap();
     assert!(!first.is_empty() && !first.ends_with('\n'));
     let rotated = server
         .clients()
@@ -423,8 +430,20 @@ command = 'echo "$KEYWARD_OUTPUT" >> {secret_log}'
         (200, Some("ok")),
         "{health}"
     );
-    // Nothing secret in health.
-    assert!(!health.to_string().contains(&rotated));
+    // Nothing secret in health, metrics or the log.
+    let metrics = common::http_get(&format!("{}/metrics", agent.health), &[])
+        .await
+        .body;
+    let log = agent.log.lock().unwrap().join("\n");
+    for secret in [rotated.as_str(), first.as_str(), last_token.trim()] {
+        for (what, text) in [
+            ("health", &health.to_string()),
+            ("metrics", &metrics),
+            ("log", &log),
+        ] {
+            assert!(!text.contains(secret), "a secret in the agent's {what}");
+        }
+    }
     agent.stop();
     server.stop().await;
 }

@@ -6,7 +6,7 @@
 //! health_listen = "127.0.0.1:9464"
 //!
 //! [[token]]                # a signed JWT, renewed at ~2/3 of its life
-//! path = "/var/run/keyward/ingestion.jwt"
+//! path = "/run/keyward/ingestion.jwt"
 //! keyset = "om"
 //! profile = "openmetadata"
 //! subject = "ingestion-bot"

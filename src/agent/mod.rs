@@ -69,15 +69,17 @@ pub(crate) struct Connection {
 impl Connection {
     /// The bearer for an output whose own token file is `own` (if any).
     fn bearer(&self, own: Option<&Path>) -> std::result::Result<Bearer, String> {
-        let token = match (own.or(self.token_file.as_deref()), &self.token) {
-            (Some(file), _) if own.is_some() || self.token.is_none() => Zeroizing::new(
-                std::fs::read_to_string(file)
-                    .map_err(|e| format!("cannot read the API token file {}: {e}", file.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            (_, Some(token)) => Zeroizing::new(token.expose().trim().to_string()),
-            _ => return Err("no API token".into()),
+        let read = |file: &Path| {
+            std::fs::read_to_string(file)
+                .map(|t| Zeroizing::new(t.trim().to_string()))
+                .map_err(|e| format!("cannot read the API token file {}: {e}", file.display()))
+        };
+        // The output's own file, else the agent's token, else the agent's file.
+        let token = match (own, &self.token, &self.token_file) {
+            (Some(file), _, _) => read(file)?,
+            (None, Some(token), _) => Zeroizing::new(token.expose().trim().to_string()),
+            (None, None, Some(file)) => read(file)?,
+            (None, None, None) => return Err("no API token".into()),
         };
         if token.is_empty() {
             return Err("the API token is empty".into());

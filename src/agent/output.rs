@@ -110,6 +110,10 @@ struct InPlace {
 
 fn read_token(path: &std::path::Path) -> Option<InPlace> {
     let text = Zeroizing::new(std::fs::read_to_string(path).ok()?);
+    parse_token(&text)
+}
+
+fn parse_token(text: &str) -> Option<InPlace> {
     let mut parts = text.trim().split('.');
     let header: serde_json::Value =
         serde_json::from_slice(&b64url_decode(parts.next()?).ok()?).ok()?;
@@ -263,8 +267,9 @@ impl Output {
             let delay = if failures > 0 {
                 self.backoff(failures)
             } else {
+                // At least a second: a renewal time already past never spins.
                 next.map_or(Duration::MAX, |at| {
-                    Duration::from_secs(u64::try_from(at - unix_now()).unwrap_or(0))
+                    Duration::from_secs(u64::try_from(at - unix_now()).unwrap_or(0).max(1))
                 })
             };
             let timed_out = tokio::select! {
@@ -344,7 +349,13 @@ impl Output {
             }
         }
         if changed {
-            tracing::info!(output = %self.spec.name, path = %self.spec.path.display(), "written");
+            let expires = fresh.expires_at.map(crate::domain::model::format_time);
+            tracing::info!(
+                output = %self.spec.name,
+                path = %self.spec.path.display(),
+                expires = expires.as_deref().unwrap_or("-"),
+                "written"
+            );
             self.run_command().await;
         }
         Ok(fresh.renew_at)
@@ -406,14 +417,20 @@ impl Output {
                     .await
                     .map_err(status)?
                     .into_inner();
+                // Renewed by the token's own life, not by comparing its exp
+                // with this machine's clock, which may be skewed.
                 let now = unix_now();
+                let life = parse_token(&signed.jwt).map_or_else(
+                    || i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+                    |t| t.exp - t.iat,
+                );
                 Ok(Some(Fresh {
                     files: vec![(
                         self.spec.path.clone(),
                         Zeroizing::new(format!("{}\n", signed.jwt).into_bytes()),
                     )],
                     expires_at: Some(signed.expires_at),
-                    renew_at: Some(renewal(now, signed.expires_at)),
+                    renew_at: Some(renewal(now, now.saturating_add(life))),
                 }))
             }
             What::Secret { client } => {
