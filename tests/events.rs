@@ -654,15 +654,41 @@ async fn near_expiry_alerts_are_raised_once(backend: Backend) {
     )
     .await;
     let overdue = Duration::from_secs(3600);
-    // Nothing is within a week yet.
-    assert_eq!(server.service.raise_alerts(overdue).await.unwrap(), 0);
+    let week = keyward::config::DEFAULT_ALERT_AHEAD;
+    // Nothing is within a week yet; all three are within --alert-ahead 11d.
+    assert_eq!(server.service.raise_alerts(overdue, week).await.unwrap(), 0);
+    let eleven_days = Duration::from_secs(11 * 86_400);
+    let early = server
+        .service
+        .raise_alerts(overdue, eleven_days)
+        .await
+        .unwrap();
+    assert_eq!(early, 3);
+    take(&mut alerts, 3).await;
+    assert_eq!(server.service.raise_alerts(overdue, week).await.unwrap(), 0);
     quiet(&mut alerts).await;
-    // Four days on: all three are within a week; each is raised once,
-    // however many sweeps (and replicas) see it.
+    // Four days on: all three are within a week; each is raised once per
+    // deadline, however many sweeps (and replicas) or windows see it.
     clock.advance(4 * 86_400);
-    assert_eq!(server.service.raise_alerts(overdue).await.unwrap(), 3);
-    assert_eq!(server.service.raise_alerts(overdue).await.unwrap(), 0);
-    let mut got = kinds(&take(&mut alerts, 3).await);
+    assert_eq!(server.service.raise_alerts(overdue, week).await.unwrap(), 0);
+    assert_eq!(server.service.raise_alerts(overdue, week).await.unwrap(), 0);
+    quiet(&mut alerts).await;
+    drop(alerts);
+    let mut replay = watch(
+        &server,
+        &admin,
+        pb::WatchRequest {
+            after_id: Some(0),
+            kinds: vec![
+                "token.expiring".into(),
+                "key.expiring".into(),
+                "client.grace_ending".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut got = kinds(&take(&mut replay, 3).await);
     got.sort();
     assert_eq!(
         got,
@@ -672,7 +698,7 @@ async fn near_expiry_alerts_are_raised_once(backend: Backend) {
             "token.expiring cron"
         ]
     );
-    quiet(&mut alerts).await;
+    quiet(&mut replay).await;
     server.stop().await;
 }
 

@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// webhook has them (checked hourly) [default: 7d]
     #[arg(long, env = "KEYWARD_EVENT_RETAIN")]
     pub event_retain: Option<String>,
+    /// Raise token.expiring, key.expiring and client.grace_ending events this
+    /// long before the expiry [default: 7d]
+    #[arg(long, env = "KEYWARD_ALERT_AHEAD", value_name = "DURATION")]
+    pub alert_ahead: Option<String>,
     /// PEM certificate chain to serve gRPC and HTTP over TLS (with --tls-key);
     /// reloaded when the file changes
     #[arg(

@@ -36,6 +36,7 @@ pub(super) struct FileConfig {
     pub(super) auth_failure_window: Option<String>,
     pub(super) audit_retain: Option<String>,
     pub(super) event_retain: Option<String>,
+    pub(super) alert_ahead: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
     pub(super) grpc_client_ca: Option<PathBuf>,

@@ -44,6 +44,8 @@ pub const DEFAULT_OVERDUE_WITHOUT_SCHEDULER: Duration = Duration::from_secs(2 * 
 pub const DEFAULT_AUDIT_RETAIN: Duration = Duration::from_secs(400 * 86_400);
 /// How long change events are kept by default.
 pub const DEFAULT_EVENT_RETAIN: Duration = Duration::from_secs(7 * 86_400);
+/// How long before an expiry its near-expiry event is raised, by default.
+pub const DEFAULT_ALERT_AHEAD: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where the master key comes from.
 #[derive(Clone)]
@@ -103,6 +105,8 @@ pub struct ServeConfig {
     pub audit_retain: Duration,
     /// How long change events are kept.
     pub event_retain: Duration,
+    /// How long before an expiry its near-expiry event is raised.
+    pub alert_ahead: Duration,
     /// TLS on both listeners; `None`: plaintext.
     pub tls: Option<crate::transport::tls::TlsFiles>,
     /// Plaintext allowed on a non-loopback address.
@@ -131,6 +135,7 @@ impl fmt::Debug for ServeConfig {
             .field("auth_throttle", &self.auth_throttle)
             .field("audit_retain", &self.audit_retain)
             .field("event_retain", &self.event_retain)
+            .field("alert_ahead", &self.alert_ahead)
             .field("tls", &self.tls)
             .field("allow_plaintext", &self.allow_plaintext)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -174,6 +179,7 @@ impl ServeConfig {
             auth_throttle: ThrottleSettings::default(),
             audit_retain: DEFAULT_AUDIT_RETAIN,
             event_retain: DEFAULT_EVENT_RETAIN,
+            alert_ahead: DEFAULT_ALERT_AHEAD,
             tls: None,
             allow_plaintext: false,
             trusted_proxies: TrustedProxies::default(),
@@ -343,6 +349,12 @@ impl ServeConfig {
                 args.event_retain.as_ref().or(file.event_retain.as_ref()),
                 (3600, "1h"),
                 defaults.event_retain,
+            )?,
+            alert_ahead: retention(
+                "alert_ahead",
+                args.alert_ahead.as_ref().or(file.alert_ahead.as_ref()),
+                (60, "1m"),
+                defaults.alert_ahead,
             )?,
             tls,
             allow_plaintext: args.allow_plaintext || file.allow_plaintext == Some(true),

@@ -99,6 +99,7 @@ pub async fn serve_on(
     let alerts = tasks::raise_alerts(
         &app.service,
         app.config.rotation_overdue_after,
+        app.config.alert_ahead,
         stop.clone(),
     );
 

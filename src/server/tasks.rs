@@ -102,13 +102,14 @@ const ALERT_EVERY: Duration = Duration::from_secs(60);
 pub(super) fn raise_alerts(
     service: &Arc<Service>,
     overdue: Duration,
+    ahead: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let service = Arc::clone(service);
     tokio::spawn(every(ALERT_EVERY, stop, move || {
         let service = Arc::clone(&service);
         async move {
-            if let Err(err) = service.raise_alerts(overdue).await {
+            if let Err(err) = service.raise_alerts(overdue, ahead).await {
                 tracing::warn!(error = %err, "the alert sweep failed; retrying next minute");
             }
         }

@@ -13,22 +13,19 @@ use crate::{
     },
 };
 
-/// How long before an expiry its alert is raised.
-pub const ALERT_BEFORE: Duration = Duration::from_secs(7 * 86_400);
-
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl Service {
     /// Raises what is due now: `token.expiring` for API tokens expiring
-    /// within [`ALERT_BEFORE`], `client.grace_ending` for superseded client
+    /// within `ahead`, `client.grace_ending` for superseded client
     /// secrets whose grace ends within it, `key.expiring` for retired keys
     /// leaving the JWKS within it, and `rotation.overdue` for key sets whose
     /// rotation is `overdue` late. Returns how many were new.
-    pub async fn raise_alerts(&self, overdue: Duration) -> Result<u64> {
+    pub async fn raise_alerts(&self, overdue: Duration, ahead: Duration) -> Result<u64> {
         let now = self.clock.now();
-        let horizon = now.saturating_add(secs(ALERT_BEFORE));
+        let horizon = now.saturating_add(secs(ahead));
         let soon = |at: i64| at > now && at <= horizon;
         let mut events = Vec::new();
         for token in self.store.list_tokens().await? {
