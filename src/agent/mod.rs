@@ -132,21 +132,19 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         let mut all = true;
         for o in &outputs {
             o.adopt();
-            let ok = o
-                .refresh(
-                    &conn,
-                    Wake {
-                        renew: false,
-                        check: true,
-                    },
-                )
-                .await
-                .is_ok();
+            let ok = o.refresh(&conn, Wake::CHECK).await.is_ok();
             all &= ok;
         }
         return Ok(all);
     }
 
+    // Bound first: a taken port stops the agent before it writes anything.
+    let listener = match settings.health_listen.or(config.health_listen) {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::FailedPrecondition(format!("cannot listen on {addr} for health: {e}"))
+        })?),
+        None => None,
+    };
     // One Watch per credential: each token sees only its own scope.
     let mut groups: BTreeMap<Option<PathBuf>, Vec<Arc<Output>>> = BTreeMap::new();
     for o in &outputs {
@@ -175,11 +173,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         outputs: outputs.clone(),
         streams,
     });
-    let health = match config_health(settings.health_listen, config.health_listen) {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                Error::FailedPrecondition(format!("cannot listen on {addr} for health: {e}"))
-            })?;
+    let health = match listener {
+        Some(listener) => {
             let bound = listener
                 .local_addr()
                 .map_err(|e| Error::Internal(Box::new(e)))?;
@@ -198,10 +193,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     while tasks.join_next().await.is_some() {}
     tracing::info!("keyward agent stopped");
     Ok(true)
-}
-
-fn config_health(flag: Option<SocketAddr>, file: Option<SocketAddr>) -> Option<SocketAddr> {
-    flag.or(file)
 }
 
 /// Follows one credential's `Watch` stream and wakes the outputs each event
@@ -266,10 +257,7 @@ async fn follow(
                 // failed while keyward was away is retried now.
                 for o in &outputs {
                     if after.is_none() || lock(&o.state).last_error.is_some() {
-                        o.wake(Wake {
-                            renew: false,
-                            check: true,
-                        });
+                        o.wake(Wake::CHECK);
                     }
                 }
                 let mut events = response.into_inner();

@@ -52,6 +52,19 @@ pub(super) struct Wake {
     pub check: bool,
 }
 
+impl Wake {
+    /// Compare, and write only what changed (a token only if it must).
+    pub const CHECK: Self = Self {
+        renew: false,
+        check: true,
+    };
+    /// New content is needed: sign the token again.
+    pub const RENEW: Self = Self {
+        renew: true,
+        check: false,
+    };
+}
+
 /// What health and metrics report of an output.
 #[derive(Debug, Clone, Default)]
 pub struct State {
@@ -194,25 +207,16 @@ impl Output {
                 // the token valid.
                 let renew = kind.starts_with("keyset.")
                     || matches!(kind, "key.activated" | "key.revoked" | "key.expired");
-                renew.then_some(Wake {
-                    renew: true,
-                    check: false,
-                })
+                renew.then_some(Wake::RENEW)
             }
             What::Secret { client } if *client == e.client && kind.starts_with("client.") => {
-                Some(Wake {
-                    renew: false,
-                    check: true,
-                })
+                Some(Wake::CHECK)
             }
             What::OpenMetadata { keyset, .. }
                 if *keyset == e.keyset
                     && (kind.starts_with("key.") || kind.starts_with("keyset.")) =>
             {
-                Some(Wake {
-                    renew: false,
-                    check: true,
-                })
+                Some(Wake::CHECK)
             }
             _ => None,
         }
@@ -249,10 +253,7 @@ impl Output {
         self.adopt();
         let mut failures = 0u32;
         let mut next: Option<i64>;
-        let mut why = Wake {
-            renew: false,
-            check: true,
-        };
+        let mut why = Wake::CHECK;
         loop {
             match self.refresh(conn, why).await {
                 Ok(renew_at) => {

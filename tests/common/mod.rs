@@ -554,6 +554,11 @@ impl HttpResponse {
 }
 
 pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    try_http_get(url, headers).await.expect("HTTP request")
+}
+
+/// GET `url`; `Err` when nobody answers (a server that is down).
+pub async fn try_http_get(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
     let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut req = hyper::Request::get(url);
     for (k, v) in headers {
@@ -562,8 +567,8 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let resp = client
         .request(req.body(Empty::new()).expect("request"))
         .await
-        .expect("HTTP request");
-    read_response(resp).await
+        .map_err(|e| e.to_string())?;
+    Ok(read_response(resp).await)
 }
 
 /// POST `body` to `url` with `headers`.
