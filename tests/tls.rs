@@ -362,6 +362,61 @@ async fn mutual_tls_refuses_clients_without_the_right_certificate(backend: Backe
     // HTTP (JWKS) asks no client certificate.
     let mut http = HttpsConn::open(&server.http_url, &pki.ca.pem()).await;
     assert_eq!(http.get("/.well-known/jwks.json").await.status, 200);
+
+    // keyward agent dials the same way: the CA, the client certificate, and
+    // its own scoped token.
+    let out = cli(
+        &db,
+        &server,
+        &good,
+        &[
+            "--output",
+            "json",
+            "token",
+            "create",
+            "tls-agent",
+            "--role",
+            "signer",
+            "--keyset",
+            "default",
+        ],
+    );
+    let token = process::json_out(&out)["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token_file = put(&pki.dir, "agent.token", &token);
+    let jwt = pki.dir.join("agent.jwt");
+    let config = put(
+        &pki.dir,
+        "agent.toml",
+        &format!(
+            "[[token]]\npath = \"{}\"\nkeyset = \"default\"\nttl = \"5m\"\n",
+            jwt.display()
+        ),
+    );
+    let agent = |tls: &[&str]| {
+        std::process::Command::new(process::BIN)
+            .args(["agent", "--once", "--config", &s(&config), "--endpoint"])
+            .arg(https(&server.grpc_url))
+            .args(["--token-file", &s(&token_file)])
+            .args(tls)
+            .env_remove("KEYWARD_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let refused = agent(&["--ca-cert", &ca]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("keyward unreachable"),
+        "{refused:?}"
+    );
+    assert!(!jwt.exists());
+    let written = agent(&good);
+    assert!(written.status.success(), "{written:?}");
+    let text = std::fs::read_to_string(&jwt).unwrap();
+    assert_eq!(text.split('.').count(), 3, "a compact JWT");
+    assert!(!String::from_utf8_lossy(&written.stderr).contains(&token));
     server.stop().await;
 }
 
