@@ -37,6 +37,21 @@ pub(super) async fn every<F, Fut>(
     }
 }
 
+/// Spawns `tick(service)` every `period` until `stop` (see [`every`]).
+fn spawn_every<F, Fut>(
+    service: &Arc<Service>,
+    period: Duration,
+    stop: watch::Receiver<bool>,
+    tick: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<Service>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let service = Arc::clone(service);
+    tokio::spawn(every(period, stop, move || tick(Arc::clone(&service))))
+}
+
 /// How often each replica prunes audit events past retention.
 const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -45,11 +60,9 @@ pub(super) fn follow_replicas(
     service: &Arc<Service>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let service = Arc::clone(service);
-    tokio::spawn(every(WATCH_INTERVAL, stop, move || {
-        let service = Arc::clone(&service);
-        async move { service.follow_other_replicas().await }
-    }))
+    spawn_every(service, WATCH_INTERVAL, stop, |service| async move {
+        service.follow_other_replicas().await;
+    })
 }
 
 /// The built-in scheduler: the same sweep `keyward rotate` runs, every
@@ -60,16 +73,12 @@ pub(super) fn rotate_on_schedule(
     period: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let service = Arc::clone(service);
-    tokio::spawn(every(period, stop, move || {
-        let service = Arc::clone(&service);
-        async move {
-            if let Err(err) = service.rotate_due(None, false).await {
-                tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
-                service.rotation_failed(&err.to_string()).await;
-            }
+    spawn_every(service, period, stop, move |service| async move {
+        if let Err(err) = service.rotate_due(None, false).await {
+            tracing::warn!(error = %err, "scheduled rotation sweep failed; retrying next tick");
+            service.rotation_failed(&err.to_string()).await;
         }
-    }))
+    })
 }
 
 /// The event feed: reads new events (every replica's) for this process's
@@ -105,15 +114,11 @@ pub(super) fn raise_alerts(
     ahead: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let service = Arc::clone(service);
-    tokio::spawn(every(ALERT_EVERY, stop, move || {
-        let service = Arc::clone(&service);
-        async move {
-            if let Err(err) = service.raise_alerts(overdue, ahead).await {
-                tracing::warn!(error = %err, "the alert sweep failed; retrying next minute");
-            }
+    spawn_every(service, ALERT_EVERY, stop, move |service| async move {
+        if let Err(err) = service.raise_alerts(overdue, ahead).await {
+            tracing::warn!(error = %err, "the alert sweep failed; retrying next minute");
         }
-    }))
+    })
 }
 
 /// How often the event feed reads events other replicas wrote.
@@ -126,15 +131,16 @@ pub(super) fn prune_events(
     retain: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let service = Arc::clone(service);
-    tokio::spawn(every(AUDIT_PRUNE_EVERY, stop, move || {
-        let service = Arc::clone(&service);
-        async move {
+    spawn_every(
+        service,
+        AUDIT_PRUNE_EVERY,
+        stop,
+        move |service| async move {
             if let Err(err) = service.prune_events(retain).await {
                 tracing::warn!(error = %err, "event retention failed; retrying next hour");
             }
-        }
-    }))
+        },
+    )
 }
 
 /// Audit retention: events older than `retain` are pruned hourly.
@@ -143,13 +149,14 @@ pub(super) fn prune_audit(
     retain: Duration,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let service = Arc::clone(service);
-    tokio::spawn(every(AUDIT_PRUNE_EVERY, stop, move || {
-        let service = Arc::clone(&service);
-        async move {
+    spawn_every(
+        service,
+        AUDIT_PRUNE_EVERY,
+        stop,
+        move |service| async move {
             if let Err(err) = service.prune_audit(retain).await {
                 tracing::warn!(error = %err, "audit retention failed; retrying next hour");
             }
-        }
-    }))
+        },
+    )
 }
