@@ -17,7 +17,6 @@ use std::{
 };
 
 use common::{Backend, TestDb, TestServer, process::BIN};
-use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
 use keyward::transport::grpc::pb;
 use serde_json::Value;
 
@@ -118,41 +117,14 @@ impl Drop for Agent {
 }
 
 async fn token(server: &TestServer, name: &str, role: &str, scope: &str, dir: &Path) -> PathBuf {
-    let (keysets, clients) = if role == "secret-reader" {
-        (Vec::new(), vec![scope.to_string()])
+    let token = if role == "secret-reader" {
+        server.create_token(name, role, &[], &[scope]).await
     } else {
-        (vec![scope.to_string()], Vec::new())
+        server.create_token(name, role, &[scope], &[]).await
     };
-    let token = server
-        .access()
-        .create_token(pb::CreateTokenRequest {
-            name: name.into(),
-            role: role.into(),
-            keysets,
-            clients,
-            expires_in_seconds: None,
-            description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .clone();
     let path = dir.join(format!("{name}.token"));
     std::fs::write(&path, token).unwrap();
     path
-}
-
-async fn key_set(server: &TestServer, name: &str, alg: &str) {
-    server
-        .keysets()
-        .create_key_set(pb::CreateKeySetRequest {
-            name: name.into(),
-            algorithm: alg.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
 }
 
 async fn rotate(server: &TestServer, name: &str) -> String {
@@ -182,24 +154,9 @@ async fn jwks(http_url: &str, keyset: &str) -> Value {
 
 /// Whether the token in `path` verifies against `doc` and is unexpired now:
 /// what a verifier would decide.
-fn valid(path: &Path, doc: &Value) -> Result<String, String> {
+fn valid(path: &Path, doc: &Value) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let token = text.trim();
-    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-    let kid = header.kid.ok_or("no kid")?;
-    let jwk = doc["keys"]
-        .as_array()
-        .ok_or("no keys")?
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .ok_or_else(|| format!("kid {kid} is not in the JWKS"))?;
-    let jwk: Jwk = serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
-    let mut v = Validation::new(header.alg);
-    v.leeway = 0;
-    v.validate_aud = false;
-    jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| e.to_string())?;
-    Ok(kid)
+    common::try_verify(text.trim(), doc, true).map(drop)
 }
 
 fn kid_in(path: &Path) -> Option<String> {
@@ -281,7 +238,7 @@ async fn a_token_stays_valid_across_three_rotations(backend: Backend) {
     };
     let server = TestServer::start(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    key_set(&server, "om", "ES256").await;
+    common::create_keyset(&server, "om", "ES256").await;
     let signer = token(&server, "agent-signer", "signer", "om", dir.path()).await;
     server
         .clients()
@@ -506,7 +463,7 @@ async fn the_last_good_file_stays_while_keyward_is_down(backend: Backend) {
     };
     let server = TestServer::start(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    key_set(&server, "om", "ES256").await;
+    common::create_keyset(&server, "om", "ES256").await;
     let signer = token(&server, "agent-signer", "signer", "om", dir.path()).await;
     let relay = Relay::start(&server.grpc_url).await;
     let jwt = dir.path().join("ingestion.jwt");
@@ -603,7 +560,7 @@ async fn openmetadata_exports_follow_rotations(backend: Backend) {
     };
     let server = TestServer::start(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    key_set(&server, "om", "RS256").await;
+    common::create_keyset(&server, "om", "RS256").await;
     let exporter = token(&server, "om-export", "exporter", "om", dir.path()).await;
     let out = dir.path().join("om-keys");
     let log = dir.path().join("changes.log");

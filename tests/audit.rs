@@ -104,18 +104,8 @@ async fn every_call_leaves_one_event_naming_who_what_and_how_it_ended(backend: B
     let mut stranger = server.as_token("kw_not-a-token");
     let _ = call_method(&mut stranger, "GetClientSecret", "om").await;
     let signer = server
-        .access()
-        .create_token(pb::CreateTokenRequest {
-            name: "signer".into(),
-            role: "signer".into(),
-            keysets: vec!["om-*".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .clone();
+        .create_token("signer", "signer", &["om-*"], &[])
+        .await;
     let mut signer = server.as_token(&signer);
     assert_eq!(
         call_method(&mut signer, "ExportKey", "om-prod").await,
@@ -552,18 +542,8 @@ async fn no_secret_token_or_key_reaches_the_audit_table(backend: Backend) {
         .into_inner();
     used.push(rotated.generated_secret.clone());
     let token = server
-        .access()
-        .create_token(pb::CreateTokenRequest {
-            name: "exporter".into(),
-            role: "exporter".into(),
-            keysets: vec!["*".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .clone();
+        .create_token("exporter", "exporter", &["*"], &[])
+        .await;
     used.push(token.clone());
     let exported = server
         .as_token(&token)

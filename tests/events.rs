@@ -282,18 +282,8 @@ async fn a_watcher_resumes_and_sees_only_its_scope(backend: Backend) {
 
     // A signer of om sees om's key events only.
     let signer = server
-        .access()
-        .create_token(pb::CreateTokenRequest {
-            name: "om-signer".into(),
-            role: "signer".into(),
-            keysets: vec!["om".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .clone();
+        .create_token("om-signer", "signer", &["om"], &[])
+        .await;
     let mut scoped = watch(&server, &signer, pb::WatchRequest::default()).await;
     server
         .keysets()
@@ -825,19 +815,7 @@ async fn master_key_changes_are_events(backend: Backend) {
         )
     );
     // Only operators and auditors see them.
-    let signer = server
-        .access()
-        .create_token(pb::CreateTokenRequest {
-            name: "signer".into(),
-            role: "signer".into(),
-            keysets: vec!["*".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .clone();
+    let signer = server.create_token("signer", "signer", &["*"], &[]).await;
     let mut none = watch(&server, &signer, master()).await;
     quiet(&mut none).await;
     server.stop().await;

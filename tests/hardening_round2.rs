@@ -876,18 +876,8 @@ async fn a_replica_cut_off_from_the_database_stops_honouring_tokens(backend: Bac
     };
     let one = TestServer::start(&db).await;
     let signer = one
-        .access()
-        .create_token(pb::CreateTokenRequest {
-            name: "signer".into(),
-            role: "signer".into(),
-            keysets: vec!["default".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .clone();
+        .create_token("signer", "signer", &["default"], &[])
+        .await;
     // The second replica starts knowing the token.
     let (two, store) = TestServer::start_counting(&db).await;
     let sign = || {

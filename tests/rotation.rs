@@ -10,7 +10,6 @@ mod common;
 use std::{collections::HashMap, sync::Arc};
 
 use common::{Backend, TestDb, TestServer};
-use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
 use keyward::{
     domain::clock::{Clock, ManualClock},
     transport::grpc::pb,
@@ -152,28 +151,6 @@ fn kids_of(doc: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Verifies a token's signature against `doc` (exp is checked by the caller
-/// against simulated time).
-fn verifies(token: &str, doc: &Value) -> Result<(), String> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-    let kid = header.kid.ok_or("no kid")?;
-    let jwk = doc["keys"]
-        .as_array()
-        .ok_or("no keys")?
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .ok_or_else(|| format!("kid {kid} is not in the client's cached JWKS"))?;
-    let jwk: Jwk = serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
-    let mut v = Validation::new(header.alg);
-    v.validate_exp = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    jsonwebtoken::decode::<Value>(token, &key, &v)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 struct Walk {
     every: u64,
     prepublish: u64,
@@ -304,7 +281,7 @@ async fn walk(backend: Backend, w: Walk) {
         tokens.retain(|(_, _, exp)| *exp > now);
         for (jwt, kid, exp) in &tokens {
             checks += 1;
-            if let Err(e) = verifies(jwt, &doc) {
+            if let Err(e) = common::try_verify(jwt, &doc, false) {
                 panic!(
                     "at t+{}s an unexpired token (kid {kid}, exp in {}s) failed: {e}",
                     now - start_time,
