@@ -3,11 +3,7 @@
 //! again. A failure leaves the last good file in place and is retried with
 //! backoff; the output's [`State`] says what happened, for health and metrics.
 
-use std::{
-    path::PathBuf,
-    sync::Mutex,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{path::PathBuf, sync::Mutex, time::Duration};
 
 use tokio::sync::Notify;
 use zeroize::Zeroizing;
@@ -15,10 +11,14 @@ use zeroize::Zeroizing;
 use super::{
     Connection,
     config::{OutputSpec, What},
+    lock,
 };
 use crate::{
     crypto::{b64url_decode, random, sha256},
-    domain::openmetadata::KeyExport,
+    domain::{
+        clock::{Clock as _, SystemClock},
+        openmetadata::KeyExport,
+    },
     files::{ensure_handover_dir, ensure_parent_dir, refuse_symlinked_path, write_handover_file},
     transport::grpc::pb,
 };
@@ -30,9 +30,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Unix seconds now.
 pub(super) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemClock.now()
 }
 
 /// A uniformly random fraction in [0, 1).
@@ -104,6 +102,13 @@ pub(super) struct Output {
     digest: Mutex<Option<[u8; 32]>>,
 }
 
+/// What a look found: what is in place is current (a token kept, with its
+/// renewal time), or new content.
+enum Fetched {
+    Kept(Option<i64>),
+    Fresh(Fresh),
+}
+
 /// What keyward answered: the files and, for a token, its times.
 struct Fresh {
     files: Vec<(PathBuf, Zeroizing<Vec<u8>>)>,
@@ -170,18 +175,13 @@ impl Output {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Asks the output to look again.
     pub fn wake(&self, why: Wake) {
         {
-            let mut wake = self
-                .wake
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut wake = lock(&self.wake);
             wake.renew |= why.renew;
             wake.check |= why.check;
         }
@@ -189,12 +189,7 @@ impl Output {
     }
 
     fn take_wake(&self) -> Wake {
-        std::mem::take(
-            &mut *self
-                .wake
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        std::mem::take(&mut *lock(&self.wake))
     }
 
     /// Whether event `e` may change what this output holds, and how.
@@ -236,10 +231,7 @@ impl Output {
             .map(|p| std::fs::read(&p).ok().map(|c| (p, Zeroizing::new(c))))
             .collect();
         let Some(read) = read else { return };
-        *self
-            .digest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(digest_of(&read));
+        *lock(&self.digest) = Some(digest_of(&read));
         let mut state = self.state();
         state.present = true;
         if matches!(self.spec.what, What::Token { .. }) {
@@ -313,19 +305,17 @@ impl Output {
                 return Err(());
             }
         };
-        let Some(fresh) = fetched else {
-            // Nothing to do: what is in place is current.
-            let mut state = self.state();
-            state.last_success = Some(unix_now());
-            state.last_error = None;
-            return Ok(self.kept_renewal());
+        let fresh = match fetched {
+            Fetched::Fresh(fresh) => fresh,
+            Fetched::Kept(renew_at) => {
+                let mut state = self.state();
+                state.last_success = Some(unix_now());
+                state.last_error = None;
+                return Ok(renew_at);
+            }
         };
         let digest = digest_of(&fresh.files);
-        let changed = *self
-            .digest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            != Some(digest);
+        let changed = *lock(&self.digest) != Some(digest);
         if changed {
             if let Err(e) = self.write(&fresh) {
                 tracing::error!(output = %self.spec.name, error = %e, "cannot write; the last good file stays");
@@ -334,10 +324,7 @@ impl Output {
                 state.last_error = Some(e);
                 return Err(());
             }
-            *self
-                .digest
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(digest);
+            *lock(&self.digest) = Some(digest);
         }
         {
             let mut state = self.state();
@@ -362,17 +349,9 @@ impl Output {
         Ok(fresh.renew_at)
     }
 
-    /// The renewal time of a token kept in place.
-    fn kept_renewal(&self) -> Option<i64> {
-        match self.spec.what {
-            What::Token { .. } => read_token(&self.spec.path).map(|t| renewal(t.iat, t.exp)),
-            _ => None,
-        }
-    }
-
-    /// Asks keyward for the output's content; `None` when a token in place
-    /// is still good and nothing asked to renew it.
-    async fn fetch(&self, conn: &Connection, why: Wake) -> Result<Option<Fresh>, String> {
+    /// Asks keyward for the output's content; [`Fetched::Kept`] when a token
+    /// in place is still good and nothing asked to renew it.
+    async fn fetch(&self, conn: &Connection, why: Wake) -> Result<Fetched, String> {
         let bearer = conn.bearer(self.spec.token_file.as_deref())?;
         let channel = conn.channel.clone();
         let status = |e: tonic::Status| super::describe(&e);
@@ -390,7 +369,8 @@ impl Output {
                 if !why.renew
                     && present
                     && let Some(t) = read_token(&self.spec.path)
-                    && unix_now() < renewal(t.iat, t.exp)
+                    && let renew_at = renewal(t.iat, t.exp)
+                    && unix_now() < renew_at
                     && (subject.is_none() || t.sub == *subject)
                 {
                     // Kept if the key that signed it still signs.
@@ -402,7 +382,7 @@ impl Output {
                         .map_err(status)?
                         .into_inner();
                     if set.active_kid == t.kid {
-                        return Ok(None);
+                        return Ok(Fetched::Kept(Some(renew_at)));
                     }
                 }
                 let signed = api
@@ -425,7 +405,7 @@ impl Output {
                     || i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
                     |t| t.exp - t.iat,
                 );
-                Ok(Some(Fresh {
+                Ok(Fetched::Fresh(Fresh {
                     files: vec![(
                         self.spec.path.clone(),
                         Zeroizing::new(format!("{}\n", signed.jwt).into_bytes()),
@@ -444,7 +424,7 @@ impl Output {
                     .map_err(status)?
                     .into_inner();
                 let secret = Zeroizing::new(std::mem::take(&mut got.secret));
-                Ok(Some(Fresh {
+                Ok(Fetched::Fresh(Fresh {
                     files: vec![(
                         self.spec.path.clone(),
                         Zeroizing::new(secret.as_bytes().to_vec()),
@@ -483,7 +463,7 @@ impl Output {
                 }
                 .env_file();
                 let dir = &self.spec.path;
-                Ok(Some(Fresh {
+                Ok(Fetched::Fresh(Fresh {
                     files: vec![
                         (dir.join("private_key.der"), private),
                         (
