@@ -1,9 +1,11 @@
 //! Change events through the real gRPC API, on SQLite and PostgreSQL: every
 //! change is one event in `Watch` and in the outbox, in commit order; a
-//! watcher resumes from its last id missing nothing; a token's scope limits
-//! what it sees and a revoked token's stream ends; webhooks reach a real
-//! HTTP receiver from two replicas once each, signed, through a receiver
-//! outage and a replica killed mid-delivery; near-expiry alerts once each.
+//! watcher resumes from its last id missing nothing; a watcher acting on an
+//! event at once sees the change, made on another replica; a token's scope
+//! limits what it sees and a revoked token's stream ends; webhooks reach a
+//! real HTTP receiver from two replicas once each, signed, through a
+//! receiver outage and a replica killed mid-delivery; near-expiry alerts
+//! once each.
 
 #![allow(clippy::unwrap_used)]
 
@@ -821,6 +823,58 @@ async fn master_key_changes_are_events(backend: Backend) {
     server.stop().await;
 }
 
+/// A watcher that acts on an event at once is answered as of that event:
+/// the replica it watches reads the change another replica made before it
+/// passes the event on (without that, the replica's views caught up within
+/// their own interval, and a token signed on `key.activated` could still
+/// carry the old key).
+async fn a_watcher_acting_at_once_sees_the_change(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let watched = TestServer::start(&db).await;
+    let writer = TestServer::start(&db).await;
+    let mut activations = watch(
+        &watched,
+        &watched.token,
+        pb::WatchRequest {
+            kinds: vec!["key.activated".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    create_keyset(&writer, "om", "ES256").await;
+    take(&mut activations, 1).await;
+    let mut signer = watched.keysets();
+    for round in 0..5 {
+        let mut keysets = writer.keysets();
+        keysets
+            .rotate_key_set(pb::RotateKeySetRequest { name: "om".into() })
+            .await
+            .unwrap();
+        let new_kid = keysets
+            .get_key_set(pb::GetKeySetRequest { name: "om".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .active_kid;
+        let event = take(&mut activations, 1).await.remove(0);
+        assert_eq!(event.kid, new_kid, "round {round}");
+        let signed = signer
+            .sign_jwt(pb::SignJwtRequest {
+                keyset: "om".into(),
+                claims_json: r#"{"sub":"watcher"}"#.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(signed.kid, new_kid, "round {round}");
+    }
+    writer.stop().await;
+    watched.stop().await;
+}
+
 #[test]
 fn the_readme_names_every_event_kind() {
     let readme =
@@ -845,4 +899,5 @@ both_backends!(
     near_expiry_alerts_are_raised_once,
     a_replica_killed_mid_delivery_loses_nothing,
     master_key_changes_are_events,
+    a_watcher_acting_at_once_sees_the_change,
 );

@@ -124,6 +124,13 @@ impl Service {
             let page = self.store.events_after(after, PAGE).await?;
             let full = page.len() == usize::try_from(PAGE).unwrap_or(usize::MAX);
             read += page.len();
+            if !page.is_empty() {
+                // An event is committed with its change: the views catch up
+                // with the database before a watcher hears of it, so a
+                // watcher that acts at once (signs with the new key, reads
+                // the new secret) is not answered from the view before.
+                self.follow_other_replicas().await;
+            }
             for event in page {
                 self.events.seen.store(event.id, Ordering::SeqCst);
                 // No watcher is not an error.
