@@ -22,6 +22,11 @@ pub struct SqliteStore {
     /// The database file; `None` in memory.
     file: Option<std::path::PathBuf>,
     pub(super) audit_head: KnownHead,
+    /// One connection that appends audit events, and nothing else: SQLite
+    /// discards a connection's page cache whenever another connection has
+    /// written since its last transaction, so appends passed round a pool
+    /// re-read the chain's pages from disk at every commit.
+    pub(super) appender: SqlitePool,
 }
 
 /// The database file `options` name; `None` in memory.
@@ -71,14 +76,17 @@ impl SqliteStore {
             Some(db) => Some(lock_beside(db).await?),
             None => None,
         };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            // An in-process connection has no peer that could have dropped
-            // it: a ping before each use would only add a round trip to the
-            // connection's thread.
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+        let open = |connections| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                // An in-process connection has no peer that could have
+                // dropped it: a ping before each use would only add a round
+                // trip to the connection's thread.
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+        };
+        let pools = async { Ok::<_, sqlx::Error>((open(8).await?, open(1).await?)) }
             .await
             .map_err(|e| {
                 Error::FailedPrecondition(format!("cannot open the SQLite database: {e}"))
@@ -86,10 +94,12 @@ impl SqliteStore {
         if let Some(lock) = opening {
             lock.release().await;
         }
+        let (pool, appender) = pools?;
         Ok(Self {
-            pool: pool?,
+            pool,
             file,
             audit_head: KnownHead::default(),
+            appender,
         })
     }
 

@@ -160,6 +160,8 @@ impl SqliteStore {
     /// known or another process has appended since, nothing was inserted,
     /// and the append runs in a transaction that reads the head under the
     /// database's write lock.
+    /// Both run on the store's appender connection, which keeps its page
+    /// cache from one append to the next.
     pub(super) async fn append_audit_events(
         &self,
         events: &[AuditEvent],
@@ -178,13 +180,13 @@ impl SqliteStore {
             let done = bind_audit_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), &rows)
                 .bind(after.0)
                 .bind(after.1.as_slice())
-                .execute(&self.pool)
+                .execute(&self.appender)
                 .await?;
             if done.rows_affected() == rows.len() as u64 {
                 return Ok(self.audit_head.keep(head));
             }
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.appender.begin_with("BEGIN IMMEDIATE").await?;
         let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
             .fetch_one(&mut *tx)
             .await?;
