@@ -361,10 +361,14 @@ impl Nginx {
     }
 }
 
+/// SIGTERM, not SIGKILL: nginx's master stops its workers and waits for
+/// them, where a killed master leaves them running (and busy on the cores
+/// of the runs after).
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            process::sigterm(&mut self.child);
+        }
     }
 }
 

@@ -100,7 +100,7 @@ pub fn spawn_serve(mut cmd: Command) -> Result<Serve, String> {
 }
 
 /// Sends SIGTERM to `child` and waits for it to exit.
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+pub fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
