@@ -173,7 +173,7 @@ impl SqliteStore {
         {
             let (rows, head) = chain_rows(events, link, after.clone());
             let sql = format!(
-                "{} WHERE EXISTS (SELECT 1 FROM audit_chain \
+                "{} AND EXISTS (SELECT 1 FROM audit_chain \
                  WHERE id = 1 AND head_id = ? AND head_hash = ?)",
                 insert_audit_rows(rows.len())
             );
@@ -217,17 +217,25 @@ impl SqliteStore {
     }
 }
 
-/// `INSERT INTO audit_events … SELECT * FROM (VALUES …)` of `rows` rows of
-/// positional parameters.
+/// `INSERT INTO audit_events … SELECT * FROM (VALUES …) WHERE …` of `rows`
+/// rows of positional parameters, made for the next power of two rows:
+/// [`bind_audit_rows`] fills the rows past `rows` with NULLs, which the
+/// `WHERE` leaves out. Each size is its own SQL text, and the connection
+/// keeps a prepared statement per text; with the sizes a loaded writer's
+/// batches come in (anything up to the number of calls in flight) no
+/// statement cache held them all, and more than half the appends under load
+/// parsed and planned their insert again. A dozen sizes stay prepared.
 fn insert_audit_rows(rows: usize) -> String {
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = format!("({})", ["?"; AUDIT_COLUMN_COUNT].join(", "));
     format!(
-        "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT * FROM (VALUES {})",
-        vec![ROW; rows].join(", ")
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT * FROM (VALUES {}) \
+         WHERE column1 IS NOT NULL",
+        vec![row; rows.next_power_of_two()].join(", ")
     )
 }
 
-/// Binds `rows` in [`AUDIT_COLUMNS`] order.
+/// Binds `rows` in [`AUDIT_COLUMNS`] order, then NULL rows up to the next
+/// power of two (see [`insert_audit_rows`]).
 fn bind_audit_rows<'q>(
     mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
     rows: &'q [AuditRow<'q>],
@@ -244,6 +252,11 @@ fn bind_audit_rows<'q>(
             .bind(e.peer.as_str())
             .bind(e.request_id.as_str())
             .bind(r.hash.as_slice());
+    }
+    for _ in rows.len()..rows.len().next_power_of_two() {
+        for _ in 0..AUDIT_COLUMN_COUNT {
+            query = query.bind(None::<i64>);
+        }
     }
     query
 }
@@ -335,10 +348,11 @@ impl PgStore {
     }
 }
 
-/// Events per INSERT statement on SQLite: nine parameters each, under its
-/// limit of 32,766 per statement, and as many as the audit writer's largest
-/// batch, so a batch is one statement.
+/// Events per INSERT statement on SQLite: as many as the audit writer's
+/// largest batch, so a batch is one statement; padded to 2,048 rows of nine
+/// parameters, under SQLite's limit of 32,766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 2000;
+const _: () = assert!(AUDIT_ROWS_PER_INSERT.next_power_of_two() * AUDIT_COLUMN_COUNT + 2 <= 32_766);
 
 /// Where the audit chain ends: the last event's id and hash.
 type ChainHead = (i64, Vec<u8>);
@@ -394,3 +408,5 @@ fn chain_rows<'a>(
 }
 
 const AUDIT_COLUMNS: &str = "id, at, principal, action, target, outcome, peer, request_id, hash";
+/// How many [`AUDIT_COLUMNS`] name.
+const AUDIT_COLUMN_COUNT: usize = 9;
