@@ -29,6 +29,13 @@ pub struct SqliteStore {
     pub(super) appender: SqlitePool,
 }
 
+/// A write transaction on `pool`. IMMEDIATE takes the write lock now: a
+/// deferred transaction that later upgrades can fail with SQLITE_BUSY
+/// regardless of busy_timeout.
+async fn begin_immediate(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 /// The database file `options` name; `None` in memory.
 fn file_of(options: &SqliteConnectOptions) -> Option<std::path::PathBuf> {
     Some(options.get_filename().to_path_buf())
@@ -125,9 +132,12 @@ impl SqliteStore {
     }
 
     pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        // IMMEDIATE takes the write lock now: a deferred transaction that later
-        // upgrades can fail with SQLITE_BUSY regardless of busy_timeout.
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        begin_immediate(&self.pool).await
+    }
+
+    /// A write transaction on the appender connection (see [`Self::appender`]).
+    pub(super) async fn begin_append(&self) -> Result<Transaction<'static, Sqlite>> {
+        begin_immediate(&self.appender).await
     }
 
     pub(super) fn migrator() -> sqlx::migrate::Migrator {

@@ -186,7 +186,7 @@ impl SqliteStore {
                 return Ok(self.audit_head.keep(head));
             }
         }
-        let mut tx = self.appender.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_append().await?;
         let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
             .fetch_one(&mut *tx)
             .await?;
