@@ -127,25 +127,6 @@ async fn token(server: &TestServer, name: &str, role: &str, scope: &str, dir: &P
     path
 }
 
-async fn rotate(server: &TestServer, name: &str) -> String {
-    server
-        .keysets()
-        .rotate_key_set(pb::RotateKeySetRequest { name: name.into() })
-        .await
-        .unwrap();
-    active_kid(server, name).await
-}
-
-async fn active_kid(server: &TestServer, name: &str) -> String {
-    server
-        .keysets()
-        .get_key_set(pb::GetKeySetRequest { name: name.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .active_kid
-}
-
 async fn jwks(http_url: &str, keyset: &str) -> Value {
     let got = common::http_get(&format!("{http_url}/keysets/{keyset}/jwks.json"), &[]).await;
     assert_eq!(got.status, 200);
@@ -312,7 +293,7 @@ command = 'echo "$KEYWARD_OUTPUT" >> {secret_log}'
     let mut kids = vec![kid_in(&jwt).unwrap()];
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let kid = rotate(&server, "om").await;
+        let kid = common::rotate_keyset(&server, "om").await;
         let started = Instant::now();
         until("a token from the new key", Duration::from_secs(3), || {
             kid_in(&jwt).as_deref() == Some(kid.as_str())
@@ -578,7 +559,7 @@ async fn openmetadata_exports_follow_rotations(backend: Backend) {
     // --once: written, then nothing changes and nothing runs again.
     let first = agent_once(&config, &server.grpc_url, &exporter);
     assert!(first.status.success(), "{first:?}");
-    let kid = active_kid(&server, "om").await;
+    let kid = common::active_kid(&server, "om").await;
     assert_eq!(env_value(&out, "JWT_KEY_ID"), Some(kid.clone()));
     assert_eq!(
         env_value(&out, "RSA_PRIVATE_KEY_FILE_PATH").as_deref(),
@@ -594,7 +575,7 @@ async fn openmetadata_exports_follow_rotations(backend: Backend) {
     let agent = Agent::start(&config, &server.grpc_url, &exporter);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(lines(&log), ["restart"], "a restart alone changes nothing");
-    let kid = rotate(&server, "om").await;
+    let kid = common::rotate_keyset(&server, "om").await;
     until("the new key exported", Duration::from_secs(10), || {
         env_value(&out, "JWT_KEY_ID").as_deref() == Some(kid.as_str())
     })

@@ -847,17 +847,7 @@ async fn a_watcher_acting_at_once_sees_the_change(backend: Backend) {
     take(&mut activations, 1).await;
     let mut signer = watched.keysets();
     for round in 0..5 {
-        let mut keysets = writer.keysets();
-        keysets
-            .rotate_key_set(pb::RotateKeySetRequest { name: "om".into() })
-            .await
-            .unwrap();
-        let new_kid = keysets
-            .get_key_set(pb::GetKeySetRequest { name: "om".into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .active_kid;
+        let new_kid = common::rotate_keyset(&writer, "om").await;
         let event = take(&mut activations, 1).await.remove(0);
         assert_eq!(event.kid, new_kid, "round {round}");
         let signed = signer

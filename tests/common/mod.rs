@@ -693,6 +693,27 @@ pub async fn create_keyset(server: &TestServer, name: &str, alg: &str) -> pb::Ke
         .into_inner()
 }
 
+/// Rotates key set `name` now; returns the kid that signs afterwards.
+pub async fn rotate_keyset(server: &TestServer, name: &str) -> String {
+    server
+        .keysets()
+        .rotate_key_set(pb::RotateKeySetRequest { name: name.into() })
+        .await
+        .expect("RotateKeySet");
+    active_kid(server, name).await
+}
+
+/// The kid key set `name` signs with.
+pub async fn active_kid(server: &TestServer, name: &str) -> String {
+    server
+        .keysets()
+        .get_key_set(pb::GetKeySetRequest { name: name.into() })
+        .await
+        .expect("GetKeySet")
+        .into_inner()
+        .active_kid
+}
+
 /// An `Authorization: Basic` value for a client id and secret (RFC 6749 §2.3.1).
 pub fn basic(id: &str, secret: &str) -> String {
     use base64::Engine as _;
