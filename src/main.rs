@@ -18,8 +18,27 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // A task woken by the running task runs next, in the worker's LIFO slot.
+    // For gRPC that is the connection's task, woken by every call that
+    // answers: it then wrote and sent each answer on its own. Without the
+    // slot, the answers ready at once go out in one write: on one core, 35%
+    // more health checks and secret reads a second (README, "Scaling with
+    // cores").
+    #[cfg(tokio_unstable)]
+    runtime.disable_lifo_slot();
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(
         cli.command,
