@@ -24,8 +24,8 @@ fn main() -> ExitCode {
     // A task woken by the running task runs next, in the worker's LIFO slot.
     // For gRPC that is the connection's task, woken by every call that
     // answers: it then wrote and sent each answer on its own. Without the
-    // slot, the answers ready at once go out in one write: on one core, 35%
-    // more health checks and secret reads a second (README, "Scaling with
+    // slot, the answers ready at once go out in one write: on one core, a
+    // quarter to two thirds more gRPC calls a second (README, "Scaling with
     // cores").
     #[cfg(tokio_unstable)]
     runtime.disable_lifo_slot();

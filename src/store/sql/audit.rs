@@ -118,10 +118,10 @@ macro_rules! audit_sql {
                     .fetch_one(&mut *tx)
                     .await?;
                 let last: Option<(i64, Vec<u8>)> = sqlx::query_as(LAST_PAST_RETENTION)
-                .bind(before)
-                .bind(chain.head_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+                    .bind(before)
+                    .bind(chain.head_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 let Some((last, hash)) = last else {
                     return Ok(None);
                 };
