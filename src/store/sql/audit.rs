@@ -33,7 +33,7 @@ const READ_AUDIT_CHAIN: &str = read_audit_chain!();
 /// 0.23 s on 3 million in PostgreSQL). `+id` keeps SQLite's planner off the
 /// primary key. Where clocks disagreed (replicas) it may stop before an older
 /// event that came later; that one goes at a later pass.
-pub(crate) const LAST_PAST_RETENTION: &str = "SELECT id, hash FROM audit_events \
+const LAST_PAST_RETENTION: &str = "SELECT id, hash FROM audit_events \
      WHERE at < $1 AND +id <= $2 ORDER BY at DESC, id DESC LIMIT 1";
 
 macro_rules! audit_sql {
@@ -240,7 +240,7 @@ fn insert_audit_rows(rows: usize) -> String {
     format!(
         "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT * FROM (VALUES {}) \
          WHERE column1 IS NOT NULL",
-        vec![row; rows.next_power_of_two()].join(", ")
+        vec![row.as_str(); rows.next_power_of_two()].join(", ")
     )
 }
 
