@@ -135,32 +135,10 @@ async fn serve(cli: &Cli, args: &keyward::config::ServeArgs) -> Result<(), CliEr
         http,
         metrics,
     };
-    server::serve_on(app, listeners, shutdown_signal())
+    // Before the "keyward serving" line: a SIGTERM after it is a clean stop.
+    let shutdown = keyward::cli::shutdown_signal()?;
+    server::serve_on(app, listeners, shutdown)
         .await
         .map_err(startup)?;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        () = term => tracing::info!("SIGTERM: shutting down"),
-    }
 }

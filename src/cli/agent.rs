@@ -34,7 +34,7 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), CliError> {
         once: args.once,
         health_listen: args.health_listen,
     };
-    let all_ok = agent::run(settings, stopped())
+    let all_ok = agent::run(settings, super::shutdown_signal()?)
         .await
         .map_err(|e| CliError {
             message: e.to_string(),
@@ -48,21 +48,4 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), CliError> {
             code: 1,
         })
     }
-}
-
-/// Completes on SIGTERM (Unix) or Ctrl-C.
-async fn stopped() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -5,6 +5,7 @@
 //! - `admin`: the connection and the admin token.
 //! - this module: running a command (dispatch) and the CLI's errors.
 //! - `print`: tables and JSON.
+//! - `signals`: SIGINT and SIGTERM for `serve` and `agent`.
 //! - `keysets`: key sets, keys, due rotations and signing.
 //! - `clients`: OIDC clients and their secrets.
 //! - `openmetadata`: the commands that speak OpenMetadata's formats.
@@ -26,6 +27,7 @@ pub mod master;
 mod openmetadata;
 pub mod ops;
 mod print;
+mod signals;
 mod timeline;
 mod tokens;
 
@@ -34,6 +36,7 @@ pub(crate) use admin::{Admin, read_stdin_secret};
 pub use args::*;
 pub use events::{EventSelection, WatchArgs, WebhookCmd};
 pub(crate) use print::*;
+pub use signals::shutdown_signal;
 
 /// A CLI failure: the one line printed on stderr, and the exit code.
 #[derive(Debug)]
