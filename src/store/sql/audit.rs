@@ -423,6 +423,9 @@ const AUDIT_COLUMN_COUNT: usize = 9;
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+
+    use futures_util::FutureExt as _;
     use sqlx::{Connection as _, Row as _};
 
     use super::*;
@@ -484,7 +487,11 @@ mod tests {
                 std::env::var("CI").is_err(),
                 "CI sets KEYWARD_TEST_DATABASE_URL"
             );
-            eprintln!("SKIPPED retention plan on PostgreSQL: KEYWARD_TEST_DATABASE_URL is not set");
+            // Past the harness's capture, which hides a passing test's output.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED retention plan on PostgreSQL: KEYWARD_TEST_DATABASE_URL is not set"
+            );
             return;
         };
         let name: String = crate::crypto::random::bytes::<8>()
@@ -497,16 +504,24 @@ mod tests {
             .expect("create");
         let (server, rest) = base.rsplit_once('/').expect("a database in the URL");
         let options = rest.split_once('?').map_or("", |(_, o)| o);
-        let store = PgStore::connect(&format!("{server}/{name}?{options}"))
-            .await
-            .expect("open");
-        store.run_migrations().await.expect("migrate");
-        let plan = plan(&store.pool, "EXPLAIN", 50_000).await;
-        store.pool.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("drop");
+        let url = format!("{server}/{name}?{options}");
+        // The database goes whatever happens in between, a panic included.
+        let planned = std::panic::AssertUnwindSafe(async {
+            let store = PgStore::connect(&url).await.expect("open");
+            store.run_migrations().await.expect("migrate");
+            let plan = plan(&store.pool, "EXPLAIN", 50_000).await;
+            store.pool.close().await;
+            plan
+        })
+        .catch_unwind()
+        .await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("drop");
+        let plan = planned.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         assert!(plan.contains("using audit_events_at"), "{plan}");
         assert!(!plan.contains("audit_events_pkey"), "{plan}");
     }
