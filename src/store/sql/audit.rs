@@ -42,7 +42,18 @@ macro_rules! audit_sql {
         impl AuditStore for $store {
             #[instrument(skip_all, fields(events = events.len()))]
             async fn append_audit(&self, events: &[AuditEvent], link: &dyn Linker) -> Result<i64> {
-                self.append_audit_events(events, link).await
+                if let Some(last) = self.append_after_known_head(events, link).await? {
+                    return Ok(last);
+                }
+                let mut tx = self.begin_append().await?;
+                let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let head =
+                    Self::append_locked(&mut tx, events, link, (chain.head_id, chain.head_hash))
+                        .await?;
+                tx.commit().await?;
+                Ok(self.audit_head.keep(head))
             }
 
             #[instrument(skip_all)]
@@ -161,49 +172,42 @@ impl SqliteStore {
     /// The write transaction already holds the database's write lock.
     const LOCK_AUDIT_CHAIN: &'static str = READ_AUDIT_CHAIN;
 
-    /// Appends `events` to the chain; inserting an event moves the chain's
-    /// head to it (a trigger). Every statement is a round trip to the
-    /// connection's thread and back to the async workers, which costs more
-    /// than the statement's own work under load, so a lone writer makes one:
-    /// an INSERT, its own transaction, of the events on the condition that
-    /// the head is still where this process left it. When that head is not
-    /// known or another process has appended since, nothing was inserted,
-    /// and the append runs in a transaction that reads the head under the
-    /// database's write lock.
-    /// Both run on the store's appender connection, which keeps its page
-    /// cache from one append to the next.
-    pub(super) async fn append_audit_events(
+    /// A lone writer's append, where the chain ends where this process
+    /// left it: the id of the last event, or `None` when nothing was
+    /// appended (the head is not known, another process has appended since,
+    /// or the batch is larger than one statement) and the append must read
+    /// the head under the write lock ([`AuditStore::append_audit`]).
+    ///
+    /// Every statement is a round trip to the connection's thread and back
+    /// to the async workers, which costs more than the statement's own work
+    /// under load, so this is one: an INSERT, its own transaction, of the
+    /// events on the condition that the head is still the one expected;
+    /// inserting an event moves the chain's head to it (a trigger). It runs
+    /// on the store's appender connection, as the locked append does, which
+    /// keeps its page cache from one append to the next.
+    async fn append_after_known_head(
         &self,
         events: &[AuditEvent],
         link: &dyn Linker,
-    ) -> Result<i64> {
-        if let Some(after) = self.audit_head.take()
-            && !events.is_empty()
-            && events.len() <= AUDIT_ROWS_PER_INSERT
-        {
-            let (rows, head) = chain_rows(events, link, after.clone());
-            let sql = format!(
-                "{} AND EXISTS (SELECT 1 FROM audit_chain \
-                 WHERE id = 1 AND head_id = ? AND head_hash = ?)",
-                insert_audit_rows(rows.len())
-            );
-            let done = bind_audit_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), &rows)
-                .bind(after.0)
-                .bind(after.1.as_slice())
-                .execute(&self.appender)
-                .await?;
-            if done.rows_affected() == rows.len() as u64 {
-                return Ok(self.audit_head.keep(head));
-            }
+    ) -> Result<Option<i64>> {
+        let Some(after) = self.audit_head.take() else {
+            return Ok(None);
+        };
+        if events.is_empty() || events.len() > AUDIT_ROWS_PER_INSERT {
+            return Ok(None);
         }
-        let mut tx = self.begin_append().await?;
-        let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
-            .fetch_one(&mut *tx)
+        let (rows, head) = chain_rows(events, link, after.clone());
+        let sql = format!(
+            "{} AND EXISTS (SELECT 1 FROM audit_chain \
+             WHERE id = 1 AND head_id = ? AND head_hash = ?)",
+            insert_audit_rows(rows.len())
+        );
+        let done = bind_audit_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), &rows)
+            .bind(after.0)
+            .bind(after.1.as_slice())
+            .execute(&self.appender)
             .await?;
-        let head =
-            Self::append_locked(&mut tx, events, link, (chain.head_id, chain.head_hash)).await?;
-        tx.commit().await?;
-        Ok(self.audit_head.keep(head))
+        Ok((done.rows_affected() == rows.len() as u64).then(|| self.audit_head.keep(head)))
     }
 
     /// Appends `events` after `after`, the head `tx` holds locked; returns
@@ -275,37 +279,33 @@ impl PgStore {
     /// The row lock queues other appenders (other replicas too) until commit.
     const LOCK_AUDIT_CHAIN: &'static str = concat!(read_audit_chain!(), " FOR UPDATE");
 
-    /// Appends `events` to the chain. A lone writer makes one round trip per
-    /// batch: one statement, with no explicit transaction, moves the chain's
-    /// head on the condition that it is still the head this process last
-    /// wrote, and inserts the events only if it moved. When that head is not
-    /// known (first append, an error) or another replica has moved it since,
-    /// the append runs in a transaction that locks the head first, which
-    /// queues replicas fairly.
-    pub(super) async fn append_audit_events(
+    /// A lone writer's append, where the chain ends where this process
+    /// last wrote it: the id of the last event, or `None` when nothing was
+    /// appended (the head is not known: first append, an error; or another
+    /// replica has moved it since) and the append must lock the head first
+    /// ([`AuditStore::append_audit`]), which queues replicas fairly.
+    ///
+    /// One round trip: one statement, with no explicit transaction, moves
+    /// the chain's head on the condition that it is still the head expected,
+    /// and inserts the events only if it moved.
+    async fn append_after_known_head(
         &self,
         events: &[AuditEvent],
         link: &dyn Linker,
-    ) -> Result<i64> {
-        let known = self.audit_head.take();
-        if let Some(after) = known {
-            let (rows, head) = chain_rows(events, link, after.clone());
-            if Self::append_after(&rows, &head, &after)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some()
-            {
-                return Ok(self.audit_head.keep(head));
-            }
-        }
-        let mut tx = self.begin_write().await?;
-        let chain: ChainColumns = sqlx::query_as(Self::LOCK_AUDIT_CHAIN)
-            .fetch_one(&mut *tx)
+    ) -> Result<Option<i64>> {
+        let Some(after) = self.audit_head.take() else {
+            return Ok(None);
+        };
+        let (rows, head) = chain_rows(events, link, after.clone());
+        let moved = Self::append_after(&rows, &head, &after)
+            .fetch_optional(&self.pool)
             .await?;
-        let head =
-            Self::append_locked(&mut tx, events, link, (chain.head_id, chain.head_hash)).await?;
-        tx.commit().await?;
-        Ok(self.audit_head.keep(head))
+        Ok(moved.map(|_| self.audit_head.keep(head)))
+    }
+
+    /// Appends run on the pool, in a transaction that locks the chain's row.
+    async fn begin_append(&self) -> Result<Transaction<'static, Postgres>> {
+        self.begin_write().await
     }
 
     /// Appends `events` after `after`, the head `tx` holds locked; returns
