@@ -5,6 +5,8 @@
 #
 #   bash benches/cores/device.sh pack [REV]   # here; REV: an earlier build to
 #                                             # measure too, as "before"
+#   KEYWARD_PACK_FEATURES=aws-lc bash benches/cores/device.sh pack [REV]
+#                                             # the same, built with those features
 #   bash benches/cores/device.sh run [N]      # there, from the repository root;
 #                                             # N server cores (default: half)
 #
@@ -20,6 +22,10 @@ kit="$root/.device-kit"
 
 pack() {
     local rev=${1:-}
+    local features=(--locked)
+    if [ -n "${KEYWARD_PACK_FEATURES:-}" ]; then
+        features+=(--features "$KEYWARD_PACK_FEATURES")
+    fi
     cd "$root"
     for tool in wrk h2load nginx taskset; do
         command -v "$tool" >/dev/null || {
@@ -27,9 +33,9 @@ pack() {
             exit 1
         }
     done
-    cargo build --release --locked
+    cargo build --release "${features[@]}"
     local bench
-    bench=$(cargo bench --bench service --no-run --locked --message-format=json 2>/dev/null |
+    bench=$(cargo bench --bench service --no-run "${features[@]}" --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -44,11 +50,12 @@ for line in sys.stdin:
         before_tree=$(mktemp -d)
         trap 'git -C "$root" worktree remove --force "$before_tree" 2>/dev/null || true' EXIT
         git worktree add --detach "$before_tree" "$rev" >/dev/null
-        (cd "$before_tree" && CARGO_TARGET_DIR="$root/target/device-before" cargo build --release --locked)
+        (cd "$before_tree" && CARGO_TARGET_DIR="$root/target/device-before" cargo build --release "${features[@]}")
         strip -o "$kit/bin/keyward-before" target/device-before/release/keyward
         git rev-parse --short "$rev" >"$kit/bin/before.rev"
     fi
     git rev-parse --short HEAD >"$kit/bin/after.rev"
+    echo "${KEYWARD_PACK_FEATURES:-default features}" >"$kit/bin/features"
     gzip -9 "$kit"/bin/keyward* "$kit/bin/service"
     for tool in wrk h2load nginx taskset; do
         local path
@@ -85,7 +92,7 @@ run() {
     cores=$(nproc)
     server=${1:-$((cores / 2))}
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
-    echo "after: $(cat "$kit/bin/after.rev")"
+    echo "after: $(cat "$kit/bin/after.rev"), $(cat "$kit/bin/features")"
     KEYWARD_BENCH_BIN="$work/keyward" "$work/service" --bench --server-cores "$server"
     if [ -x "$work/keyward-before" ]; then
         echo
