@@ -184,7 +184,9 @@ impl SqliteStore {
     /// events on the condition that the head is still the one expected;
     /// inserting an event moves the chain's head to it (a trigger). It runs
     /// on the store's appender connection, as the locked append does, which
-    /// keeps its page cache from one append to the next.
+    /// keeps its page cache from one append to the next. The trigger's
+    /// migration, which cannot change once applied, calls this
+    /// `SqliteStore::append_audit_events`, its name then.
     async fn append_after_known_head(
         &self,
         events: &[AuditEvent],
