@@ -44,7 +44,7 @@ for line in sys.stdin:
     [ -x "$bench" ] || { echo "no bench binary found" >&2; exit 1; }
     rm -rf "$kit"
     mkdir -p "$kit/bin" "$kit/tools" "$kit/lib"
-    strip -o "$kit/bin/keyward" target/release/keyward
+    strip -o "$kit/bin/keyward" "${CARGO_TARGET_DIR:-$root/target}/release/keyward"
     strip -o "$kit/bin/service" "$bench"
     if [ -n "$rev" ]; then
         before_tree=$(mktemp -d)
