@@ -22,9 +22,9 @@ kit="$root/.device-kit"
 
 pack() {
     local rev=${1:-}
-    local features=(--locked)
+    local cargo_flags=(--locked)
     if [ -n "${KEYWARD_PACK_FEATURES:-}" ]; then
-        features+=(--features "$KEYWARD_PACK_FEATURES")
+        cargo_flags+=(--features "$KEYWARD_PACK_FEATURES")
     fi
     cd "$root"
     for tool in wrk h2load nginx taskset; do
@@ -33,9 +33,9 @@ pack() {
             exit 1
         }
     done
-    cargo build --release "${features[@]}"
+    cargo build --release "${cargo_flags[@]}"
     local bench
-    bench=$(cargo bench --bench service --no-run "${features[@]}" --message-format=json 2>/dev/null |
+    bench=$(cargo bench --bench service --no-run "${cargo_flags[@]}" --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -50,7 +50,7 @@ for line in sys.stdin:
         before_tree=$(mktemp -d)
         trap 'git -C "$root" worktree remove --force "$before_tree" 2>/dev/null || true' EXIT
         git worktree add --detach "$before_tree" "$rev" >/dev/null
-        (cd "$before_tree" && CARGO_TARGET_DIR="$root/target/device-before" cargo build --release "${features[@]}")
+        (cd "$before_tree" && CARGO_TARGET_DIR="$root/target/device-before" cargo build --release "${cargo_flags[@]}")
         strip -o "$kit/bin/keyward-before" target/device-before/release/keyward
         git rev-parse --short "$rev" >"$kit/bin/before.rev"
     fi
