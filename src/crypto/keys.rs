@@ -49,7 +49,7 @@ fn rsa_padding(alg: Algorithm) -> Option<&'static dyn signature::RsaEncoding> {
 /// A key failed to generate or load.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct KeyError(String);
+pub struct KeyError(pub(super) String);
 
 /// A freshly generated key: its private PKCS#8 and its public half.
 pub struct GeneratedKey {
@@ -131,6 +131,18 @@ pub struct SigningKey {
     inner: Inner,
     jwk: PublicJwk,
     kid: String,
+    /// The first segment of every token this key signs: its JWS header, made
+    /// once with the kid rather than at each signature.
+    header: String,
+}
+
+/// The base64url JWS protected header of a key: `alg`, `kid` and `typ: "JWT"`.
+fn jws_header(alg: Algorithm, kid: &str) -> String {
+    b64url(
+        json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid })
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 impl SigningKey {
@@ -172,6 +184,7 @@ impl SigningKey {
             alg,
             inner,
             jwk,
+            header: jws_header(alg, &kid),
             kid,
         })
     }
@@ -179,6 +192,7 @@ impl SigningKey {
     /// The same key under another kid (an imported key keeps the kid its
     /// tokens already carry).
     pub fn with_kid(mut self, kid: String) -> Self {
+        self.header = jws_header(self.alg, &kid);
         self.kid = kid;
         self
     }
@@ -191,6 +205,12 @@ impl SigningKey {
     /// RFC 7638 SHA-256 thumbprint of the public key, base64url.
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The base64url JWS header its tokens carry (the signing input's first
+    /// segment).
+    pub fn jws_header(&self) -> &str {
+        &self.header
     }
 
     /// The public half.

@@ -56,8 +56,10 @@ impl IntoResponse for TokenRejection {
 impl<S: Send + Sync> FromRequest<S> for TokenForm {
     type Rejection = TokenRejection;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let headers = request.headers().clone();
+    async fn from_request(mut request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Reading the body needs only the body and the extensions (its size
+        // limit): the headers are taken out rather than copied.
+        let headers = std::mem::take(request.headers_mut());
         let body = Bytes::from_request(request, state).await.map_err(|rejected| {
             TokenRejection {
                 error: OAuthError::InvalidRequest(format!(
@@ -106,13 +108,24 @@ pub(super) async fn token(
     response
 }
 
+/// An RFC 6749 §5.1 token response body.
+#[derive(serde::Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    expires_in: u64,
+    scope: &'a str,
+    token_type: &'static str,
+}
+
 fn token_response(issued: &IssuedToken) -> Response {
-    let body = serde_json::json!({
-        "access_token": issued.access_token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-    });
+    // Serialized from borrowed fields: the token is not copied into a JSON
+    // value first. The fields are in the order a JSON object value had them.
+    let body = TokenResponse {
+        access_token: &issued.access_token,
+        expires_in: issued.expires_in,
+        scope: &issued.scope,
+        token_type: "Bearer",
+    };
     let mut response = Json(body).into_response();
     no_store(response.headers_mut());
     response
