@@ -219,6 +219,16 @@ fn bounded(mut text: String) -> String {
     text
 }
 
+/// The door a call comes through and the failure throttle it counts
+/// against, under the key (the peer address, and the client id at the token
+/// endpoint) made only when the throttle needs it.
+struct Gate<'a> {
+    door: Door,
+    throttle: &'a FailureThrottle,
+    /// The client id presented, or `""` for API tokens.
+    client: &'a str,
+}
+
 /// Why a caller was refused before its call ran, and whether to record it.
 struct Refusal<E> {
     error: E,
@@ -251,8 +261,8 @@ impl Service {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<R, E>>,
     {
-        let door = self.door(caller);
-        let (principal, result, mut record) = match self.admit::<E>(caller, door.as_ref()) {
+        let gate = self.gate(caller);
+        let (principal, result, mut record) = match self.admit::<E>(caller, gate.as_ref()) {
             Err(refused) => (
                 Principal::Refused(caller.claimed()),
                 Err(refused.error),
@@ -277,10 +287,10 @@ impl Service {
             Err(err) => err.outcome(),
         };
         if outcome.is_authentication_failure()
-            && let Some((door, throttle, peer, client)) = &door
+            && let Some(gate) = &gate
         {
-            self.metrics.auth_failed(*door);
-            throttle.failed(peer, client);
+            self.metrics.auth_failed(gate.door);
+            gate.throttle.failed(&caller.peer_key(), gate.client);
         }
         // A refusal of a caller not known to be who it says is recorded
         // within its peer's budget.
@@ -314,34 +324,31 @@ impl Service {
         }
     }
 
-    /// The door a credential comes through, its failure throttle and the key
-    /// failures are counted under: the peer address for API tokens; the
-    /// address and the client id at the token endpoint, so an attacker
-    /// cannot lock a real client out. Local callers have none, and neither
-    /// has a token request that names no client.
-    fn door(&self, caller: &Caller) -> Option<(Door, &FailureThrottle, String, String)> {
-        match &caller.credential {
-            Credential::ApiToken(_) => Some((
-                Door::Grpc,
-                &self.grpc_throttle,
-                caller.peer_key(),
-                String::new(),
-            )),
-            Credential::Client(Some(id)) => Some((
-                Door::TokenEndpoint,
-                &self.token_throttle,
-                caller.peer_key(),
-                id.clone(),
-            )),
-            Credential::Client(None) | Credential::Local(_) => None,
-        }
+    /// The door a credential comes through and its failure throttle, keyed
+    /// by the peer address for API tokens and by the address and the client
+    /// id at the token endpoint, so an attacker cannot lock a real client
+    /// out. Local callers have none, and neither has a token request that
+    /// names no client.
+    fn gate<'a>(&'a self, caller: &'a Caller) -> Option<Gate<'a>> {
+        let (door, throttle, client) = match &caller.credential {
+            Credential::ApiToken(_) => (Door::Grpc, &self.grpc_throttle, ""),
+            Credential::Client(Some(id)) => {
+                (Door::TokenEndpoint, &self.token_throttle, id.as_str())
+            }
+            Credential::Client(None) | Credential::Local(_) => return None,
+        };
+        Some(Gate {
+            door,
+            throttle,
+            client,
+        })
     }
 
     /// Who the caller is, or why they are refused.
     fn admit<E: CallError>(
         &self,
         caller: &Caller,
-        door: Option<&(Door, &FailureThrottle, String, String)>,
+        gate: Option<&Gate<'_>>,
     ) -> std::result::Result<Principal, Refusal<E>> {
         let refuse = |error: E| Refusal {
             error,
@@ -364,14 +371,14 @@ impl Service {
                 // address (behind a shared proxy, everyone's): only the
                 // failing attempts are throttled.
                 grant.map(Principal::Granted).map_err(|err| {
-                    if let Some(throttled) = self.throttled(caller, door) {
+                    if let Some(throttled) = self.throttled(caller, gate) {
                         return throttled;
                     }
                     tracing::info!(peer = ?caller.peer, "gRPC call with a missing, unknown, revoked or expired token");
                     refuse(E::from(err))
                 })
             }
-            Credential::Client(_) => match self.throttled(caller, door) {
+            Credential::Client(_) => match self.throttled(caller, gate) {
                 // A client secret may be weak: past the limit, a client's
                 // attempts from that address are not even checked.
                 Some(throttled) => Err(throttled),
@@ -391,19 +398,23 @@ impl Service {
     fn throttled<E: CallError>(
         &self,
         caller: &Caller,
-        door: Option<&(Door, &FailureThrottle, String, String)>,
+        gate: Option<&Gate<'_>>,
     ) -> Option<Refusal<E>> {
-        let (door, throttle, peer, client) = door?;
-        let throttled = throttle.check(peer, client).err()?;
+        let gate = gate?;
+        // Nothing tracked (the common case): no key to make.
+        if gate.throttle.is_idle() {
+            return None;
+        }
+        let throttled = gate.throttle.check(&caller.peer_key(), gate.client).err()?;
         if throttled.first {
-            match door {
+            match gate.door {
                 Door::Grpc => tracing::warn!(peer = ?caller.peer, "gRPC authentication throttled"),
                 Door::TokenEndpoint => {
-                    tracing::warn!(peer = ?caller.peer, client = %client, "token request throttled");
+                    tracing::warn!(peer = ?caller.peer, client = %gate.client, "token request throttled");
                 }
             }
         }
-        self.metrics.throttled(*door);
+        self.metrics.throttled(gate.door);
         Some(Refusal {
             error: E::throttled(throttled.retry_after),
             record: throttled.first,
