@@ -5,8 +5,9 @@ use serde_json::{Map, Value};
 
 use super::keys::{KeyError, SigningKey};
 
-/// Room for the largest signature keyward makes (RSA-4096: 512 bytes, 683
-/// base64url characters) and the dot before it.
+/// Room for the signature of the largest key keyward generates (RSA-4096:
+/// 512 bytes, 683 base64url characters) and the dot before it; a larger
+/// imported key's token grows its buffer once.
 const SIGNATURE_ROOM: usize = 684;
 
 /// Signs `claims` with `key`, setting `iat` and `exp` (Unix seconds). The header
