@@ -153,6 +153,25 @@ async fn metrics_follow_what_happens(backend: Backend) {
     // A path of the client's own choosing is no label value.
     let strange = server.get("/keysets/ops/evil-label-value", &[]).await;
     assert_eq!(strange.status, 404);
+    // The token endpoint, answered without the router, is counted under its
+    // route like the rest, and gives the caller's request id back.
+    let token_url = format!("{}/oauth2/token", server.http_url);
+    let unknown = common::http_post(
+        &token_url,
+        &[
+            common::FORM,
+            ("authorization", &common::basic("nobody", "wrong")),
+            ("x-request-id", "scrape-token-1"),
+        ],
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(unknown.status, 401, "{}", unknown.body);
+    assert_eq!(unknown.header("x-request-id"), "scrape-token-1");
+    let oversized = "a".repeat(keyward::transport::http::token::MAX_TOKEN_REQUEST_BYTES + 1);
+    let too_large = common::http_post(&token_url, &[common::FORM], &oversized).await;
+    assert_eq!(too_large.status, 413, "{}", too_large.body);
+    assert!(!too_large.header("x-request-id").is_empty());
 
     let scrape = Scrape::of(&url).await;
     assert_eq!(
@@ -191,6 +210,19 @@ async fn metrics_follow_what_happens(backend: Backend) {
     assert_eq!(
         scrape.value(r#"keyward_http_requests_total{route="other",code="404"}"#),
         1.0
+    );
+    for code in ["401", "413"] {
+        assert_eq!(
+            scrape.value(&format!(
+                r#"keyward_http_requests_total{{route="/oauth2/token",code="{code}"}}"#
+            )),
+            1.0,
+            "{code}"
+        );
+    }
+    assert_eq!(
+        scrape.value(r#"keyward_http_request_duration_seconds_count{route="/oauth2/token"}"#),
+        2.0
     );
     assert!(!scrape.body.contains("evil-label-value"));
     assert_eq!(

@@ -2,10 +2,12 @@
 //! from the thread's copy of the document, with its request id and metrics
 //! ([`observe::answered`]) but without the router, its middleware and its
 //! per-request allocations: it is the request verifiers make most, and the
-//! one a static file server is the yardstick for. Everything else (and a
+//! one a static file server is the yardstick for. A `POST /oauth2/token` is
+//! answered here too ([`token::front`]), with what the middleware and its
+//! route give it, but without the router's layers. Everything else (and a
 //! HEAD, or a key set name with escapes) goes through the router.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, pin::Pin};
 
 use axum::{
     Router,
@@ -13,34 +15,39 @@ use axum::{
     response::Response,
     routing::future::RouteFuture,
 };
-use futures_util::future::{Either, Ready, ready};
+use futures_util::future::{Either, FutureExt as _, Ready, ready};
 use hyper::body::Incoming;
 
-use super::{jwks, observe};
-use crate::{service::Service, transport::net::Peer};
+use super::{HttpState, jwks, observe, token};
+use crate::transport::net::Peer;
 
-/// An HTTP application: its router, and the service whose JWKS the front
-/// answers itself (none for routers without the request middleware).
+/// An HTTP application: its router, and the state whose JWKS and token
+/// endpoint the front answers itself (none for routers without the request
+/// middleware).
 #[derive(Debug, Clone)]
 pub struct HttpApp {
     router: Router,
-    documents: Option<Arc<Service>>,
+    front: Option<HttpState>,
 }
+
+/// A token request the front answers.
+type TokenFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl HttpApp {
     /// `router` alone: every request goes through it.
     pub fn routed(router: Router) -> Self {
         Self {
             router,
-            documents: None,
+            front: None,
         }
     }
 
-    /// `router`, with `service`'s JWKS answered by the front.
-    pub(super) fn with_documents(router: Router, service: Arc<Service>) -> Self {
+    /// `router`, with the JWKS and token endpoint of `state` answered by the
+    /// front.
+    pub(super) fn with_front(router: Router, state: HttpState) -> Self {
         Self {
             router,
-            documents: Some(service),
+            front: Some(state),
         }
     }
 
@@ -63,10 +70,18 @@ pub struct Connection {
 impl hyper::service::Service<Request<Incoming>> for Connection {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Response, Infallible>>, RouteFuture<Infallible>>;
+    type Future =
+        Either<Ready<Result<Response, Infallible>>, Either<TokenFuture, RouteFuture<Infallible>>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        if let Some(service) = &self.app.documents
+        if let Some(state) = &self.app.front
+            && request.method() == Method::POST
+            && request.uri().path() == token::PATH
+        {
+            let answered = token::front(state.clone(), self.peer, request).map(Ok);
+            return Either::Right(Either::Left(Box::pin(answered)));
+        }
+        if let Some(HttpState { service, .. }) = &self.app.front
             && request.method() == Method::GET
             && let Some((route, which)) = jwks::requested(request.uri().path())
         {
@@ -85,6 +100,9 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
             request.extensions_mut().insert(Peer(addr));
         }
         // A router is always ready: it needs no `poll_ready` first.
-        Either::Right(tower::Service::call(&mut self.app.router.clone(), request))
+        Either::Right(Either::Right(tower::Service::call(
+            &mut self.app.router.clone(),
+            request,
+        )))
     }
 }

@@ -82,14 +82,13 @@ pub struct HttpState {
 /// on its own listener by [`metrics_app`], or not at all), each request
 /// observed, the JWKS answered by the front.
 pub fn app(state: HttpState, metrics: bool) -> HttpApp {
-    let service = Arc::clone(&state.service);
     let router = routes(metrics)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
         ))
-        .with_state(state);
-    HttpApp::with_documents(router, service)
+        .with_state(state.clone());
+    HttpApp::with_front(router, state)
 }
 
 /// [`app`] without request ids and request metrics, every request through
@@ -109,7 +108,7 @@ fn routes(metrics: bool) -> Router<HttpState> {
         .route("/.well-known/openid-configuration", get(jwks::discovery))
         .route(jwks::ISSUER_ROUTE, get(jwks::issuer_jwks))
         .route(
-            "/oauth2/token",
+            token::PATH,
             post(token::token).layer(DefaultBodyLimit::max(token::MAX_TOKEN_REQUEST_BYTES)),
         )
         .route("/healthz", get(healthz))

@@ -8,6 +8,7 @@ use std::sync::RwLock;
 
 use axum::{
     extract::{MatchedPath, Request, State},
+    http::HeaderValue,
     middleware::Next,
     response::Response,
 };
@@ -77,12 +78,23 @@ pub(super) async fn observe(
         request.extensions_mut().insert(client);
     }
     request.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(request).instrument(span).await;
+    let response = next.run(request).instrument(span).await;
+    observed(&state.service, route, started, header, response)
+}
+
+/// A response on its way out: the request id `header` on it, its route,
+/// status and latency in the metrics.
+pub(super) fn observed(
+    service: &Service,
+    route: &'static str,
+    started: std::time::Instant,
+    header: Option<HeaderValue>,
+    mut response: Response,
+) -> Response {
     if let Some(id) = header {
         response.headers_mut().insert(REQUEST_ID, id);
     }
-    state
-        .service
+    service
         .metrics()
         .http_request(route, response.status().as_u16(), started.elapsed());
     response
@@ -98,15 +110,15 @@ pub(super) fn answered(
     route: &'static str,
     started: std::time::Instant,
     request: &axum::http::HeaderMap,
-    mut response: Response,
+    response: Response,
 ) -> Response {
-    if let Some(id) = request_id_header(request) {
-        response.headers_mut().insert(REQUEST_ID, id);
-    }
-    service
-        .metrics()
-        .http_request(route, response.status().as_u16(), started.elapsed());
-    response
+    observed(
+        service,
+        route,
+        started,
+        request_id_header(request),
+        response,
+    )
 }
 
 #[cfg(test)]

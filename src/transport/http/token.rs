@@ -1,20 +1,25 @@
-//! `POST /oauth2/token`: the client-credentials grant. [`TokenForm`] parses
-//! the request (its form body and client authentication, RFC 6749 §2.3.1 and
-//! §4.4.2) as an axum extractor whose rejection is the OAuth error; the
-//! handler hands the outcome, parsed or not, to
-//! [`crate::service::Service::token_endpoint`], so every request, refused or
-//! not, leaves an audit event.
+//! `POST /oauth2/token`: the client-credentials grant. A served connection's
+//! front answers it ([`front`]): it reads the form body within its limit and
+//! the client authentication (RFC 6749 §2.3.1, §4.4.2) and hands the
+//! outcome, parsed or not, to [`crate::service::Service::token_endpoint`], so
+//! every request, refused or not, leaves an audit event. Routers without the
+//! front (the bench's) reach the same through the [`TokenForm`] extractor and
+//! the routed handler.
+
+use std::net::SocketAddr;
 
 use axum::{
     Extension, Json,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{FromRequest, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use hyper::body::Incoming;
+use tracing::Instrument as _;
 
-use super::{HttpState, http_status, no_store};
+use super::{HttpState, http_status, no_store, observe};
 use crate::{
     Error,
     domain::{
@@ -22,12 +27,19 @@ use crate::{
         oauth::OAuthError,
         secret::SecretString,
     },
-    service::{Caller, Credential, IssuedToken, TokenRequest},
-    transport::{net::Peer, observe::RequestId, proxy::ClientAddr},
+    service::{Caller, Credential, IssuedToken, Service, TokenRequest},
+    transport::{
+        net::Peer,
+        observe::{RequestId, request_id_of},
+        proxy::ClientAddr,
+    },
 };
 
 /// Largest token request body.
 pub const MAX_TOKEN_REQUEST_BYTES: usize = 8 * 1024;
+
+/// The token endpoint's path.
+pub const PATH: &str = "/oauth2/token";
 
 /// A token request, parsed.
 #[derive(Debug)]
@@ -60,14 +72,9 @@ impl<S: Send + Sync> FromRequest<S> for TokenForm {
         // Reading the body needs only the body and the extensions (its size
         // limit): the headers are taken out rather than copied.
         let headers = std::mem::take(request.headers_mut());
-        let body = Bytes::from_request(request, state).await.map_err(|rejected| {
-            TokenRejection {
-                error: OAuthError::InvalidRequest(format!(
-                    "the request body could not be read; it may be at most {MAX_TOKEN_REQUEST_BYTES} bytes"
-                )),
-                status: Some(rejected.status()),
-            }
-        })?;
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejected| unreadable(rejected.status()))?;
         token_request(&headers, &body)
             .map(Self)
             .map_err(|error| TokenRejection {
@@ -85,20 +92,87 @@ pub(super) async fn token(
     request_id: Option<Extension<RequestId>>,
     form: Result<TokenForm, TokenRejection>,
 ) -> Response {
+    let from = client.map(|Extension(c)| c).or_else(|| {
+        peer.map(|Extension(Peer(addr))| ClientAddr {
+            ip: addr.ip(),
+            via: None,
+        })
+    });
+    let request_id = request_id.map_or_else(crate::crypto::random::request_id, |id| id.0.0);
+    answer(&state.service, from, request_id, form.map(|TokenForm(r)| r)).await
+}
+
+/// `POST /oauth2/token` as the connection's front answers it, without the
+/// router: what the request middleware gives a request (its client's
+/// address, its request id on its log lines, in its audit event and back on
+/// the response, its count and latency in the metrics) and what the router's
+/// route and handler do (the body read within its limit, then [`answer`]).
+pub(super) async fn front(
+    state: HttpState,
+    peer: Option<SocketAddr>,
+    request: Request<Incoming>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let (id, header) = request_id_of(request.headers());
+    let span = tracing::info_span!("http", request_id = %id, route = PATH);
+    let from = peer.map(|addr| state.proxies.client_of(addr.ip(), request.headers()));
+    let (parts, body) = request.into_parts();
+    let response = async {
+        let form = match axum::body::to_bytes(Body::new(body), MAX_TOKEN_REQUEST_BYTES).await {
+            Ok(body) => token_request(&parts.headers, &body).map_err(|error| TokenRejection {
+                error,
+                status: None,
+            }),
+            Err(unread) => {
+                // As axum's own body reader answers: 413 past the limit.
+                let too_large = unread
+                    .into_inner()
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                Err(unreadable(if too_large {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                }))
+            }
+        };
+        answer(&state.service, from, id, form).await
+    }
+    .instrument(span)
+    .await;
+    observe::observed(&state.service, PATH, started, header, response)
+}
+
+/// The refusal of a body that could not be read, with its status.
+fn unreadable(status: StatusCode) -> TokenRejection {
+    TokenRejection {
+        error: OAuthError::InvalidRequest(format!(
+            "the request body could not be read; it may be at most {MAX_TOKEN_REQUEST_BYTES} bytes"
+        )),
+        status: Some(status),
+    }
+}
+
+/// One audited token request from `from`, whether it parsed or not, and its
+/// answer.
+async fn answer(
+    service: &Service,
+    from: Option<ClientAddr>,
+    request_id: String,
+    form: Result<TokenRequest, TokenRejection>,
+) -> Response {
     let (request, body_status) = match form {
-        Ok(TokenForm(request)) => (Ok(request), None),
+        Ok(request) => (Ok(request), None),
         Err(rejected) => (Err(rejected.error), rejected.status),
     };
     let caller = Caller {
         credential: Credential::Client(request.as_ref().ok().map(|r| r.client_id.clone())),
-        peer: client
-            .map(|Extension(c)| c.ip)
-            .or_else(|| peer.map(|Extension(Peer(addr))| addr.ip())),
-        via: client.and_then(|Extension(c)| c.via),
+        peer: from.map(|c| c.ip),
+        via: from.and_then(|c| c.via),
         client_subject: None,
-        request_id: request_id.map_or_else(crate::crypto::random::request_id, |id| id.0.0),
+        request_id,
     };
-    let mut response = match state.service.token_endpoint(&caller, request).await {
+    let mut response = match service.token_endpoint(&caller, request).await {
         Ok(issued) => token_response(&issued),
         Err(err) => oauth_error(&err),
     };
