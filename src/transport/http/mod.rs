@@ -80,7 +80,7 @@ pub struct HttpState {
 
 /// The HTTP routes; with `metrics`, `/metrics` too (otherwise it is served
 /// on its own listener by [`metrics_app`], or not at all), each request
-/// observed, the JWKS answered by the front.
+/// observed, the JWKS and the token endpoint answered by the front.
 pub fn app(state: HttpState, metrics: bool) -> HttpApp {
     let router = routes(metrics)
         .layer(middleware::from_fn_with_state(
