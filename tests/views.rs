@@ -80,10 +80,15 @@ async fn hot_calls(server: &TestServer) {
     assert_eq!(refused.status, 401);
 }
 
+/// How often the event feed reads new events whatever the load
+/// (`EVENT_POLL` in `src/server/tasks.rs`).
+const EVENT_POLL: Duration = Duration::from_millis(250);
+
 /// In steady state no database query serves GetClientSecret,
 /// VerifyClientSecret, GetClient, GetKeySet, SignJwt, GetJwks, the JWKS
 /// document or `/oauth2/token`. The audit log's writes are the only store
-/// calls, with the follower's poll of the change counters.
+/// calls, with the follower's poll of the change counters and the event
+/// feed's timed read, at most one per [`EVENT_POLL`] elapsed.
 async fn hot_paths_make_no_database_query(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -93,15 +98,22 @@ async fn hot_paths_make_no_database_query(backend: Backend) {
     put_token_client(&mut server.clients(), "app", "hot", SECRET).await;
     // The first signature parses the active key; from then on nothing is read.
     hot_calls(&server).await;
+    let started = Instant::now();
     store.reset();
     for _ in 0..5 {
         hot_calls(&server).await;
     }
     server.service.flush_audit().await;
     let calls = store.all_calls();
+    let polls = started.elapsed().as_millis() / EVENT_POLL.as_millis() + 1;
+    let feed_reads = calls.get("events_after").copied().unwrap_or(0);
+    assert!(
+        u128::from(feed_reads) <= polls,
+        "the event feed read more often than its timer ({polls} polls): {calls:?}"
+    );
     let queries: Vec<_> = calls
         .iter()
-        .filter(|(method, _)| !matches!(**method, "append_audit" | "generations"))
+        .filter(|(method, _)| !matches!(**method, "append_audit" | "generations" | "events_after"))
         .collect();
     assert!(
         queries.is_empty(),
