@@ -3,6 +3,10 @@
 //! (with the server's settings, like `keyward migrate`) or, with `--remote`,
 //! through a running replica's `keyward.v1.Master` service.
 
+// The doc comments below are also clap's `--help` text, written for a
+// terminal: `<data-dir>` and bare URLs there are meant as they read.
+#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},

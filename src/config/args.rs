@@ -1,6 +1,10 @@
 //! The flags of `keyward serve` and of every command that works on the
 //! database directly, each also an environment variable.
 
+// The doc comments below are also clap's `--help` text, written for a
+// terminal: `<data-dir>` and bare URLs there are meant as they read.
+#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+
 use std::{net::SocketAddr, path::PathBuf};
 
 /// `keyward serve` / `keyward migrate` flags (each also an environment variable).
