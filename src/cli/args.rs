@@ -1,8 +1,8 @@
 //! The command line's shape: every command, flag and environment variable.
 
 // The doc comments below are also clap's `--help` text, written for a
-// terminal: `<data-dir>` and bare URLs there are meant as they read.
-#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+// terminal: `<data-dir>`-style placeholders there are meant as they read.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 

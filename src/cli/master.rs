@@ -4,8 +4,8 @@
 //! through a running replica's `keyward.v1.Master` service.
 
 // The doc comments below are also clap's `--help` text, written for a
-// terminal: `<data-dir>` and bare URLs there are meant as they read.
-#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+// terminal: bare URLs there are meant as they read.
+#![allow(rustdoc::bare_urls)]
 
 use std::{
     sync::Arc,

@@ -2,7 +2,7 @@
 //! `keyward doctor` and `keyward backup`.
 
 // The doc comments below are also clap's `--help` text, written for a
-// terminal: `<data-dir>` and bare URLs there are meant as they read.
+// terminal: `<data-dir>`-style placeholders and bare URLs there are meant as they read.
 #![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
 
 use std::{path::PathBuf, time::Duration};
