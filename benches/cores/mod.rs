@@ -14,6 +14,9 @@
 //! - `POST /oauth2/token` ES256 and RS256 against raw signing on N threads
 //!   pinned to the same cores.
 //!
+//! Under each served figure, the server's CPU time per request (user and
+//! kernel) and how busy it kept its cores ([`cpu`]), keyward's and nginx's.
+//!
 //! Needs `taskset` (util-linux), `wrk`, `h2load` (nghttp2-client) and
 //! `nginx`; a missing tool is named and its figures left out.
 //! KEYWARD_BENCH_BIN runs another build of keyward instead of this one (an
@@ -30,6 +33,10 @@ use std::{
 use keyward::transport::grpc::pb;
 
 use crate::common::{self, Backend, TestDb, process};
+
+mod cpu;
+
+use cpu::{Cpu, Watched};
 
 /// The secret of the token-endpoint clients.
 const SECRET: &str = "cores-bench-secret-0123456789";
@@ -77,11 +84,13 @@ struct Load {
     seconds: u64,
 }
 
-/// A rate and its p99 latency, ms.
+/// A rate and its p99 latency, ms, with what the server spent on it (when
+/// the generator's output counted the requests).
 #[derive(Clone, Copy)]
 struct Rate {
     per_sec: f64,
     p99_ms: f64,
+    cpu: Option<Cpu>,
 }
 
 impl Load {
@@ -100,8 +109,23 @@ impl Load {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `wrk` against `url`, with `script` (a Lua file) when set.
-    fn wrk(&self, url: &str, script: Option<&Path>) -> Rate {
+    /// A measured run's output, with the `watched` server's CPU time over
+    /// it: `requests` counts its requests from the output.
+    fn measured(
+        &self,
+        cmd: Command,
+        watched: Watched,
+        requests: fn(&str) -> Option<f64>,
+    ) -> (String, Option<Cpu>) {
+        let start = watched.sample();
+        let out = self.run(cmd);
+        let cpu = requests(&out).map(|n| watched.since(start, n));
+        (out, cpu)
+    }
+
+    /// `wrk` against `url`, with `script` (a Lua file) when set, and the
+    /// CPU time of the `watched` server.
+    fn wrk(&self, url: &str, script: Option<&Path>, watched: Watched) -> Rate {
         let threads = self.cores.len();
         let connections = (32 * threads).max(64);
         let args = |secs: u64| {
@@ -119,7 +143,11 @@ impl Load {
             cmd
         };
         self.run(args(2));
-        let out = self.run(args(self.seconds));
+        // "  812345 requests in 8.00s, 1.02GB read"
+        let (out, cpu) = self.measured(args(self.seconds), watched, |out| {
+            out.lines()
+                .find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok())
+        });
         assert!(
             !out.contains("Non-2xx"),
             "wrk saw errors from {url}:\n{out}"
@@ -137,11 +165,13 @@ impl Load {
         Rate {
             per_sec,
             p99_ms: p99,
+            cpu,
         }
     }
 
-    /// `h2load` POSTing the gRPC request `body` to `url`.
-    fn h2load(&self, url: &str, body: &Path, token: &str) -> Rate {
+    /// `h2load` POSTing the gRPC request `body` to `url`, and the CPU time
+    /// of the `watched` server.
+    fn h2load(&self, url: &str, body: &Path, token: &str, watched: Watched) -> Rate {
         let threads = self.cores.len();
         let args = |secs: u64| {
             let mut cmd = self.pinned("h2load");
@@ -162,7 +192,12 @@ impl Load {
             cmd
         };
         self.run(args(2));
-        let out = self.run(args(self.seconds));
+        // "requests: 230374 total, 230502 started, 230374 done, …"
+        let (out, cpu) = self.measured(args(self.seconds), watched, |out| {
+            let line = out.lines().find_map(|l| l.strip_prefix("requests:"))?;
+            line.split(',')
+                .find_map(|part| part.trim().strip_suffix(" done")?.parse().ok())
+        });
         let per_sec = out
             .lines()
             .find_map(|l| {
@@ -178,6 +213,7 @@ impl Load {
         Rate {
             per_sec,
             p99_ms: f64::NAN,
+            cpu,
         }
     }
 }
@@ -205,6 +241,7 @@ fn keyward_bin() -> std::ffi::OsString {
 struct Server {
     serve: process::Serve,
     token: String,
+    cores: usize,
 }
 
 impl Server {
@@ -238,7 +275,11 @@ impl Server {
             .as_str()
             .expect("a token")
             .to_string();
-        let server = Self { serve, token };
+        let server = Self {
+            serve,
+            token,
+            cores: cores.len(),
+        };
         // The server picks the new token up within its refresh interval.
         for _ in 0..100 {
             if server
@@ -253,6 +294,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the bench's admin token never worked");
+    }
+
+    /// Its process, for its CPU time.
+    fn watched(&self) -> Watched {
+        Watched::new(self.serve.child.id(), self.cores)
     }
 
     fn api(&self) -> common::As {
@@ -308,6 +354,8 @@ impl Server {
 struct Nginx {
     child: Child,
     url: String,
+    /// The master and its workers.
+    watched: Watched,
     _dir: tempfile::TempDir,
 }
 
@@ -354,6 +402,7 @@ impl Nginx {
             std::thread::sleep(Duration::from_millis(50));
         }
         Self {
+            watched: Watched::new(child.id(), cores.len()),
             child,
             url,
             _dir: dir,
@@ -416,6 +465,9 @@ fn ratio_line(what: &str, rate: Rate, anchor: f64, anchor_name: &str) {
         rate.per_sec,
         rate.per_sec / anchor
     );
+    if let Some(cpu) = rate.cpu {
+        println!("{:<34} keyward: {cpu}", "");
+    }
 }
 
 /// The whole mode; `server_cores` of the allowed cores serve.
@@ -469,8 +521,8 @@ pub async fn run(server_cores: usize) {
         let nginx = Nginx::start(body.as_bytes(), server);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..3 {
-            theirs.push(load.wrk(&nginx.url, None));
-            ours.push(load.wrk(&jwks_url, None));
+            theirs.push(load.wrk(&nginx.url, None, nginx.watched));
+            ours.push(load.wrk(&jwks_url, None, keyward.watched()));
         }
         let mean = |v: &[Rate], f: fn(&Rate) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
@@ -487,9 +539,13 @@ pub async fn run(server_cores: usize) {
         let ours_mean = Rate {
             per_sec: mean(&ours, |r| r.per_sec),
             p99_ms: mean(&ours, |r| r.p99_ms),
+            cpu: Cpu::mean(ours.iter().filter_map(|r| r.cpu)),
         };
         let nginx_rate = mean(&theirs, |r| r.per_sec);
         ratio_line("JWKS GET vs nginx static", ours_mean, nginx_rate, "nginx");
+        if let Some(cpu) = Cpu::mean(theirs.iter().filter_map(|r| r.cpu)) {
+            println!("{:<34} nginx: {cpu}", "");
+        }
         println!(
             "{:<34} {:>10.2} ms vs {:.2} ms  {:>5.2}x nginx's p99",
             "JWKS GET p99",
@@ -506,14 +562,14 @@ pub async fn run(server_cores: usize) {
         let raw_es = raw_pinned(Algorithm::Es256, server);
         ratio_line(
             "POST /oauth2/token ES256",
-            load.wrk(&token_url, Some(&es)),
+            load.wrk(&token_url, Some(&es), keyward.watched()),
             raw_es,
             &format!("raw ES256 ({raw_es:.0} /s)"),
         );
         let raw_rs = raw_pinned(Algorithm::Rs256, server);
         ratio_line(
             "POST /oauth2/token RS256",
-            load.wrk(&token_url, Some(&rs)),
+            load.wrk(&token_url, Some(&rs), keyward.watched()),
             raw_rs,
             &format!("raw RS256 ({raw_rs:.0} /s)"),
         );
@@ -569,21 +625,27 @@ async fn secret_reads(load: &Load, keyward: &Server, db: &TestDb) {
         &format!("{grpc}/grpc.health.v1.Health/Check"),
         &health,
         &keyward.token,
+        keyward.watched(),
     );
     let reads = load.h2load(
         &format!("{grpc}/keyward.v1.Clients/GetClientSecret"),
         &secret,
         &keyward.token,
+        keyward.watched(),
     );
     let after = load.h2load(
         &format!("{grpc}/grpc.health.v1.Health/Check"),
         &health,
         &keyward.token,
+        keyward.watched(),
     );
     println!(
         "{:<34} {:>10.0} /s before, {:.0} /s after  (anchor)",
         "Health/Check", before.per_sec, after.per_sec
     );
+    if let Some(cpu) = Cpu::mean([before.cpu, after.cpu].into_iter().flatten()) {
+        println!("{:<34} keyward: {cpu}", "");
+    }
     ratio_line(
         "Clients/GetClientSecret",
         reads,
@@ -625,7 +687,11 @@ async fn scaling(load: &Load, server: &[usize]) {
     for n in counts {
         let db = TestDb::new(Backend::Sqlite).await.unwrap();
         let keyward = Server::start(&db, &server[..n]).await;
-        let rate = load.wrk(&keyward.url("/.well-known/jwks.json"), None);
+        let rate = load.wrk(
+            &keyward.url("/.well-known/jwks.json"),
+            None,
+            keyward.watched(),
+        );
         keyward.stop();
         let (base_cores, base) = *first.get_or_insert((n, rate.per_sec));
         let linear = base * n as f64 / base_cores as f64;
