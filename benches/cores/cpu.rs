@@ -24,12 +24,12 @@ struct Ticks {
     system: u64,
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name (which may hold
-/// spaces and parentheses): the process's state first.
+/// The fields of `/proc/<pid>/stat` from field 4 (the parent) on. Before
+/// them come the pid, the command name in parentheses (which may itself hold
+/// spaces and parentheses) and the state, a letter.
 fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, after) = stat.rsplit_once(')')?;
-    // Field 3 (the state) is a letter: numbered fields from 4 (the parent).
     Some(
         after
             .split_whitespace()
