@@ -169,16 +169,17 @@ impl Load {
         }
     }
 
-    /// `h2load` POSTing the gRPC request `body` to `url`, and the CPU time
-    /// of the `watched` server.
-    fn h2load(&self, url: &str, body: &Path, token: &str, watched: Watched) -> Rate {
+    /// `h2load` POSTing the gRPC request `body` to `url` with `crowd` calls
+    /// in flight, and the CPU time of the `watched` server.
+    fn h2load(&self, url: &str, body: &Path, token: &str, crowd: Crowd, watched: Watched) -> Rate {
         let threads = self.cores.len();
+        let (connections, streams) = crowd.per_thread();
         let args = |secs: u64| {
             let mut cmd = self.pinned("h2load");
             cmd.args([
                 format!("-t{threads}"),
-                format!("-c{}", 4 * threads),
-                "-m32".into(),
+                format!("-c{}", connections * threads),
+                format!("-m{streams}"),
                 format!("-D{secs}"),
                 "-H".into(),
                 "content-type: application/grpc".into(),
@@ -218,6 +219,27 @@ impl Load {
     }
 }
 
+/// How many gRPC calls `h2load` keeps in flight.
+#[derive(Clone, Copy)]
+enum Crowd {
+    /// 128 per generator thread: 4 connections of 32 streams.
+    Usual,
+    /// 512 per generator thread: 8 connections of 64 streams. Larger
+    /// batches per audit append; this is where sqlx 0.9.0's Nagle stall on
+    /// PostgreSQL cut the secret read tenfold.
+    Crowded,
+}
+
+impl Crowd {
+    /// Connections and streams per connection, per generator thread.
+    fn per_thread(self) -> (usize, usize) {
+        match self {
+            Self::Usual => (4, 32),
+            Self::Crowded => (8, 64),
+        }
+    }
+}
+
 /// `1.23ms`, `850.00us`, `2.01s` as milliseconds.
 fn wrk_ms(v: &str) -> f64 {
     let number = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
@@ -232,9 +254,12 @@ fn wrk_ms(v: &str) -> f64 {
     }
 }
 
-/// The keyward binary measured: KEYWARD_BENCH_BIN, or this build's.
+/// The keyward binary measured: KEYWARD_BENCH_BIN (when not empty), or this
+/// build's.
 fn keyward_bin() -> std::ffi::OsString {
-    std::env::var_os("KEYWARD_BENCH_BIN").unwrap_or_else(|| process::BIN.into())
+    std::env::var_os("KEYWARD_BENCH_BIN")
+        .filter(|bin| !bin.is_empty())
+        .unwrap_or_else(|| process::BIN.into())
 }
 
 /// A `keyward serve` process pinned to `cores`, with an admin token.
@@ -625,18 +650,21 @@ async fn secret_reads(load: &Load, keyward: &Server, db: &TestDb) {
         &format!("{grpc}/grpc.health.v1.Health/Check"),
         &health,
         &keyward.token,
+        Crowd::Usual,
         keyward.watched(),
     );
     let reads = load.h2load(
         &format!("{grpc}/keyward.v1.Clients/GetClientSecret"),
         &secret,
         &keyward.token,
+        Crowd::Usual,
         keyward.watched(),
     );
     let after = load.h2load(
         &format!("{grpc}/grpc.health.v1.Health/Check"),
         &health,
         &keyward.token,
+        Crowd::Usual,
         keyward.watched(),
     );
     println!(
@@ -649,6 +677,23 @@ async fn secret_reads(load: &Load, keyward: &Server, db: &TestDb) {
     ratio_line(
         "Clients/GetClientSecret",
         reads,
+        (before.per_sec + after.per_sec) / 2.0,
+        "health",
+    );
+    let (connections, streams) = Crowd::Crowded.per_thread();
+    let crowded = load.h2load(
+        &format!("{grpc}/keyward.v1.Clients/GetClientSecret"),
+        &secret,
+        &keyward.token,
+        Crowd::Crowded,
+        keyward.watched(),
+    );
+    ratio_line(
+        &format!(
+            "  with {} in flight",
+            connections * streams * load.cores.len()
+        ),
+        crowded,
         (before.per_sec + after.per_sec) / 2.0,
         "health",
     );
