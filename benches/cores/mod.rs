@@ -238,6 +238,12 @@ impl Crowd {
             Self::Crowded => (8, 64),
         }
     }
+
+    /// Calls in flight from `threads` generator threads.
+    fn in_flight(self, threads: usize) -> usize {
+        let (connections, streams) = self.per_thread();
+        connections * streams * threads
+    }
 }
 
 /// `1.23ms`, `850.00us`, `2.01s` as milliseconds.
@@ -490,8 +496,13 @@ fn ratio_line(what: &str, rate: Rate, anchor: f64, anchor_name: &str) {
         rate.per_sec,
         rate.per_sec / anchor
     );
-    if let Some(cpu) = rate.cpu {
-        println!("{:<34} keyward: {cpu}", "");
+    cpu_line("keyward", rate.cpu);
+}
+
+/// What `server` spent, under the figure it served, when known.
+fn cpu_line(server: &str, cpu: Option<Cpu>) {
+    if let Some(cpu) = cpu {
+        println!("{:<34} {server}: {cpu}", "");
     }
 }
 
@@ -568,9 +579,7 @@ pub async fn run(server_cores: usize) {
         };
         let nginx_rate = mean(&theirs, |r| r.per_sec);
         ratio_line("JWKS GET vs nginx static", ours_mean, nginx_rate, "nginx");
-        if let Some(cpu) = Cpu::mean(theirs.iter().filter_map(|r| r.cpu)) {
-            println!("{:<34} nginx: {cpu}", "");
-        }
+        cpu_line("nginx", Cpu::mean(theirs.iter().filter_map(|r| r.cpu)));
         println!(
             "{:<34} {:>10.2} ms vs {:.2} ms  {:>5.2}x nginx's p99",
             "JWKS GET p99",
@@ -653,8 +662,9 @@ async fn secret_reads(load: &Load, keyward: &Server, db: &TestDb) {
         Crowd::Usual,
         keyward.watched(),
     );
+    let secret_url = format!("{grpc}/keyward.v1.Clients/GetClientSecret");
     let reads = load.h2load(
-        &format!("{grpc}/keyward.v1.Clients/GetClientSecret"),
+        &secret_url,
         &secret,
         &keyward.token,
         Crowd::Usual,
@@ -671,18 +681,14 @@ async fn secret_reads(load: &Load, keyward: &Server, db: &TestDb) {
         "{:<34} {:>10.0} /s before, {:.0} /s after  (anchor)",
         "Health/Check", before.per_sec, after.per_sec
     );
-    if let Some(cpu) = Cpu::mean([before.cpu, after.cpu].into_iter().flatten()) {
-        println!("{:<34} keyward: {cpu}", "");
-    }
-    ratio_line(
-        "Clients/GetClientSecret",
-        reads,
-        (before.per_sec + after.per_sec) / 2.0,
-        "health",
+    cpu_line(
+        "keyward",
+        Cpu::mean([before.cpu, after.cpu].into_iter().flatten()),
     );
-    let (connections, streams) = Crowd::Crowded.per_thread();
+    let health_rate = (before.per_sec + after.per_sec) / 2.0;
+    ratio_line("Clients/GetClientSecret", reads, health_rate, "health");
     let crowded = load.h2load(
-        &format!("{grpc}/keyward.v1.Clients/GetClientSecret"),
+        &secret_url,
         &secret,
         &keyward.token,
         Crowd::Crowded,
@@ -691,10 +697,10 @@ async fn secret_reads(load: &Load, keyward: &Server, db: &TestDb) {
     ratio_line(
         &format!(
             "  with {} in flight",
-            connections * streams * load.cores.len()
+            Crowd::Crowded.in_flight(load.cores.len())
         ),
         crowded,
-        (before.per_sec + after.per_sec) / 2.0,
+        health_rate,
         "health",
     );
 }
